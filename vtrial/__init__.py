@@ -1,0 +1,24 @@
+"""vtrial: GPU-accelerated virtual trials for preclinical pharmacology.
+
+float64 is enabled on import (the default precision of every solve); pass
+`SolverOptions(dtype="float32")` for single precision.
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from vtrial import models as models  # noqa: E402
+from vtrial.dosing import Bolus as Bolus, Infusion as Infusion, Regimen as Regimen  # noqa: E402
+from vtrial.errors import DataError as DataError, SpecError as SpecError  # noqa: E402
+from vtrial.population import (  # noqa: E402
+    CovariateDistribution as CovariateDistribution,
+    CovariateEffect as CovariateEffect,
+    Population as Population,
+    ResidualError as ResidualError,
+)
+from vtrial.simulate import simulate_population as simulate_population  # noqa: E402
+from vtrial.solve import SolverOptions as SolverOptions  # noqa: E402
+from vtrial.trial import Arm as Arm, SimulationResult as SimulationResult, simulate as simulate  # noqa: E402
+
+__version__ = "0.1.0"

@@ -1,0 +1,258 @@
+"""Models as data plus a right-hand side.
+
+A `Model` declares its states, parameters, covariates, dose routes, observables and
+parameter-timed events (e.g. a disease onset), and one pure JAX function for the
+vector field of a single animal. Everything that varies per animal (parameters,
+covariates, dose records) is passed in as data, so one compiled solve serves every arm,
+regimen candidate and estimation step.
+
+The vector field has the signature `vector_field(t, y, p, rate) -> dy/dt` with
+- `t`: time (h), scalar;
+- `y`: state vector, shape `(n_states,)`, in the units the states declare;
+- `p`: mapping of every parameter and covariate name to a scalar;
+- `rate`: zero-order input currently running into each state, shape `(n_states,)`,
+  in state-unit per hour (already scaled by bioavailability).
+
+A model that does not add `rate` to its right-hand side would silently ignore
+infusions, so `Model` checks at construction that its right-hand side responds to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from vtrial.errors import SpecError
+
+VectorField = Callable[[jnp.ndarray, jnp.ndarray, Mapping[str, jnp.ndarray], jnp.ndarray], jnp.ndarray]
+ObservableFn = Callable[[jnp.ndarray, Mapping[str, jnp.ndarray]], jnp.ndarray]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A structural parameter: typical value, unit, allowed closed range and source."""
+
+    name: str
+    value: float
+    unit: str
+    lower: float = 0.0
+    upper: float = math.inf
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self):
+        if not (self.lower <= self.value <= self.upper):
+            raise SpecError(
+                f"parameter {self.name}",
+                f"typical value {self.value} is outside its allowed range "
+                f"[{self.lower}, {self.upper}]",
+            )
+
+
+@dataclass(frozen=True)
+class State:
+    """A state: name, unit and initial value (a number, or the name of a parameter)."""
+
+    name: str
+    unit: str
+    initial: float | str = 0.0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """A per-animal covariate the model reads (e.g. body weight `bw`, kg)."""
+
+    name: str
+    unit: str
+    reference: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A dose route: which state receives the dose, with optional bioavailability and lag.
+
+    `bioavailability` and `lag` name parameters of the model (or are None for 1 and 0).
+    A bolus adds `F * amount` to `state`; an infusion adds `F * amount / duration` per
+    hour over its duration (the duration is kept, the rate scaled).
+    """
+
+    name: str
+    state: str
+    bioavailability: str | None = None
+    lag: str | None = None
+
+
+@dataclass(frozen=True)
+class ParameterEvent:
+    """An instantaneous addition at a per-animal time taken from the parameters.
+
+    At `t = p[time]` the amount `p[amount]` is added to `state`, exactly like a lagged
+    bolus (e.g. the disease onset of CIA-1).
+    """
+
+    time: str
+    state: str
+    amount: str
+
+
+@dataclass(frozen=True)
+class Observable:
+    """A derived output; the name states the unit (e.g. `conc_mg_per_l`)."""
+
+    name: str
+    fn: ObservableFn
+    description: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A dynamical model of one animal (or one well), as data plus a right-hand side.
+
+    Models compare and hash by identity, so each distinct model compiles once and is
+    reused from the cache for every later call with the same shapes.
+    """
+
+    name: str
+    states: tuple[State, ...]
+    parameters: tuple[Parameter, ...]
+    vector_field: VectorField
+    observables: tuple[Observable, ...]
+    routes: tuple[Route, ...] = ()
+    covariates: tuple[Covariate, ...] = ()
+    events: tuple[ParameterEvent, ...] = ()
+    description: str = ""
+    time_unit: str = "h"
+
+    def __post_init__(self):
+        _check_unique("states", [s.name for s in self.states])
+        names = [p.name for p in self.parameters] + [c.name for c in self.covariates]
+        _check_unique("parameters and covariates", names)
+        _check_unique("observables", [o.name for o in self.observables])
+        _check_unique("routes", [r.name for r in self.routes])
+        known = set(names)
+        states = set(self.state_names)
+        for s in self.states:
+            if isinstance(s.initial, str) and s.initial not in known:
+                raise SpecError(f"{self.name}.states.{s.name}.initial", f"unknown parameter {s.initial!r}")
+        for r in self.routes:
+            if r.state not in states:
+                raise SpecError(f"{self.name}.routes.{r.name}", f"unknown state {r.state!r}")
+            for ref in (r.bioavailability, r.lag):
+                if ref is not None and ref not in known:
+                    raise SpecError(f"{self.name}.routes.{r.name}", f"unknown parameter {ref!r}")
+        for e in self.events:
+            if e.state not in states:
+                raise SpecError(f"{self.name}.events", f"unknown state {e.state!r}")
+            for ref in (e.time, e.amount):
+                if ref not in known:
+                    raise SpecError(f"{self.name}.events", f"unknown parameter {ref!r}")
+        self._check_rate_is_used()
+
+    # -- names and lookups -------------------------------------------------------------
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.covariates)
+
+    @property
+    def observable_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.observables)
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    def typical_values(self) -> dict[str, float]:
+        """Typical parameter values and reference covariate values."""
+        out = {p.name: p.value for p in self.parameters}
+        out.update({c.name: c.reference for c in self.covariates})
+        return out
+
+    def parameter(self, name: str) -> Parameter:
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise SpecError(name, f"unknown parameter of model {self.name}; known: {', '.join(self.parameter_names)}")
+
+    def state_index(self, name: str) -> int:
+        try:
+            return self.state_names.index(name)
+        except ValueError:
+            raise SpecError(name, f"unknown state of model {self.name}; known: {', '.join(self.state_names)}") from None
+
+    def route(self, name: str) -> Route:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        allowed = ", ".join(r.name for r in self.routes) or "(this model takes no doses)"
+        raise SpecError("route", f"unknown route {name!r} for model {self.name}; allowed: {allowed}")
+
+    def route_index(self, name: str) -> int:
+        return self.routes.index(self.route(name))
+
+    # -- values ------------------------------------------------------------------------
+    def initial_state(self, p: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+        """The state vector at the start of the solve for parameters `p`."""
+        return jnp.stack([jnp.asarray(p[s.initial] if isinstance(s.initial, str) else s.initial, dtype=float) for s in self.states])
+
+    def observe(self, y: jnp.ndarray, p: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+        """Observables of one state vector `y` (shape `(n_states,)`)."""
+        return {o.name: o.fn(y, p) for o in self.observables}
+
+    def validate_values(self, values: Mapping[str, float], where: str) -> None:
+        """Reject unknown names and values outside the declared ranges (host side)."""
+        known = {p.name: p for p in self.parameters}
+        covs = set(self.covariate_names)
+        for name, value in values.items():
+            if name in covs:
+                if not np.all(np.asarray(value) > 0):
+                    raise SpecError(f"{where}.{name}", "covariates must be positive")
+                continue
+            if name not in known:
+                raise SpecError(
+                    f"{where}.{name}",
+                    f"unknown parameter of model {self.name}; known: {', '.join(self.parameter_names + self.covariate_names)}",
+                )
+            spec = known[name]
+            arr = np.asarray(value, dtype=float)
+            if not np.all(np.isfinite(arr)):
+                raise SpecError(f"{where}.{name}", "must be a finite number")
+            if np.any(arr < spec.lower) or np.any(arr > spec.upper):
+                raise SpecError(f"{where}.{name}", f"value(s) must lie in [{spec.lower}, {spec.upper}] {spec.unit}")
+
+    def _check_rate_is_used(self) -> None:
+        if not self.routes:
+            return
+        p = {k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()}
+        y = self.initial_state(p)
+        n = self.n_states
+        base = self.vector_field(0.0, y, p, jnp.zeros(n))
+        for r in self.routes:
+            i = self.state_index(r.state)
+            bumped = self.vector_field(0.0, y, p, jnp.zeros(n).at[i].set(1.0))
+            if not bool(jnp.abs(bumped[i] - base[i] - 1.0) < 1e-9):
+                raise SpecError(
+                    f"{self.name}.vector_field",
+                    f"must add rate[{i}] to d{r.state}/dt (infusions into route {r.name!r} would be ignored)",
+                )
+
+
+def _check_unique(what: str, names: list[str]) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise SpecError(what, f"name {n!r} is declared twice")
+        seen.add(n)

@@ -1,0 +1,230 @@
+r"""Virtual populations: typical values, inter-animal variability, covariates, residual error.
+
+Individual parameters are drawn as
+$\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$ with
+$\eta_i \sim N(0, \Omega)$ (diagonal or full), covariates $x_{ic}$ log-normal around
+their median. Variability may be given as CV% ($\omega^2 = \ln(1 + CV^2)$) or as
+$\omega^2$ directly.
+
+Randomness: animal `i` uses `fold_in(key, i)` and nothing else, so an animal's draws do
+not depend on the chunk size, the batch it lands in or the device it runs on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vtrial.errors import SpecError
+from vtrial.models.base import Model
+
+# Stream identifiers folded into each animal's key.
+_ETA, _COVARIATES, _RESIDUAL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class CovariateDistribution:
+    """A log-normal covariate (`cv` as a fraction; 0 fixes it at `median`)."""
+
+    name: str
+    median: float
+    cv: float = 0.0
+    unit: str = ""
+
+    def __post_init__(self):
+        if not (self.median > 0 and math.isfinite(self.median)):
+            raise SpecError(f"covariates.{self.name}.median", f"must be > 0, got {self.median}")
+        if not (self.cv >= 0 and math.isfinite(self.cv)):
+            raise SpecError(f"covariates.{self.name}.cv", f"must be >= 0, got {self.cv}")
+
+    @property
+    def sigma(self) -> float:
+        return math.sqrt(math.log1p(self.cv**2))
+
+
+@dataclass(frozen=True)
+class CovariateEffect:
+    """Power covariate model: parameter *= (covariate / reference) ** exponent."""
+
+    parameter: str
+    covariate: str
+    reference: float
+    exponent: float
+
+
+@dataclass(frozen=True)
+class ResidualError:
+    r"""Combined residual error: $y = f + \sqrt{a^2 + (b f)^2}\,\epsilon$, $\epsilon \sim N(0,1)$.
+
+    `additive` ($a$) is in the observable's unit; `proportional` ($b$) is a fraction
+    (0.15 = 15%). Either may be 0, not both.
+    """
+
+    additive: float = 0.0
+    proportional: float = 0.0
+
+    def __post_init__(self):
+        if self.additive < 0 or self.proportional < 0:
+            raise SpecError("residual", "additive and proportional must be >= 0")
+
+    def sd(self, f):
+        return jnp.sqrt(self.additive**2 + (self.proportional * f) ** 2)
+
+    def sample(self, key, f):
+        return f + self.sd(f) * jax.random.normal(key, jnp.shape(f), dtype=jnp.result_type(f))
+
+    def log_prob(self, y, f):
+        sd = self.sd(f)
+        return -0.5 * ((y - f) / sd) ** 2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi)
+
+
+def omega_from_cv(cv_percent: Mapping[str, float]) -> dict[str, float]:
+    """Variances of log-normal random effects from CV% ($\\omega^2 = \\ln(1 + CV^2)$)."""
+    return {k: math.log1p((v / 100.0) ** 2) for k, v in cv_percent.items()}
+
+
+@dataclass(frozen=True)
+class Population:
+    """Everything needed to draw virtual animals of one model.
+
+    - `typical`: overrides of the model's typical values;
+    - `iiv_names` / `omega`: the parameters with random effects and their covariance
+      (log scale); build with `Population.build` from CV% or variances;
+    - `covariates`: distributions of covariates (others sit at their reference);
+    - `covariate_effects`: power relations added on top of the model's own equations;
+    - `residual`: residual error per observable name.
+    """
+
+    model: Model
+    typical: Mapping[str, float] = field(default_factory=dict)
+    iiv_names: tuple[str, ...] = ()
+    omega: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    covariates: tuple[CovariateDistribution, ...] = ()
+    covariate_effects: tuple[CovariateEffect, ...] = ()
+    residual: Mapping[str, ResidualError] = field(default_factory=dict)
+
+    def __post_init__(self):
+        m = self.model
+        m.validate_values(self.typical, "population.typical")
+        for n in self.iiv_names:
+            if n not in m.parameter_names:
+                raise SpecError(f"population.iiv.{n}", f"unknown parameter; known: {', '.join(m.parameter_names)}")
+        omega = np.asarray(self.omega, dtype=float)
+        k = len(self.iiv_names)
+        if omega.shape != (k, k):
+            raise SpecError("population.omega", f"must be {k}x{k} for {k} random effects, got shape {omega.shape}")
+        if k:
+            if not np.allclose(omega, omega.T):
+                raise SpecError("population.omega", "must be symmetric")
+            try:
+                np.linalg.cholesky(omega + 1e-300 * np.eye(k))
+            except np.linalg.LinAlgError:
+                raise SpecError("population.omega", "must be positive definite (check the correlations)") from None
+        for c in self.covariates:
+            if c.name not in m.covariate_names:
+                raise SpecError(f"population.covariates.{c.name}", f"unknown covariate; model {m.name} has: {', '.join(m.covariate_names) or 'none'}")
+        for e in self.covariate_effects:
+            if e.parameter not in m.parameter_names:
+                raise SpecError(f"population.covariate_effects.{e.parameter}", "unknown parameter")
+            if e.covariate not in m.covariate_names:
+                raise SpecError(f"population.covariate_effects.{e.parameter}.covariate", f"unknown covariate {e.covariate!r}")
+            if not e.reference > 0:
+                raise SpecError(f"population.covariate_effects.{e.parameter}.reference", "must be > 0")
+        for name in self.residual:
+            if name not in m.observable_names:
+                raise SpecError(f"population.residual.{name}", f"unknown observable; known: {', '.join(m.observable_names)}")
+
+    @classmethod
+    def build(
+        cls,
+        model: Model,
+        *,
+        typical: Mapping[str, float] | None = None,
+        cv_percent: Mapping[str, float] | None = None,
+        omega2: Mapping[str, float] | None = None,
+        correlation: Mapping[tuple[str, str], float] | None = None,
+        covariates=(),
+        covariate_effects=(),
+        residual: Mapping[str, ResidualError] | None = None,
+    ) -> "Population":
+        """Population from CV% and/or variances plus optional pairwise correlations."""
+        variances = dict(omega_from_cv(cv_percent or {}))
+        for k, v in (omega2 or {}).items():
+            if k in variances:
+                raise SpecError(f"population.iiv.{k}", "given both as CV% and as omega^2; give one")
+            variances[k] = v
+        for k, v in variances.items():
+            if not (v >= 0 and math.isfinite(v)):
+                raise SpecError(f"population.iiv.{k}", f"variance must be >= 0, got {v}")
+        names = tuple(k for k, v in variances.items() if v > 0)
+        sd = np.sqrt([variances[n] for n in names])
+        corr = np.eye(len(names))
+        for (a, b), r in (correlation or {}).items():
+            for n in (a, b):
+                if n not in names:
+                    raise SpecError(f"population.correlation.{a}.{b}", f"{n!r} has no random effect")
+            if not -1 < r < 1:
+                raise SpecError(f"population.correlation.{a}.{b}", f"must lie in (-1, 1), got {r}")
+            i, j = names.index(a), names.index(b)
+            corr[i, j] = corr[j, i] = r
+        omega = corr * np.outer(sd, sd)
+        return cls(
+            model=model,
+            typical=dict(typical or {}),
+            iiv_names=names,
+            omega=omega,
+            covariates=tuple(covariates),
+            covariate_effects=tuple(covariate_effects),
+            residual=dict(residual or {}),
+        )
+
+    def typical_parameters(self) -> dict[str, float]:
+        """Typical values (model defaults with overrides), covariates at their medians."""
+        out = self.model.typical_values()
+        out.update(self.typical)
+        for c in self.covariates:
+            out[c.name] = c.median
+        return out
+
+    def _draw_one(self, key):
+        base = self.typical_parameters()
+        p = {k: jnp.asarray(v, dtype=float) for k, v in base.items()}
+        if self.covariates:
+            z = jax.random.normal(jax.random.fold_in(key, _COVARIATES), (len(self.covariates),))
+            for j, c in enumerate(self.covariates):
+                p[c.name] = c.median * jnp.exp(c.sigma * z[j])
+        for e in self.covariate_effects:
+            p[e.parameter] = p[e.parameter] * (p[e.covariate] / e.reference) ** e.exponent
+        if self.iiv_names:
+            chol = jnp.asarray(np.linalg.cholesky(self.omega + 1e-300 * np.eye(len(self.iiv_names))))
+            eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(self.iiv_names),))
+            for j, n in enumerate(self.iiv_names):
+                p[n] = p[n] * jnp.exp(eta[j])
+        return p
+
+    def sample(self, key, n_animals: int, *, first_index: int = 0) -> dict[str, np.ndarray]:
+        """Individual parameters and covariates of animals `first_index .. + n_animals`.
+
+        Returns a dict of name -> array `(n_animals,)`, the same for a given animal index
+        however the animals are split into calls.
+        """
+        if n_animals < 0:
+            raise SpecError("n_animals", "must be >= 0")
+        idx = jnp.arange(first_index, first_index + n_animals)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+        draws = jax.jit(jax.vmap(self._draw_one))(keys)
+        return {k: np.asarray(v) for k, v in draws.items()}
+
+    def typical_animals(self, n_animals: int = 1) -> dict[str, np.ndarray]:
+        """`n_animals` copies of the typical animal (no variability)."""
+        return {k: np.full(n_animals, v, dtype=float) for k, v in self.typical_parameters().items()}
+
+
+def residual_keys(key, animal_index):
+    """The residual-error key of an animal (independent of its parameter draws)."""
+    return jax.random.fold_in(jax.random.fold_in(key, animal_index), _RESIDUAL)

@@ -1,0 +1,224 @@
+"""Virtual trials: arms of animals under regimens, simulated in one batched solve.
+
+`simulate` is the one entry point for the library user: it draws (or takes) the animals
+of every arm, lowers every arm's regimen to padded dose records, runs the chunked,
+vmapped solve once over all arms together, and returns a `SimulationResult` that turns
+into tidy tables.
+
+Randomness: arm `a`, animal `i` draws from `fold_in(fold_in(PRNGKey(seed), a), i)`,
+so adding arms or animals never changes the animals already there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import pandas as pd
+
+from vtrial.dosing import Regimen, lower_regimens
+from vtrial.errors import SpecError
+from vtrial.models.base import Model
+from vtrial.population import Population, residual_keys
+from vtrial.simulate import PopulationSolution, simulate_population
+from vtrial.solve import SolverOptions
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A treatment arm: a name, a regimen and how many animals."""
+
+    name: str
+    regimen: Regimen = Regimen()
+    n_animals: int = 100
+
+    def __post_init__(self):
+        if not (isinstance(self.n_animals, int) and self.n_animals >= 1):
+            raise SpecError(f"arms.{self.name}.n_animals", f"must be a whole number >= 1, got {self.n_animals!r}")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Everything one `simulate` call produced.
+
+    - `animals`: one row per animal: `arm`, `animal`, parameters, covariates,
+      `status` (`ok` or the failure), `n_steps`;
+    - `solution`: the batched arrays (states, observables at `times_h`).
+    """
+
+    model: Model
+    population: Population
+    arms: tuple[Arm, ...]
+    animals: pd.DataFrame
+    solution: PopulationSolution
+    seed: int
+
+    @property
+    def times_h(self) -> np.ndarray:
+        return self.solution.times_h
+
+    def to_frame(self, states: bool = False) -> pd.DataFrame:
+        """Long table: `arm`, `animal`, `time_h`, one column per observable (and state)."""
+        n, t = self.solution.status.size, self.times_h.size
+        frame = {
+            "arm": np.repeat(self.animals["arm"].to_numpy(), t),
+            "animal": np.repeat(self.animals["animal"].to_numpy(), t),
+            "time_h": np.tile(self.times_h, n),
+        }
+        for name, v in self.solution.observables.items():
+            frame[name] = v.reshape(-1)
+        if states:
+            for j, s in enumerate(self.model.states):
+                frame[f"{s.name}_{s.unit.replace('/', '_per_')}"] = self.solution.states[:, :, j].reshape(-1)
+        return pd.DataFrame(frame)
+
+    def observations(self, sampling_times_h: Mapping[str, Sequence[float]] | None = None) -> pd.DataFrame:
+        """Predictions with residual error added, at each observable's sampling times.
+
+        `sampling_times_h` maps an observable to its sampling times (each must be one of
+        `times_h`); by default every observable with a residual model at every time.
+        Values not sampled are NaN. The noise is keyed per animal, so it is reproducible.
+        """
+        times = self.times_h
+        sampling = sampling_times_h or {k: times for k in self.population.residual}
+        masks = {}
+        for name, ts in sampling.items():
+            if name not in self.solution.observables:
+                raise SpecError(f"sampling.{name}", f"unknown observable; known: {', '.join(self.solution.observables)}")
+            ts = np.asarray(ts, dtype=float)
+            missing = ts[~np.isin(ts, times)]
+            if missing.size:
+                raise SpecError(f"sampling.{name}", f"time {missing[0]} h is not among the simulated times")
+            masks[name] = np.isin(times, ts)
+        key = jax.random.PRNGKey(self.seed)
+        arm_index = self.animals["arm_index"].to_numpy()
+        animal = self.animals["animal"].to_numpy()
+        rows = np.flatnonzero(np.logical_or.reduce([m for m in masks.values()]) if masks else np.zeros(times.size, bool))
+        out = {
+            "arm": np.repeat(self.animals["arm"].to_numpy(), rows.size),
+            "animal": np.repeat(animal, rows.size),
+            "time_h": np.tile(times[rows], animal.size),
+        }
+        for j, (name, mask) in enumerate(masks.items()):
+            pred = self.solution.observables[name]
+            res = self.population.residual.get(name)
+            if res is None:
+                raise SpecError(f"population.residual.{name}", "no residual error model for a sampled observable")
+            noisy = _add_residual(res, key, arm_index, animal, j, pred)
+            noisy = np.where(mask[None, :], noisy, np.nan)
+            out[name] = noisy[:, rows].reshape(-1)
+        return pd.DataFrame(out)
+
+
+def _add_residual(res, key, arm_index, animal, obs_index, pred):
+    @jax.jit
+    @jax.vmap
+    def one(a, i, f):
+        k = jax.random.fold_in(residual_keys(jax.random.fold_in(key, a), i), obs_index)
+        return res.sample(k, f)
+
+    return np.asarray(one(arm_index, animal, pred))
+
+
+def _animal_parameters(model, population, arms, seed, typical, animals):
+    needed = list(model.parameter_names) + list(model.covariate_names)
+    if animals is not None:
+        return _parameters_from_table(model, population, arms, animals, needed)
+    key = jax.random.PRNGKey(seed)
+    tables = []
+    for a, arm in enumerate(arms):
+        if typical:
+            p = population.typical_animals(1)
+        else:
+            p = population.sample(jax.random.fold_in(key, a), arm.n_animals)
+        n = len(next(iter(p.values())))
+        df = pd.DataFrame({"arm": arm.name, "arm_index": a, "animal": np.arange(n)})
+        for k in needed:
+            df[k] = np.asarray(p[k], dtype=float)
+        tables.append(df)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _parameters_from_table(model, population, arms, animals, needed):
+    if not isinstance(animals, pd.DataFrame):
+        raise SpecError("animals", "must be a pandas DataFrame")
+    for col in ("arm", "animal"):
+        if col not in animals.columns:
+            raise SpecError(f"animals.{col}", f"column missing; the table needs 'arm', 'animal' and parameter columns")
+    known = set(needed)
+    unknown = [c for c in animals.columns if c not in known | {"arm", "animal"}]
+    if unknown:
+        raise SpecError(f"animals.{unknown[0]}", f"unknown parameter of model {model.name}; known: {', '.join(needed)}")
+    arm_names = [a.name for a in arms]
+    bad = sorted(set(animals["arm"].astype(str)) - set(arm_names))
+    if bad:
+        raise SpecError("animals.arm", f"unknown arm {bad[0]!r}; arms: {', '.join(arm_names)}")
+    typical = population.typical_parameters()
+    df = pd.DataFrame({"arm": animals["arm"].astype(str), "animal": animals["animal"]})
+    df["arm_index"] = df["arm"].map({n: i for i, n in enumerate(arm_names)}).astype(int)
+    for k in needed:
+        if k in animals.columns:
+            col = pd.to_numeric(animals[k], errors="coerce")
+            if col.isna().any():
+                row = int(np.flatnonzero(col.isna().to_numpy())[0]) + 1
+                raise SpecError(f"animals.{k}", f"row {row} is not a number")
+            df[k] = col.to_numpy(dtype=float)
+        else:
+            df[k] = float(typical[k])
+    model.validate_values({k: df[k].to_numpy() for k in model.parameter_names}, "animals")
+    df = df.sort_values(["arm_index", "animal"], kind="stable").reset_index(drop=True)
+    return df[["arm", "arm_index", "animal", *needed]]
+
+
+def simulate(
+    model: Model,
+    arms: Regimen | Sequence[Arm],
+    population: Population | None = None,
+    *,
+    times_h: Sequence[float],
+    n_animals: int = 100,
+    seed: int = 0,
+    typical: bool = False,
+    animals: pd.DataFrame | None = None,
+    options: SolverOptions = SolverOptions(),
+    chunk_size: int = 4096,
+    t0: float = 0.0,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> SimulationResult:
+    """Simulate a virtual trial.
+
+    **Arguments:**
+    - `model`: e.g. `vtrial.models.two_compartment()` or `vtrial.models.cia_rat()`;
+    - `arms`: a single `Regimen` (one arm named "arm" with `n_animals`) or `Arm`s;
+    - `population`: variability, covariates, residual error (default: none);
+    - `times_h`: output times (h), non-decreasing;
+    - `seed`: fixes every random draw;
+    - `typical`: one typical animal per arm, no variability;
+    - `animals`: a table of exactly the animals to simulate (`arm`, `animal`, one
+      column per parameter/covariate; missing ones take typical values);
+    - `options`: solver, tolerances, precision; `chunk_size`: animals per compiled batch.
+
+    **Returns:** a `SimulationResult`; `.to_frame()` gives the tidy table.
+    """
+    if isinstance(arms, Regimen):
+        arms = (Arm("arm", arms, n_animals),)
+    arms = tuple(arms)
+    if not arms:
+        raise SpecError("arms", "at least one arm is needed")
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise SpecError("arms", "arm names must be unique")
+    population = population or Population(model)
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    table = _animal_parameters(model, population, arms, seed, typical, animals)
+    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
+    doses = arm_records.take(table["arm_index"].to_numpy())
+    params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
+    solution = simulate_population(model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, on_chunk=on_chunk)
+    table = table.copy()
+    table["status"] = solution.status_names
+    table["n_steps"] = solution.n_steps
+    return SimulationResult(model, population, arms, table, solution, seed)
