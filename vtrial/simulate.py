@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+import time
 from functools import lru_cache
 
 import jax
@@ -39,6 +40,8 @@ class PopulationSolution:
     status: np.ndarray
     n_steps: np.ndarray
     times_h: np.ndarray
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
 
     @property
     def status_names(self) -> np.ndarray:
@@ -59,6 +62,25 @@ def batched_solver(model: Model, options: SolverOptions, t0: float) -> Callable:
         return sol.states, obs, sol.status, sol.n_steps
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+
+_COMPILED: dict = {}
+
+
+def compiled_solver(model: Model, options: SolverOptions, t0: float, args) -> tuple[Callable, float]:
+    """Ahead-of-time compiled solver for the shapes of `args`, and the seconds compiling took.
+
+    Compiled executables are kept per (model, options, t0, shapes), so a second run
+    with the same shapes compiles nothing (0 s).
+    """
+    shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves(args))
+    key = (model, options, t0, jax.tree_util.tree_structure(args), shapes)
+    if key in _COMPILED:
+        return _COMPILED[key], 0.0
+    start = time.perf_counter()
+    compiled = batched_solver(model, options, t0).lower(*args).compile()
+    _COMPILED[key] = compiled
+    return compiled, time.perf_counter() - start
 
 
 def check_inputs(model: Model, params: Mapping[str, np.ndarray], doses: DoseRecords, times_h, t0: float) -> int:
@@ -117,7 +139,6 @@ def simulate_population(
         raise SpecError("chunk_size", f"must be a whole number >= 1, got {chunk_size!r}")
     params = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()}
     times = np.asarray(times_h, dtype=float)
-    fn = batched_solver(model, options, float(t0))
     chunk = min(chunk_size, n)
     dtype = np.float64 if options.dtype == "float64" else np.float32
     states = np.empty((n, times.size, model.n_states), dtype)
@@ -125,12 +146,17 @@ def simulate_population(
     status = np.empty(n, np.int32)
     steps = np.empty(n, np.int64)
     save_times = jnp.asarray(times, dtype)
+    compile_s, run_s, fn = 0.0, 0.0, None
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         idx = np.minimum(np.arange(lo, lo + chunk), n - 1)  # pad by repeating the last animal
         p = {k: jnp.asarray(v[idx], dtype) for k, v in params.items()}
         d = tuple(jnp.asarray(a[idx]) for a in doses.as_tuple())
-        s, o, st, ns = fn(p, d, save_times)
+        if fn is None:
+            fn, compile_s = compiled_solver(model, options, float(t0), (p, d, save_times))
+        start = time.perf_counter()
+        s, o, st, ns = jax.block_until_ready(fn(p, d, save_times))
+        run_s += time.perf_counter() - start
         m = hi - lo
         states[lo:hi] = np.asarray(s)[:m]
         for name in obs:
@@ -142,4 +168,4 @@ def simulate_population(
     failed = status != 0
     for name in obs:
         obs[name][failed] = np.nan
-    return PopulationSolution(states, obs, status, steps, times)
+    return PopulationSolution(states, obs, status, steps, times, compile_s, run_s)

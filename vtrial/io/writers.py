@@ -1,0 +1,56 @@
+"""Atomic writers: every file is written to a temporary name in its folder, then renamed.
+
+A crash mid-write leaves the previous file (or none), never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_path)` then rename `tmp_path` onto `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    return atomic_write(path, lambda p: df.to_csv(p, index=False))
+
+
+def write_json(obj, path: str | Path) -> Path:
+    def w(p: Path):
+        p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+    return atomic_write(path, w)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix of `path`) and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format=fmt, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
