@@ -16,9 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vtrial.errors import DataError, SpecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="vtrial: virtual trials for preclinical pharmacology.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="vtrial: virtual trials for preclinical pharmacology.")
 err_console = Console(stderr=True)
 console = Console()
+
+
+@app.callback()
+def _root():
+    """vtrial: virtual trials for preclinical pharmacology (run `vtrial COMMAND --help`)."""
 
 
 def fail(message: str, code: int = 2):

@@ -77,5 +77,5 @@ def _load_builtin_jobs() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != module:
+            if not (e.name and module.startswith(e.name)):
                 raise

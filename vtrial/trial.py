@@ -74,12 +74,13 @@ class SimulationResult:
                 frame[f"{s.name}_{s.unit.replace('/', '_per_')}"] = self.solution.states[:, :, j].reshape(-1)
         return pd.DataFrame(frame)
 
-    def observations(self, sampling_times_h: Mapping[str, Sequence[float]] | None = None) -> pd.DataFrame:
+    def observations(self, sampling_times_h: Mapping[str, Sequence[float]] | None = None, *, with_error: bool = True) -> pd.DataFrame:
         """Predictions with residual error added, at each observable's sampling times.
 
         `sampling_times_h` maps an observable to its sampling times (each must be one of
         `times_h`); by default every observable with a residual model at every time.
-        Values not sampled are NaN. The noise is keyed per animal, so it is reproducible.
+        Values not sampled are NaN. The noise is keyed per animal, so it is reproducible;
+        `with_error=False` gives the predictions at the same cells.
         """
         times = self.times_h
         sampling = sampling_times_h or {k: times for k in self.population.residual}
@@ -104,9 +105,12 @@ class SimulationResult:
         for j, (name, mask) in enumerate(masks.items()):
             pred = self.solution.observables[name]
             res = self.population.residual.get(name)
-            if res is None:
+            if not with_error:
+                noisy = pred
+            elif res is None:
                 raise SpecError(f"population.residual.{name}", "no residual error model for a sampled observable")
-            noisy = _add_residual(res, key, arm_index, animal, j, pred)
+            else:
+                noisy = _add_residual(res, key, arm_index, animal, j, pred)
             noisy = np.where(mask[None, :], noisy, np.nan)
             out[name] = noisy[:, rows].reshape(-1)
         return pd.DataFrame(out)

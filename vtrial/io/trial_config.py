@@ -1,0 +1,231 @@
+"""Schema of a virtual-trial config (`kind = "trial"`), and its lowering to library objects.
+
+Every field can be overridden in the TOML without touching code: parameters, variability,
+covariates, residual error, arms and their doses, output and sampling times, endpoints,
+solver. See `configs/cia_rat_liu2011.toml` for a complete example.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from vtrial.dosing import Bolus, Infusion, Regimen
+from vtrial.errors import SpecError
+from vtrial.io.config import Strict
+from vtrial.models import Model, get_model
+from vtrial.population import CovariateDistribution, CovariateEffect, Population, ResidualError
+from vtrial.solve import SolverOptions
+from vtrial.trial import Arm
+
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class BolusSpec(Strict):
+    type: Literal["bolus"]
+    amount: NonNeg
+    unit: str = "mg"
+    route: str = "iv"
+    time_h: NonNeg = 0.0
+    every_h: Pos | None = None
+    count: Annotated[int, Field(ge=1)] = 1
+
+    def build(self) -> Bolus:
+        return Bolus(self.amount, self.time_h, self.unit, self.route, self.every_h, self.count)
+
+
+class InfusionSpec(Strict):
+    type: Literal["infusion"]
+    duration_h: Pos
+    start_h: NonNeg = 0.0
+    rate: NonNeg | None = None
+    amount: NonNeg | None = None
+    unit: str = "mg/h"
+    route: str = "iv"
+    every_h: Pos | None = None
+    count: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.rate is None) == (self.amount is None):
+            raise ValueError("give exactly one of rate (e.g. 100 with unit mg/kg/day) or amount")
+        return self
+
+    def build(self) -> Infusion:
+        return Infusion(self.duration_h, self.start_h, self.rate, self.amount, self.unit, self.route, self.every_h, self.count)
+
+
+DoseSpec = Annotated[BolusSpec | InfusionSpec, Field(discriminator="type")]
+
+
+class ArmSpec(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    doses: list[DoseSpec] = Field(description="the regimen; an empty list for a vehicle arm")
+    animals: Annotated[int, Field(ge=1)] | None = None
+
+
+class CovariateSpec(Strict):
+    median: Pos
+    cv_percent: NonNeg = 0.0
+    unit: str = ""
+
+
+class CovariateEffectSpec(Strict):
+    parameter: str
+    covariate: str
+    reference: Pos
+    exponent: float
+
+
+class ResidualSpec(Strict):
+    additive: NonNeg = 0.0
+    proportional: NonNeg = 0.0
+
+
+class CorrelationSpec(Strict):
+    a: str
+    b: str
+    r: Annotated[float, Field(gt=-1, lt=1)]
+
+
+class VariabilitySpec(Strict):
+    cv_percent: dict[str, NonNeg] = {}
+    omega2: dict[str, NonNeg] = {}
+    correlation: list[CorrelationSpec] = []
+
+
+class OutputSpec(Strict):
+    end_h: Pos
+    every_h: Pos = 24.0
+    start_h: NonNeg = 0.0
+
+
+class SamplingSpec(Strict):
+    """Sampling times of one observable: explicit `times_h`, or a grid; plus `offset_h`."""
+
+    times_h: list[NonNeg] | None = None
+    start_h: NonNeg | None = None
+    end_h: NonNeg | None = None
+    every_h: Pos | None = None
+    offset_h: NonNeg = 0.0
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        grid = (self.start_h, self.end_h, self.every_h)
+        if self.times_h is None and None in grid:
+            raise ValueError("give times_h, or start_h, end_h and every_h")
+        if self.times_h is not None and any(v is not None for v in grid):
+            raise ValueError("give either times_h or a grid (start_h, end_h, every_h), not both")
+        return self
+
+    def times(self) -> np.ndarray:
+        if self.times_h is not None:
+            t = np.asarray(self.times_h, dtype=float)
+        else:
+            t = np.arange(self.start_h, self.end_h + 1e-9 * self.every_h, self.every_h)
+        return t + self.offset_h
+
+
+class EndpointSpec(Strict):
+    reference_arm: str | None = None
+    inhibition_window_days: Annotated[list[NonNeg], Field(min_length=2, max_length=2)] = [22.0, 28.0]
+    concentration: str = "conc_mg_per_l"
+    response: str = "paw_swelling_pct"
+
+
+class SolverSpec(Strict):
+    method: Literal["tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5"] = "tsit5"
+    rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-8
+    atol: Pos = 1e-10
+    max_steps: Annotated[int, Field(ge=1)] = 100_000
+    dtype: Literal["float64", "float32"] = "float64"
+
+    def build(self) -> SolverOptions:
+        return SolverOptions(self.method, self.rtol, self.atol, self.max_steps, self.dtype)
+
+
+class TrialConfig(Strict):
+    name: str = "trial"
+    description: str = ""
+    model: str
+    seed: int = 0
+    animals_per_arm: Annotated[int, Field(ge=1)] = 100
+    chunk_size: Annotated[int, Field(ge=1)] = 4096
+    parameters: dict[str, float] = {}
+    variability: VariabilitySpec = VariabilitySpec()
+    covariates: dict[str, CovariateSpec] = {}
+    covariate_effects: list[CovariateEffectSpec] = []
+    residual: dict[str, ResidualSpec] = {}
+    arms: Annotated[list[ArmSpec], Field(min_length=1)]
+    output: OutputSpec
+    sampling: dict[str, SamplingSpec] = {}
+    endpoints: EndpointSpec = EndpointSpec()
+    solver: SolverSpec = SolverSpec()
+
+
+class BuiltTrial:
+    """The library objects a `TrialConfig` lowers to (all validated, nothing compiled)."""
+
+    def __init__(self, cfg: TrialConfig, animals_per_arm: int | None = None):
+        self.cfg = cfg
+        self.model: Model = get_model(cfg.model)
+        self.population = build_population(self.model, cfg)
+        n = animals_per_arm or cfg.animals_per_arm
+        names = [a.name for a in cfg.arms]
+        if len(set(names)) != len(names):
+            raise SpecError("arms", "arm names must be unique")
+        self.arms = tuple(
+            Arm(a.name, Regimen(tuple(d.build() for d in a.doses), a.name), animals_per_arm or a.animals or n) for a in cfg.arms
+        )
+        for i, arm in enumerate(self.arms):
+            arm.regimen.records(self.model, f"arms.{i}.doses")  # unit/route errors now, not mid-run
+            if arm.regimen.uses_per_kg(self.model) and "bw" not in self.model.covariate_names:
+                raise SpecError(f"arms.{i}.doses", "mg/kg doses need a body-weight covariate")
+        self.sampling = {}
+        for name, s in cfg.sampling.items():
+            if name not in self.model.observable_names:
+                raise SpecError(f"sampling.{name}", f"unknown observable; known: {', '.join(self.model.observable_names)}")
+            t = s.times()
+            if np.any(t > cfg.output.end_h):
+                raise SpecError(f"sampling.{name}", f"times beyond output.end_h = {cfg.output.end_h} h")
+            self.sampling[name] = t
+        ep = cfg.endpoints
+        lo, hi = ep.inhibition_window_days
+        if not lo < hi:
+            raise SpecError("endpoints.inhibition_window_days", "must be [first_day, last_day] with first < last")
+        if hi * 24 > cfg.output.end_h:
+            raise SpecError("endpoints.inhibition_window_days", f"ends after output.end_h = {cfg.output.end_h} h")
+        if ep.reference_arm is not None and ep.reference_arm not in names:
+            raise SpecError("endpoints.reference_arm", f"unknown arm {ep.reference_arm!r}; arms: {', '.join(names)}")
+        for obs in (ep.concentration, ep.response):
+            if obs not in self.model.observable_names:
+                raise SpecError("endpoints", f"unknown observable {obs!r}; known: {', '.join(self.model.observable_names)}")
+        out = cfg.output
+        grid = np.arange(out.start_h, out.end_h + 1e-9 * out.every_h, out.every_h)
+        extra = [*self.sampling.values(), np.array([lo * 24.0, hi * 24.0, out.end_h])]
+        self.times_h = np.unique(np.concatenate([grid, *extra]))
+        self.options = cfg.solver.build()
+
+
+def build_population(model: Model, cfg: TrialConfig) -> Population:
+    model.validate_values(cfg.parameters, "parameters")
+    unknown = [c for c in cfg.covariates if c not in model.covariate_names]
+    if unknown:
+        raise SpecError(f"covariates.{unknown[0]}", f"unknown covariate; model {model.name} has: {', '.join(model.covariate_names) or 'none'}")
+    for where, names in (("variability.cv_percent", cfg.variability.cv_percent), ("variability.omega2", cfg.variability.omega2)):
+        for k in names:
+            if k not in model.parameter_names:
+                raise SpecError(f"{where}.{k}", f"unknown parameter of model {model.name}; known: {', '.join(model.parameter_names)}")
+    return Population.build(
+        model,
+        typical=cfg.parameters,
+        cv_percent=cfg.variability.cv_percent,
+        omega2=cfg.variability.omega2,
+        correlation={(c.a, c.b): c.r for c in cfg.variability.correlation},
+        covariates=[CovariateDistribution(k, c.median, c.cv_percent / 100.0, c.unit) for k, c in cfg.covariates.items()],
+        covariate_effects=[CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent) for e in cfg.covariate_effects],
+        residual={k: ResidualError(r.additive, r.proportional) for k, r in cfg.residual.items()},
+    )
