@@ -1,0 +1,371 @@
+"""Concentration-response fitting: four-parameter logistic, Cheng-Prusoff Ki, I/O, plot.
+
+The four-parameter logistic (4PL) for an inhibition curve,
+
+$$y = \\mathrm{bottom} + \\frac{\\mathrm{top} - \\mathrm{bottom}}{1 + (c/\\mathrm{IC50})^{h}},$$
+
+falls from `top` (at $c = 0$) to `bottom` when the Hill slope $h > 0$. It is fitted by
+`vtrial.estimate.fit_least_squares` with IC50 on the log scale, so the reported IC50
+is positive and its 95% interval is asymmetric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from vtrial.errors import DataError  # noqa: E402  (re-exported: curvefit.DataError)
+from vtrial.estimate import FitResult, fit_least_squares  # noqa: E402
+
+__all__ = ["DataError", "KiEstimate", "cheng_prusoff_ki", "fit_logistic4",
+           "load_concentration_response", "logistic4", "plot_curve_fit"]
+
+LN10 = float(np.log(10.0))
+MIN_DISTINCT_CONCENTRATIONS = 4  # one per 4PL parameter
+
+# unit token in a column name (lower-cased) -> canonical unit string
+CONC_UNITS = {
+    "fm": "fM", "pm": "pM", "nm": "nM", "um": "uM", "µm": "uM", "mm": "mM", "M": "M",
+    "ng_per_ml": "ng/mL", "ug_per_ml": "ug/mL", "mg_per_ml": "mg/mL",
+    "ng_per_l": "ng/L", "ug_per_l": "ug/L", "mg_per_l": "mg/L", "g_per_l": "g/L",
+}
+_UNIT_TOKENS = "fM, pM, nM, uM, mM, M, ng_per_ml, ug_per_ml, mg_per_ml, ng_per_l, ug_per_l, mg_per_l, g_per_l"
+_CONC_COLUMN = re.compile(r"^(?:concentration|conc)_(?P<unit>.+)$", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------
+# model
+
+
+def logistic4(conc, bottom, top, log10_ic50, hill):
+    """Four-parameter logistic response, safe at `conc == 0`.
+
+    **Arguments:**
+
+    - `conc`: concentration(s) >= 0, any shape, same unit as the IC50.
+    - `bottom`, `top`: responses as $c \\to \\infty$ and at $c = 0$ (for `hill > 0`).
+    - `log10_ic50`: $\\log_{10}$ IC50 (IC50 in the unit of `conc`).
+    - `hill`: Hill slope (> 0: decreasing inhibition curve; < 0: increasing).
+
+    **Returns:** the response, shape of `conc`. Written as
+    `bottom + (top - bottom) * sigmoid(-hill * (ln c - ln IC50))`, with `c = 0` replaced
+    by its limit (`top` if `hill > 0`, `bottom` if `hill < 0`, the midpoint if 0) through
+    `jnp.where` on a safe argument, so values and gradients stay finite at `c = 0`.
+    """
+    conc = jnp.asarray(conc)
+    positive = conc > 0
+    log_conc = jnp.log(jnp.where(positive, conc, 1.0))
+    fraction_top = jax.nn.sigmoid(-hill * (log_conc - log10_ic50 * LN10))
+    at_zero = jnp.where(hill > 0, 1.0, jnp.where(hill < 0, 0.0, 0.5))
+    return bottom + (top - bottom) * jnp.where(positive, fraction_top, at_zero)
+
+
+def _logistic4_residuals(params, data):
+    conc, response = data
+    log10_ic50 = jnp.log(params["ic50"]) / LN10
+    return response - logistic4(conc, params["bottom"], params["top"], log10_ic50, params["hill"])
+
+
+def _starting_values(conc: np.ndarray, response: np.ndarray) -> dict[str, float]:
+    """Data-driven start: bottom/top = min/max of the mean response per concentration,
+    IC50 = log-linear interpolation at the midpoint crossing, Hill = +-1 by direction."""
+    levels, inverse = np.unique(conc, return_inverse=True)
+    means = np.bincount(inverse, weights=response) / np.bincount(inverse)
+    bottom, top = float(means.min()), float(means.max())
+    if top == bottom:
+        top = bottom + 1.0
+    pos = levels > 0
+    x, y = np.log10(levels[pos]), means[pos]
+    slope = np.polyfit(x, y, 1)[0] if x.size >= 2 else -1.0
+    hill = 1.0 if slope <= 0 else -1.0
+    mid = 0.5 * (bottom + top)
+    log10_ic50 = float(np.median(x))
+    crossing = np.flatnonzero((y[:-1] - mid) * (y[1:] - mid) <= 0)
+    if crossing.size:
+        i = crossing[0]
+        w = 0.0 if y[i + 1] == y[i] else (mid - y[i]) / (y[i + 1] - y[i])
+        log10_ic50 = float(x[i] + w * (x[i + 1] - x[i]))
+    return {"bottom": bottom, "top": top, "ic50": 10.0**log10_ic50, "hill": hill}
+
+
+def fit_logistic4(conc, response, *, conc_unit: str = "nM", response_unit: str = "",
+                  steps: int = 500, tol: float = 1e-9) -> FitResult:
+    """Fit the four-parameter logistic by least squares.
+
+    **Arguments:**
+
+    - `conc`: 1-D concentrations >= 0 (replicates repeat a concentration), unit `conc_unit`.
+    - `response`: 1-D responses, same length.
+    - `conc_unit`, `response_unit`: units reported by `FitResult.to_frame()`.
+    - `steps`, `tol`: passed to `fit_least_squares`.
+
+    **Returns:** a `FitResult` with parameters `bottom, top, ic50, hill`; `ic50` is
+    estimated on the log scale and reported in `conc_unit` with an asymmetric 95%
+    interval. The compiled fit is reused for every data set of the same length.
+
+    **Raises:** `DataError` for mismatched lengths, non-finite or negative values, or
+    fewer than 4 distinct concentrations.
+    """
+    conc = np.asarray(conc, dtype=float).ravel()
+    response = np.asarray(response, dtype=float).ravel()
+    _check_arrays(conc, response)
+    fit = fit_least_squares(
+        _logistic4_residuals,
+        _starting_values(conc, response),
+        data=(conc, response),
+        transforms={"ic50": "log"},
+        steps=steps,
+        tol=tol,
+        units={"bottom": response_unit, "top": response_unit, "ic50": conc_unit, "hill": "1"},
+    )
+    tested = conc[conc > 0]
+    ic50 = fit.estimates["ic50"]
+    if tested.size and not tested.min() <= ic50 <= tested.max():
+        note = (f"IC50 {ic50:.3g} {conc_unit} lies outside the tested concentrations "
+                f"({tested.min():.3g}-{tested.max():.3g} {conc_unit}); it is an extrapolation.")
+        fit = dataclasses.replace(fit, warnings=fit.warnings + (note,))
+    return fit
+
+
+def _check_arrays(conc: np.ndarray, response: np.ndarray) -> None:
+    if conc.shape != response.shape:
+        raise DataError(f"conc has {conc.size} values but response has {response.size}; give one response per concentration.")
+    for name, values in (("conc", conc), ("response", response)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise DataError(f"{name} value {bad[0] + 1} (1-based) is not finite ({values[bad[0]]}); remove or correct it.")
+    if np.any(conc < 0):
+        i = int(np.flatnonzero(conc < 0)[0])
+        raise DataError(f"conc value {i + 1} (1-based) is negative ({conc[i]}); concentrations must be >= 0.")
+    n_levels = np.unique(conc).size
+    if n_levels < MIN_DISTINCT_CONCENTRATIONS:
+        raise DataError(f"only {n_levels} distinct concentrations; the 4-parameter logistic needs at least "
+                        f"{MIN_DISTINCT_CONCENTRATIONS}. Add concentrations to the series.")
+
+
+# ---------------------------------------------------------------------------
+# Cheng-Prusoff
+
+
+@dataclasses.dataclass(frozen=True)
+class KiEstimate:
+    """Ki from an IC50 by Cheng-Prusoff: `ki`, its delta-method `se`, the 95% interval
+    `ci_low`/`ci_high` (the IC50 interval divided by `factor`), and
+    `factor = 1 + L/KD` (all concentrations in the IC50's unit)."""
+
+    ki: float
+    se: float
+    ci_low: float
+    ci_high: float
+    factor: float
+
+
+def cheng_prusoff_ki(ic50: float | FitResult, ligand_conc: float, kd_ligand: float, *,
+                     ic50_se: float = float("nan"),
+                     ic50_ci: tuple[float, float] = (float("nan"), float("nan"))) -> KiEstimate:
+    """Competitive-antagonist Ki from an IC50: $K_i = \\mathrm{IC50} / (1 + L/K_D)$.
+
+    **Arguments:**
+
+    - `ic50`: the IC50, or a `FitResult` with an `ic50` parameter (its SE and 95%
+      interval are then used).
+    - `ligand_conc`: free labelled-ligand (or agonist) concentration L, same unit as KD.
+    - `kd_ligand`: KD of that ligand (> 0).
+    - `ic50_se`, `ic50_ci`: SE and interval when `ic50` is a number.
+
+    **Returns:** a `KiEstimate`. L and KD are treated as known constants, so the SE is
+    `se(IC50) / factor` (delta method) and the interval is the IC50 interval / factor.
+    """
+    if isinstance(ic50, FitResult):
+        ic50_se = ic50.se["ic50"]
+        ic50_ci = (ic50.ci_low["ic50"], ic50.ci_high["ic50"])
+        ic50 = ic50.estimates["ic50"]
+    if not kd_ligand > 0:
+        raise ValueError(f"kd_ligand must be > 0, got {kd_ligand}.")
+    if not ligand_conc >= 0:
+        raise ValueError(f"ligand_conc must be >= 0, got {ligand_conc}.")
+    factor = 1.0 + ligand_conc / kd_ligand
+    return KiEstimate(ki=ic50 / factor, se=ic50_se / factor, ci_low=ic50_ci[0] / factor,
+                      ci_high=ic50_ci[1] / factor, factor=factor)
+
+
+# ---------------------------------------------------------------------------
+# data loading
+
+
+def _conc_column(columns: list[str]) -> tuple[str, str]:
+    matches = [c for c in columns if _CONC_COLUMN.match(c)]
+    expected = ("a concentration column named concentration_<unit> or conc_<unit> "
+                f"(unit one of {_UNIT_TOKENS}; e.g. concentration_nM), a 'response' "
+                "column and optionally 'replicate'")
+    if not matches:
+        raise DataError(f"no concentration column found among {columns}; expected {expected}.")
+    if len(matches) > 1:
+        raise DataError(f"several concentration columns {matches}; keep exactly one.")
+    column = matches[0]
+    token = _CONC_COLUMN.match(column).group("unit")
+    unit = "M" if token == "M" else CONC_UNITS.get(token.lower())  # bare "m" is ambiguous
+    if unit is None:
+        raise DataError(f"column {column!r}: unit {token!r} not recognised; rename it to "
+                        f"concentration_<unit> with unit one of {_UNIT_TOKENS} "
+                        "(e.g. concentration_nM, concentration_ng_per_ml).")
+    return column, unit
+
+
+def _row(i: int, is_csv: bool) -> str:
+    """'data row N' (1-based), plus the file line for CSV (header is line 1)."""
+    return f"data row {i + 1}" + (f" (line {i + 2} of the file)" if is_csv else "")
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, is_csv: bool) -> np.ndarray:
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    missing = raw.isna().to_numpy()
+    bad = np.flatnonzero(np.isnan(values) & ~missing)
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"column {column!r}, {_row(i, is_csv)}: value {raw.iloc[i]!r} is not a number; "
+                        "use plain decimal numbers (no units or text in the cell).")
+    nan = np.flatnonzero(missing | ~np.isfinite(values))
+    if nan.size:
+        i = int(nan[0])
+        raise DataError(f"column {column!r}, {_row(i, is_csv)}: value is missing, NaN or infinite; "
+                        "fill it in or delete the row.")
+    return values
+
+
+def load_concentration_response(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
+    """Read a concentration-response table from CSV (or Parquet, by `.parquet`/`.pq` suffix).
+
+    **Arguments:**
+
+    - `path`: file with a `concentration_<unit>` (or `conc_<unit>`) column, a `response`
+      column and an optional `replicate` column.
+
+    **Returns:** `(frame, conc_unit)`: `frame` has float columns `concentration` and
+    `response` (plus `replicate` if present), one row per well, in file order;
+    `conc_unit` is the canonical unit string, e.g. `"nM"` or `"ng/mL"`.
+
+    **Raises:** `DataError` (a `ValueError`) naming the column or 1-based data row for a
+    missing column, unrecognised unit, non-numeric value, negative concentration, missing
+    response, or fewer than 4 distinct concentrations; `FileNotFoundError` if absent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"concentration-response file not found: {path}")
+    is_parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        frame = pd.read_parquet(path) if is_parquet else pd.read_csv(path, skipinitialspace=True)
+    except Exception as exc:  # pandas/pyarrow parse errors -> one clear message
+        raise DataError(f"{path}: could not read as {'Parquet' if is_parquet else 'CSV'}: {exc}") from None
+    try:
+        return _parse_table(frame, is_csv=not is_parquet)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def _parse_table(frame: pd.DataFrame, *, is_csv: bool) -> tuple[pd.DataFrame, str]:
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise DataError("the file has no data rows.")
+    column, unit = _conc_column(list(frame.columns))
+    if "response" not in frame.columns:
+        raise DataError(f"no 'response' column (columns: {list(frame.columns)}); "
+                        "add a column named 'response' with the measured values.")
+    conc = _numeric_column(frame, column, is_csv)
+    response = _numeric_column(frame, "response", is_csv)
+    if np.any(conc < 0):
+        i = int(np.flatnonzero(conc < 0)[0])
+        raise DataError(f"column {column!r}, {_row(i, is_csv)}: negative concentration {conc[i]}; "
+                        "concentrations must be >= 0 (use 0 for vehicle/no-drug wells).")
+    n_levels = np.unique(conc).size
+    if n_levels < MIN_DISTINCT_CONCENTRATIONS:
+        raise DataError(f"column {column!r} has only {n_levels} distinct concentrations; the 4-parameter "
+                        f"logistic needs at least {MIN_DISTINCT_CONCENTRATIONS}.")
+    out = pd.DataFrame({"concentration": conc, "response": response})
+    if "replicate" in frame.columns:
+        out["replicate"] = frame["replicate"].to_numpy()
+    return out, unit
+
+
+# ---------------------------------------------------------------------------
+# plot
+
+
+def plot_curve_fit(conc, response, fit: FitResult, path: str | os.PathLike, *,
+                   conc_unit: str, title: str = "Concentration-response fit") -> Path:
+    """Plot data and fitted 4PL curve on a log concentration axis; write atomically.
+
+    **Arguments:**
+
+    - `conc`, `response`: the data (1-D, same length); zero concentrations are drawn at
+      the left edge of the axis with an open marker and a note.
+    - `fit`: a `FitResult` from `fit_logistic4`.
+    - `path`: output image (format from the suffix, e.g. `.png`, `.svg`, `.pdf`).
+    - `conc_unit`, `title`: axis label unit and title.
+
+    **Returns:** the written path. The figure is saved to a temporary file in the same
+    folder and moved into place with `os.replace`, so readers never see a partial file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conc = np.asarray(conc, dtype=float).ravel()
+    response = np.asarray(response, dtype=float).ravel()
+    path = Path(path)
+    est = fit.estimates
+    pos = conc > 0
+    lo = conc[pos].min() if pos.any() else est["ic50"] / 100
+    hi = conc[pos].max() if pos.any() else est["ic50"] * 100
+    lo, hi = min(lo, est["ic50"]), max(hi, est["ic50"])
+    zero_x = lo / 10 ** 0.75
+    grid = np.logspace(np.log10(lo) - 0.25, np.log10(hi) + 0.25, 200)
+    curve = np.asarray(logistic4(grid, est["bottom"], est["top"], np.log10(est["ic50"]), est["hill"]))
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter(conc[pos], response[pos], s=22, color="C0", label="data", zorder=3)
+    if (~pos).any():
+        ax.scatter(np.full((~pos).sum(), zero_x), response[~pos], s=30, facecolors="none",
+                   edgecolors="C0", marker="s", zorder=3, label=f"conc = 0 (drawn at {zero_x:.3g})")
+    ax.plot(grid, curve, color="C1", label="4PL fit")
+    ic50, ci = est["ic50"], (fit.ci_low["ic50"], fit.ci_high["ic50"])
+    if np.all(np.isfinite(ci)):
+        ax.axvspan(ci[0], ci[1], color="C1", alpha=0.12, label="IC50 95% CI")
+    ax.axvline(ic50, color="C1", ls="--", lw=1)
+    mid = 0.5 * (est["bottom"] + est["top"])
+    ax.plot([ic50], [mid], marker="D", color="C3", zorder=4,
+            label=f"IC50 = {ic50:.3g} {conc_unit} (h = {est['hill']:.2f})")
+    ax.set_xscale("log")
+    ax.set_xlim(zero_x / 10 ** 0.25, hi * 10 ** 0.35)
+    ax.set_xlabel(f"concentration ({conc_unit})")
+    response_unit = fit.units.get("bottom", "")
+    ax.set_ylabel(f"response ({response_unit})" if response_unit else "response")
+    ax.set_title(title)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=150)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
