@@ -20,6 +20,7 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
+from vtrial import linear_pk
 from vtrial.errors import SpecError
 from vtrial.events import build_event_table
 from vtrial.models.base import Model
@@ -43,7 +44,10 @@ class SolverOptions:
     - `solver`: one of `SOLVERS` (Tsit5 by default; Kvaerno5 for stiff systems);
     - `rtol`, `atol`: PID step-size controller tolerances;
     - `max_steps`: steps allowed per event segment before the animal is marked failed;
-    - `dtype`: "float64" (default) or "float32" (measure its error before trusting it).
+    - `dtype`: "float64" (default) or "float32" (measure its error before trusting it);
+    - `pk`: "auto" (default) solves a model's declared linear PK in closed form and
+      integrates only the remaining states; "ode" integrates every state (the
+      reference path).
     """
 
     solver: str = "tsit5"
@@ -51,6 +55,7 @@ class SolverOptions:
     atol: float = 1e-10
     max_steps: int = 100_000
     dtype: str = "float64"
+    pk: str = "auto"
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -63,6 +68,8 @@ class SolverOptions:
             raise SpecError("solver.max_steps", f"must be a whole number >= 1, got {self.max_steps!r}")
         if self.dtype not in ("float64", "float32"):
             raise SpecError("solver.dtype", f"must be 'float64' or 'float32', got {self.dtype!r}")
+        if self.pk not in ("auto", "ode"):
+            raise SpecError("solver.pk", f"must be 'auto' or 'ode', got {self.pk!r}")
 
     @property
     def jnp_dtype(self):
@@ -77,12 +84,76 @@ class AnimalSolution(NamedTuple):
     n_steps: jnp.ndarray
 
 
-def _rhs(model: Model):
-    def f(t, y, args):
-        p, rate = args
+def _result_code(result) -> jnp.ndarray:
+    return jnp.where(
+        result == dfx.RESULTS.successful, 0, jnp.where(result == dfx.RESULTS.max_steps_reached, 1, 2)
+    )
+
+
+def _diffeqsolve(f, a, b, y, args, ts, options):
+    return dfx.diffeqsolve(
+        dfx.ODETerm(f),
+        SOLVERS[options.solver](),
+        a,
+        b,
+        None,
+        y,
+        args=args,
+        saveat=dfx.SaveAt(ts=ts, t1=True),
+        stepsize_controller=dfx.PIDController(rtol=options.rtol, atol=options.atol),
+        max_steps=options.max_steps,
+        throw=False,
+    )
+
+
+def _ode_advance(model: Model, p, options: SolverOptions):
+    """Integrate every state over [a, b]; returns (y(b), y(ts), status code, steps)."""
+
+    def f(t, y, rate):
         return model.vector_field(t, y, p, rate)
 
-    return dfx.ODETerm(f)
+    def advance(a, b, y, rate, ts):
+        sol = _diffeqsolve(f, a, b, y, rate, ts, options)
+        return sol.ys[-1], sol.ys[:-1], _result_code(sol.result), sol.stats["num_steps"]
+
+    return advance
+
+
+def _closed_form_advance(model: Model, p, options: SolverOptions):
+    """Linear PK in closed form; diffrax integrates only the other states, fed the exact PK."""
+    spec = model.linear_pk
+    pk_idx = jnp.array([model.state_index(n) for n in spec.states])
+    pd_names = [n for n in model.state_names if n not in spec.states]
+    pd_idx = jnp.array([model.state_index(n) for n in pd_names], dtype=int)
+    modes = linear_pk.modes(spec.constants(p))
+    n_states = model.n_states
+
+    def assemble(pk, pd):
+        y = jnp.zeros(pk.shape[:-1] + (n_states,), pk.dtype).at[..., pk_idx].set(pk)
+        return y.at[..., pd_idx].set(pd) if pd_names else y
+
+    def advance(a, b, y, rate, ts):
+        a0, r = y[pk_idx], rate[pk_idx]
+
+        def pk_at(t):
+            return linear_pk.propagate(modes, a0, r, t - a)
+
+        pk_ts = jax.vmap(pk_at)(ts)
+        if not pd_names:
+            return assemble(pk_at(b), None), pk_ts, jnp.asarray(0), jnp.asarray(0)
+
+        def f(t, y_pd, rate):
+            return model.vector_field(t, assemble(pk_at(t), y_pd), p, rate)[pd_idx]
+
+        sol = _diffeqsolve(f, a, b, y[pd_idx], rate, ts, options)
+        return assemble(pk_at(b), sol.ys[-1]), assemble(pk_ts, sol.ys[:-1]), _result_code(sol.result), sol.stats["num_steps"]
+
+    return advance
+
+
+def uses_closed_form(model: Model, options: SolverOptions) -> bool:
+    """Whether `solve_animal` takes the closed-form PK path for this model and options."""
+    return options.pk == "auto" and model.linear_pk is not None
 
 
 def solve_animal(
@@ -121,37 +192,18 @@ def solve_animal(
     rate_delta = jnp.concatenate([jnp.zeros((1, n_states), dtype), events.rate_delta.astype(dtype)])
     first = jnp.arange(starts.shape[0]) == 0
 
-    term = _rhs(model)
-    solver = SOLVERS[options.solver]()
-    controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
+    advance = (_closed_form_advance if uses_closed_form(model, options) else _ode_advance)(model, p, options)
 
     def segment(carry, xs):
         y, rate, out, status, steps = carry
         a, b, add, drate, is_first = xs
         y = y + add
         rate = rate + drate
-        sol = dfx.diffeqsolve(
-            term,
-            solver,
-            a,
-            b,
-            None,
-            y,
-            args=(p, rate),
-            saveat=dfx.SaveAt(ts=jnp.clip(save_times, a, b), t1=True),
-            stepsize_controller=controller,
-            max_steps=options.max_steps,
-            throw=False,
-        )
+        y_end, ys, code, n = advance(a, b, y, rate, jnp.clip(save_times, a, b))
         in_segment = ((save_times > a) & (save_times <= b)) | (is_first & (save_times == a))
-        out = jnp.where(in_segment[:, None], sol.ys[:-1], out)
-        code = jnp.where(
-            sol.result == dfx.RESULTS.successful,
-            0,
-            jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2),
-        )
+        out = jnp.where(in_segment[:, None], ys, out)
         status = jnp.where(status == 0, code, status)
-        return (sol.ys[-1], rate, out, status, steps + sol.stats["num_steps"]), None
+        return (y_end, rate, out, status, steps + n), None
 
     y0 = model.initial_state(p).astype(dtype)
     out0 = jnp.zeros((save_times.shape[0], n_states), dtype)

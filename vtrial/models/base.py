@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vtrial.errors import SpecError
+from vtrial.linear_pk import LinearPK
 
 VectorField = Callable[[jnp.ndarray, jnp.ndarray, Mapping[str, jnp.ndarray], jnp.ndarray], jnp.ndarray]
 ObservableFn = Callable[[jnp.ndarray, Mapping[str, jnp.ndarray]], jnp.ndarray]
@@ -128,6 +129,7 @@ class Model:
     events: tuple[ParameterEvent, ...] = ()
     description: str = ""
     time_unit: str = "h"
+    linear_pk: LinearPK | None = None
 
     def __post_init__(self):
         _check_unique("states", [s.name for s in self.states])
@@ -152,6 +154,10 @@ class Model:
             for ref in (e.time, e.amount):
                 if ref not in known:
                     raise SpecError(f"{self.name}.events", f"unknown parameter {ref!r}")
+        if self.linear_pk is not None:
+            for name in self.linear_pk.states:
+                if name not in states:
+                    raise SpecError(f"{self.name}.linear_pk", f"unknown state {name!r}")
         self._check_rate_is_used()
 
     # -- names and lookups -------------------------------------------------------------

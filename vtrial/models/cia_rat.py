@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from vtrial.linear_pk import LinearPK, MammillaryConstants
 from vtrial.models.base import Covariate, Model, Observable, Parameter, ParameterEvent, Route, State
 
 #: 1 mg/L of anakinra (17.3 kDa) in nM.
@@ -92,6 +93,12 @@ def scaled_pk(p):
     )
 
 
+def mammillary_constants(p) -> MammillaryConstants:
+    """The linear PK block (two s.c. stages into a two-compartment model) for the closed form."""
+    cl, q, v1, v2 = scaled_pk(p)
+    return MammillaryConstants(jnp.stack([p["ka1"], p["ka2"]]), cl, v1, q[None], v2[None])
+
+
 def vector_field(t, y, p, rate):
     depot1, depot2, central, peripheral, g, f, tr1, tr2, tr3, paw = y
     cl, q, v1, v2 = scaled_pk(p)
@@ -134,5 +141,6 @@ def cia_rat() -> Model:
         routes=(Route("sc", "depot1", bioavailability="f_sc"), Route("iv", "central")),
         covariates=(Covariate("bw", "kg", BW_REF_KG, "body weight"),),
         events=(ParameterEvent(time="t_onset", state="disease", amount="g0"),),
+        linear_pk=LinearPK(("depot1", "depot2"), "central", ("peripheral",), mammillary_constants),
         description="CIA-1: reconstruction of the Liu 2011 anakinra PK/PD/disease model in Lewis rats",
     )

@@ -16,12 +16,16 @@ One-compartment: $\dot A_c = k_a A_d - (CL/V) A_c + r_c$. Two-compartment:
 $\dot A_c = k_a A_d - \frac{CL+Q}{V_1} A_c + \frac{Q}{V_2} A_p + r_c$,
 $\dot A_p = \frac{Q}{V_1} A_c - \frac{Q}{V_2} A_p$. Depot: $\dot A_d = -k_a A_d + r_d$.
 Extravascular doses are scaled by `f` and delayed by `alag` (h).
+
+Every model declares its linear PK (`Model.linear_pk`), so by default the solve is
+exact (closed form, `vtrial.linear_pk`); `SolverOptions(pk="ode")` integrates instead.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from vtrial.linear_pk import LinearPK, MammillaryConstants
 from vtrial.models.base import Covariate, Model, Observable, Parameter, Route, State
 
 _INF = float("inf")
@@ -37,6 +41,23 @@ def _absorption_parameters(ka: float, f: float, alag: float) -> tuple[Parameter,
 
 def _absorption_routes() -> tuple[Route, ...]:
     return tuple(Route(r, "depot", "f", "alag") for r in ("oral", "sc", "ip")) + (Route("iv", "central"),)
+
+
+def _constants(absorption: bool, two: bool):
+    def constants(p) -> MammillaryConstants:
+        ka = jnp.stack([p["ka"]]) if absorption else jnp.zeros((0,), jnp.result_type(p["cl"]))
+        if two:
+            return MammillaryConstants(ka, p["cl"], p["v1"], p["q"][None], p["v2"][None])
+        empty = jnp.zeros((0,), jnp.result_type(p["cl"]))
+        return MammillaryConstants(ka, p["cl"], p["v"], empty, empty)
+
+    return constants
+
+
+def _linear_pk(absorption: bool, two: bool) -> LinearPK:
+    depots = ("depot",) if absorption else ()
+    peripherals = ("peripheral",) if two else ()
+    return LinearPK(depots, "central", peripherals, _constants(absorption, two))
 
 
 def _conc(index: int, volume: str):
@@ -78,6 +99,7 @@ def one_compartment(
         routes=routes,
         covariates=(Covariate("bw", "kg", bw_kg, "body weight"),),
         description=__doc__.splitlines()[0],
+        linear_pk=_linear_pk(absorption, two=False),
     )
 
 
@@ -134,4 +156,5 @@ def two_compartment(
         routes=routes,
         covariates=(Covariate("bw", "kg", bw_kg, "body weight"),),
         description=__doc__.splitlines()[0],
+        linear_pk=_linear_pk(absorption, two=True),
     )
