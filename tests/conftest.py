@@ -7,12 +7,15 @@
   (gitignored), so a second run of the suite skips most XLA compilation;
 - `getkey` hands out fresh, reproducible PRNG keys;
 - `compile_log` records every XLA compilation inside a `with` block (to check that
-  something did *not* compile).
+  something did *not* compile);
+- `PK_PATHS` / `solver_options(pk, ...)`: the two ways a linear PK model is solved
+  (closed form, the default, and the diffrax ODE reference path), for parametrizing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 from pathlib import Path
@@ -28,6 +31,18 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_compilation_cache_dir", str(REPO_ROOT / ".jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import vtrial  # noqa: E402  (after the configuration above)
+
+_HAS_PK_OPTION = "pk" in {f.name for f in dataclasses.fields(vtrial.SolverOptions)}
+#: "auto" = closed-form linear PK (the default), "ode" = integrate every state with diffrax.
+PK_PATHS = ("auto", "ode") if _HAS_PK_OPTION else (None,)
+
+
+def solver_options(pk: str | None, **kwargs) -> vtrial.SolverOptions:
+    """`SolverOptions(pk=pk, **kwargs)`; `pk` is dropped where the engine has no such
+    option (every state is then integrated, which is the "ode" path)."""
+    return vtrial.SolverOptions(**kwargs, **({"pk": pk} if pk and _HAS_PK_OPTION else {}))
 
 
 @pytest.fixture

@@ -113,6 +113,8 @@ class Regimen:
                     ridx = model.route_index(route)
                 except SpecError as e:
                     raise SpecError(f"{where}.route", e.problem) from None
+                if per_kg and "bw" not in model.covariate_names:
+                    raise SpecError(f"{where}.unit", f"mg/kg doses need a body-weight covariate 'bw', which model {model.name} lacks")
                 out.append((t, amt, per_kg, dur, ridx))
         return sorted(out, key=lambda r: r[0])
 

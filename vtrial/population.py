@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -215,14 +216,55 @@ class Population:
         """
         if n_animals < 0:
             raise SpecError("n_animals", "must be >= 0")
-        idx = jnp.arange(first_index, first_index + n_animals)
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-        draws = jax.jit(jax.vmap(self._draw_one))(keys)
-        return {k: np.asarray(v) for k, v in draws.items()}
+        k = len(self.iiv_names)
+        chol = np.linalg.cholesky(self.omega + 1e-300 * np.eye(k)) if k else np.zeros((0, 0))
+        draw = _sampler(
+            tuple(c.name for c in self.covariates),
+            tuple((e.parameter, e.covariate) for e in self.covariate_effects),
+            self.iiv_names,
+        )
+        draws = draw(
+            key,
+            jnp.arange(first_index, first_index + n_animals),
+            {name: jnp.asarray(v, dtype=float) for name, v in self.typical_parameters().items()},
+            jnp.asarray([c.median for c in self.covariates], dtype=float),
+            jnp.asarray([c.sigma for c in self.covariates], dtype=float),
+            jnp.asarray([e.reference for e in self.covariate_effects], dtype=float),
+            jnp.asarray([e.exponent for e in self.covariate_effects], dtype=float),
+            jnp.asarray(chol, dtype=float),
+        )
+        return {name: np.asarray(v) for name, v in draws.items()}
 
     def typical_animals(self, n_animals: int = 1) -> dict[str, np.ndarray]:
         """`n_animals` copies of the typical animal (no variability)."""
         return {k: np.full(n_animals, v, dtype=float) for k, v in self.typical_parameters().items()}
+
+
+@lru_cache(maxsize=64)
+def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], iiv_names: tuple[str, ...]):
+    """The jitted, vmapped draw of animals for one population *structure*.
+
+    All numbers (typical values, covariate medians and spreads, effect references and
+    exponents, the Cholesky factor of omega) are arguments, so a later `sample` of the
+    same structure and number of animals reuses the compiled function.
+    """
+
+    def one(key, i, base, cov_median, cov_sigma, eff_ref, eff_exp, chol):
+        key = jax.random.fold_in(key, i)
+        p = dict(base)
+        if covariates:
+            z = jax.random.normal(jax.random.fold_in(key, _COVARIATES), (len(covariates),))
+            for j, c in enumerate(covariates):
+                p[c] = cov_median[j] * jnp.exp(cov_sigma[j] * z[j])
+        for j, (par, cov) in enumerate(effects):
+            p[par] = p[par] * (p[cov] / eff_ref[j]) ** eff_exp[j]
+        if iiv_names:
+            eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(iiv_names),))
+            for j, n in enumerate(iiv_names):
+                p[n] = p[n] * jnp.exp(eta[j])
+        return p
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None, None, None, None)))
 
 
 def residual_keys(key, animal_index):

@@ -104,6 +104,14 @@ def check_inputs(model: Model, params: Mapping[str, np.ndarray], doses: DoseReco
             raise SpecError(f"parameters.{name}", "contains non-finite values")
     if np.any(doses.per_kg > 0) and "bw" not in model.covariate_names:
         raise SpecError("doses", f"mg/kg doses need a body-weight covariate 'bw', which model {model.name} lacks")
+    check_times(times_h, t0)
+    if doses.n_records and np.any(doses.time_h < t0):
+        raise SpecError("doses.time_h", f"doses must not start before the start time {t0} h")
+    return n
+
+
+def check_times(times_h, t0: float = 0.0) -> None:
+    """Output times must be a non-empty, finite, non-decreasing 1-D list, all >= `t0`."""
     times_h = np.asarray(times_h, dtype=float)
     if times_h.ndim != 1 or times_h.size == 0:
         raise SpecError("times_h", "must be a non-empty 1-D list of times")
@@ -114,9 +122,6 @@ def check_inputs(model: Model, params: Mapping[str, np.ndarray], doses: DoseReco
         raise SpecError("times_h", f"must be non-decreasing; time {times_h[i + 1]} follows {times_h[i]}")
     if times_h[0] < t0:
         raise SpecError("times_h", f"must be >= the start time {t0} h")
-    if doses.n_records and np.any(doses.time_h < t0):
-        raise SpecError("doses.time_h", f"doses must not start before the start time {t0} h")
-    return n
 
 
 def simulate_population(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import numpy as np
@@ -22,7 +23,7 @@ from vtrial.dosing import Regimen, lower_regimens
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
 from vtrial.population import Population, residual_keys
-from vtrial.simulate import PopulationSolution, simulate_population
+from vtrial.simulate import PopulationSolution, check_times, simulate_population
 from vtrial.solve import SolverOptions
 
 
@@ -117,13 +118,18 @@ class SimulationResult:
 
 
 def _add_residual(res, key, arm_index, animal, obs_index, pred):
-    @jax.jit
-    @jax.vmap
+    return np.asarray(_noisy(res, key, arm_index, animal, obs_index, pred))
+
+
+@partial(jax.jit, static_argnums=0)
+def _noisy(res, key, arm_index, animal, obs_index, pred):
+    # Module-level and keyed on the (hashable) residual model, so a second call with the
+    # same shapes reuses the compiled function.
     def one(a, i, f):
         k = jax.random.fold_in(residual_keys(jax.random.fold_in(key, a), i), obs_index)
         return res.sample(k, f)
 
-    return np.asarray(one(arm_index, animal, pred))
+    return jax.vmap(one)(arm_index, animal, pred)
 
 
 def _animal_parameters(model, population, arms, seed, typical, animals):
@@ -217,8 +223,11 @@ def simulate(
     population = population or Population(model)
     if population.model is not model:
         raise SpecError("population", "was built for a different model")
-    table = _animal_parameters(model, population, arms, seed, typical, animals)
+    # Everything that can be checked on the host is checked before animals are drawn
+    # (which compiles): regimens, then output times.
     arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
+    check_times(times_h, t0)
+    table = _animal_parameters(model, population, arms, seed, typical, animals)
     doses = arm_records.take(table["arm_index"].to_numpy())
     params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
     solution = simulate_population(model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, on_chunk=on_chunk)
