@@ -56,11 +56,11 @@ CASES = {
     ),
     "negative dose amount": (
         lambda: run(vt.Regimen((vt.Bolus(1.0, route="oral"), vt.Bolus(-2.0, time_h=4.0, route="oral")))),
-        "regimen.doses[1].amount",
+        "regimen.doses.1.amount",
     ),
     "infusion with zero duration": (
         lambda: run(vt.Regimen((vt.Infusion(duration_h=0.0, rate=1.0, unit="mg/h"),))),
-        "regimen.doses[0].duration_h",
+        "regimen.doses.0.duration_h",
     ),
     "times not increasing": (
         lambda: run(times_h=[1.0, 4.0, 2.0]),
@@ -76,15 +76,15 @@ CASES = {
     ),
     "unknown route": (
         lambda: run(vt.Regimen((vt.Bolus(1.0, route="intramuscular"),))),
-        "regimen.doses[0].route",
+        "regimen.doses.0.route",
     ),
     "mg/kg dose for a model without bw": (
         lambda: run(vt.Regimen((vt.Bolus(1.0, unit="mg/kg"),)), model=NO_BW),
-        "regimen.doses[0].unit",
+        "regimen.doses.0.unit",
     ),
     "count > 1 without every_h": (
         lambda: run(vt.Regimen((vt.Bolus(1.0, route="oral", count=3),))),
-        "regimen.doses[0].every_h",
+        "regimen.doses.0.every_h",
     ),
 }
 

@@ -13,6 +13,7 @@ together and a regimen is differentiable in its amounts.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,8 +24,12 @@ from vtrial.models.base import Model
 from vtrial.units import amount_to_mg, rate_to_mg_per_h
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _check_repeat(every_h, count, field):
-    if not isinstance(count, int | np.integer) or count < 1:
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
         raise SpecError(f"{field}.count", f"must be a whole number >= 1, got {count!r}")
     if count > 1 and (every_h is None or not every_h > 0):
         raise SpecError(f"{field}.every_h", "repeated doses (count > 1) need an interval every_h > 0 h")
@@ -42,7 +47,7 @@ class Bolus:
     count: int = 1
 
     def records(self, field: str = "dose") -> list[tuple[float, float, bool, float, str]]:
-        if not (isinstance(self.amount, int | float) and math.isfinite(self.amount) and self.amount >= 0):
+        if not (_is_number(self.amount) and self.amount >= 0):
             raise SpecError(f"{field}.amount", f"must be a number >= 0, got {self.amount!r}")
         if not (math.isfinite(self.time_h) and self.time_h >= 0):
             raise SpecError(f"{field}.time_h", f"must be >= 0 h, got {self.time_h!r}")
@@ -78,7 +83,7 @@ class Infusion:
             raise SpecError(field, "give exactly one of rate (e.g. mg/kg/day) or amount (e.g. mg)")
         value = self.rate if self.rate is not None else self.amount
         name = "rate" if self.rate is not None else "amount"
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        if not (_is_number(value) and value >= 0):
             raise SpecError(f"{field}.{name}", f"must be a number >= 0, got {value!r}")
         _check_repeat(self.every_h, self.count, field)
         if self.rate is not None:
@@ -107,7 +112,7 @@ class Regimen:
         field = field or self.name
         out = []
         for i, dose in enumerate(self.doses):
-            where = f"{field}.doses[{i}]"
+            where = f"{field}.doses.{i}"
             for t, amt, per_kg, dur, route in dose.records(where):
                 try:
                     ridx = model.route_index(route)

@@ -178,10 +178,11 @@ class BuiltTrial:
         if len(set(names)) != len(names):
             raise SpecError("arms", "arm names must be unique")
         self.arms = tuple(
-            Arm(a.name, Regimen(tuple(d.build() for d in a.doses), a.name), animals_per_arm or a.animals or n) for a in cfg.arms
+            Arm(a.name, Regimen(tuple(d.build() for d in a.doses), f"arms.{i}"), animals_per_arm or a.animals or n)
+            for i, a in enumerate(cfg.arms)
         )
         for i, arm in enumerate(self.arms):
-            arm.regimen.records(self.model, f"arms.{i}.doses")  # unit/route errors now, not mid-run
+            arm.regimen.records(self.model, f"arms.{i}")  # unit/route errors now, not mid-run
             if arm.regimen.uses_per_kg(self.model) and "bw" not in self.model.covariate_names:
                 raise SpecError(f"arms.{i}.doses", "mg/kg doses need a body-weight covariate")
         self.sampling = {}
