@@ -1,11 +1,14 @@
-"""The solve of one animal: a scan over event segments, diffrax inside each.
+"""The solve of one animal: a scan over event segments, an exact or diffrax step inside each.
 
 Every event (bolus, infusion start or stop, lagged dose, disease onset) ends one
 segment and starts the next, so the step-size controller never straddles a
 discontinuity: at a segment boundary the state jumps by the event's bolus and the input
-rate changes, and the next segment's solve starts afresh. Outputs are saved at the
-requested times only. An output requested at exactly an event time is the value just
-*before* the event (the NONMEM convention).
+rate changes, and the next segment's solve starts afresh. Inside a segment, a model's
+declared linear PK is propagated in closed form (`vtrial.linear_pk`) and diffrax
+integrates only the remaining states; with `SolverOptions(pk="ode")`, or for models
+without linear PK, diffrax integrates everything. Outputs are saved at the requested
+times only. An output requested at exactly an event time is the value just *before*
+the event (the NONMEM convention).
 
 This module knows nothing about batching: `vtrial.simulate` vmaps, chunks and shards.
 """
