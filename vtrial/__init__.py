@@ -2,9 +2,20 @@
 
 float64 is enabled on import (the default precision of every solve); pass
 `SolverOptions(dtype="float32")` for single precision.
+
+Unless the user has chosen otherwise, equinox's runtime checks (which diffrax uses
+internally) are set to return NaN rather than raise through a host callback
+(`EQX_ON_ERROR=nan`): a host callback in the compiled solve makes it slower and keeps
+it out of JAX's persistent compilation cache, while a failed animal is reported through
+its status (a NaN output marks it `nonfinite_output`). This takes effect only when
+vtrial is imported before equinox/diffrax.
 """
 
-import jax as _jax
+import os as _os
+
+_os.environ.setdefault("EQX_ON_ERROR", "nan")
+
+import jax as _jax  # noqa: E402
 
 _jax.config.update("jax_enable_x64", True)
 
