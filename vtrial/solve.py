@@ -22,6 +22,7 @@ from typing import NamedTuple
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vtrial import linear_pk
 from vtrial.errors import SpecError
@@ -35,6 +36,9 @@ SOLVERS = {
     "kvaerno3": dfx.Kvaerno3,
     "kvaerno5": dfx.Kvaerno5,
 }
+
+#: Save times per solve segment (segments also end at every event); see `solve_animal`.
+SAVES_PER_SEGMENT = 8
 
 #: Per-animal solver status codes; the index is the code stored in results.
 STATUS_NAMES = ("ok", "max_steps_reached", "solver_failed", "nonfinite_output")
@@ -93,13 +97,13 @@ def _result_code(result) -> jnp.ndarray:
     )
 
 
-def _diffeqsolve(f, a, b, y, args, ts, options):
+def _diffeqsolve(f, a, b, y, args, ts, dt0, options):
     return dfx.diffeqsolve(
         dfx.ODETerm(f),
         SOLVERS[options.solver](),
         a,
         b,
-        None,
+        dt0,
         y,
         args=args,
         saveat=dfx.SaveAt(ts=ts, t1=True),
@@ -115,8 +119,8 @@ def _ode_advance(model: Model, p, options: SolverOptions):
     def f(t, y, rate):
         return model.vector_field(t, y, p, rate)
 
-    def advance(a, b, y, rate, ts):
-        sol = _diffeqsolve(f, a, b, y, rate, ts, options)
+    def advance(a, b, y, rate, ts, dt0):
+        sol = _diffeqsolve(f, a, b, y, rate, ts, dt0, options)
         return sol.ys[-1], sol.ys[:-1], _result_code(sol.result), sol.stats["num_steps"]
 
     return advance
@@ -135,7 +139,7 @@ def _closed_form_advance(model: Model, p, options: SolverOptions):
         y = jnp.zeros(pk.shape[:-1] + (n_states,), pk.dtype).at[..., pk_idx].set(pk)
         return y.at[..., pd_idx].set(pd) if pd_names else y
 
-    def advance(a, b, y, rate, ts):
+    def advance(a, b, y, rate, ts, dt0):
         a0, r = y[pk_idx], rate[pk_idx]
 
         def pk_at(t):
@@ -148,7 +152,7 @@ def _closed_form_advance(model: Model, p, options: SolverOptions):
         def f(t, y_pd, rate):
             return model.vector_field(t, assemble(pk_at(t), y_pd), p, rate)[pd_idx]
 
-        sol = _diffeqsolve(f, a, b, y[pd_idx], rate, ts, options)
+        sol = _diffeqsolve(f, a, b, y[pd_idx], rate, ts, dt0, options)
         return assemble(pk_at(b), sol.ys[-1]), assemble(pk_ts, sol.ys[:-1]), _result_code(sol.result), sol.stats["num_steps"]
 
     return advance
@@ -188,29 +192,48 @@ def solve_animal(
     events = build_event_table(model, p, doses)
     n_states = model.n_states
 
-    ev_t = jnp.clip(events.time_h.astype(dtype), t0, t_end)
-    starts = jnp.concatenate([t0[None], ev_t])
-    ends = jnp.concatenate([ev_t, t_end[None]])
-    bolus = jnp.concatenate([jnp.zeros((1, n_states), dtype), events.bolus.astype(dtype)])
-    rate_delta = jnp.concatenate([jnp.zeros((1, n_states), dtype), events.rate_delta.astype(dtype)])
-    first = jnp.arange(starts.shape[0]) == 0
+    # Segments end at every event and at every K-th save time, so each diffrax solve
+    # saves at most K points: its loop then carries K states, not a buffer of all outputs
+    # (under vmap every carried array is copied at each step). At equal times save
+    # boundaries sort first, so an output at an event time is the pre-event value.
+    n_save = save_times.shape[0]
+    k = SAVES_PER_SEGMENT
+    grid = np.unique(np.r_[np.arange(k - 1, n_save, k), n_save - 1])
+    bound_t = jnp.concatenate([save_times[grid], jnp.clip(events.time_h.astype(dtype), t0, t_end)])
+    bound_bolus = jnp.concatenate([jnp.zeros((grid.size, n_states), dtype), events.bolus.astype(dtype)])
+    bound_rate = jnp.concatenate([jnp.zeros((grid.size, n_states), dtype), events.rate_delta.astype(dtype)])
+    order = jnp.argsort(bound_t, stable=True)
+    ends = bound_t[order]
+    starts = jnp.concatenate([t0[None], ends[:-1]])
+    bolus = jnp.concatenate([jnp.zeros((1, n_states), dtype), bound_bolus[order][:-1]])
+    rate_delta = jnp.concatenate([jnp.zeros((1, n_states), dtype), bound_rate[order][:-1]])
+    # The saves of segment (a, b] are the (at most k) save times after a, up to b.
+    first_save = jnp.searchsorted(save_times, starts, side="right")
+    slots = jnp.minimum(first_save[:, None] + jnp.arange(k)[None, :], n_save - 1)
+    in_segment = (first_save[:, None] + jnp.arange(k)[None, :] < n_save) & (save_times[slots] <= ends[:, None])
+    seg_ts = jnp.where(in_segment, save_times[slots], ends[:, None])
 
     advance = (_closed_form_advance if uses_closed_form(model, options) else _ode_advance)(model, p, options)
 
     def segment(carry, xs):
-        y, rate, out, status, steps = carry
-        a, b, add, drate, is_first = xs
+        y, rate, dt_guess, status, steps = carry
+        a, b, add, drate, ts = xs
         y = y + add
         rate = rate + drate
-        y_end, ys, code, n = advance(a, b, y, rate, jnp.clip(save_times, a, b))
-        in_segment = ((save_times > a) & (save_times <= b)) | (is_first & (save_times == a))
-        out = jnp.where(in_segment[:, None], ys, out)
+        y_end, ys, code, n = advance(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)))
+        # The next segment starts from (twice) this one's mean step instead of a fresh
+        # step-size search at every boundary.
+        dt_guess = jnp.where(n > 0, 2.0 * (b - a) / jnp.maximum(n, 1), dt_guess)
         status = jnp.where(status == 0, code, status)
-        return (y_end, rate, out, status, steps + n), None
+        return (y_end, rate, dt_guess, status, steps + n), ys
 
     y0 = model.initial_state(p).astype(dtype)
-    out0 = jnp.zeros((save_times.shape[0], n_states), dtype)
-    init = (y0, jnp.zeros(n_states, dtype), out0, jnp.asarray(0), jnp.asarray(0))
-    (_, _, out, status, steps), _ = jax.lax.scan(segment, init, (starts, ends, bolus, rate_delta, first))
+    dt_first = jnp.maximum(t_end - t0, 1.0) * 1e-3
+    init = (y0, jnp.zeros(n_states, dtype), dt_first, jnp.asarray(0), jnp.asarray(0))
+    (_, _, _, status, steps), seg_ys = jax.lax.scan(segment, init, (starts, ends, bolus, rate_delta, seg_ts))
+    # Save time i lies in the first segment ending at or after it, in slot i - first_save.
+    seg_of = jnp.searchsorted(ends, save_times, side="left")
+    slot_of = jnp.arange(n_save) - first_save[seg_of]
+    out = jnp.where((save_times <= t0)[:, None], y0[None, :], seg_ys[seg_of, jnp.clip(slot_of, 0, k - 1)])
     status = jnp.where((status == 0) & ~jnp.all(jnp.isfinite(out)), 3, status)
     return AnimalSolution(out, status, steps)
