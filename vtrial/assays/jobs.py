@@ -1,0 +1,111 @@
+"""`vtrial run` jobs of the in vitro assays: one per config `kind`.
+
+| kind | schema | outputs besides run.json |
+|---|---|---|
+| `binding_displacement` | `DisplacementSpec` | wells.parquet, summary.csv, curve_fit.csv, curve_fit.png |
+| `functional_neutralisation` | `FunctionalSpec` | wells.parquet, summary.csv, curve_fit.csv, curve_fit.png |
+| `pbmc_lps` | `PbmcSpec` | wells.parquet, readouts.csv, summary.csv, curve_fit.csv, curve_fit.png, time_course.png |
+
+Every job checks its context before simulating (a `SpecError` leaves nothing written),
+honours `--seed` and `--typical` (noise-free, one well per concentration / one typical
+donor), reads `--animals-per-arm` as the number of replicate wells per concentration
+(donors for PBMC), writes with the atomic writers, and returns the facts for run.json.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vtrial.assays.common import compile_timer
+from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
+from vtrial.errors import SpecError
+from vtrial.io.writers import save_figure, write_csv, write_parquet
+from vtrial.jobs import RunContext, register
+
+
+def _check_context(ctx: RunContext, spec, field: str):
+    """The spec with the command-line overrides applied (`--animals-per-arm` -> `field`)."""
+    if ctx.animals is not None:
+        raise SpecError("--animals", "does not apply to in vitro assays (their wells are set by the config)")
+    if ctx.animals_per_arm is not None:
+        if ctx.animals_per_arm < 1:
+            raise SpecError("--animals-per-arm", "must be >= 1")
+        spec = spec.model_copy(update={field: int(ctx.animals_per_arm)})
+    return spec, (spec.seed if ctx.seed is None else ctx.seed)
+
+
+def _writes(ctx: RunContext) -> bool:
+    """Only the writing process of a multi-process run writes files (`ctx.writer`)."""
+    return bool(getattr(ctx, "writer", True))
+
+
+def _facts(seed, n_wells, ctx, timer, t0, **extra) -> dict:
+    return {"seed": seed, "n_wells": int(n_wells), "typical": bool(ctx.typical),
+            "compile_seconds": round(timer["seconds"], 3), "run_seconds": round(time.perf_counter() - t0, 3), **extra}
+
+
+@register("binding_displacement", DisplacementSpec, "radioligand displacement assay (EL4 6.1): IC50, Ki by Cheng-Prusoff and full model")
+def run_displacement(spec: DisplacementSpec, ctx: RunContext) -> dict:
+    from vtrial.assays.displacement import fit_displacement, simulate_displacement, summarise_plate
+
+    spec, seed = _check_context(ctx, spec, "replicates")
+    t0 = time.perf_counter()
+    with compile_timer() as timer:
+        plate = simulate_displacement(spec, seed=seed, typical=ctx.typical, progress=ctx.progress)
+        w = plate.wells
+        fit = fit_displacement(w["concentration_nM"], w["counts_cpm"], plate.design, spec.trust, well_cv=spec.counting.well_cv)
+        table = fit.table()
+    if _writes(ctx):
+        write_parquet(w, ctx.out_dir / "wells.parquet")
+        write_csv(summarise_plate(plate), ctx.out_dir / "summary.csv")
+        write_csv(table, ctx.out_dir / "curve_fit.csv")
+        save_figure(fit.figure(spec.title), ctx.out_dir / "curve_fit.png")
+    est = dict(zip(table["parameter"], table["estimate"]))
+    return _facts(seed, len(w), ctx, timer, t0, ic50_nm=est["ic50"], hill=est["hill"],
+                  ki_cheng_prusoff_nm=est["ki_cheng_prusoff"], ki_full_model_nm=est["ki_full_model"],
+                  ki_recommended=fit.assumptions.recommended, ki_advice=fit.assumptions.reason,
+                  fit_warnings=list(fit.logistic.warnings + fit.full_model.warnings))
+
+
+@register("functional_neutralisation", FunctionalSpec, "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)")
+def run_functional(spec: FunctionalSpec, ctx: RunContext) -> dict:
+    from vtrial.assays.functional import fit_functional, simulate_functional, summarise_functional
+
+    spec, seed = _check_context(ctx, spec, "replicates")
+    t0 = time.perf_counter()
+    with compile_timer() as timer:
+        plate = simulate_functional(spec, seed=seed, typical=ctx.typical, progress=ctx.progress)
+        fit = fit_functional(spec, plate)
+        table = fit.table()
+    if _writes(ctx):
+        write_parquet(plate.wells, ctx.out_dir / "wells.parquet")
+        write_csv(summarise_functional(plate), ctx.out_dir / "summary.csv")
+        write_csv(table, ctx.out_dir / "curve_fit.csv")
+        save_figure(fit.figure(spec.title), ctx.out_dir / "curve_fit.png")
+    return _facts(seed, len(plate.wells), ctx, timer, t0, ic50_nm=fit.ic50_nm, hill=fit.logistic.estimates["hill"],
+                  target_ic50_nm=spec.calibration.target_ic50_nm, fit_warnings=list(fit.logistic.warnings))
+
+
+@register("pbmc_lps", PbmcSpec, "PBMC + LPS cytokine release with and without anakinra")
+def run_pbmc(spec: PbmcSpec, ctx: RunContext) -> dict:
+    from vtrial.assays.pbmc import fit_pbmc_curve, readouts, simulate_pbmc, summarise_pbmc, time_course_figure
+
+    spec, seed = _check_context(ctx, spec, "donors")
+    t0 = time.perf_counter()
+    with compile_timer() as timer:
+        result = simulate_pbmc(spec, seed=seed, typical=ctx.typical, progress=ctx.progress)
+        fit = fit_pbmc_curve(spec, result)
+        table = fit.table()
+    summary = summarise_pbmc(spec, result)
+    if _writes(ctx):
+        write_parquet(result.wells, ctx.out_dir / "wells.parquet")
+        write_csv(readouts(spec, result), ctx.out_dir / "readouts.csv")
+        write_csv(summary, ctx.out_dir / "summary.csv")
+        write_csv(table, ctx.out_dir / "curve_fit.csv")
+        save_figure(fit.figure(f"{spec.title}: anakinra on {spec.curve.readout}"), ctx.out_dir / "curve_fit.png")
+        save_figure(time_course_figure(spec, result), ctx.out_dir / "time_course.png")
+    treated = summary[summary["condition"] == spec.treated]
+    reduction = {f"{r.cytokine}_{r.time_h:g}h": round(float(r.median_reduction_percent), 2) for r in treated.itertuples()}
+    n_wells = result.wells.groupby(["donor", "condition"]).ngroups + len(result.curve)
+    return _facts(seed, n_wells, ctx, timer, t0, n_donors=len(result.donors), median_reduction_percent=reduction,
+                  curve_ic50_nm=fit.logistic.estimates["ic50"], fit_warnings=list(fit.logistic.warnings))

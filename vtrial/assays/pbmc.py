@@ -1,0 +1,272 @@
+r"""PBMC + LPS cytokine release with and without anakinra (model card, system 4).
+
+A small mechanistic model of one culture well (time in h, cytokines in pg/mL):
+
+- **LPS signal.** TLR4 activation $x$ follows the LPS stimulus with a delay,
+  $dx/dt = k_{act}\,(s - x)$, $s = \mathrm{LPS}/(\mathrm{LPS} + EC_{50})$.
+- **IL-1RI occupancy.** Secreted IL-1β (total concentration in the well, converted to nM
+  with 17.3 kDa) binds IL-1RI on the cells and anakinra competes, through the binding
+  model of `vtrial.models.binding` with exact depletion; occupancy $\rho = RL/R_{tot}$
+  signals through the operational model, $E = \tau\rho/(1 + \tau\rho)$.
+- **Cytokines.** For each of IL-1β, IL-6 and TNF-α,
+  $dC/dt = k_{basal} + p_C\,x\,(1 + a_C E) - k_{deg,C}\,C$: LPS drives production directly
+  and IL-1 signalling amplifies it by up to $1 + a_C$ (IL-1β amplifies itself).
+
+Assumptions: the numbers are chosen to reproduce the card's qualitative behaviour
+(Launay 2013, PLoS One 8:e59327), not fitted to data: almost nothing is released without
+LPS (basal only); with LPS 100 pg/mL all three cytokines rise; IL-1β and TNF-α depend
+strongly on IL-1 feedback ($a$ = 1.5 and 2) and IL-6 weakly and variably between donors
+($a_{IL6}$ = 0.2 with a 100% donor CV), so anakinra 500 ng/mL (28.9 nM, 17.3 kDa) lowers
+IL-1β and TNF-α clearly and IL-6 less consistently, at 6 h and at 16 h. Anakinra's Ki at
+the human receptor and the IL-1β KD are those of the MRC-5 config. No receptor turnover,
+no LPS tolerance, no cell death over 16 h; each sampling time is its own well
+(supernatant), so read-out errors are independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
+from vtrial.assays.specs import PbmcSpec
+from vtrial.curvefit import logistic4
+from vtrial.estimate import FitResult
+from vtrial.models.base import Model, Observable, Parameter, State
+from vtrial.models.binding import MW_KDA, binding_rates, receptor_nm
+from vtrial.population import Population
+
+CYTOKINES = ("il1b", "il6", "tnfa")
+LABELS = {"il1b": "IL-1β", "il6": "IL-6", "tnfa": "TNF-α"}
+_INF = float("inf")
+_PG_PER_ML_TO_NM = 1e-3 / MW_KDA["il1b"]
+
+#: config name (PbmcParameters) -> model parameter name
+MODEL_NAMES = {
+    "il1b_kd_nm": "kd_l", "il1b_kon_per_nm_h": "kon_l", "ki_nm": "ki", "anakinra_kon_per_nm_h": "kon_i", "tau": "tau",
+    "lps_ec50_pg_per_ml": "lps_ec50", "k_act_per_h": "k_act",
+    "il1b_prod_pg_per_ml_h": "p_il1b", "il1b_amp": "a_il1b", "il1b_deg_per_h": "d_il1b",
+    "il6_prod_pg_per_ml_h": "p_il6", "il6_amp": "a_il6", "il6_deg_per_h": "d_il6",
+    "tnfa_prod_pg_per_ml_h": "p_tnfa", "tnfa_amp": "a_tnfa", "tnfa_deg_per_h": "d_tnfa",
+    "basal_pg_per_ml_h": "basal",
+}
+
+
+def _vector_field(t, y, p, rate):
+    rl, ri, x = y[0], y[1], y[2]
+    il1b = y[3]
+    d_rl, d_ri = binding_rates(rl, ri, p["r_tot"], il1b * _PG_PER_ML_TO_NM, p["i_tot"] - ri, p["kon_l"], p["kd_l"], p["kon_i"], p["ki"])
+    stim = p["lps"] / (p["lps"] + p["lps_ec50"])
+    d_x = p["k_act"] * (stim - x)
+    occ = p["tau"] * rl / p["r_tot"]
+    e = occ / (1.0 + occ)
+    d_c = [p["basal"] + p[f"p_{c}"] * x * (1.0 + p[f"a_{c}"] * e) - p[f"d_{c}"] * y[3 + i] for i, c in enumerate(CYTOKINES)]
+    return jnp.stack([d_rl, d_ri, d_x, *d_c]) + rate
+
+
+@lru_cache(maxsize=1)
+def pbmc_model() -> Model:
+    """The PBMC + LPS model of one well (see the module docstring). Defaults are the
+    shipped config's typical values."""
+    P = Parameter
+    params = (
+        P("r_tot", receptor_nm(1e6, 200, 1.0), "nM", 1e-15, _INF, "IL-1RI in the well"),
+        P("kon_l", 10.0, "1/nM/h", 0.0, _INF, "IL-1β association rate constant"),
+        P("kd_l", 0.1, "nM", 1e-12, _INF, "IL-1β dissociation constant"),
+        P("i_tot", 0.0, "nM", 0.0, _INF, "anakinra added"),
+        P("kon_i", 10.0, "1/nM/h", 0.0, _INF, "anakinra association rate constant"),
+        P("ki", 0.01652, "nM", 1e-12, _INF, "anakinra Ki at human IL-1RI"),
+        P("tau", 20.0, "1", 0.0, _INF, "operational transducer ratio"),
+        P("lps", 0.0, "pg/mL", 0.0, _INF, "LPS concentration"),
+        P("lps_ec50", 50.0, "pg/mL", 1e-12, _INF, "LPS half-maximal concentration"),
+        P("k_act", 0.5, "1/h", 0.0, _INF, "activation rate constant of the LPS signal"),
+        *(P(f"p_{c}", v, "pg/mL/h", 0.0, _INF, f"LPS-driven {c} production") for c, v in zip(CYTOKINES, (100.0, 300.0, 200.0))),
+        *(P(f"a_{c}", v, "1", 0.0, _INF, f"IL-1 amplification of {c}") for c, v in zip(CYTOKINES, (1.5, 0.2, 2.0))),
+        *(P(f"d_{c}", v, "1/h", 0.0, _INF, f"{c} degradation") for c, v in zip(CYTOKINES, (0.05, 0.02, 0.3))),
+        P("basal", 0.1, "pg/mL/h", 0.0, _INF, "basal release of each cytokine"),
+    )
+    obs = tuple(Observable(f"{c}_pg_per_ml", (lambda i: lambda y, p: y[3 + i])(i), c) for i, c in enumerate(CYTOKINES))
+    obs += (Observable("il1r_occupancy", lambda y, p: y[0] / p["r_tot"], "IL-1β occupancy of IL-1RI"),)
+    return Model(
+        name="pbmc_lps",
+        states=(State("rl", "nM"), State("ri", "nM"), State("lps_signal", "1"),
+                *(State(c, "pg/mL") for c in CYTOKINES)),
+        parameters=params,
+        vector_field=_vector_field,
+        observables=obs,
+        description="PBMC + LPS: IL-1β, IL-6, TNF-α with IL-1RI feedback and anakinra",
+    )
+
+
+def _typical(spec: PbmcSpec) -> dict[str, float]:
+    p = spec.parameters
+    out = {name: float(getattr(p, cfg)) for cfg, name in MODEL_NAMES.items()}
+    out["r_tot"] = receptor_nm(p.cells_per_well, p.sites_per_cell, p.volume_ml)
+    return out
+
+
+def donors(spec: PbmcSpec, *, seed: int | None = None, typical: bool = False) -> pd.DataFrame:
+    """Donor parameters: log-normal between-donor variability (`donor_cv`, fractions) around
+    the config's values, keyed per donor (`vtrial.population.Population`). `typical`: one
+    donor at the typical values."""
+    pop = Population.build(pbmc_model(), typical=_typical(spec),
+                           cv_percent={MODEL_NAMES[k]: 100.0 * v for k, v in spec.donor_cv.items() if v > 0})
+    if typical:
+        draws = pop.typical_animals(1)
+    else:
+        draws = pop.sample(jax.random.fold_in(jax.random.PRNGKey(spec.seed if seed is None else seed), 7), spec.donors)
+    frame = pd.DataFrame({k: np.asarray(v, float) for k, v in draws.items()})
+    frame.insert(0, "donor", np.arange(len(frame)) + 1)
+    return frame
+
+
+@dataclass(frozen=True)
+class PbmcResult:
+    """Simulated PBMC cultures.
+
+    - `wells`: long table, one row per well and time: `donor`, `condition`, `lps_pg_per_ml`,
+      `anakinra_nM`, `time_h`, `<cytokine>_pg_per_ml` (observed), `expected_<cytokine>_pg_per_ml`,
+      `il1r_occupancy`, `status`;
+    - `curve`: the anakinra concentration-response wells (same columns, at `curve.time_h`),
+      plus `<readout>_percent_of_control`: the read-out in % of the same donor's well
+      without anakinra (so donor-to-donor scale does not swamp the curve);
+    - `donors`: the donor parameters.
+    """
+
+    wells: pd.DataFrame
+    curve: pd.DataFrame
+    donors: pd.DataFrame
+
+
+def simulate_pbmc(spec: PbmcSpec, *, seed: int | None = None, typical: bool = False, progress=None) -> PbmcResult:
+    """Every donor x condition and every donor x curve concentration in one batched solve."""
+    seed = spec.seed if seed is None else seed
+    dn = donors(spec, seed=seed, typical=typical)
+    n_d = len(dn)
+    conds = [(c.name, c.lps_pg_per_ml, c.anakinra_nm) for c in spec.conditions]
+    conds += [("curve", spec.curve.lps_pg_per_ml, c) for c in np.concatenate([[0.0], spec.curve.grid.concentrations_nm()])]
+    n_c = len(conds)
+    params = {k: np.tile(dn[k].to_numpy(), n_c) for k in pbmc_model().parameter_names if k not in ("lps", "i_tot")}
+    params["lps"] = np.repeat([c[1] for c in conds], n_d)
+    params["i_tot"] = np.repeat([c[2] for c in conds], n_d)
+    times = np.unique(np.concatenate([np.arange(0.0, spec.duration_h + 1e-9, spec.output_every_h), spec.readout_times_h,
+                                      [spec.curve.time_h, spec.duration_h]]))
+    sol = simulate_plate(pbmc_model(), params, times, progress=progress)
+    if sol.n_failed:
+        bad = int(np.flatnonzero(sol.status)[0])
+        raise RuntimeError(f"PBMC solve failed for well {bad} ({sol.status_names[bad]})")
+    n_w, n_t = n_d * n_c, times.size
+    frame = pd.DataFrame({
+        "donor": np.repeat(np.tile(dn["donor"].to_numpy(), n_c), n_t),
+        "condition": np.repeat(np.repeat([c[0] for c in conds], n_d), n_t),
+        "lps_pg_per_ml": np.repeat(params["lps"], n_t),
+        "anakinra_nM": np.repeat(params["i_tot"], n_t),
+        "time_h": np.tile(times, n_w),
+    })
+    for j, c in enumerate(CYTOKINES):
+        mean = sol.observables[f"{c}_pg_per_ml"]
+        obs = mean if typical else measurement_noise(seed, mean, spec.noise.cv, spec.noise.sd_pg_per_ml, stream=10 + j)
+        frame[f"{c}_pg_per_ml"] = np.asarray(obs).reshape(-1)
+        frame[f"expected_{c}_pg_per_ml"] = mean.reshape(-1)
+    frame["il1r_occupancy"] = sol.observables["il1r_occupancy"].reshape(-1)
+    frame["status"] = np.repeat(sol.status_names, n_t)
+    is_curve = frame["condition"] == "curve"
+    curve = frame[is_curve & np.isclose(frame["time_h"], spec.curve.time_h)].reset_index(drop=True)
+    col = f"{spec.curve.readout}_pg_per_ml"
+    control = curve[curve["anakinra_nM"] == 0].set_index("donor")[col]
+    curve = curve[curve["anakinra_nM"] > 0].reset_index(drop=True)
+    curve[f"{spec.curve.readout}_percent_of_control"] = 100.0 * curve[col] / control.reindex(curve["donor"]).to_numpy()
+    return PbmcResult(frame[~is_curve].reset_index(drop=True), curve, dn)
+
+
+def readouts(spec: PbmcSpec, result: PbmcResult) -> pd.DataFrame:
+    """Observed cytokines at the read-out times: one row per donor x condition x time."""
+    w = result.wells
+    keep = np.isin(np.round(w["time_h"], 9), np.round(spec.readout_times_h, 9))
+    cols = ["donor", "condition", "lps_pg_per_ml", "anakinra_nM", "time_h"] + [f"{c}_pg_per_ml" for c in CYTOKINES]
+    return w.loc[keep, cols].reset_index(drop=True)
+
+
+def summarise_pbmc(spec: PbmcSpec, result: PbmcResult) -> pd.DataFrame:
+    """Per condition x time x cytokine at the read-out times: median, min and max over donors;
+    for the treated condition also the median % reduction versus the reference condition and
+    the fraction of donors with a reduction of at least 20%."""
+    r = readouts(spec, result)
+    rows = []
+    for (cond, t), g in r.groupby(["condition", "time_h"], sort=False):
+        for c in CYTOKINES:
+            v = g[f"{c}_pg_per_ml"].to_numpy()
+            row = {"condition": cond, "time_h": t, "cytokine": c, "n_donors": v.size, "median_pg_per_ml": np.median(v),
+                   "min_pg_per_ml": v.min(), "max_pg_per_ml": v.max(), "median_reduction_percent": np.nan,
+                   "donors_reduced_20_percent": np.nan}
+            if cond == spec.treated:
+                ref = r[(r["condition"] == spec.reference) & np.isclose(r["time_h"], t)].set_index("donor")[f"{c}_pg_per_ml"]
+                red = 100.0 * (1.0 - g.set_index("donor")[f"{c}_pg_per_ml"] / ref.reindex(g["donor"]).to_numpy())
+                row["median_reduction_percent"] = float(np.median(red))
+                row["donors_reduced_20_percent"] = float(np.mean(red >= 20.0))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class PbmcCurveFit:
+    """4PL fit of the anakinra concentration-response (`curve.readout` at `curve.time_h`,
+    in % of each donor's control without anakinra)."""
+
+    logistic: FitResult
+    conc_nm: np.ndarray
+    response: np.ndarray
+    spec: PbmcSpec
+
+    def table(self) -> pd.DataFrame:
+        cv = self.spec.curve
+        return curve_table([
+            fit_rows(self.logistic, "4pl", units={"bottom": "%", "top": "%"},
+                     notes={"ic50": f"anakinra on {cv.readout} at {cv.time_h:g} h, LPS {cv.lps_pg_per_ml:g} pg/mL"}),
+            goodness_of_fit_rows(self.logistic, self.response, "%"),
+            value_row("ki_model", self.spec.parameters.ki_nm, "nM", "model_parameter", "anakinra Ki assumed at human IL-1RI"),
+        ])
+
+    def figure(self, title: str):
+        est = self.logistic.estimates
+        pos = self.conc_nm[self.conc_nm > 0]
+        grid = np.logspace(np.log10(pos.min()) - 0.3, np.log10(pos.max()) + 0.3, 200)
+        curve = np.asarray(logistic4(grid, est["bottom"], est["top"], np.log10(est["ic50"]), est["hill"]))
+        return plot_curve(self.conc_nm, self.response, {f"4PL: IC50 {est['ic50']:.3g} nM": (grid, curve)},
+                          conc_label="anakinra (nM)", response_label=f"{self.spec.curve.readout} (% of control)", title=title,
+                          ic50=est["ic50"])
+
+
+def fit_pbmc_curve(spec: PbmcSpec, result: PbmcResult) -> PbmcCurveFit:
+    conc = result.curve["anakinra_nM"].to_numpy()
+    resp = result.curve[f"{spec.curve.readout}_percent_of_control"].to_numpy()
+    return PbmcCurveFit(fit_logistic4_scaled(conc, resp, conc_unit="nM", response_unit="%"), conc, resp, spec)
+
+
+def time_course_figure(spec: PbmcSpec, result: PbmcResult):
+    """Median (over donors) observed time courses per condition, one panel per cytokine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharex=True)
+    w = result.wells
+    for ax, c in zip(axes, CYTOKINES):
+        for i, cond in enumerate(dict.fromkeys(w["condition"])):
+            g = w[w["condition"] == cond].groupby("time_h")[f"{c}_pg_per_ml"].median()
+            ax.plot(g.index, g.to_numpy(), marker="o", ms=3, color=f"C{i}", label=cond)
+        for t in spec.readout_times_h:
+            ax.axvline(t, color="0.7", lw=0.8, ls=":")
+        ax.set_title(LABELS[c])
+        ax.set_xlabel("time (h)")
+        ax.set_ylabel("pg/mL")
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(spec.title)
+    fig.tight_layout()
+    return fig
