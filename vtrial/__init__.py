@@ -28,7 +28,10 @@ from vtrial.population import (  # noqa: E402
     Population as Population,
     ResidualError as ResidualError,
 )
-from vtrial.simulate import simulate_population as simulate_population  # noqa: E402
+from vtrial.simulate import (  # noqa: E402
+    iter_population_chunks as iter_population_chunks,
+    simulate_population as simulate_population,
+)
 from vtrial.solve import SolverOptions as SolverOptions  # noqa: E402
 from vtrial.trial import Arm as Arm, SimulationResult as SimulationResult, simulate as simulate  # noqa: E402
 

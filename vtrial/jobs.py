@@ -29,7 +29,13 @@ class RunContext:
     - `typical`: simulate typical animals / noise-free wells only;
     - `animals`: a table of exactly the animals to simulate (trial jobs);
     - `progress`: `progress(done, total)` callback for chunks;
-    - `config_name`: stem of the config file, for titles.
+    - `config_name`: stem of the config file, for titles;
+    - `chunk_size`: override of the config's animals per chunk (None keeps it);
+    - `trajectories`: write the per-animal tables (True/False; None: only when small);
+    - `chunk_store`: where finished chunks are kept (`vtrial.io.chunks.ChunkStore`) so
+      an interrupted run can resume; None: not resumable;
+    - `writer`: whether this process writes outputs (False on processes other than 0
+      of a multi-process run: they compute their share and write nothing).
     """
 
     out_dir: Path
@@ -39,6 +45,10 @@ class RunContext:
     animals: pd.DataFrame | None = None
     progress: Callable[[int, int], None] | None = None
     config_name: str = "run"
+    chunk_size: int | None = None
+    trajectories: bool | None = None
+    chunk_store: Any = None
+    writer: bool = True
 
 
 @dataclass(frozen=True)

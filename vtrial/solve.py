@@ -37,6 +37,9 @@ SOLVERS = {
     "kvaerno5": dfx.Kvaerno5,
 }
 
+#: Solvers with an implicit (Newton) stage; see `vtrial.simulate.batched_solver`.
+IMPLICIT_SOLVERS = frozenset({"kvaerno3", "kvaerno5"})
+
 #: Save times per solve segment (segments also end at every event); see `solve_animal`.
 SAVES_PER_SEGMENT = 8
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from vtrial.dosing import Regimen, lower_regimens
+from vtrial.dosing import DoseRecords, Regimen, lower_regimens
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
 from vtrial.population import Population, residual_keys
@@ -62,18 +62,10 @@ class SimulationResult:
 
     def to_frame(self, states: bool = False) -> pd.DataFrame:
         """Long table: `arm`, `animal`, `time_h`, one column per observable (and state)."""
-        n, t = self.solution.status.size, self.times_h.size
-        frame = {
-            "arm": np.repeat(self.animals["arm"].to_numpy(), t),
-            "animal": np.repeat(self.animals["animal"].to_numpy(), t),
-            "time_h": np.tile(self.times_h, n),
-        }
-        for name, v in self.solution.observables.items():
-            frame[name] = v.reshape(-1)
-        if states:
-            for j, s in enumerate(self.model.states):
-                frame[f"{s.name}_{s.unit.replace('/', '_per_')}"] = self.solution.states[:, :, j].reshape(-1)
-        return pd.DataFrame(frame)
+        return trajectory_frame(
+            self.animals["arm"].to_numpy(), self.animals["animal"].to_numpy(), self.times_h, self.solution.observables,
+            states=self.solution.states if states else None, model=self.model,
+        )
 
     def observations(self, sampling_times_h: Mapping[str, Sequence[float]] | None = None, *, with_error: bool = True) -> pd.DataFrame:
         """Predictions with residual error added, at each observable's sampling times.
@@ -83,38 +75,76 @@ class SimulationResult:
         Values not sampled are NaN. The noise is keyed per animal, so it is reproducible;
         `with_error=False` gives the predictions at the same cells.
         """
-        times = self.times_h
-        sampling = sampling_times_h or {k: times for k in self.population.residual}
-        masks = {}
-        for name, ts in sampling.items():
-            if name not in self.solution.observables:
-                raise SpecError(f"sampling.{name}", f"unknown observable; known: {', '.join(self.solution.observables)}")
-            ts = np.asarray(ts, dtype=float)
-            missing = ts[~np.isin(ts, times)]
-            if missing.size:
-                raise SpecError(f"sampling.{name}", f"time {missing[0]} h is not among the simulated times")
-            masks[name] = np.isin(times, ts)
-        key = jax.random.PRNGKey(self.seed)
-        arm_index = self.animals["arm_index"].to_numpy()
-        animal = self.animals["animal"].to_numpy()
-        rows = np.flatnonzero(np.logical_or.reduce([m for m in masks.values()]) if masks else np.zeros(times.size, bool))
-        out = {
-            "arm": np.repeat(self.animals["arm"].to_numpy(), rows.size),
-            "animal": np.repeat(animal, rows.size),
-            "time_h": np.tile(times[rows], animal.size),
-        }
-        for j, (name, mask) in enumerate(masks.items()):
-            pred = self.solution.observables[name]
-            res = self.population.residual.get(name)
-            if not with_error:
-                noisy = pred
-            elif res is None:
-                raise SpecError(f"population.residual.{name}", "no residual error model for a sampled observable")
-            else:
-                noisy = _add_residual(res, key, arm_index, animal, j, pred)
-            noisy = np.where(mask[None, :], noisy, np.nan)
-            out[name] = noisy[:, rows].reshape(-1)
-        return pd.DataFrame(out)
+        masks = sampling_masks(self.times_h, sampling_times_h or {k: self.times_h for k in self.population.residual}, self.solution.observables)
+        a = self.animals
+        return observation_frame(
+            a["arm"].to_numpy(), a["arm_index"].to_numpy(), a["animal"].to_numpy(), self.times_h, self.solution.observables,
+            masks, self.population, self.seed, with_error=with_error,
+        )
+
+
+def trajectory_frame(arm, animal, times_h, observables: Mapping[str, np.ndarray], *, states=None, model: Model | None = None) -> pd.DataFrame:
+    """Long table of `m` animals: `arm`, `animal`, `time_h`, one column per observable
+    (`observables[name]` is `(m, n_times)`), and per state when `states` `(m, n_times, n_states)` is given."""
+    t = len(times_h)
+    frame = {"arm": np.repeat(np.asarray(arm), t), "animal": np.repeat(np.asarray(animal), t), "time_h": np.tile(times_h, len(animal))}
+    for name, v in observables.items():
+        frame[name] = np.asarray(v).reshape(-1)
+    if states is not None:
+        for j, s in enumerate(model.states):
+            frame[f"{s.name}_{s.unit.replace('/', '_per_')}"] = states[:, :, j].reshape(-1)
+    return pd.DataFrame(frame)
+
+
+def sampling_masks(times_h, sampling_times_h: Mapping[str, Sequence[float]], observables) -> dict[str, np.ndarray]:
+    """Per sampled observable, which of `times_h` it is sampled at (checked: known
+    observables, times among `times_h`)."""
+    times = np.asarray(times_h, dtype=float)
+    masks = {}
+    for name, ts in sampling_times_h.items():
+        if name not in observables:
+            raise SpecError(f"sampling.{name}", f"unknown observable; known: {', '.join(observables)}")
+        ts = np.asarray(ts, dtype=float)
+        missing = ts[~np.isin(ts, times)]
+        if missing.size:
+            raise SpecError(f"sampling.{name}", f"time {missing[0]} h is not among the simulated times")
+        masks[name] = np.isin(times, ts)
+    return masks
+
+
+def observation_frame(
+    arm, arm_index, animal, times_h, predictions: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
+    population: Population, seed: int, *, with_error: bool = True, pad_to: int | None = None,
+) -> pd.DataFrame:
+    """Observations of `m` animals (`predictions[name]` is `(m, n_times)`) at the times of
+    `masks` (from `sampling_masks`), with residual error keyed per animal: the values
+    of an animal do not depend on which other animals are in the call.
+
+    `pad_to` (>= m): draw the noise for this many animals (the last one repeated) so
+    that calls with different `m` share one compiled function (chunked callers)."""
+    times = np.asarray(times_h, dtype=float)
+    key = jax.random.PRNGKey(seed)
+    arm_index, animal = np.asarray(arm_index), np.asarray(animal)
+    m = animal.size
+    pad = np.minimum(np.arange(max(m, pad_to or 0)), m - 1) if m else np.arange(0)
+    rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())) if masks else np.zeros(times.size, bool))
+    out = {
+        "arm": np.repeat(np.asarray(arm), rows.size),
+        "animal": np.repeat(animal, rows.size),
+        "time_h": np.tile(times[rows], animal.size),
+    }
+    for j, (name, mask) in enumerate(masks.items()):
+        pred = predictions[name]
+        res = population.residual.get(name)
+        if not with_error:
+            noisy = pred
+        elif res is None:
+            raise SpecError(f"population.residual.{name}", "no residual error model for a sampled observable")
+        else:
+            noisy = _add_residual(res, key, arm_index[pad], animal[pad], j, np.asarray(pred)[pad])[:m]
+        noisy = np.where(mask[None, :], noisy, np.nan)
+        out[name] = noisy[:, rows].reshape(-1)
+    return pd.DataFrame(out)
 
 
 def _add_residual(res, key, arm_index, animal, obs_index, pred):
@@ -182,6 +212,53 @@ def _parameters_from_table(model, population, arms, animals, needed):
     return df[["arm", "arm_index", "animal", *needed]]
 
 
+@dataclass(frozen=True)
+class TrialInputs:
+    """What a trial solves, before solving: `arms`, `population`, `animals` (one row per
+    animal: `arm`, `arm_index`, `animal`, parameters, covariates), the runner's
+    `params` (name -> `(n_animals,)`) and `doses` (`DoseRecords`, one row per animal)."""
+
+    arms: tuple[Arm, ...]
+    population: Population
+    animals: pd.DataFrame
+    params: dict[str, np.ndarray]
+    doses: DoseRecords
+
+
+def prepare_trial(
+    model: Model,
+    arms: Regimen | Sequence[Arm],
+    population: Population | None = None,
+    *,
+    times_h: Sequence[float],
+    n_animals: int = 100,
+    seed: int = 0,
+    typical: bool = False,
+    animals: pd.DataFrame | None = None,
+    t0: float = 0.0,
+) -> TrialInputs:
+    """Check a trial and draw (or take) its animals; arguments as `simulate`. Nothing is solved."""
+    if isinstance(arms, Regimen):
+        arms = (Arm("arm", arms, n_animals),)
+    arms = tuple(arms)
+    if not arms:
+        raise SpecError("arms", "at least one arm is needed")
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise SpecError("arms", "arm names must be unique")
+    population = population or Population(model)
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    # Everything that can be checked on the host is checked before animals are drawn
+    # (which compiles): regimens, then output times.
+    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
+    check_times(times_h, t0)
+    table = _animal_parameters(model, population, arms, seed, typical, animals)
+    doses = arm_records.take(table["arm_index"].to_numpy())
+    params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
+    return TrialInputs(arms, population, table, params, doses)
+
+
 def simulate(
     model: Model,
     arms: Regimen | Sequence[Arm],
@@ -210,28 +287,15 @@ def simulate(
       column per parameter/covariate; missing ones take typical values);
     - `options`: solver, tolerances, precision; `chunk_size`: animals per compiled batch.
 
-    **Returns:** a `SimulationResult`; `.to_frame()` gives the tidy table.
+    **Returns:** a `SimulationResult`; `.to_frame()` gives the tidy table. For
+    populations too large to hold, stream with `prepare_trial` and
+    `vtrial.simulate.iter_population_chunks` (as the `trial` job does).
     """
-    if isinstance(arms, Regimen):
-        arms = (Arm("arm", arms, n_animals),)
-    arms = tuple(arms)
-    if not arms:
-        raise SpecError("arms", "at least one arm is needed")
-    names = [a.name for a in arms]
-    if len(set(names)) != len(names):
-        raise SpecError("arms", "arm names must be unique")
-    population = population or Population(model)
-    if population.model is not model:
-        raise SpecError("population", "was built for a different model")
-    # Everything that can be checked on the host is checked before animals are drawn
-    # (which compiles): regimens, then output times.
-    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
-    check_times(times_h, t0)
-    table = _animal_parameters(model, population, arms, seed, typical, animals)
-    doses = arm_records.take(table["arm_index"].to_numpy())
-    params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
-    solution = simulate_population(model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, on_chunk=on_chunk)
-    table = table.copy()
+    inputs = prepare_trial(model, arms, population, times_h=times_h, n_animals=n_animals, seed=seed, typical=typical, animals=animals, t0=t0)
+    solution = simulate_population(
+        model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, on_chunk=on_chunk
+    )
+    table = inputs.animals.copy()
     table["status"] = solution.status_names
     table["n_steps"] = solution.n_steps
-    return SimulationResult(model, population, arms, table, solution, seed)
+    return SimulationResult(model, inputs.population, inputs.arms, table, solution, seed)

@@ -39,6 +39,56 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
+class ParquetStream:
+    """A Parquet file written frame by frame (one row group per `write`), for tables too
+    large to hold: rows go to a temporary file in the target folder that `close()`
+    renames onto `path`; on an error (or `abort()`) it is removed. Use as a context
+    manager. The result reads back like `write_parquet` of the concatenated frames."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._writer = None
+        self._schema = None
+        self.rows = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._tmp, self._schema)
+        self._writer.write_table(table)
+        self.rows += len(df)
+
+    def close(self) -> Path:
+        if self._writer is None:
+            raise ValueError(f"{self.path}: no rows were written")
+        self._writer.close()
+        os.chmod(self._tmp, 0o666 & ~_UMASK)
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ParquetStream":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda p: df.to_csv(p, index=False))
 
