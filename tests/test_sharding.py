@@ -86,6 +86,7 @@ def vtrial_run(out: Path, *extra: str, env: dict | None = None) -> subprocess.Po
         **{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": str(ROOT / ".jax_cache"),
+        "VTRIAL_CPU_DEVICES": "1",  # one device per process unless a test asks for more
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "vtrial.cli", "run", str(CONFIG), "--out", str(out), *ARGS, *extra]

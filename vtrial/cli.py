@@ -26,8 +26,9 @@ console = Console()
 @app.callback()
 def _root():
     """vtrial: virtual trials for preclinical pharmacology (run `vtrial COMMAND --help`)."""
-    from vtrial.compilation_cache import enable_persistent_cache
+    from vtrial.runtime import enable_persistent_cache, use_all_cpu_cores
 
+    use_all_cpu_cores()
     enable_persistent_cache()
 
 
