@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--busy-retries", type=int, default=0, metavar="R",
                     help="redo a timing up to R times while other processes used more than --busy-threshold of the CPU (the least disturbed is kept)")
     ap.add_argument("--busy-threshold", type=float, default=0.1, metavar="F")
+    ap.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                    help="on a CPU, split the host into N JAX devices as `vtrial run` does (default: every core; "
+                         "1 = one device). No effect on GPUs or once JAX has started its backends")
     ap.add_argument("--quick", action="store_true", help="sizes 2 and 4, sample 2, no cold start (smoke test)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -596,6 +599,11 @@ def _target(value, threshold, op):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.cpu_devices is not None:
+        os.environ["VTRIAL_CPU_DEVICES"] = str(args.cpu_devices)
+    from vtrial.runtime import use_all_cpu_cores
+
+    use_all_cpu_cores()  # as the CLI does; must precede JAX's first use of a device
     import jax
 
     if not args.quick:
