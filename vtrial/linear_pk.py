@@ -141,8 +141,16 @@ def phi(lam: jnp.ndarray, tau) -> jnp.ndarray:
     return tau * jnp.where(x == 0, 1.0, jnp.expm1(safe) / safe)
 
 
+def mode_coordinates(m: Modes, a0: jnp.ndarray, rate: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """$(\alpha, \beta) = (S^{-1} A(a), S^{-1} r)$: a segment's start and input in mode coordinates."""
+    return m.s_inv @ a0, m.s_inv @ rate
+
+
+def propagate_modes(m: Modes, alpha: jnp.ndarray, beta: jnp.ndarray, tau) -> jnp.ndarray:
+    """PK amounts `tau` hours into a segment whose mode coordinates are `alpha`, `beta`."""
+    return m.s @ (jnp.exp(m.lam * tau) * alpha + phi(m.lam, tau) * beta)
+
+
 def propagate(m: Modes, a0: jnp.ndarray, rate: jnp.ndarray, tau) -> jnp.ndarray:
     """PK amounts after `tau` hours from `a0` under constant input `rate` (both `(n_pk,)`)."""
-    alpha = m.s_inv @ a0
-    beta = m.s_inv @ rate
-    return m.s @ (jnp.exp(m.lam * tau) * alpha + phi(m.lam, tau) * beta)
+    return propagate_modes(m, *mode_coordinates(m, a0, rate), tau)

@@ -132,25 +132,29 @@ def _ode_advance(model: Model, p, options: SolverOptions):
 def _closed_form_advance(model: Model, p, options: SolverOptions):
     """Linear PK in closed form; diffrax integrates only the other states, fed the exact PK."""
     spec = model.linear_pk
-    pk_idx = jnp.array([model.state_index(n) for n in spec.states])
+    pk_names = list(spec.states)
     pd_names = [n for n in model.state_names if n not in spec.states]
-    pd_idx = jnp.array([model.state_index(n) for n in pd_names], dtype=int)
+    pk_idx = np.array([model.state_index(n) for n in pk_names], dtype=int)
+    pd_idx = np.array([model.state_index(n) for n in pd_names], dtype=int)
+    # Model order from [pk..., pd...]: a static gather, not a scatter into zeros, since
+    # the right-hand side assembles a full state at every stage of every step.
+    unsort = np.argsort(np.concatenate([pk_idx, pd_idx]))
     modes = linear_pk.modes(spec.constants(p))
-    n_states = model.n_states
 
     def assemble(pk, pd):
-        y = jnp.zeros(pk.shape[:-1] + (n_states,), pk.dtype).at[..., pk_idx].set(pk)
-        return y.at[..., pd_idx].set(pd) if pd_names else y
+        return jnp.concatenate([pk, pd], axis=-1)[..., unsort] if pd_names else pk[..., unsort]
 
     def advance(a, b, y, rate, ts, dt0):
-        a0, r = y[pk_idx], rate[pk_idx]
+        # Mode coordinates of the segment's start and input: once per segment, not at
+        # every stage of every step.
+        alpha, beta = linear_pk.mode_coordinates(modes, y[pk_idx], rate[pk_idx])
 
         def pk_at(t):
-            return linear_pk.propagate(modes, a0, r, t - a)
+            return linear_pk.propagate_modes(modes, alpha, beta, t - a)
 
         pk_ts = jax.vmap(pk_at)(ts)
         if not pd_names:
-            return assemble(pk_at(b), None), pk_ts, jnp.asarray(0), jnp.asarray(0)
+            return assemble(pk_at(b), None), assemble(pk_ts, None), jnp.asarray(0), jnp.asarray(0)
 
         def f(t, y_pd, rate):
             return model.vector_field(t, assemble(pk_at(t), y_pd), p, rate)[pd_idx]
