@@ -123,9 +123,6 @@ class Regimen:
                 out.append((t, amt, per_kg, dur, ridx))
         return sorted(out, key=lambda r: r[0])
 
-    def uses_per_kg(self, model: Model) -> bool:
-        return any(r[2] for r in self.records(model))
-
 
 @dataclass(frozen=True)
 class DoseRecords:

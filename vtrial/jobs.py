@@ -80,12 +80,6 @@ def get_job(kind: str) -> Job:
 
 
 def _load_builtin_jobs() -> None:
-    # Imported lazily so `import vtrial` stays light; each module registers itself.
-    import importlib
-
-    for module in ("vtrial.trial_job", "vtrial.assays.jobs"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if not (e.name and module.startswith(e.name)):
-                raise
+    # Imported lazily so `import vtrial` stays light; each module registers its jobs.
+    import vtrial.assays.jobs  # noqa: F401
+    import vtrial.trial_job  # noqa: F401

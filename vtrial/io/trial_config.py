@@ -182,9 +182,7 @@ class BuiltTrial:
             for i, a in enumerate(cfg.arms)
         )
         for i, arm in enumerate(self.arms):
-            arm.regimen.records(self.model, f"arms.{i}")  # unit/route errors now, not mid-run
-            if arm.regimen.uses_per_kg(self.model) and "bw" not in self.model.covariate_names:
-                raise SpecError(f"arms.{i}.doses", "mg/kg doses need a body-weight covariate")
+            arm.regimen.records(self.model, f"arms.{i}")  # unit, route and mg/kg errors now, not mid-run
         self.sampling = {}
         for name, s in cfg.sampling.items():
             if name not in self.model.observable_names:
