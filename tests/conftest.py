@@ -8,8 +8,10 @@
 - `getkey` hands out fresh, reproducible PRNG keys;
 - `compile_log` records every XLA compilation inside a `with` block (to check that
   something did *not* compile);
-- `PK_PATHS` / `solver_options(pk, ...)`: the two ways a linear PK model is solved
-  (closed form, the default, and the diffrax ODE reference path), for parametrizing.
+- `PK_PATHS` / `solver_options(path, ...)`: the ways a linear PK model is solved, for
+  parametrizing: closed-form PK (the default, events as jumps of one solve), the
+  diffrax ODE reference path (one solve per event segment), and the ODE path with
+  events as jumps of one solve.
 """
 
 from __future__ import annotations
@@ -34,15 +36,16 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import vtrial  # noqa: E402  (after the configuration above)
 
-_HAS_PK_OPTION = "pk" in {f.name for f in dataclasses.fields(vtrial.SolverOptions)}
-#: "auto" = closed-form linear PK (the default), "ode" = integrate every state with diffrax.
-PK_PATHS = ("auto", "ode") if _HAS_PK_OPTION else (None,)
+#: "auto" = closed-form linear PK (the default), "ode" = integrate every state with
+#: diffrax, one solve per event segment; "ode-jumps" = the same in one solve per animal.
+PK_PATHS = ("auto", "ode", "ode-jumps")
 
 
-def solver_options(pk: str | None, **kwargs) -> vtrial.SolverOptions:
-    """`SolverOptions(pk=pk, **kwargs)`; `pk` is dropped where the engine has no such
-    option (every state is then integrated, which is the "ode" path)."""
-    return vtrial.SolverOptions(**kwargs, **({"pk": pk} if pk and _HAS_PK_OPTION else {}))
+def solver_options(path: str, **kwargs) -> vtrial.SolverOptions:
+    """`SolverOptions(**kwargs)` on one of `PK_PATHS`."""
+    if path == "ode-jumps":
+        return vtrial.SolverOptions(pk="ode", events="jumps", **kwargs)
+    return vtrial.SolverOptions(pk=path, **kwargs)
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ This is the only place that knows about batching, chunking and devices:
 
 - **Cost grouping.** Before chunking, animals are put in order of a cheap cost proxy
   (`expected_cost`: the number of dose events, each of which restarts the step-size
-  controller; a CIA-1 vehicle animal takes about 170 solver steps, a treated one about
-  270), so the lanes of a chunk, which advance in lockstep, do similar work. Results
+  controller from small steps; a CIA-1 vehicle animal takes about 150 solver steps, a
+  treated one about 210), so the lanes of a chunk, which advance in lockstep, do similar work. Results
   are scattered back to the original order and do not depend on the ordering.
 - **Chunks.** Every chunk has the same shape (the last one is padded by repeating its
   final animal and the padding is dropped), so the whole population reuses a single
@@ -26,8 +26,9 @@ per-device batch shape changes).
 Lockstep accounting: the lanes on one device advance together until the slowest is
 done, so a chunk costs `lanes_per_device x max steps` on each device. The reported
 `lockstep_waste = 1 - sum_i steps_i / sum_(chunks, devices) lanes_per_device x max
-steps` (padding lanes count as waste). It is a lower bound: the segments of a solve
-are themselves in lockstep across lanes.
+steps` (padding lanes count as waste). It is exact when each animal is one solve
+(`SolverOptions(events="jumps")`, the default with closed-form PK) and a lower bound
+with `events="split"`, whose event segments are themselves in lockstep across lanes.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from vtrial.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, solve_an
 class PopulationSolution:
     """Batched results (host numpy arrays), in the order the animals were given.
 
-    - `states`: `(n_animals, n_times, n_states)`;
+    - `states`: `(n_animals, n_times, n_states)`, or None when not kept (`states=False`);
     - `observables`: name -> `(n_animals, n_times)`, NaN where the animal failed;
     - `status`: `(n_animals,)` codes into `STATUS_NAMES` (0 = ok);
     - `n_steps`: `(n_animals,)` solver steps taken;
@@ -64,7 +65,7 @@ class PopulationSolution:
       run was laid out.
     """
 
-    states: np.ndarray
+    states: np.ndarray | None
     observables: dict[str, np.ndarray]
     status: np.ndarray
     n_steps: np.ndarray
@@ -131,9 +132,9 @@ class AbstractChunkStore(Protocol):
 
 def expected_cost(doses: DoseRecords) -> np.ndarray:
     """A cheap per-animal proxy of solver work: the number of dose events with a non-zero
-    amount (a bolus is one event, an infusion two: start and stop). Every event ends a
-    segment and restarts the step-size controller, so animals with more events take more
-    steps (CIA-1: about 170 steps for vehicle, 270 for a pump)."""
+    amount (a bolus is one event, an infusion two: start and stop). Every event restarts
+    the step-size controller from small steps, so animals with more events take more
+    steps (CIA-1: about 150 steps for vehicle, 210 for a pump)."""
     amount = np.asarray(doses.amount)
     events = 1 + (np.asarray(doses.duration_h) > 0)
     return np.sum((amount != 0) * events, axis=-1).astype(np.int64)
@@ -420,10 +421,13 @@ def simulate_population(
     on_chunk: Callable[[int, int], None] | None = None,
     order="cost",
     devices=None,
+    states: bool = True,
 ) -> PopulationSolution:
     """Solve every animal; `params[name]` has shape `(n_animals,)`.
 
     - `chunk_size`: animals per compiled batch (per chunk over all devices);
+    - `states`: keep every state at every time (`False`: only the observables, which
+      saves the device-to-host transfer and `n_animals x n_times x n_states` of memory);
     - `order`: "cost" (default: chunk animals of similar expected cost together, see
       `expected_cost`), "input" (as given), or a cost per animal (e.g. the `n_steps`
       of an earlier run); results are the same whatever the order;
@@ -431,16 +435,18 @@ def simulate_population(
     - `on_chunk(done, total)` is called after each chunk (progress bars).
     """
     chunks = iter_population_chunks(
-        model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order, devices=devices
+        model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order, devices=devices,
+        states=states,
     )
     n, times = chunks.plan.n_animals, chunks.times_h
-    states = np.empty((n, times.size, model.n_states), chunks.dtype)
+    states = np.empty((n, times.size, model.n_states), chunks.dtype) if states else None
     obs = {name: np.empty((n, times.size), chunks.dtype) for name in model.observable_names}
     status = np.empty(n, np.int32)
     steps = np.empty(n, np.int64)
     done = 0
     for ch in chunks:
-        states[ch.animals] = ch.states
+        if states is not None:
+            states[ch.animals] = ch.states
         for name in obs:
             obs[name][ch.animals] = ch.observables[name]
         status[ch.animals] = ch.status

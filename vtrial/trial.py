@@ -62,6 +62,8 @@ class SimulationResult:
 
     def to_frame(self, states: bool = False) -> pd.DataFrame:
         """Long table: `arm`, `animal`, `time_h`, one column per observable (and state)."""
+        if states and self.solution.states is None:
+            raise SpecError("states", "this result kept no states: simulate with states=True to tabulate them")
         return trajectory_frame(
             self.animals["arm"].to_numpy(), self.animals["animal"].to_numpy(), self.times_h, self.solution.observables,
             states=self.solution.states if states else None, model=self.model,
@@ -273,6 +275,7 @@ def simulate(
     chunk_size: int = 4096,
     t0: float = 0.0,
     on_chunk: Callable[[int, int], None] | None = None,
+    states: bool = True,
 ) -> SimulationResult:
     """Simulate a virtual trial.
 
@@ -285,7 +288,8 @@ def simulate(
     - `typical`: one typical animal per arm, no variability;
     - `animals`: a table of exactly the animals to simulate (`arm`, `animal`, one
       column per parameter/covariate; missing ones take typical values);
-    - `options`: solver, tolerances, precision; `chunk_size`: animals per compiled batch.
+    - `options`: solver, tolerances, precision; `chunk_size`: animals per compiled batch;
+    - `states`: keep every state (False: observables only, less memory and transfer).
 
     **Returns:** a `SimulationResult`; `.to_frame()` gives the tidy table. For
     populations too large to hold, stream with `prepare_trial` and
@@ -293,7 +297,8 @@ def simulate(
     """
     inputs = prepare_trial(model, arms, population, times_h=times_h, n_animals=n_animals, seed=seed, typical=typical, animals=animals, t0=t0)
     solution = simulate_population(
-        model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, on_chunk=on_chunk
+        model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, on_chunk=on_chunk,
+        states=states,
     )
     table = inputs.animals.copy()
     table["status"] = solution.status_names

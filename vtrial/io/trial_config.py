@@ -142,9 +142,11 @@ class SolverSpec(Strict):
     atol: Pos = 1e-10
     max_steps: Annotated[int, Field(ge=1)] = 100_000
     dtype: Literal["float64", "float32"] = "float64"
+    pk: Literal["auto", "ode"] = "auto"
+    events: Literal["auto", "jumps", "split"] = "auto"
 
     def build(self) -> SolverOptions:
-        return SolverOptions(self.method, self.rtol, self.atol, self.max_steps, self.dtype)
+        return SolverOptions(self.method, self.rtol, self.atol, self.max_steps, self.dtype, self.pk, self.events)
 
 
 class TrialConfig(Strict):
