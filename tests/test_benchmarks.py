@@ -49,12 +49,13 @@ def test_quick_report_has_every_measurement(quick_report):
     assert [s["animals_per_arm"] for s in r["sizes"]] == [2, 4]
     for s in r["sizes"]:
         for key in ("compile_seconds", "run_seconds", "run_ms_per_animal", "run_ms_per_treated_animal",
-                    "steps_mean", "lockstep_waste", "speedup_vs_ode"):
+                    "steps_mean", "lockstep_waste", "speedup_vs_ode", "speedup_vs_split"):
             assert _finite(s[key]), (s["animals_per_arm"], key, s[key])
         assert s["n_animals"] == 4 * s["animals_per_arm"] and s["n_treated"] == 3 * s["animals_per_arm"]
         assert s["compile_seconds"] > 0 and s["run_seconds"] > 0 and s["steps_max"] >= s["steps_mean"] > 0
         assert 0.0 <= s["lockstep_waste"] < 1.0 and s["n_failed"] == 0
         assert s["ode"]["same_animals"] and _finite(s["ode"]["run_ms_per_animal"])
+        assert _finite(s["split"]["run_ms_per_animal"]) and s["split"]["paw_volume_max_rel_vs_default"] < 1e-5
     assert r["lsoda"]["n_animals"] == 8 and _finite(r["lsoda"]["ms_per_animal"])
     for key in ("speedup_vs_lsoda", "speedup_vs_ode", "run_ms_per_animal_at_largest"):
         assert _finite(r["headline"][key]), key
