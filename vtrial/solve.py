@@ -306,8 +306,6 @@ class _ToleranceOnState(dfx.AbstractAdaptiveStepSizeController):
         )
 
 
-
-
 def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions) -> AnimalSolution:
     """One diffrax solve per animal, events as jumps of its right-hand side; see the module docstring."""
     dtype = options.jnp_dtype
