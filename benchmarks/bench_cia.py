@@ -255,7 +255,7 @@ def least_disturbed(measure, args) -> tuple:
 def _clear_compiled():
     """Forget the runner's in-memory compiled executables so compile time is measured
     afresh at each size (guarded: these are the runner's private caches)."""
-    runner = importlib.import_module("vtrial.simulate")  # `vtrial.simulate` the attribute is the function
+    runner = importlib.import_module("vtrial.engine.runner")  # `vtrial.engine.runner` the attribute is the function
     cache = getattr(runner, "_COMPILED", None)
     if isinstance(cache, dict):
         cache.clear()
@@ -613,7 +613,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.cpu_devices is not None:
         os.environ["VTRIAL_CPU_DEVICES"] = str(args.cpu_devices)
-    from vtrial.runtime import use_all_cpu_cores
+    from vtrial.settings import use_all_cpu_cores
 
     use_all_cpu_cores()  # as the CLI does; must precede JAX's first use of a device
     import jax

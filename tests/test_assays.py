@@ -11,14 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 import vtrial  # noqa: F401  (float64)
-from vtrial.assays.calibration import calibrate, write_calibrated_value
+from vtrial.assays.calibration import calibrate
+from vtrial.io.config import write_calibrated_value
 from vtrial.assays.common import compile_timer, fit_logistic4_scaled
 from vtrial.assays.displacement import fit_displacement, simulate_displacement
 from vtrial.assays.functional import fit_functional, simulate_functional
 from vtrial.assays.pbmc import simulate_pbmc, summarise_pbmc
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
 from vtrial.cli import app
-from vtrial.curvefit import cheng_prusoff_ki
+from vtrial.estimation.curvefit import cheng_prusoff_ki
 from vtrial.errors import SpecError
 from vtrial.io.config import read_toml, validate
 

@@ -1,4 +1,4 @@
-"""Tests for vtrial.curvefit: 4PL model and fit, Cheng-Prusoff, data loading, plot."""
+"""Tests for vtrial.estimation.curvefit (4PL model and fit, Cheng-Prusoff, figure) and its data loading."""
 
 import jax
 import jax.numpy as jnp
@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vtrial.curvefit import (
-    DataError,
-    cheng_prusoff_ki,
-    fit_logistic4,
-    load_concentration_response,
-    logistic4,
-    plot_curve_fit,
-)
+from vtrial.estimation.curvefit import DataError, cheng_prusoff_ki, curve_fit_figure, fit_logistic4, logistic4
+from vtrial.io.tables import load_concentration_response
+from vtrial.io.writers import save_figure
 
 TRUTH = {"bottom": 5.0, "top": 100.0, "ic50": 0.294, "hill": 1.2}  # ic50 in nM
 NOISE_SD = 3.0
@@ -211,7 +206,7 @@ def test_data_error_is_the_package_wide_class():
 
 
 def test_load_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DataError, match="nope.csv: file not found"):
         load_concentration_response(tmp_path / "nope.csv")
 
 
@@ -221,8 +216,8 @@ def test_load_missing_file(tmp_path):
 
 def test_plot_written_atomically(tmp_path, design_nM, clean_fit):
     out = tmp_path / "plots" / "curve.png"
-    written = plot_curve_fit(design_nM, _curve(design_nM, TRUTH), clean_fit, out,
-                             conc_unit="nM", title="EL4 displacement")
+    figure = curve_fit_figure(design_nM, _curve(design_nM, TRUTH), clean_fit, conc_unit="nM", title="EL4 displacement")
+    written = save_figure(figure, out)
     assert written == out and out.stat().st_size > 5000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["curve.png"]  # no temp file left behind

@@ -1,11 +1,11 @@
-"""Tests for vtrial.estimate: recovery, uncertainty against references, failure modes."""
+"""Tests for vtrial.estimation.least_squares: recovery, uncertainty against references, failure modes."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from vtrial.estimate import FitResult, fit_least_squares, fit_negative_log_likelihood
+from vtrial.estimation.least_squares import FitResult, fit_least_squares, fit_negative_log_likelihood
 
 
 def _decay_residuals(params, data):

@@ -25,10 +25,10 @@ from scipy.integrate import solve_ivp
 
 import vtrial as vt
 from vtrial.errors import SpecError
-from vtrial.linear_pk import LinearPK, MammillaryConstants
+from vtrial.models.linear_pk import LinearPK, MammillaryConstants
 from vtrial.models.base import Model, Observable, Parameter, ParameterEvent, Route, State
-from vtrial.solve import solve_animal
-from vtrial.trial import prepare_trial
+from vtrial.engine.solve import solve_animal
+from vtrial.design.trial import prepare_trial
 
 INF = float("inf")
 TYPICAL = {"ka": 1.2, "f": 0.8, "alag": 0.35, "cl": 0.6, "v": 2.0, "kout": 0.9, "r0": 1.5, "imax": 0.7, "ic50": 0.4,
@@ -66,8 +66,8 @@ def _pkpd_model() -> Model:
 
 
 MODEL = _pkpd_model()
-DOSES = tuple(jnp.asarray(a[0]) for a in vt.dosing.lower_regimens(
-    MODEL, [vt.Regimen((vt.Bolus(DOSE_MG, time_h=DOSE_H, route="oral"),))]).as_tuple())
+DOSES = tuple(jnp.asarray(a[0]) for a in vt.design.dosing.lower_regimens(
+    MODEL, [vt.Regimen((vt.Bolus(DOSE_MG, time_h=DOSE_H, route="oral"),))]))
 
 
 def scipy_reference(p: dict, times: np.ndarray) -> np.ndarray:
@@ -122,10 +122,10 @@ def test_pkpd_with_state_jump_matches_scipy(solvers, events):
 
 
 def test_default_path_is_one_solve():
-    assert vt.solve.uses_jumps(MODEL, vt.SolverOptions())
-    assert not vt.solve.uses_jumps(MODEL, vt.SolverOptions(pk="ode"))
-    assert vt.solve.uses_jumps(MODEL, vt.SolverOptions(pk="ode", events="jumps"))
-    assert not vt.solve.uses_jumps(MODEL, vt.SolverOptions(events="split"))
+    assert vt.engine.solve.uses_jumps(MODEL, vt.SolverOptions())
+    assert not vt.engine.solve.uses_jumps(MODEL, vt.SolverOptions(pk="ode"))
+    assert vt.engine.solve.uses_jumps(MODEL, vt.SolverOptions(pk="ode", events="jumps"))
+    assert not vt.engine.solve.uses_jumps(MODEL, vt.SolverOptions(events="split"))
 
 
 def test_gradient_with_respect_to_event_times_is_exact():
@@ -154,7 +154,7 @@ def test_gradient_with_respect_to_event_times_is_exact():
 
 #: Animal 944 of the 100 mg/kg/day x 188 h arm of the shipped study at 1,000 per arm
 #: (seed 2011), whose paw volume was 1.7e-4 off on the closed-form path before the
-#: first PD step after pump start was bounded (`vtrial.solve._KICK_STEPS`).
+#: first PD step after pump start was bounded (`vtrial.engine.solve._KICK_STEPS`).
 STRIDING_ANIMAL = {
     "f_sc": 0.75, "ka1": 0.705547927352557, "ka2": 0.15, "cl_ref": 0.09034670961252482, "v1_ref": 0.012512667220626685,
     "q_ref": 0.02, "v2_ref": 0.016, "t_onset": 405.11453288945535, "g0": 0.01, "k_grow": 0.036731799938955575,

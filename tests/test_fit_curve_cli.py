@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import vtrial  # noqa: F401  (float64)
 from vtrial.cli import app
-from vtrial.curvefit import logistic4
+from vtrial.estimation.curvefit import logistic4
 
 runner = CliRunner()
 TRUTH = {"bottom": 120.0, "top": 2400.0, "ic50": 0.45, "hill": 1.3}  # ic50 in nM

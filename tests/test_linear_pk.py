@@ -1,4 +1,4 @@
-"""Closed-form linear PK (vtrial.linear_pk) against matrix exponentials and the ODE path."""
+"""Closed-form linear PK (vtrial.engine.linear_pk) against matrix exponentials and the ODE path."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import scipy.linalg as sla
 
 import vtrial as vt
-from vtrial.linear_pk import MammillaryConstants, modes, propagate, rate_matrix
+from vtrial.engine.linear_pk import modes, propagate, rate_matrix
+from vtrial.models.linear_pk import MammillaryConstants
 
 CASES = {
     "1cmt iv": (np.zeros(0), 0.1, 1.0, np.zeros(0), np.zeros(0)),
@@ -93,14 +94,14 @@ def test_closed_form_matches_ode_path_on_variable_animals(cia_population):
 def test_closed_form_gradient_matches_finite_differences():
     model = vt.models.get_model("cia_rat")
     p0 = {k: jnp.asarray(v) for k, v in model.typical_values().items()}
-    doses = tuple(jnp.asarray(a[0]) for a in vt.dosing.lower_regimens(
+    doses = tuple(jnp.asarray(a[0]) for a in vt.design.dosing.lower_regimens(
         model, [vt.Regimen((vt.Infusion(duration_h=100.0, start_h=400.0, rate=50.0, unit="mg/kg/day", route="sc"),))]
-    ).as_tuple())
+    ))
     times = jnp.array([450.0, 520.0])
 
     def paw_at_end(ka1):
         p = dict(p0, ka1=ka1)
-        sol = vt.solve.solve_animal(model, p, doses, times)
+        sol = vt.engine.solve.solve_animal(model, p, doses, times)
         return sol.states[-1, model.state_index("paw")] + sol.states[0, model.state_index("central")]
 
     g = jax.grad(paw_at_end)(jnp.asarray(0.35))

@@ -20,8 +20,8 @@ import pytest
 from conftest import PK_PATHS, solver_options
 
 import vtrial as vt
-from vtrial.dosing import lower_regimens
-from vtrial.simulate import simulate_population
+from vtrial.design.dosing import lower_regimens
+from vtrial.engine.runner import simulate_population
 
 KA, F, ALAG, CL, V, BW = 1.3, 0.7, 0.4, 0.5, 2.0, 0.25
 K = CL / V

@@ -20,7 +20,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from vtrial.cli import app
-from vtrial.io.chunks import MANIFEST
+from vtrial.io.run_folder import MANIFEST
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cia_rat_liu2011.toml"

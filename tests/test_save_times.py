@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import vtrial as vt
-from vtrial.solve import SAVES_PER_SEGMENT, solve_animal
+from vtrial.engine.solve import SAVES_PER_SEGMENT, solve_animal
 
 MODEL = vt.models.one_compartment(cl=0.1, v=1.0)
-DOSES = tuple(jnp.asarray(a[0]) for a in vt.dosing.lower_regimens(MODEL, [vt.Regimen((vt.Bolus(1.0, time_h=1.0),))]).as_tuple())
+DOSES = tuple(jnp.asarray(a[0]) for a in vt.design.dosing.lower_regimens(MODEL, [vt.Regimen((vt.Bolus(1.0, time_h=1.0),))]))
 P = {k: jnp.asarray(v) for k, v in MODEL.typical_values().items()}
 K = SAVES_PER_SEGMENT
 

@@ -30,8 +30,8 @@ import vtrial as vt
 from vtrial.cli import app
 from vtrial.io.config import read_toml, validate
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
-from vtrial.simulate import simulate_population
-from vtrial.trial import prepare_trial
+from vtrial.engine.runner import simulate_population
+from vtrial.design.trial import prepare_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cia_rat_liu2011.toml"

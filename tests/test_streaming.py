@@ -24,16 +24,16 @@ import pytest
 from typer.testing import CliRunner
 
 import vtrial as vt
-from vtrial import summaries
+from vtrial.analysis import summaries
 from vtrial.cli import app
 from vtrial.io.config import read_toml, validate
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
 from vtrial.jobs import RunContext
-from vtrial.quantiles import QuantileSketch
-from vtrial.simulate import iter_population_chunks
-from vtrial.summaries import QUANTILES, SummaryAccumulator, summary_table
-from vtrial.trial import prepare_trial
-from vtrial.trial_job import run_trial
+from vtrial.analysis.quantiles import QuantileSketch
+from vtrial.engine.runner import iter_population_chunks
+from vtrial.analysis.summaries import QUANTILES, SummaryAccumulator, summary_table
+from vtrial.design.trial import prepare_trial
+from vtrial.jobs.trial import run_trial
 
 PK_TRIAL = """
 kind = "trial"

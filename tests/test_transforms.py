@@ -24,9 +24,9 @@ import pytest
 from conftest import PK_PATHS, solver_options
 
 import vtrial as vt
-from vtrial.dosing import lower_regimens
-from vtrial.simulate import simulate_population
-from vtrial.solve import solve_animal
+from vtrial.design.dosing import lower_regimens
+from vtrial.engine.runner import simulate_population
+from vtrial.engine.solve import solve_animal
 
 MODEL = vt.models.one_compartment(absorption=True, ka=1.2, f=0.8, alag=0.25, cl=0.4, v=1.5)
 TIMES = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0])
@@ -81,7 +81,7 @@ def assert_equal_to_rounding(actual, desired):
 
 
 def animal(params, doses, i):
-    return {k: v[i] for k, v in params.items()}, tuple(jnp.asarray(a[i]) for a in doses.as_tuple())
+    return {k: v[i] for k, v in params.items()}, tuple(jnp.asarray(a[i]) for a in doses)
 
 
 def test_population_really_varies(animals, batched):

@@ -47,3 +47,20 @@ def rate_to_mg_per_h(value: float, unit: str, field: str) -> tuple[float, bool]:
         return float(q.to("mg/hour").magnitude), per_kg
     except Exception:
         raise SpecError(field, f"unit {unit!r} is not a rate; use e.g. mg/h, mg/day, mg/kg/day") from None
+
+
+_MOLAR_TO_NM = {"fM": 1e-6, "pM": 1e-3, "nM": 1.0, "uM": 1e3, "mM": 1e6, "M": 1e9}
+_MASS_TO_NG_PER_ML = {"ng/mL": 1.0, "ug/mL": 1e3, "mg/mL": 1e6, "ng/L": 1e-3, "ug/L": 1.0, "mg/L": 1e3, "g/L": 1e6}
+
+
+def concentration_to_nm_factor(unit: str, mw_kda: float | None, field: str = "--mw-kda") -> float:
+    """Multiply a concentration in `unit` (molar, or mass per volume) by this to get nM.
+
+    Mass units need the molecular weight `mw_kda` (anakinra: 17.3 kDa)."""
+    if unit in _MOLAR_TO_NM:
+        return _MOLAR_TO_NM[unit]
+    if unit not in _MASS_TO_NG_PER_ML:
+        raise SpecError(field, f"unknown concentration unit {unit!r}; use one of {', '.join([*_MOLAR_TO_NM, *_MASS_TO_NG_PER_ML])}")
+    if mw_kda is None:
+        raise SpecError(field, f"concentrations are in {unit}; give the molecular weight (kDa, anakinra 17.3) to convert to nM")
+    return _MASS_TO_NG_PER_ML[unit] / mw_kda

@@ -1,10 +1,10 @@
 """Differentiable well read-outs: the diffrax solve behind fits and calibrations.
 
-`vtrial.estimate.fit_least_squares` differentiates residuals two ways: reverse mode for
+`vtrial.estimation.least_squares.fit_least_squares` differentiates residuals two ways: reverse mode for
 the L-BFGS gradient and forward mode (`jax.jacfwd`) for the Jacobian of the standard
 errors. Inlining a stiff implicit solve and its sensitivities at every place the optimiser
 evaluates the objective makes one fit take a minute to compile, and diffrax's default
-adjoint (`RecursiveCheckpointAdjoint`, the one `vtrial.solve.solve_animal` uses) has no
+adjoint (`RecursiveCheckpointAdjoint`, the one `vtrial.engine.solve.solve_animal` uses) has no
 forward mode at all.
 
 `well_readout` therefore returns a `jax.custom_jvp` function of one scalar parameter
@@ -34,7 +34,7 @@ import numpy as np
 
 from vtrial.assays.common import BINDING_SOLVER, bucket_size
 from vtrial.models.base import Model
-from vtrial.solve import SOLVERS, SolverOptions
+from vtrial.engine.solve import SOLVERS, SolverOptions
 
 Readout = Callable[[jnp.ndarray, Mapping[str, jnp.ndarray]], jnp.ndarray]
 

@@ -10,7 +10,7 @@ $$r(\theta) = \operatorname{logit} \frac{C(c; \theta) - C_{bottom}(\theta)}
 
 Each evaluation solves three wells (no anakinra, anakinra at $c$, no IL-1β) with diffrax;
 $r$ is minimised in $r^2$ by optax L-BFGS on $\log\theta$ (`logit` for `fu_plasma`)
-through `vtrial.estimate.fit_least_squares`, gradients through the solve
+through `vtrial.estimation.least_squares.fit_least_squares`, gradients through the solve
 (`vtrial.assays._ode.well_readout`).
 
 The midpoint concentration of a curve that is not exactly logistic (kinetics, the
@@ -22,10 +22,8 @@ simulated noise-free curve is within `rtol` of the target (usually one or two ro
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +32,7 @@ from vtrial.assays._ode import well_readout
 from vtrial.assays.functional import MODEL_NAMES, fit_functional, functional_model, model_parameters, simulate_functional
 from vtrial.assays.specs import CALIBRATABLE, FunctionalSpec
 from vtrial.errors import SpecError
-from vtrial.estimate import fit_least_squares
+from vtrial.estimation.least_squares import fit_least_squares
 
 
 def _cytokine(y, p):
@@ -107,30 +105,3 @@ def calibrate(spec: FunctionalSpec, *, rtol: float = 1e-3, max_rounds: int = 5) 
             break
         c *= cal.target_ic50_nm / ic50
     return CalibrationResult(cal.parameter, value, initial, cal.target_ic50_nm, ic50, rounds)
-
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
-
-def write_calibrated_value(path: str | Path, parameter: str, value: float) -> str:
-    """Replace `parameter = <number>` in the `[parameters]` table of the TOML file at `path`.
-
-    Only the number changes: the key, its comment and every other line stay as written.
-    The file is rewritten atomically. Returns the new text. **Raises** `SpecError` if
-    the line is not found exactly once.
-    """
-    from vtrial.io.writers import atomic_write
-
-    path = Path(path)
-    text = path.read_text()
-    section = re.search(r"^\[parameters\][^\n]*\n(?P<body>(?:(?!^\[).*\n?)*)", text, flags=re.MULTILINE)
-    if section is None:
-        raise SpecError(str(path), "no [parameters] table to write the calibrated value into")
-    body = section.group("body")
-    pattern = re.compile(rf"^(?P<key>{re.escape(parameter)}\s*=\s*){_NUMBER}", flags=re.MULTILINE)
-    if len(pattern.findall(body)) != 1:
-        raise SpecError(f"{path}: parameters.{parameter}", "expected exactly one line `name = number` to update")
-    new_body = pattern.sub(lambda m: f"{m.group('key')}{value:.6g}", body)
-    new_text = text[: section.start("body")] + new_body + text[section.end("body"):]
-    atomic_write(path, lambda p: p.write_text(new_text))
-    return new_text

@@ -1,7 +1,7 @@
 """Shared pieces of the in vitro assays: plates, batched solves, noise, fit tables, plots.
 
 A plate is a set of wells, each a parameter set of a model without dose routes. Every
-plate is solved in one call of `vtrial.simulate.simulate_population`; the batch is padded
+plate is solved in one call of `vtrial.engine.runner.simulate_population`; the batch is padded
 to a bucket size (64, 128, 256, ...) so plates of different sizes reuse one compiled
 solve. Noise is keyed per well index (`fold_in(PRNGKey(seed), well)`), so a well's noise
 does not depend on the plate layout.
@@ -19,12 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from vtrial.dosing import Regimen, lower_regimens
-from vtrial.curvefit import fit_logistic4
-from vtrial.estimate import FitResult
+from vtrial.design.dosing import Regimen, lower_regimens
+from vtrial.estimation.curvefit import fit_logistic4
+from vtrial.estimation.least_squares import FitResult
 from vtrial.models.base import Model
-from vtrial.simulate import PopulationSolution, simulate_population
-from vtrial.solve import SolverOptions
+from vtrial.engine.runner import PopulationSolution, simulate_population
+from vtrial.engine.solve import SolverOptions
 
 #: Solver of the differentiable read-outs (`vtrial.assays._ode`): binding is stiff at high
 #: antagonist concentrations (k_on I up to ~3000 /h), so implicit.
@@ -157,7 +157,7 @@ def measurement_noise(seed: int, mean: np.ndarray, cv: float, sd: float, stream:
 
 
 def fit_logistic4_scaled(conc, response, *, conc_unit: str = "nM", response_unit: str = "") -> FitResult:
-    """`vtrial.curvefit.fit_logistic4` on the response divided by its largest magnitude,
+    """`vtrial.estimation.curvefit.fit_logistic4` on the response divided by its largest magnitude,
     with `bottom`/`top`, their SEs, intervals and covariance, and the SSR mapped back.
 
     It is the same least-squares problem and the same estimates; the scaling keeps the

@@ -20,14 +20,14 @@ the 95% interval of the Cheng-Prusoff Ki could not cover the truth, because Chen
 itself is 1% biased by receptor depletion). `well_cv = 0` gives pure counting noise.
 `typical` wells carry $\mu$ itself.
 
-**Fits.** (1) Four-parameter logistic on counts (`vtrial.curvefit.fit_logistic4`, through
+**Fits.** (1) Four-parameter logistic on counts (`vtrial.estimation.curvefit.fit_logistic4`, through
 `vtrial.assays.common.fit_logistic4_scaled`) gives
 IC50 and Hill slope, and Cheng-Prusoff gives $K_i = IC50/(1 + L_{tot}/K_{D,L})$.
 (2) The full model: the kinetic binding model with exact depletion at the design's
 receptor, ligand, rate constants and incubation time, fitted for $K_i$, $a$ and $b$ by
 weighted least squares (weights $1/\sqrt{\max(y, 1) + (cv\,y)^2}$ from the noise model)
 with optax L-BFGS
-(`vtrial.estimate.fit_least_squares`), gradients through the diffrax solve.
+(`vtrial.estimation.least_squares.fit_least_squares`), gradients through the diffrax solve.
 
 **Which Ki to trust.** Cheng-Prusoff assumes equilibrium and negligible depletion. The
 fit reports ligand depletion $RL/L_{tot}$ (equilibrium, no antagonist), antagonist
@@ -61,8 +61,8 @@ from vtrial.assays.common import (
     value_row,
 )
 from vtrial.assays.specs import DisplacementSpec, Trust
-from vtrial.curvefit import KiEstimate, cheng_prusoff_ki, logistic4
-from vtrial.estimate import FitResult, fit_least_squares
+from vtrial.estimation.curvefit import KiEstimate, cheng_prusoff_ki, logistic4
+from vtrial.estimation.least_squares import FitResult, fit_least_squares
 from vtrial.models.binding import equilibrium, il1r_binding
 
 CONC_COLUMN = "concentration_nM"

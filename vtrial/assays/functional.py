@@ -28,9 +28,7 @@ are assumptions, and the one named in the config's `[calibration]` table is cali
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -45,13 +43,11 @@ from vtrial.assays.common import (
     value_row,
 )
 from vtrial.assays.specs import CALIBRATABLE_UNITS, FunctionalParameters, FunctionalSpec
-from vtrial.curvefit import logistic4
-from vtrial.estimate import FitResult
-from vtrial.models.base import Model, Observable, Parameter, State
-from vtrial.models.binding import binding_rates
+from vtrial.estimation.curvefit import logistic4
+from vtrial.estimation.least_squares import FitResult
+from vtrial.models.functional_well import functional_model
 
 CONC_COLUMN = "concentration_nM"
-_INF = float("inf")
 
 #: config name (FunctionalParameters) -> model parameter name
 MODEL_NAMES = {
@@ -68,57 +64,6 @@ MODEL_NAMES = {
     "emax_pg_per_ml_h": "emax",
     "basal_pg_per_ml_h": "basal",
 }
-
-
-def _vector_field(t, y, p, rate):
-    rl, ri, si = y[0], y[1], y[2]
-    i_free = p["fu"] * (p["i_tot"] - ri - si)
-    d_rl, d_ri = binding_rates(rl, ri, p["r_tot"], p["l_tot"], i_free, p["kon_l"], p["kd_l"], p["kon_i"], p["ki"])
-    d_si = p["kon_s"] * (p["s_tot"] - si) * i_free - p["kon_s"] * p["kd_s"] * si
-    stim = p["tau"] * rl / p["r_tot"]
-    d_c = p["basal"] + p["emax"] * stim / (1.0 + stim)
-    return jnp.stack([d_rl, d_ri, d_si, d_c]) + rate
-
-
-@lru_cache(maxsize=1)
-def functional_model() -> Model:
-    """The functional neutralisation model (one well); see the module docstring.
-
-    Parameters (units): `r_tot`, `l_tot`, `i_tot`, `kd_l`, `ki`, `s_tot`, `kd_s` (nM);
-    `kon_l`, `kon_i`, `kon_s` (1/nM/h); `fu` (fraction unbound to plasma proteins);
-    `tau` (transducer ratio); `emax`, `basal` (pg/mL/h). Defaults are placeholders: the
-    configs set every value.
-    """
-    P = Parameter
-    params = (
-        P("r_tot", 4e-4, "nM", 1e-15, _INF, "IL-1RI in the well"),
-        P("l_tot", 6e-4, "nM", 0.0, _INF, "IL-1β stimulus"),
-        P("i_tot", 0.0, "nM", 0.0, _INF, "anakinra added"),
-        P("kon_l", 10.0, "1/nM/h", 0.0, _INF, "IL-1β association rate constant"),
-        P("kd_l", 0.1, "nM", 1e-12, _INF, "IL-1β dissociation constant"),
-        P("kon_i", 10.0, "1/nM/h", 0.0, _INF, "anakinra association rate constant"),
-        P("ki", 0.02, "nM", 1e-12, _INF, "anakinra dissociation constant (human IL-1RI)"),
-        P("s_tot", 0.0, "nM", 0.0, _INF, "soluble-receptor sink capacity for anakinra"),
-        P("kon_s", 10.0, "1/nM/h", 0.0, _INF, "sink association rate constant"),
-        P("kd_s", 0.07, "nM", 1e-12, _INF, "sink dissociation constant (Svenson 1993)"),
-        P("fu", 1.0, "1", 1e-6, 1.0, "fraction of non-receptor-bound anakinra not bound to plasma proteins"),
-        P("tau", 100.0, "1", 0.0, _INF, "operational transducer ratio"),
-        P("emax", 100.0, "pg/mL/h", 0.0, _INF, "maximal cytokine release rate"),
-        P("basal", 0.0, "pg/mL/h", 0.0, _INF, "basal cytokine release rate"),
-    )
-    observables = (
-        Observable("cytokine_pg_per_ml", lambda y, p: y[3], "accumulated cytokine"),
-        Observable("receptor_occupancy", lambda y, p: y[0] / p["r_tot"], "IL-1β occupancy RL/R_tot"),
-        Observable("free_anakinra_nm", lambda y, p: p["fu"] * (p["i_tot"] - y[1] - y[2]), "free anakinra"),
-    )
-    return Model(
-        name="il1_functional",
-        states=(State("rl", "nM"), State("ri", "nM"), State("si", "nM"), State("cytokine", "pg/mL")),
-        parameters=params,
-        vector_field=_vector_field,
-        observables=observables,
-        description="IL-1β functional assay: binding, whole-blood sink, operational transduction, accumulation",
-    )
 
 
 def model_parameters(params: FunctionalParameters, conc_nm, **overrides) -> dict[str, np.ndarray]:

@@ -26,25 +26,20 @@ no LPS tolerance, no cell death over 16 h; each sampling time is its own well
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
 from vtrial.assays.specs import PbmcSpec
-from vtrial.curvefit import logistic4
-from vtrial.estimate import FitResult
-from vtrial.models.base import Model, Observable, Parameter, State
-from vtrial.models.binding import MW_KDA, binding_rates, receptor_nm
-from vtrial.population import Population
+from vtrial.estimation.curvefit import logistic4
+from vtrial.estimation.least_squares import FitResult
+from vtrial.models.binding import receptor_nm
+from vtrial.models.pbmc_well import CYTOKINES, pbmc_model
+from vtrial.design.population import Population
 
-CYTOKINES = ("il1b", "il6", "tnfa")
 LABELS = {"il1b": "IL-1β", "il6": "IL-6", "tnfa": "TNF-α"}
-_INF = float("inf")
-_PG_PER_ML_TO_NM = 1e-3 / MW_KDA["il1b"]
 
 #: config name (PbmcParameters) -> model parameter name
 MODEL_NAMES = {
@@ -57,52 +52,6 @@ MODEL_NAMES = {
 }
 
 
-def _vector_field(t, y, p, rate):
-    rl, ri, x = y[0], y[1], y[2]
-    il1b = y[3]
-    d_rl, d_ri = binding_rates(rl, ri, p["r_tot"], il1b * _PG_PER_ML_TO_NM, p["i_tot"] - ri, p["kon_l"], p["kd_l"], p["kon_i"], p["ki"])
-    stim = p["lps"] / (p["lps"] + p["lps_ec50"])
-    d_x = p["k_act"] * (stim - x)
-    occ = p["tau"] * rl / p["r_tot"]
-    e = occ / (1.0 + occ)
-    d_c = [p["basal"] + p[f"p_{c}"] * x * (1.0 + p[f"a_{c}"] * e) - p[f"d_{c}"] * y[3 + i] for i, c in enumerate(CYTOKINES)]
-    return jnp.stack([d_rl, d_ri, d_x, *d_c]) + rate
-
-
-@lru_cache(maxsize=1)
-def pbmc_model() -> Model:
-    """The PBMC + LPS model of one well (see the module docstring). Defaults are the
-    shipped config's typical values."""
-    P = Parameter
-    params = (
-        P("r_tot", receptor_nm(1e6, 200, 1.0), "nM", 1e-15, _INF, "IL-1RI in the well"),
-        P("kon_l", 10.0, "1/nM/h", 0.0, _INF, "IL-1β association rate constant"),
-        P("kd_l", 0.1, "nM", 1e-12, _INF, "IL-1β dissociation constant"),
-        P("i_tot", 0.0, "nM", 0.0, _INF, "anakinra added"),
-        P("kon_i", 10.0, "1/nM/h", 0.0, _INF, "anakinra association rate constant"),
-        P("ki", 0.01652, "nM", 1e-12, _INF, "anakinra Ki at human IL-1RI"),
-        P("tau", 20.0, "1", 0.0, _INF, "operational transducer ratio"),
-        P("lps", 0.0, "pg/mL", 0.0, _INF, "LPS concentration"),
-        P("lps_ec50", 50.0, "pg/mL", 1e-12, _INF, "LPS half-maximal concentration"),
-        P("k_act", 0.5, "1/h", 0.0, _INF, "activation rate constant of the LPS signal"),
-        *(P(f"p_{c}", v, "pg/mL/h", 0.0, _INF, f"LPS-driven {c} production") for c, v in zip(CYTOKINES, (100.0, 300.0, 200.0))),
-        *(P(f"a_{c}", v, "1", 0.0, _INF, f"IL-1 amplification of {c}") for c, v in zip(CYTOKINES, (1.5, 0.2, 2.0))),
-        *(P(f"d_{c}", v, "1/h", 0.0, _INF, f"{c} degradation") for c, v in zip(CYTOKINES, (0.05, 0.02, 0.3))),
-        P("basal", 0.1, "pg/mL/h", 0.0, _INF, "basal release of each cytokine"),
-    )
-    obs = tuple(Observable(f"{c}_pg_per_ml", (lambda i: lambda y, p: y[3 + i])(i), c) for i, c in enumerate(CYTOKINES))
-    obs += (Observable("il1r_occupancy", lambda y, p: y[0] / p["r_tot"], "IL-1β occupancy of IL-1RI"),)
-    return Model(
-        name="pbmc_lps",
-        states=(State("rl", "nM"), State("ri", "nM"), State("lps_signal", "1"),
-                *(State(c, "pg/mL") for c in CYTOKINES)),
-        parameters=params,
-        vector_field=_vector_field,
-        observables=obs,
-        description="PBMC + LPS: IL-1β, IL-6, TNF-α with IL-1RI feedback and anakinra",
-    )
-
-
 def _typical(spec: PbmcSpec) -> dict[str, float]:
     p = spec.parameters
     out = {name: float(getattr(p, cfg)) for cfg, name in MODEL_NAMES.items()}
@@ -112,7 +61,7 @@ def _typical(spec: PbmcSpec) -> dict[str, float]:
 
 def donors(spec: PbmcSpec, *, seed: int | None = None, typical: bool = False) -> pd.DataFrame:
     """Donor parameters: log-normal between-donor variability (`donor_cv`, fractions) around
-    the config's values, keyed per donor (`vtrial.population.Population`). `typical`: one
+    the config's values, keyed per donor (`vtrial.design.population.Population`). `typical`: one
     donor at the typical values."""
     pop = Population.build(pbmc_model(), typical=_typical(spec),
                            cv_percent={MODEL_NAMES[k]: 100.0 * v for k, v in spec.donor_cv.items() if v > 0})

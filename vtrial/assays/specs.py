@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
-from vtrial.io.config import Strict as _Strict
+from vtrial.schema import Strict as _Strict
 from vtrial.models.binding import receptor_nm
 
 

@@ -1,32 +1,24 @@
-"""Finished chunks of a resumable run, and the manifest that says which run they belong to.
+"""Finished chunks of a resumable run (the partial folder and its manifest: `vtrial.io.run_folder`).
 
-A run's hidden `.<out>.partial/` folder holds `manifest.json` (what the run is: config
-hash, seed, animals per arm, chunk size, options) and `chunks/chunk_<index>.npz`, one
-file per finished chunk, each written to a temporary name and renamed into place, so a
+A run's hidden `.<out>.partial/chunks/` folder holds `chunk_<index>.npz`, one file per
+finished chunk, each written to a temporary name and renamed into place, so a
 file that exists is complete whenever the run is killed. Files are plain `.npz`
 (read with `allow_pickle=False`; nothing is ever pickled).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from vtrial.errors import SpecError
-from vtrial.io.writers import atomic_write, write_json
-from vtrial.simulate import ChunkResult
+from vtrial.io.writers import atomic_write
+from vtrial.engine.runner import ChunkResult
 
-MANIFEST = "manifest.json"
 _NAME = re.compile(r"^chunk_(\d+)\.npz$")
-
-
-class ResumeMismatch(SpecError):
-    """A partial run exists but was started with other settings."""
 
 
 class ChunkStore:
@@ -78,56 +70,3 @@ class ChunkStore:
                 )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise SpecError("--resume", f"{path} cannot be read ({e}); run without --resume to start afresh") from None
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key} (partial run: {a!r}, now: {b!r})")
-    return out
-
-
-def open_partial(partial: Path, manifest: dict, *, resume: bool) -> tuple[ChunkStore, int]:
-    """Prepare `partial` for a run described by `manifest`; returns its chunk store and the
-    number of chunks already finished there.
-
-    Without `resume` any old partial folder is discarded. With `resume` an existing one
-    is reused if its manifest equals `manifest` (JSON-normalised), otherwise
-    `ResumeMismatch` names every difference; with no partial folder the run starts afresh.
-    """
-    manifest = json.loads(json.dumps(manifest, sort_keys=True, default=str))
-    path = partial / MANIFEST
-    if resume and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ResumeMismatch("--resume", f"{path} cannot be read ({e}); remove {partial} to start afresh") from None
-        diff = _differences(old, manifest)
-        if diff:
-            raise ResumeMismatch(
-                "--resume",
-                f"the partial run in {partial} was started with other settings: {'; '.join(diff)}. "
-                f"Run with the same settings, or without --resume to start afresh",
-            )
-        for leftover in partial.iterdir():  # half-written outputs of the interrupted attempt
-            if leftover.name not in (MANIFEST, "chunks"):
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        store = ChunkStore(partial / "chunks")
-        store.folder.mkdir(exist_ok=True)
-        for leftover in store.folder.glob("*.tmp"):
-            leftover.unlink()
-        return store, len(store.finished())
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "chunks").mkdir(parents=True)
-    write_json(manifest, path)
-    return ChunkStore(partial / "chunks"), 0
-
-
-def close_partial(partial: Path) -> None:
-    """Remove the chunk files and manifest once the run's outputs are complete."""
-    shutil.rmtree(partial / "chunks", ignore_errors=True)
-    (partial / MANIFEST).unlink(missing_ok=True)

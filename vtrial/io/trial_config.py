@@ -7,18 +7,20 @@ solver. See `configs/cia_rat_liu2011.toml` for a complete example.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from vtrial.dosing import Bolus, Infusion, Regimen
+from vtrial.design.dosing import Bolus, Infusion, Regimen
 from vtrial.errors import SpecError
 from vtrial.io.config import Strict
 from vtrial.models import Model, get_model
-from vtrial.population import CovariateDistribution, CovariateEffect, Population, ResidualError
-from vtrial.solve import SolverOptions
-from vtrial.trial import Arm
+from vtrial.models.base import Endpoint, check_endpoints, standard_endpoints
+from vtrial.design.population import CovariateDistribution, CovariateEffect, Population, ResidualError
+from vtrial.engine.solve import SolverOptions
+from vtrial.design.trial import Arm
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -65,6 +67,7 @@ class ArmSpec(Strict):
     name: Annotated[str, Field(min_length=1)]
     doses: list[DoseSpec] = Field(description="the regimen; an empty list for a vehicle arm")
     animals: Annotated[int, Field(ge=1)] | None = None
+    parameters: dict[str, float] = Field(default={}, description="values every animal of this arm takes (e.g. a knockout switch)")
 
 
 class CovariateSpec(Strict):
@@ -129,11 +132,42 @@ class SamplingSpec(Strict):
         return t + self.offset_h
 
 
+class EndpointDefSpec(Strict):
+    """An endpoint of the config's own: a statistic of an observable (see `vtrial.models.Endpoint`)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    observable: str
+    statistic: Literal["value", "auc", "mean", "max", "min", "tmax"]
+    time_h: NonNeg | None = None
+    start_h: NonNeg | None = None
+    end_h: NonNeg | None = None
+    inhibition: str | None = None
+
+    @model_validator(mode="after")
+    def _times(self):
+        if self.statistic == "value" and (self.time_h is None or self.start_h is not None or self.end_h is not None):
+            raise ValueError("a 'value' endpoint takes time_h (and no start_h/end_h)")
+        if self.statistic != "value" and self.time_h is not None:
+            raise ValueError(f"a {self.statistic!r} endpoint takes a window start_h/end_h, not time_h")
+        return self
+
+    def build(self) -> Endpoint:
+        start = self.time_h if self.statistic == "value" else self.start_h
+        return Endpoint(self.name, self.observable, self.statistic, start, self.end_h, self.inhibition)
+
+
 class EndpointSpec(Strict):
+    """Which endpoints `endpoints.csv` reports: the model's own (see its card), changed by
+    `concentration` (the observable of its exposure endpoints), `response` and
+    `inhibition_window_days` (observable and window of its response endpoints), plus
+    `extra` ones; `model_defaults = false` keeps only the `extra` ones."""
+
     reference_arm: str | None = None
-    inhibition_window_days: Annotated[list[NonNeg], Field(min_length=2, max_length=2)] = [22.0, 28.0]
-    concentration: str = "conc_mg_per_l"
-    response: str = "paw_swelling_pct"
+    inhibition_window_days: Annotated[list[NonNeg], Field(min_length=2, max_length=2)] | None = None
+    concentration: str | None = None
+    response: str | None = None
+    model_defaults: bool = True
+    extra: list[EndpointDefSpec] = []
 
 
 class SolverSpec(Strict):
@@ -180,7 +214,7 @@ class BuiltTrial:
         if len(set(names)) != len(names):
             raise SpecError("arms", "arm names must be unique")
         self.arms = tuple(
-            Arm(a.name, Regimen(tuple(d.build() for d in a.doses), f"arms.{i}"), animals_per_arm or a.animals or n)
+            Arm(a.name, Regimen(tuple(d.build() for d in a.doses), f"arms.{i}"), animals_per_arm or a.animals or n, a.parameters)
             for i, a in enumerate(cfg.arms)
         )
         for i, arm in enumerate(self.arms):
@@ -194,21 +228,59 @@ class BuiltTrial:
                 raise SpecError(f"sampling.{name}", f"times beyond output.end_h = {cfg.output.end_h} h")
             self.sampling[name] = t
         ep = cfg.endpoints
+        if ep.reference_arm is not None and ep.reference_arm not in names:
+            raise SpecError("endpoints.reference_arm", f"unknown arm {ep.reference_arm!r}; arms: {', '.join(names)}")
+        self.endpoints = resolve_endpoints(self.model, ep)
+        out = cfg.output
+        for e in self.endpoints:
+            late = [t for t in e.times_h() if t > out.end_h]
+            if late:
+                where = "endpoints.inhibition_window_days" if e.role == "response" and ep.inhibition_window_days else f"endpoints.{e.name}"
+                raise SpecError(where, f"endpoint {e.name!r} needs time {late[0]:g} h, after output.end_h = {out.end_h} h")
+        grid = np.arange(out.start_h, out.end_h + 1e-9 * out.every_h, out.every_h)
+        extra = [*self.sampling.values(), np.array([t for e in self.endpoints for t in e.times_h()] + [out.end_h])]
+        self.times_h = np.unique(np.concatenate([grid, *extra]))
+        self.options = cfg.solver.build()
+
+
+def resolve_endpoints(model: Model, ep: EndpointSpec) -> tuple[Endpoint, ...]:
+    """The model's endpoints as the config's `[endpoints]` table changes them (see `EndpointSpec`)."""
+    for key in ("concentration", "response"):
+        name = getattr(ep, key)
+        if name is not None and name not in model.observable_names:
+            raise SpecError(f"endpoints.{key}", f"unknown observable {name!r}; known: {', '.join(model.observable_names)}")
+    window = None
+    if ep.inhibition_window_days is not None:
         lo, hi = ep.inhibition_window_days
         if not lo < hi:
             raise SpecError("endpoints.inhibition_window_days", "must be [first_day, last_day] with first < last")
-        if hi * 24 > cfg.output.end_h:
-            raise SpecError("endpoints.inhibition_window_days", f"ends after output.end_h = {cfg.output.end_h} h")
-        if ep.reference_arm is not None and ep.reference_arm not in names:
-            raise SpecError("endpoints.reference_arm", f"unknown arm {ep.reference_arm!r}; arms: {', '.join(names)}")
-        for obs in (ep.concentration, ep.response):
-            if obs not in self.model.observable_names:
-                raise SpecError("endpoints", f"unknown observable {obs!r}; known: {', '.join(self.model.observable_names)}")
-        out = cfg.output
-        grid = np.arange(out.start_h, out.end_h + 1e-9 * out.every_h, out.every_h)
-        extra = [*self.sampling.values(), np.array([lo * 24.0, hi * 24.0, out.end_h])]
-        self.times_h = np.unique(np.concatenate([grid, *extra]))
-        self.options = cfg.solver.build()
+        window = (lo * 24.0, hi * 24.0)
+    endpoints = list(model.endpoints) if ep.model_defaults else []
+    if ep.concentration is not None:
+        if any(e.role == "exposure" for e in endpoints):
+            endpoints = [replace(e, observable=ep.concentration) if e.role == "exposure" else e for e in endpoints]
+        else:
+            endpoints = list(standard_endpoints(ep.concentration)) + endpoints
+    if ep.response is not None or window is not None:
+        if any(e.role == "response" for e in endpoints):
+            endpoints = [
+                replace(e, observable=ep.response or e.observable, start_h=window[0] if window else e.start_h,
+                        end_h=window[1] if window else e.end_h) if e.role == "response" else e
+                for e in endpoints
+            ]
+        elif ep.response is None:
+            raise SpecError("endpoints.inhibition_window_days", f"model {model.name} declares no response endpoint; set endpoints.response too")
+        elif window is None:
+            raise SpecError("endpoints.inhibition_window_days", f"the response endpoints of {ep.response!r} need a window [first_day, last_day]")
+        else:
+            endpoints += list(standard_endpoints(None, ep.response, window))
+    for i, e in enumerate(ep.extra):
+        try:
+            endpoints.append(e.build())
+        except SpecError as err:
+            raise SpecError(f"endpoints.extra.{i}", err.problem) from None
+    check_endpoints(model, endpoints, "endpoints")
+    return tuple(endpoints)
 
 
 def build_population(model: Model, cfg: TrialConfig) -> Population:

@@ -1,27 +1,41 @@
-"""Model definitions: the base classes, the shipped models and their registry."""
+"""Layer 1, models: what an animal or a well is, and the registry of every shipped model.
+
+A model is one file (states, parameters with units, ranges and sources, routes,
+observables with units, the endpoints and report panels it declares, one right-hand side)
+plus one line in `REGISTRY`; nothing else in vtrial needs to change for a new model.
+"""
 
 from functools import lru_cache
 
 from vtrial.errors import SpecError
 from vtrial.models.base import (
     Covariate as Covariate,
+    Endpoint as Endpoint,
     Model as Model,
     Observable as Observable,
+    Panel as Panel,
     Parameter as Parameter,
     ParameterEvent as ParameterEvent,
     Route as Route,
     State as State,
+    standard_endpoints as standard_endpoints,
 )
+from vtrial.models.binding import il1r_binding as il1r_binding
 from vtrial.models.cia_rat import cia_rat as cia_rat
+from vtrial.models.functional_well import functional_model as functional_model
+from vtrial.models.pbmc_well import pbmc_model as pbmc_model
 from vtrial.models.pk import one_compartment as one_compartment, two_compartment as two_compartment
 
-#: Model names a config may use, and the factory each calls.
+#: Every shipped model: the name a config uses, and the factory that builds it.
 REGISTRY = {
     "cia_rat": cia_rat,
     "one_compartment": lambda: one_compartment(),
     "one_compartment_absorption": lambda: one_compartment(absorption=True),
     "two_compartment": lambda: two_compartment(),
     "two_compartment_absorption": lambda: two_compartment(absorption=True),
+    "il1r_binding": il1r_binding,
+    "il1_functional": functional_model,
+    "pbmc_lps": pbmc_model,
 }
 
 

@@ -15,6 +15,11 @@ The vector field has the signature `vector_field(t, y, p, rate) -> dy/dt` with
 
 A model that does not add `rate` to its right-hand side would silently ignore
 infusions, so `Model` checks at construction that its right-hand side responds to it.
+
+A model also owns its domain facts, so generic code never needs to know them: each
+observable's unit, the endpoints a trial reports by default (`Endpoint`: e.g. the
+inhibition of paw swelling over days 22-28 for CIA-1) and the panels of its report figure
+(`Panel`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vtrial.errors import SpecError
-from vtrial.linear_pk import LinearPK
+from vtrial.models.linear_pk import LinearPK
 
 VectorField = Callable[[jnp.ndarray, jnp.ndarray, Mapping[str, jnp.ndarray], jnp.ndarray], jnp.ndarray]
 ObservableFn = Callable[[jnp.ndarray, Mapping[str, jnp.ndarray]], jnp.ndarray]
@@ -104,11 +109,108 @@ class ParameterEvent:
 
 @dataclass(frozen=True)
 class Observable:
-    """A derived output; the name states the unit (e.g. `conc_mg_per_l`)."""
+    """A derived output of one state vector, with its unit (e.g. `conc_mg_per_l`, "mg/L").
+
+    By convention the name also states the unit, since it becomes a column name."""
 
     name: str
     fn: ObservableFn
     description: str = ""
+    unit: str = ""
+
+
+#: Per-animal statistics an `Endpoint` can take of an observable over the output times.
+STATISTICS = ("value", "auc", "mean", "max", "min", "tmax")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A per-animal number computed from one observable at the output times.
+
+    - `statistic`: `value` (at `start_h`), `auc` (trapezoidal, observable unit x h),
+      `mean` (time-weighted: AUC / window length), `max`, `min`, `tmax` (h);
+    - `start_h`, `end_h`: the window (default: all output times); both ends are added to
+      the output times;
+    - `inhibition`: also report, under this name, the percent inhibition of this endpoint
+      relative to the mean of the reference arm, `100 (1 - x_i / mean x_ref)`;
+    - `role`: `"exposure"` or `"response"` lets a config swap the observable of every
+      endpoint of that role (`[endpoints] concentration` / `response`) and the window of
+      the response endpoints (`inhibition_window_days`).
+    """
+
+    name: str
+    observable: str
+    statistic: str
+    start_h: float | None = None
+    end_h: float | None = None
+    inhibition: str | None = None
+    role: str | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        where = f"endpoints.{self.name}"
+        if self.statistic not in STATISTICS:
+            raise SpecError(f"{where}.statistic", f"unknown statistic {self.statistic!r}; allowed: {', '.join(STATISTICS)}")
+        if self.role not in (None, "exposure", "response"):
+            raise SpecError(f"{where}.role", f"must be 'exposure', 'response' or none, got {self.role!r}")
+        for name in ("start_h", "end_h"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise SpecError(f"{where}.{name}", f"must be a finite time >= 0 h, got {v!r}")
+        if self.statistic == "value":
+            if self.start_h is None or self.end_h is not None:
+                raise SpecError(where, "a 'value' endpoint takes its time as start_h (and no end_h)")
+        elif self.start_h is not None and self.end_h is not None and not self.start_h < self.end_h:
+            raise SpecError(where, f"the window must have start_h < end_h, got {self.start_h} and {self.end_h}")
+
+    def unit(self, observable_unit: str) -> str:
+        """The unit of this endpoint's values, given its observable's unit."""
+        if self.statistic == "tmax":
+            return "h"
+        if self.statistic == "auc":
+            return f"{observable_unit}*h" if observable_unit else "h"
+        return observable_unit
+
+    def times_h(self) -> tuple[float, ...]:
+        """The window's ends (or the time of a `value`): times the output grid must contain."""
+        return tuple(t for t in (self.start_h, self.end_h) if t is not None)
+
+
+def standard_endpoints(
+    concentration: str | None, response: str | None = None, window_h: tuple[float, float] | None = None
+) -> tuple[Endpoint, ...]:
+    """The usual exposure and response endpoints of a PK/PD model.
+
+    - of `concentration`: `cmax`, `tmax_h` and `auc` over all output times (role exposure);
+    - of `response`: `response_auc_window`, its AUC over `window_h`, and `inhibition_pct`,
+      its inhibition relative to the reference arm (role response).
+    """
+    out = []
+    if concentration is not None:
+        out += [
+            Endpoint("cmax", concentration, "max", role="exposure", description="peak concentration"),
+            Endpoint("tmax_h", concentration, "tmax", role="exposure", description="time of the peak"),
+            Endpoint("auc", concentration, "auc", role="exposure", description="AUC over all output times"),
+        ]
+    if response is not None:
+        if window_h is None:
+            raise SpecError("endpoints.inhibition_window_days", f"the response endpoints of {response!r} need a window")
+        out.append(
+            Endpoint(
+                "response_auc_window", response, "auc", window_h[0], window_h[1], inhibition="inhibition_pct",
+                role="response", description="AUC of the response over the window",
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a trial's report figure: an observable and its axis label."""
+
+    observable: str
+    label: str = ""
+    log_scale: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +232,9 @@ class Model:
     description: str = ""
     time_unit: str = "h"
     linear_pk: LinearPK | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+    panels: tuple[Panel, ...] = ()
+    report_time_unit: str = "day"
 
     def __post_init__(self):
         _check_unique("states", [s.name for s in self.states])
@@ -158,6 +263,12 @@ class Model:
             for name in self.linear_pk.states:
                 if name not in states:
                     raise SpecError(f"{self.name}.linear_pk", f"unknown state {name!r}")
+        check_endpoints(self, self.endpoints, f"{self.name}.endpoints")
+        for panel in self.panels:
+            if panel.observable not in self.observable_names:
+                raise SpecError(f"{self.name}.panels", f"unknown observable {panel.observable!r}; known: {', '.join(self.observable_names)}")
+        if self.report_time_unit not in ("h", "day"):
+            raise SpecError(f"{self.name}.report_time_unit", f"must be 'h' or 'day', got {self.report_time_unit!r}")
         self._check_rate_is_used()
 
     # -- names and lookups -------------------------------------------------------------
@@ -186,6 +297,18 @@ class Model:
         out = {p.name: p.value for p in self.parameters}
         out.update({c.name: c.reference for c in self.covariates})
         return out
+
+    def observable(self, name: str) -> Observable:
+        for o in self.observables:
+            if o.name == name:
+                return o
+        raise SpecError(name, f"unknown observable of model {self.name}; known: {', '.join(self.observable_names)}")
+
+    def report_panels(self) -> tuple[Panel, ...]:
+        """The declared panels, or one per observable (at most three) when none are declared."""
+        if self.panels:
+            return self.panels
+        return tuple(Panel(o.name, f"{o.name} ({o.unit})" if o.unit else o.name) for o in self.observables[:3])
 
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:
@@ -254,6 +377,17 @@ class Model:
                     f"{self.name}.vector_field",
                     f"must add rate[{i}] to d{r.state}/dt (infusions into route {r.name!r} would be ignored)",
                 )
+
+
+def check_endpoints(model: Model, endpoints, where: str) -> None:
+    """Endpoints must name observables of `model` and have unique names (inhibitions too)."""
+    _check_unique(where, [n for e in endpoints for n in (e.name, e.inhibition) if n is not None])
+    for e in endpoints:
+        if e.observable not in model.observable_names:
+            raise SpecError(
+                f"{where}.{e.name}.observable",
+                f"unknown observable {e.observable!r}; known: {', '.join(model.observable_names)}",
+            )
 
 
 def _check_unique(what: str, names: list[str]) -> None:

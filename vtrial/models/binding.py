@@ -112,12 +112,12 @@ def il1r_binding(
         Parameter("ki", ki, "nM", 1e-12, _INF, "antagonist dissociation constant koff_i/kon_i", "seed"),
     )
     observables = (
-        Observable("bound_ligand_nm", lambda y, p: y[0], "receptor-ligand complex RL"),
-        Observable("bound_antagonist_nm", lambda y, p: y[1], "receptor-antagonist complex RI"),
-        Observable("free_receptor_nm", lambda y, p: p["r_tot"] - y[0] - y[1], "free receptor R"),
-        Observable("free_ligand_nm", lambda y, p: p["l_tot"] - y[0], "free ligand L"),
-        Observable("free_antagonist_nm", lambda y, p: p["i_tot"] - y[1], "free antagonist I"),
-        Observable("ligand_occupancy", lambda y, p: y[0] / jnp.maximum(p["r_tot"], 1e-300), "RL / R_tot"),
+        Observable("bound_ligand_nm", lambda y, p: y[0], "receptor-ligand complex RL", "nM"),
+        Observable("bound_antagonist_nm", lambda y, p: y[1], "receptor-antagonist complex RI", "nM"),
+        Observable("free_receptor_nm", lambda y, p: p["r_tot"] - y[0] - y[1], "free receptor R", "nM"),
+        Observable("free_ligand_nm", lambda y, p: p["l_tot"] - y[0], "free ligand L", "nM"),
+        Observable("free_antagonist_nm", lambda y, p: p["i_tot"] - y[1], "free antagonist I", "nM"),
+        Observable("ligand_occupancy", lambda y, p: y[0] / jnp.maximum(p["r_tot"], 1e-300), "RL / R_tot", "1"),
     )
     return Model(
         name="il1r_binding",
@@ -126,6 +126,7 @@ def il1r_binding(
         vector_field=_vector_field,
         observables=observables,
         description="IL-1RI competitive binding with exact ligand, antagonist and receptor depletion",
+        report_time_unit="h",
     )
 
 

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from vtrial.linear_pk import LinearPK, MammillaryConstants
-from vtrial.models.base import Covariate, Model, Observable, Parameter, ParameterEvent, Route, State
+from vtrial.models.linear_pk import LinearPK, MammillaryConstants
+from vtrial.models.base import Covariate, Model, Observable, Panel, Parameter, ParameterEvent, Route, State, standard_endpoints
 
 #: 1 mg/L of anakinra (17.3 kDa) in nM.
 NM_PER_MG_PER_L = 1e6 / 17_300.0
@@ -133,14 +133,18 @@ def cia_rat() -> Model:
         parameters=PARAMETERS,
         vector_field=vector_field,
         observables=(
-            Observable("conc_mg_per_l", _conc, "plasma anakinra"),
-            Observable("conc_nM", lambda y, p: _conc(y, p) * NM_PER_MG_PER_L, "plasma anakinra (17.3 kDa)"),
-            Observable("paw_volume_ml", lambda y, p: y[9], "hind-paw volume"),
-            Observable("paw_swelling_pct", lambda y, p: 100.0 * (y[9] - p["paw0"]) / p["paw0"], "swelling above baseline"),
+            Observable("conc_mg_per_l", _conc, "plasma anakinra", "mg/L"),
+            Observable("conc_nM", lambda y, p: _conc(y, p) * NM_PER_MG_PER_L, "plasma anakinra (17.3 kDa)", "nM"),
+            Observable("paw_volume_ml", lambda y, p: y[9], "hind-paw volume", "mL"),
+            Observable("paw_swelling_pct", lambda y, p: 100.0 * (y[9] - p["paw0"]) / p["paw0"], "swelling above baseline", "%"),
         ),
         routes=(Route("sc", "depot1", bioavailability="f_sc"), Route("iv", "central")),
         covariates=(Covariate("bw", "kg", BW_REF_KG, "body weight"),),
         events=(ParameterEvent(time="t_onset", state="disease", amount="g0"),),
         linear_pk=LinearPK(("depot1", "depot2"), "central", ("peripheral",), mammillary_constants),
         description="CIA-1: reconstruction of the Liu 2011 anakinra PK/PD/disease model in Lewis rats",
+        # Exposure of plasma anakinra; inhibition of paw swelling over days 22-28, the
+        # settled phase of the disease (card CIA-1).
+        endpoints=standard_endpoints("conc_mg_per_l", "paw_swelling_pct", (22 * 24.0, 28 * 24.0)),
+        panels=(Panel("conc_mg_per_l", "plasma anakinra (mg/L)"), Panel("paw_volume_ml", "paw volume (mL)")),
     )

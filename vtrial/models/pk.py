@@ -3,7 +3,7 @@ r"""Standard compartmental PK models with NONMEM-style parameter names.
 All amounts are in mg, volumes in L, clearances in L/h, rate constants in 1/h, so
 concentrations come out in mg/L (`conc_mg_per_l`). Each model takes a body-weight
 covariate `bw` (kg) used for mg/kg doses; add allometric scaling with
-`vtrial.population.CovariateEffect`.
+`vtrial.design.population.CovariateEffect`.
 
 | model | states | parameters | routes |
 |---|---|---|---|
@@ -18,15 +18,15 @@ $\dot A_p = \frac{Q}{V_1} A_c - \frac{Q}{V_2} A_p$. Depot: $\dot A_d = -k_a A_d 
 Extravascular doses are scaled by `f` and delayed by `alag` (h).
 
 Every model declares its linear PK (`Model.linear_pk`), so by default the solve is
-exact (closed form, `vtrial.linear_pk`); `SolverOptions(pk="ode")` integrates instead.
+exact (closed form, `vtrial.engine.linear_pk`); `SolverOptions(pk="ode")` integrates instead.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from vtrial.linear_pk import LinearPK, MammillaryConstants
-from vtrial.models.base import Covariate, Model, Observable, Parameter, Route, State
+from vtrial.models.linear_pk import LinearPK, MammillaryConstants
+from vtrial.models.base import Covariate, Model, Observable, Panel, Parameter, Route, State, standard_endpoints
 
 _INF = float("inf")
 
@@ -95,11 +95,14 @@ def one_compartment(
         states=states,
         parameters=params,
         vector_field=rhs,
-        observables=(Observable("conc_mg_per_l", _conc(c, "v"), "plasma concentration"),),
+        observables=(Observable("conc_mg_per_l", _conc(c, "v"), "plasma concentration", "mg/L"),),
         routes=routes,
         covariates=(Covariate("bw", "kg", bw_kg, "body weight"),),
         description=__doc__.splitlines()[0],
         linear_pk=_linear_pk(absorption, two=False),
+        endpoints=standard_endpoints("conc_mg_per_l"),
+        panels=(Panel("conc_mg_per_l", "concentration (mg/L)"),),
+        report_time_unit="h",
     )
 
 
@@ -152,9 +155,12 @@ def two_compartment(
         states=states,
         parameters=params,
         vector_field=rhs,
-        observables=(Observable("conc_mg_per_l", _conc(c, "v1"), "plasma concentration"),),
+        observables=(Observable("conc_mg_per_l", _conc(c, "v1"), "plasma concentration", "mg/L"),),
         routes=routes,
         covariates=(Covariate("bw", "kg", bw_kg, "body weight"),),
         description=__doc__.splitlines()[0],
         linear_pk=_linear_pk(absorption, two=True),
+        endpoints=standard_endpoints("conc_mg_per_l"),
+        panels=(Panel("conc_mg_per_l", "concentration (mg/L)"),),
+        report_time_unit="h",
     )

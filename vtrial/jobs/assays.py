@@ -20,7 +20,7 @@ from vtrial.assays.common import compile_timer
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
 from vtrial.errors import SpecError
 from vtrial.io.writers import save_figure, write_csv, write_parquet
-from vtrial.jobs import RunContext, register
+from vtrial.jobs.context import RunContext
 
 
 def _check_context(ctx: RunContext, spec, field: str):
@@ -44,7 +44,6 @@ def _facts(seed, n_wells, ctx, timer, t0, **extra) -> dict:
             "compile_seconds": round(timer["seconds"], 3), "run_seconds": round(time.perf_counter() - t0, 3), **extra}
 
 
-@register("binding_displacement", DisplacementSpec, "radioligand displacement assay (EL4 6.1): IC50, Ki by Cheng-Prusoff and full model")
 def run_displacement(spec: DisplacementSpec, ctx: RunContext) -> dict:
     from vtrial.assays.displacement import fit_displacement, simulate_displacement, summarise_plate
 
@@ -67,7 +66,6 @@ def run_displacement(spec: DisplacementSpec, ctx: RunContext) -> dict:
                   fit_warnings=list(fit.logistic.warnings + fit.full_model.warnings))
 
 
-@register("functional_neutralisation", FunctionalSpec, "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)")
 def run_functional(spec: FunctionalSpec, ctx: RunContext) -> dict:
     from vtrial.assays.functional import fit_functional, simulate_functional, summarise_functional
 
@@ -86,7 +84,6 @@ def run_functional(spec: FunctionalSpec, ctx: RunContext) -> dict:
                   target_ic50_nm=spec.calibration.target_ic50_nm, fit_warnings=list(fit.logistic.warnings))
 
 
-@register("pbmc_lps", PbmcSpec, "PBMC + LPS cytokine release with and without anakinra")
 def run_pbmc(spec: PbmcSpec, ctx: RunContext) -> dict:
     from vtrial.assays.pbmc import fit_pbmc_curve, readouts, simulate_pbmc, summarise_pbmc, time_course_figure
 

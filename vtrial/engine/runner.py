@@ -11,7 +11,7 @@ This is the only place that knows about batching, chunking and devices:
   final animal and the padding is dropped), so the whole population reuses a single
   compiled function; the per-chunk Python loop only moves data.
 - **Devices.** Inside a chunk the animal axis is split over a mesh of every device of
-  every process (`vtrial.distributed`) with `shard_map`: each device runs the while
+  every process (`vtrial.engine.distributed`) with `shard_map`: each device runs the while
   loops of its own lanes with no communication until the results are gathered.
 - **Streaming.** `iter_population_chunks` yields one `ChunkResult` per chunk, so a
   caller can reduce results as they come with memory bounded by the chunk size;
@@ -44,11 +44,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from vtrial import distributed
-from vtrial.dosing import DoseRecords
+from vtrial.engine import distributed
+from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
-from vtrial.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, solve_animal
+from vtrial.engine.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, solve_animal
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ class PopulationChunks:
         self.model, self.options, self.t0, self.states, self.store = model, options, float(t0), states, store
         self.dtype = np.float64 if options.dtype == "float64" else np.float32
         self.params = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()}
-        self.doses = tuple(np.asarray(a) for a in doses.as_tuple())
+        self.doses = DoseRecords(*(np.asarray(a) for a in doses))
         self.times_h = np.asarray(times_h, dtype=float)
         self._split, replicated = distributed.shardings(self.mesh)
         self._save_times = distributed.to_global(self.times_h.astype(self.dtype), replicated)
@@ -357,7 +357,7 @@ class PopulationChunks:
         idx = self.plan.animals(k)
         take = idx[np.minimum(np.arange(self.plan.lanes), idx.size - 1)]  # pad by repeating the last animal
         p = distributed.to_global({name: v[take].astype(self.dtype) for name, v in self.params.items()}, self._split)
-        d = distributed.to_global(tuple(a[take] for a in self.doses), self._split)
+        d = distributed.to_global(self.doses.take(take), self._split)
         args = (p, d, self._save_times)
         if self._fn is None:
             self._fn, self.compile_seconds = compiled_solver(self.model, self.options, self.t0, args, mesh=self.mesh, states=self.states)
@@ -438,24 +438,43 @@ def simulate_population(
         model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order, devices=devices,
         states=states,
     )
-    n, times = chunks.plan.n_animals, chunks.times_h
-    states = np.empty((n, times.size, model.n_states), chunks.dtype) if states else None
-    obs = {name: np.empty((n, times.size), chunks.dtype) for name in model.observable_names}
-    status = np.empty(n, np.int32)
-    steps = np.empty(n, np.int64)
-    done = 0
-    for ch in chunks:
-        if states is not None:
-            states[ch.animals] = ch.states
-        for name in obs:
-            obs[name][ch.animals] = ch.observables[name]
-        status[ch.animals] = ch.status
-        steps[ch.animals] = ch.n_steps
-        done += ch.animals.size
-        if on_chunk is not None:
-            on_chunk(done, n)
+    n = chunks.plan.n_animals
+    parts = ((c.animals, {"states": c.states, "observables": c.observables, "status": c.status, "n_steps": c.n_steps}) for c in chunks)
+    got = gather(n, parts, on_chunk)
+    times = chunks.times_h
+    states, obs = got.get("states"), got.get("observables", {})
+    status, steps = got.get("status", np.empty(0, np.int32)), got.get("n_steps", np.empty(0, np.int64))
     return PopulationSolution(
         states, obs, status, steps, times, chunks.compile_seconds, chunks.run_seconds,
         lockstep_waste=chunks.lockstep_waste, chunk_size=chunks.plan.chunk_size, n_chunks=chunks.plan.n_chunks,
         n_devices=chunks.mesh.size, n_processes=distributed.process_count(),
     )
+
+
+def gather(n: int, parts, on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    """Scatter per-chunk arrays into whole-population arrays: `parts` yields `(rows,
+    arrays)` with `arrays` a dict of `(m, ...)` arrays (or of such dicts, one level deep;
+    None values are skipped); the result has the same structure with `n` rows each.
+    `on_chunk(done, n)` is called after each part."""
+    out: dict = {}
+    done = 0
+
+    def put(target: dict, name, value, rows):
+        if value is None:
+            return
+        if name not in target:
+            target[name] = np.empty((n, *np.shape(value)[1:]), np.asarray(value).dtype)
+        target[name][rows] = value
+
+    for rows, arrays in parts:
+        for name, value in arrays.items():
+            if isinstance(value, dict):
+                sub = out.setdefault(name, {})
+                for k, v in value.items():
+                    put(sub, k, v, rows)
+            else:
+                put(out, name, value, rows)
+        done += len(rows)
+        if on_chunk is not None:
+            on_chunk(done, n)
+    return out

@@ -1,5 +1,15 @@
-"""JAX runtime set-up for the command line: the persistent compilation cache and CPU cores.
+"""Process-wide settings, set in this one place.
 
+On import (which `import vtrial` does before anything else):
+- **float64** is enabled (`jax_enable_x64`): the default precision of every solve; pass
+  `SolverOptions(dtype="float32")` for single precision.
+- **equinox runtime errors return NaN** (`EQX_ON_ERROR=nan`) unless the user chose
+  otherwise: a host callback in the compiled solve would make it slower and keep it out
+  of JAX's persistent compilation cache, while a failed animal is reported through its
+  status (a NaN output marks it `nonfinite_output`). This only takes effect when vtrial
+  is imported before equinox/diffrax.
+
+For the command line (library users call these themselves, before JAX starts):
 - **Compilation cache.** The first `vtrial run` of a model compiles its batched solve
   (seconds on a CPU); later runs with the same shapes load the executable from disk. The
   cache lives in `$VTRIAL_CACHE_DIR` (default `~/.cache/vtrial/jax`); `VTRIAL_CACHE_DIR=off`
@@ -17,7 +27,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
+os.environ.setdefault("EQX_ON_ERROR", "nan")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
 
 _HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 

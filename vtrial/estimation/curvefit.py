@@ -1,47 +1,32 @@
-"""Concentration-response fitting: four-parameter logistic, Cheng-Prusoff Ki, I/O, plot.
+"""Concentration-response fitting: four-parameter logistic, Cheng-Prusoff Ki, figure.
+
+Reading such data from files is `vtrial.io.tables.load_concentration_response`.
 
 The four-parameter logistic (4PL) for an inhibition curve,
 
 $$y = \\mathrm{bottom} + \\frac{\\mathrm{top} - \\mathrm{bottom}}{1 + (c/\\mathrm{IC50})^{h}},$$
 
 falls from `top` (at $c = 0$) to `bottom` when the Hill slope $h > 0$. It is fitted by
-`vtrial.estimate.fit_least_squares` with IC50 on the log scale, so the reported IC50
+`vtrial.estimation.least_squares.fit_least_squares` with IC50 on the log scale, so the reported IC50
 is positive and its 95% interval is asymmetric.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import tempfile
-from pathlib import Path
 
 import jax
-
-jax.config.update("jax_enable_x64", True)
-
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from vtrial.errors import DataError  # noqa: E402  (re-exported: curvefit.DataError)
-from vtrial.estimate import FitResult, fit_least_squares  # noqa: E402
+from vtrial.estimation.least_squares import FitResult, fit_least_squares  # noqa: E402
 
-__all__ = ["DataError", "KiEstimate", "cheng_prusoff_ki", "fit_logistic4",
-           "load_concentration_response", "logistic4", "plot_curve_fit"]
+__all__ = ["DataError", "KiEstimate", "cheng_prusoff_ki", "curve_fit_figure", "fit_logistic4", "logistic4"]
 
 LN10 = float(np.log(10.0))
 MIN_DISTINCT_CONCENTRATIONS = 4  # one per 4PL parameter
 
-# unit token in a column name (lower-cased) -> canonical unit string
-CONC_UNITS = {
-    "fm": "fM", "pm": "pM", "nm": "nM", "um": "uM", "µm": "uM", "mm": "mM", "M": "M",
-    "ng_per_ml": "ng/mL", "ug_per_ml": "ug/mL", "mg_per_ml": "mg/mL",
-    "ng_per_l": "ng/L", "ug_per_l": "ug/L", "mg_per_l": "mg/L", "g_per_l": "g/L",
-}
-_UNIT_TOKENS = "fM, pM, nM, uM, mM, M, ng_per_ml, ug_per_ml, mg_per_ml, ng_per_l, ug_per_l, mg_per_l, g_per_l"
-_CONC_COLUMN = re.compile(r"^(?:concentration|conc)_(?P<unit>.+)$", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------
@@ -201,122 +186,21 @@ def cheng_prusoff_ki(ic50: float | FitResult, ligand_conc: float, kd_ligand: flo
 
 
 # ---------------------------------------------------------------------------
-# data loading
-
-
-def _conc_column(columns: list[str]) -> tuple[str, str]:
-    matches = [c for c in columns if _CONC_COLUMN.match(c)]
-    expected = ("a concentration column named concentration_<unit> or conc_<unit> "
-                f"(unit one of {_UNIT_TOKENS}; e.g. concentration_nM), a 'response' "
-                "column and optionally 'replicate'")
-    if not matches:
-        raise DataError(f"no concentration column found among {columns}; expected {expected}.")
-    if len(matches) > 1:
-        raise DataError(f"several concentration columns {matches}; keep exactly one.")
-    column = matches[0]
-    token = _CONC_COLUMN.match(column).group("unit")
-    unit = "M" if token == "M" else CONC_UNITS.get(token.lower())  # bare "m" is ambiguous
-    if unit is None:
-        raise DataError(f"column {column!r}: unit {token!r} not recognised; rename it to "
-                        f"concentration_<unit> with unit one of {_UNIT_TOKENS} "
-                        "(e.g. concentration_nM, concentration_ng_per_ml).")
-    return column, unit
-
-
-def _row(i: int, is_csv: bool) -> str:
-    """'data row N' (1-based), plus the file line for CSV (header is line 1)."""
-    return f"data row {i + 1}" + (f" (line {i + 2} of the file)" if is_csv else "")
-
-
-def _numeric_column(frame: pd.DataFrame, column: str, is_csv: bool) -> np.ndarray:
-    raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-    missing = raw.isna().to_numpy()
-    bad = np.flatnonzero(np.isnan(values) & ~missing)
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(f"column {column!r}, {_row(i, is_csv)}: value {raw.iloc[i]!r} is not a number; "
-                        "use plain decimal numbers (no units or text in the cell).")
-    nan = np.flatnonzero(missing | ~np.isfinite(values))
-    if nan.size:
-        i = int(nan[0])
-        raise DataError(f"column {column!r}, {_row(i, is_csv)}: value is missing, NaN or infinite; "
-                        "fill it in or delete the row.")
-    return values
-
-
-def load_concentration_response(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
-    """Read a concentration-response table from CSV (or Parquet, by `.parquet`/`.pq` suffix).
-
-    **Arguments:**
-
-    - `path`: file with a `concentration_<unit>` (or `conc_<unit>`) column, a `response`
-      column and an optional `replicate` column.
-
-    **Returns:** `(frame, conc_unit)`: `frame` has float columns `concentration` and
-    `response` (plus `replicate` if present), one row per well, in file order;
-    `conc_unit` is the canonical unit string, e.g. `"nM"` or `"ng/mL"`.
-
-    **Raises:** `DataError` (a `ValueError`) naming the column or 1-based data row for a
-    missing column, unrecognised unit, non-numeric value, negative concentration, missing
-    response, or fewer than 4 distinct concentrations; `FileNotFoundError` if absent.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"concentration-response file not found: {path}")
-    is_parquet = path.suffix.lower() in (".parquet", ".pq")
-    try:
-        frame = pd.read_parquet(path) if is_parquet else pd.read_csv(path, skipinitialspace=True)
-    except Exception as exc:  # pandas/pyarrow parse errors -> one clear message
-        raise DataError(f"{path}: could not read as {'Parquet' if is_parquet else 'CSV'}: {exc}") from None
-    try:
-        return _parse_table(frame, is_csv=not is_parquet)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
-
-
-def _parse_table(frame: pd.DataFrame, *, is_csv: bool) -> tuple[pd.DataFrame, str]:
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise DataError("the file has no data rows.")
-    column, unit = _conc_column(list(frame.columns))
-    if "response" not in frame.columns:
-        raise DataError(f"no 'response' column (columns: {list(frame.columns)}); "
-                        "add a column named 'response' with the measured values.")
-    conc = _numeric_column(frame, column, is_csv)
-    response = _numeric_column(frame, "response", is_csv)
-    if np.any(conc < 0):
-        i = int(np.flatnonzero(conc < 0)[0])
-        raise DataError(f"column {column!r}, {_row(i, is_csv)}: negative concentration {conc[i]}; "
-                        "concentrations must be >= 0 (use 0 for vehicle/no-drug wells).")
-    n_levels = np.unique(conc).size
-    if n_levels < MIN_DISTINCT_CONCENTRATIONS:
-        raise DataError(f"column {column!r} has only {n_levels} distinct concentrations; the 4-parameter "
-                        f"logistic needs at least {MIN_DISTINCT_CONCENTRATIONS}.")
-    out = pd.DataFrame({"concentration": conc, "response": response})
-    if "replicate" in frame.columns:
-        out["replicate"] = frame["replicate"].to_numpy()
-    return out, unit
-
-
-# ---------------------------------------------------------------------------
 # plot
 
 
-def plot_curve_fit(conc, response, fit: FitResult, path: str | os.PathLike, *,
-                   conc_unit: str, title: str = "Concentration-response fit") -> Path:
-    """Plot data and fitted 4PL curve on a log concentration axis; write atomically.
+def curve_fit_figure(conc, response, fit: FitResult, *, conc_unit: str, title: str = "Concentration-response fit"):
+    """Data and fitted 4PL curve on a log concentration axis (a matplotlib figure; save it
+    with `vtrial.io.writers.save_figure`).
 
     **Arguments:**
 
     - `conc`, `response`: the data (1-D, same length); zero concentrations are drawn at
       the left edge of the axis with an open marker and a note.
     - `fit`: a `FitResult` from `fit_logistic4`.
-    - `path`: output image (format from the suffix, e.g. `.png`, `.svg`, `.pdf`).
     - `conc_unit`, `title`: axis label unit and title.
 
-    **Returns:** the written path. The figure is saved to a temporary file in the same
-    folder and moved into place with `os.replace`, so readers never see a partial file.
+    **Returns:** the figure.
     """
     import matplotlib
 
@@ -325,7 +209,6 @@ def plot_curve_fit(conc, response, fit: FitResult, path: str | os.PathLike, *,
 
     conc = np.asarray(conc, dtype=float).ravel()
     response = np.asarray(response, dtype=float).ravel()
-    path = Path(path)
     est = fit.estimates
     pos = conc > 0
     lo = conc[pos].min() if pos.any() else est["ic50"] / 100
@@ -356,16 +239,4 @@ def plot_curve_fit(conc, response, fit: FitResult, path: str | os.PathLike, *,
     ax.set_title(title)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=150)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    return fig

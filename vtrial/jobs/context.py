@@ -1,11 +1,4 @@
-"""The registry of runnable jobs: a config's `kind` selects a schema and a runner.
-
-A job is data (a pydantic schema for its config) plus a function that writes its
-outputs into `ctx.out_dir` and returns facts for `run.json`. The CLI validates the
-config, creates a temporary output folder, calls the job and moves the folder into
-place only when the job succeeded, so a failed or interrupted run never leaves a
-half-written output folder.
-"""
+"""What every job receives besides its validated config, and what a job is."""
 
 from __future__ import annotations
 
@@ -16,8 +9,6 @@ from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel
-
-from vtrial.errors import SpecError
 
 
 @dataclass
@@ -35,7 +26,10 @@ class RunContext:
     - `chunk_store`: where finished chunks are kept (`vtrial.io.chunks.ChunkStore`) so
       an interrupted run can resume; None: not resumable;
     - `writer`: whether this process writes outputs (False on processes other than 0
-      of a multi-process run: they compute their share and write nothing).
+      of a multi-process run: they compute their share and write nothing);
+    - `data`: an input data file the job reads (e.g. the NONMEM dataset of a fit);
+    - `dataset_out`: where a trial also writes its simulated study as a NONMEM dataset;
+    - `method`: an override of the config's method (e.g. the estimation method of a fit).
     """
 
     out_dir: Path
@@ -49,6 +43,9 @@ class RunContext:
     trajectories: bool | None = None
     chunk_store: Any = None
     writer: bool = True
+    data: Path | None = None
+    dataset_out: Path | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,29 +54,3 @@ class Job:
     schema: type[BaseModel]
     run: Callable[[Any, RunContext], dict]
     description: str = ""
-
-
-JOBS: dict[str, Job] = {}
-
-
-def register(kind: str, schema: type[BaseModel], description: str = ""):
-    """Decorator registering `run(spec, ctx) -> dict` as the job for configs of `kind`."""
-
-    def deco(run):
-        JOBS[kind] = Job(kind, schema, run, description)
-        return run
-
-    return deco
-
-
-def get_job(kind: str) -> Job:
-    _load_builtin_jobs()
-    if kind not in JOBS:
-        raise SpecError("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(JOBS))}")
-    return JOBS[kind]
-
-
-def _load_builtin_jobs() -> None:
-    # Imported lazily so `import vtrial` stays light; each module registers its jobs.
-    import vtrial.assays.jobs  # noqa: F401
-    import vtrial.trial_job  # noqa: F401

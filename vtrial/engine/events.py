@@ -10,11 +10,42 @@ parameters (lag times, onset times).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from vtrial.models.base import Model
+
+
+class DoseRecords(NamedTuple):
+    """One animal's dose records, or a batch of them (leading axes: animals), padded to a
+    fixed number of records with zero-amount boluses at t = 0, which change nothing.
+
+    A pytree of arrays of shape `(..., n_records)`:
+    - `time_h`: dose time (h);
+    - `amount`: mg, or mg/kg where `per_kg` is 1 (multiplied by the animal's `bw`);
+    - `per_kg`: 0 or 1;
+    - `duration_h`: 0 for a bolus, the infusion's duration otherwise;
+    - `route`: index into the model's routes.
+
+    Built by `vtrial.design.dosing.lower_regimens` (configs, Python regimens) and by the
+    NONMEM dataset reader; differentiable in `time_h`, `amount` and `duration_h`.
+    """
+
+    time_h: Any
+    amount: Any
+    per_kg: Any
+    duration_h: Any
+    route: Any
+
+    @property
+    def n_records(self) -> int:
+        return self.time_h.shape[-1]
+
+    def take(self, index) -> "DoseRecords":
+        """The records of the animals at `index` (host numpy arrays)."""
+        return DoseRecords(*(np.asarray(a)[index] for a in self))
 
 
 class EventTable(NamedTuple):
@@ -35,12 +66,8 @@ def n_events(model: Model, n_records: int) -> int:
     return 2 * n_records + len(model.events)
 
 
-def build_event_table(model: Model, p: Mapping[str, jnp.ndarray], doses) -> EventTable:
-    """Event table of one animal from its parameters `p` and its dose-record arrays.
-
-    `doses` is a tuple `(time_h, amount, per_kg, duration_h, route)` of shape
-    `(n_records,)` arrays (see `vtrial.dosing.DoseRecords`).
-    """
+def build_event_table(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords) -> EventTable:
+    """Event table of one animal from its parameters `p` and its `DoseRecords` (shape `(n_records,)`)."""
     time_h, amount, per_kg, duration_h, route = doses
     n_states = model.n_states
     dtype = jnp.result_type(float)

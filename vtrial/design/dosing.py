@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
 from vtrial.units import amount_to_mg, rate_to_mg_per_h
@@ -122,32 +123,6 @@ class Regimen:
                     raise SpecError(f"{where}.unit", f"mg/kg doses need a body-weight covariate 'bw', which model {model.name} lacks")
                 out.append((t, amt, per_kg, dur, ridx))
         return sorted(out, key=lambda r: r[0])
-
-
-@dataclass(frozen=True)
-class DoseRecords:
-    """Padded dose arrays; leading axis is animals when batched.
-
-    Fields (shape `(..., n_records)`): `time_h`, `amount` (mg, or mg/kg where `per_kg`
-    is 1), `per_kg` (0/1), `duration_h` (0 for a bolus), `route` (index into the
-    model's routes).
-    """
-
-    time_h: np.ndarray
-    amount: np.ndarray
-    per_kg: np.ndarray
-    duration_h: np.ndarray
-    route: np.ndarray
-
-    @property
-    def n_records(self) -> int:
-        return self.time_h.shape[-1]
-
-    def take(self, index) -> "DoseRecords":
-        return DoseRecords(*(np.asarray(a)[index] for a in self.as_tuple()))
-
-    def as_tuple(self):
-        return (self.time_h, self.amount, self.per_kg, self.duration_h, self.route)
 
 
 def lower_regimens(model: Model, regimens: Sequence[Regimen], n_records: int | None = None) -> DoseRecords:

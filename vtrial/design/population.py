@@ -13,6 +13,7 @@ not depend on the chunk size, the batch it lands in or the device it runs on.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -192,22 +193,6 @@ class Population:
             out[c.name] = c.median
         return out
 
-    def _draw_one(self, key):
-        base = self.typical_parameters()
-        p = {k: jnp.asarray(v, dtype=float) for k, v in base.items()}
-        if self.covariates:
-            z = jax.random.normal(jax.random.fold_in(key, _COVARIATES), (len(self.covariates),))
-            for j, c in enumerate(self.covariates):
-                p[c.name] = c.median * jnp.exp(c.sigma * z[j])
-        for e in self.covariate_effects:
-            p[e.parameter] = p[e.parameter] * (p[e.covariate] / e.reference) ** e.exponent
-        if self.iiv_names:
-            chol = jnp.asarray(np.linalg.cholesky(self.omega + 1e-300 * np.eye(len(self.iiv_names))))
-            eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(self.iiv_names),))
-            for j, n in enumerate(self.iiv_names):
-                p[n] = p[n] * jnp.exp(eta[j])
-        return p
-
     def sample(self, key, n_animals: int, *, first_index: int = 0) -> dict[str, np.ndarray]:
         """Individual parameters and covariates of animals `first_index .. + n_animals`.
 
@@ -270,3 +255,56 @@ def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], 
 def residual_keys(key, animal_index):
     """The residual-error key of an animal (independent of its parameter draws)."""
     return jax.random.fold_in(jax.random.fold_in(key, animal_index), _RESIDUAL)
+
+
+def observable_stream(name: str) -> int:
+    """The number folded into an animal's residual key for observable `name`: a hash of the
+    name, so an observable's noise does not depend on which others are observed."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def draw_residual_error(
+    residual: Mapping[str, ResidualError], seed: int, arm_index, position, predictions: Mapping[str, np.ndarray],
+    *, pad_to: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Predictions plus residual error, for the observables in `residual`.
+
+    Animal `k` (arm `arm_index[k]`, at `position[k]` in its arm) draws the error of
+    observable `name` at every time from
+    `fold_in(residual_keys(fold_in(PRNGKey(seed), arm), position), observable_stream(name))`,
+    so each value depends on nothing but the animal, the observable and the time: not on
+    the other animals in the call, the chunk or the device. `predictions[name]` is
+    `(m, n_times)`; NaN stays NaN. `pad_to` (>= m) computes on that many rows so calls of
+    different sizes share one compiled function.
+    """
+    names = tuple(residual)
+    arm_index, position = np.asarray(arm_index), np.asarray(position)
+    m = position.size
+    if not names or m == 0:
+        return {}
+    rows = np.minimum(np.arange(max(m, pad_to or 0)), m - 1)
+    pred = np.stack([np.asarray(predictions[n]) for n in names])[:, rows]
+    out = _draw_residual(
+        jax.random.PRNGKey(seed), arm_index[rows], position[rows],
+        jnp.asarray([observable_stream(n) for n in names], dtype=jnp.uint32),
+        jnp.asarray([residual[n].additive for n in names], dtype=pred.dtype),
+        jnp.asarray([residual[n].proportional for n in names], dtype=pred.dtype),
+        pred,
+    )
+    out = np.asarray(out)[:, :m]
+    return {n: out[j] for j, n in enumerate(names)}
+
+
+@jax.jit
+def _draw_residual(key, arm_index, position, streams, additive, proportional, pred):
+    # pred: (observables, animals, times); the error model is y = f + sqrt(a^2 + (b f)^2) eps.
+    def one_animal(a, i, f_animal):
+        base = residual_keys(jax.random.fold_in(key, a), i)
+
+        def one_observable(stream, add, prop, f):
+            eps = jax.random.normal(jax.random.fold_in(base, stream), f.shape, dtype=f.dtype)
+            return f + jnp.sqrt(add**2 + (prop * f) ** 2) * eps
+
+        return jax.vmap(one_observable)(streams, additive, proportional, f_animal)
+
+    return jax.vmap(one_animal, in_axes=(0, 0, 1), out_axes=1)(arm_index, position, pred)

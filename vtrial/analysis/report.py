@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -11,54 +10,59 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vtrial.io.writers import save_figure  # noqa: E402
+from vtrial.models.base import Panel  # noqa: E402
 
 
 def plot_trial_report(
     summary: pd.DataFrame,
     observations: pd.DataFrame,
-    panels: Sequence[tuple[str, str]],
+    panels: Sequence[Panel],
     dosing_windows: dict[str, list[tuple[float, float]]],
-    path: str | Path,
     *,
     title: str = "",
     max_points_per_arm: int = 400,
-) -> Path:
-    """Write the report PNG.
+    time_unit: str = "day",
+):
+    """The trial report figure (save it with `vtrial.io.writers.save_figure`).
 
     **Arguments:**
     - `summary`: the long summary table (arm, time_h, observable, median, p05, p95);
     - `observations`: noisy observations (arm, time_h, observable columns), drawn as points;
-    - `panels`: (observable, axis label) per panel;
-    - `dosing_windows`: per arm, (start_h, end_h) intervals shaded (bolus: a thin line).
+    - `panels`: the model's report panels (observable, axis label, log scale);
+    - `dosing_windows`: per arm, (start_h, end_h) intervals shaded (bolus: a thin line);
+    - `time_unit`: the time axis in "day" or "h".
     """
     arms = list(dict.fromkeys(summary["arm"]))
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.4 * len(panels)), sharex=True, squeeze=False)
-    for ax, (obs, label) in zip(axes[:, 0], panels):
+    scale = 24.0 if time_unit == "day" else 1.0
+    for ax, panel in zip(axes[:, 0], panels):
+        obs = panel.observable
         for i, arm in enumerate(arms):
             c = colours(i % 10)
             s = summary[(summary["arm"] == arm) & (summary["observable"] == obs)]
-            days = s["time_h"].to_numpy() / 24.0
+            days = s["time_h"].to_numpy() / scale
             ax.plot(days, s["median"], color=c, lw=1.8, label=arm)
             ax.fill_between(days, s["p05"], s["p95"], color=c, alpha=0.18, lw=0)
             if obs in observations.columns:
                 o = observations[(observations["arm"] == arm) & observations[obs].notna()]
                 if len(o) > max_points_per_arm:
                     o = o.sample(max_points_per_arm, random_state=0)
-                ax.scatter(o["time_h"] / 24.0, o[obs], s=6, color=c, alpha=0.45, lw=0)
+                ax.scatter(o["time_h"] / scale, o[obs], s=6, color=c, alpha=0.45, lw=0)
             for start, end in dosing_windows.get(arm, []):
                 if end > start:
-                    ax.axvspan(start / 24.0, end / 24.0, color=c, alpha=0.08, lw=0)
+                    ax.axvspan(start / scale, end / scale, color=c, alpha=0.08, lw=0)
                 else:
-                    ax.axvline(start / 24.0, color=c, alpha=0.4, lw=0.8, ls=":")
-        ax.set_ylabel(label)
+                    ax.axvline(start / scale, color=c, alpha=0.4, lw=0.8, ls=":")
+        ax.set_ylabel(panel.label or obs)
+        if panel.log_scale:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, loc="best")
-    axes[-1, 0].set_xlabel("time (days)")
+    axes[-1, 0].set_xlabel("time (days)" if time_unit == "day" else "time (h)")
     if title:
         axes[0, 0].set_title(title + "\nlines: median; bands: 90% of animals; points: simulated observations; shading: dosing")
-    return save_figure(fig, path)
+    return fig
 
 
 def dosing_windows(records_by_arm: dict[str, list[tuple]]) -> dict[str, list[tuple[float, float]]]:

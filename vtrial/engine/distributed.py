@@ -1,6 +1,6 @@
 """Devices and processes: the mesh the runner spreads animals over, and multi-process setup.
 
-Only the runner (`vtrial.simulate`) uses this module; model code never sees a device.
+Only the runner (`vtrial.engine.runner`) uses this module; model code never sees a device.
 
 - **One process** (the default): every local device (all GPUs of a node, or the CPU
   devices made with `XLA_FLAGS=--xla_force_host_platform_device_count=N`) forms a 1-D
@@ -137,3 +137,9 @@ def describe(mesh: Mesh | None = None) -> dict:
         "device_kind": f"{d.platform}:{getattr(d, 'device_kind', d.platform)}",
         "processes": jax.process_count(),
     }
+
+
+def device_summary() -> str:
+    """The devices in one line, e.g. `gpu:NVIDIA H200 x1` or `cpu:cpu x2` (for run.json)."""
+    d = jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', d.platform)} x{jax.device_count()}"

@@ -20,12 +20,12 @@ ways, and both hit every event exactly, never smearing it with the step-size con
   it: derivatives with respect to event times (an onset, a lag, a dose time) are exact.
 
 Inside either, a model's declared linear PK is propagated in closed form
-(`vtrial.linear_pk`) and diffrax integrates only the remaining states; with
+(`vtrial.engine.linear_pk`) and diffrax integrates only the remaining states; with
 `SolverOptions(pk="ode")`, or for models without linear PK, diffrax integrates
 everything. Outputs are saved at the requested times only. An output requested at
 exactly an event time is the value just *before* the event (the NONMEM convention).
 
-This module knows nothing about batching: `vtrial.simulate` vmaps, chunks and shards.
+This module knows nothing about batching: `vtrial.engine.runner` vmaps, chunks and shards.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vtrial import linear_pk
+from vtrial.engine import linear_pk
 from vtrial.errors import SpecError
-from vtrial.events import build_event_table
+from vtrial.engine.events import DoseRecords, build_event_table
 from vtrial.models.base import Model
 
 SOLVERS = {
@@ -52,7 +52,7 @@ SOLVERS = {
     "kvaerno5": dfx.Kvaerno5,
 }
 
-#: Solvers with an implicit (Newton) stage; see `vtrial.simulate.batched_solver`.
+#: Solvers with an implicit (Newton) stage; see `vtrial.engine.runner.batched_solver`.
 IMPLICIT_SOLVERS = frozenset({"kvaerno3", "kvaerno5"})
 
 #: Save times per solve segment (segments also end at every event); see `solve_animal`.
@@ -66,7 +66,7 @@ STATUS_NAMES = ("ok", "max_steps_reached", "solver_failed", "nonfinite_output")
 #: its stage times, so a step much longer than the fastest PK time scale can stride over
 #: the transient a dose starts (the first hour of a pump) and still pass its error
 #: test; the all-ODE path is protected by the PK states' own errors. (CIA-1, split
-#: path: paw volume was 1.7e-4 off for one treated animal in 3,000.) The one-solve path
+#: path: the response was 1.7e-4 off for one treated animal in 3,000.) The one-solve path
 #: steps exactly to these multiples after every such event, the split path starts its
 #: segment with the first; the controller takes over from there, checking errors as it
 #: grows the step.
@@ -228,7 +228,8 @@ def solve_animal(
     **Arguments:**
     - `model`: the model;
     - `p`: every parameter and covariate of this animal, scalars;
-    - `doses`: tuple of dose-record arrays `(time_h, amount, per_kg, duration_h, route)`;
+    - `doses`: this animal's `DoseRecords` (shape `(n_records,)` each; a plain 5-tuple in
+      that order is accepted too);
     - `save_times`: shape `(n_times,)`, non-decreasing, >= `t0` (h);
     - `t0`: start of the solve (h); states start at their initial values there.
 
@@ -241,8 +242,8 @@ def solve_animal(
     save_times = jnp.asarray(save_times, dtype)
     t0 = jnp.asarray(t0, dtype)
     if uses_jumps(model, options):
-        return _jumps_with_split_gradients(model, options)(p, tuple(doses), save_times, t0)
-    return _solve_split(model, p, doses, save_times, t0, options)
+        return _jumps_with_split_gradients(model, options)(p, DoseRecords(*doses), save_times, t0)
+    return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
 
 
 def _jumps_with_split_gradients(model: Model, options: SolverOptions):

@@ -29,20 +29,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-
-jax.config.update("jax_enable_x64", True)
-
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import optax.tree_utils as otu  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from vtrial.engine.optimize import STALL_STEPS as _STALL_STEPS, minimize_lbfgs  # noqa: E402
+
 TRANSFORMS = ("identity", "log", "logit")
 _CI_LEVEL = 0.95
-_STALL_STEPS = 3  # consecutive steps without a decrease above rounding -> stop
-_EPS_REL = 8 * float(np.finfo(np.float64).eps)
 _SINGULAR_RTOL = 1e-12  # smallest/largest eigenvalue of the scaled information matrix
 
 
@@ -194,47 +189,7 @@ def _unflatten(spec, u):
 
 
 # ---------------------------------------------------------------------------
-# the shared optimisation loop (one jitted call)
-
-
-def _minimise(objective: Callable, u0, max_steps, tol, learning_rate):
-    """L-BFGS + zoom line search inside `lax.while_loop`.
-
-    Stops when $\\|\\nabla f\\| \\le \\mathrm{tol}\\,\\max(1, |f|)$, after `max_steps`, or
-    after `_STALL_STEPS` consecutive steps whose decrease is at rounding level."""
-    opt = optax.lbfgs(
-        learning_rate=learning_rate,
-        # "one": try the full quasi-Newton step first at every iteration. The default
-        # ("keep") reuses the last accepted step size, which can lock in a short step
-        # and turn L-BFGS into linearly converging gradient descent.
-        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=40, initial_guess_strategy="one"),
-    )
-    value_and_grad = optax.value_and_grad_from_state(objective)
-
-    def small_grad(state):
-        f = otu.tree_get(state, "value")
-        g = otu.tree_get(state, "grad")
-        return otu.tree_norm(g) <= tol * jnp.maximum(1.0, jnp.abs(f))
-
-    def cond(carry):
-        _, state, stalls = carry
-        count = otu.tree_get(state, "count")
-        f = otu.tree_get(state, "value")
-        going = (count < max_steps) & ~small_grad(state) & (stalls < _STALL_STEPS) & jnp.isfinite(f)
-        return (count == 0) | going
-
-    def body(carry):
-        u, state, stalls = carry
-        f, g = value_and_grad(u, state=state)
-        updates, state = opt.update(g, state, u, value=f, grad=g, value_fn=objective)
-        f_new = otu.tree_get(state, "value")
-        progress = f - f_new > _EPS_REL * jnp.maximum(1.0, jnp.abs(f))
-        stalls = jnp.where(progress, 0, stalls + 1)
-        return optax.apply_updates(u, updates), state, stalls
-
-    carry = (u0, opt.init(u0), jnp.asarray(0))
-    u, state, stalls = jax.lax.while_loop(cond, body, carry)
-    return u, otu.tree_get(state, "count"), stalls
+# the fit (one jitted call)
 
 
 def _fit_core(fn, spec, kind, learning_rate, u0, data, max_steps, tol):
@@ -252,7 +207,7 @@ def _fit_core(fn, spec, kind, learning_rate, u0, data, max_steps, tol):
         objective = natural_call
 
     f0 = objective(u0)
-    u, n_steps, stalls = _minimise(objective, u0, max_steps, tol, learning_rate)
+    u, n_steps, stalls = minimize_lbfgs(objective, u0, max_steps, tol, learning_rate)
     f, g = jax.value_and_grad(objective)(u)
     if kind == "least_squares":
         extra = jax.jacfwd(natural_call)(u)  # Jacobian of the residuals, (n, p)

@@ -1,0 +1,105 @@
+"""Trial endpoints: per-animal numbers from the predictions, and their per-arm table.
+
+A model declares its endpoints (`vtrial.models.base.Endpoint`); this module computes them
+for a chunk of animals at once, in numpy or (pass `xp=jax.numpy`) inside a traced,
+differentiable computation. A failed animal (NaN predictions) gets NaN endpoints and is
+left out of every statistic of the table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from vtrial.analysis.summaries import QUANTILES
+from vtrial.models.base import Endpoint
+
+
+def _window(times_h: np.ndarray, e: Endpoint) -> np.ndarray:
+    lo = times_h[0] if e.start_h is None else e.start_h
+    hi = times_h[-1] if e.end_h is None else e.end_h
+    return (times_h >= lo) & (times_h <= hi)
+
+
+def endpoint_values(endpoints: Sequence[Endpoint], times_h, predictions: Mapping, xp=np) -> dict:
+    """Each endpoint's value per animal: `predictions[observable]` is `(m, n_times)` at
+    `times_h`, which must contain every endpoint's window ends (and `value` times)."""
+    times = np.asarray(times_h, dtype=float)
+    out = {}
+    for e in endpoints:
+        y = predictions[e.observable]
+        if e.statistic == "value":
+            out[e.name] = y[:, int(np.searchsorted(times, e.start_h))]
+            continue
+        mask = _window(times, e)
+        t, w = times[mask], y[:, mask]
+        if e.statistic in ("auc", "mean"):
+            auc = xp.sum(0.5 * (w[:, 1:] + w[:, :-1]) * np.diff(t)[None, :], axis=1)
+            out[e.name] = auc if e.statistic == "auc" else auc / (t[-1] - t[0])
+        elif e.statistic == "max":
+            out[e.name] = xp.max(w, axis=1)
+        elif e.statistic == "min":
+            out[e.name] = xp.min(w, axis=1)
+        else:  # tmax: the first time of the maximum; NaN for a failed animal
+            peak = xp.argmax(xp.where(xp.isnan(w), -xp.inf, w), axis=1)
+            out[e.name] = xp.where(xp.any(xp.isnan(w), axis=1), xp.nan, xp.asarray(t)[peak])
+    return out
+
+
+def window_label(e: Endpoint, times_h) -> str:
+    """The endpoint's window in days, as `endpoints.csv` states it (`22-28`, or `0.25` for a
+    value at 6 h)."""
+    if e.statistic == "value":
+        return f"{e.start_h / 24.0:g}"
+    times = np.asarray(times_h, dtype=float)
+    lo = times[0] if e.start_h is None else e.start_h
+    hi = times[-1] if e.end_h is None else e.end_h
+    return f"{lo / 24.0:g}-{hi / 24.0:g}"
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    with warnings.catch_warnings():  # an arm whose animals all failed gives NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        finite = values[np.isfinite(values)]
+        out = {"n_animals": int(finite.size), "mean": float(np.mean(finite)) if finite.size else np.nan}
+        for k, q in QUANTILES.items():
+            out[k] = float(np.percentile(finite, q)) if finite.size else np.nan
+    return out
+
+
+def endpoint_table(
+    arms: np.ndarray,
+    arm_order: Sequence[str],
+    per_animal: Mapping[str, np.ndarray],
+    endpoints: Sequence[Endpoint],
+    units: Mapping[str, str],
+    times_h,
+    reference_arm: str | None = None,
+) -> pd.DataFrame:
+    """Per arm and endpoint: `arm`, `endpoint`, `window_days`, `unit`, `n_animals`, `mean`,
+    `p05`, `median`, `p95` (the median and 90% interval of the animals).
+
+    An endpoint with an `inhibition` name also gets that row when `reference_arm` is set:
+    per animal `100 (1 - x_i / mean x_reference)`."""
+    metrics = {e.name: np.asarray(per_animal[e.name], dtype=float) for e in endpoints}
+    labels = {e.name: window_label(e, times_h) for e in endpoints}
+    all_units = dict(units)
+    if reference_arm is not None:
+        for e in endpoints:
+            if e.inhibition is None:
+                continue
+            ref = metrics[e.name][arms == reference_arm]
+            ref = ref[np.isfinite(ref)]
+            ref_mean = np.mean(ref) if ref.size else np.nan
+            with np.errstate(divide="ignore", invalid="ignore"):
+                metrics[e.inhibition] = 100.0 * (1.0 - metrics[e.name] / ref_mean)
+            labels[e.inhibition], all_units[e.inhibition] = labels[e.name], "%"
+    rows = []
+    for arm in arm_order:
+        sel = arms == arm
+        for name, values in metrics.items():
+            rows.append({"arm": arm, "endpoint": name, "window_days": labels[name], "unit": all_units.get(name, ""), **_stats(values[sel])})
+    return pd.DataFrame(rows)

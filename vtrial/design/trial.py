@@ -1,0 +1,414 @@
+"""Virtual trials: arms of animals under regimens, and the one trial pipeline.
+
+- `prepare_trial` draws (or takes) the animals of every arm and lowers every arm's regimen
+  to padded dose records (`TrialInputs`); nothing is solved.
+- `trial_chunks` is the trial pipeline: one iterator over the chunks of the batched solve
+  (`vtrial.engine.runner`) that yields, per chunk, the rows of its animals, their
+  predictions, their observations with residual error, their status and solver steps
+  (`TrialChunk`). `simulate` collects it into a `SimulationResult`; the `trial` job streams
+  it to files; dose optimisation and power analysis loop over it.
+
+Randomness: arm `a`, animal at position `i` of its arm draws its parameters from
+`fold_in(fold_in(PRNGKey(seed), a), i)` and its residual error from a key derived from
+the same two numbers and the observable's name, so adding arms or animals never changes
+the animals already there, and no result depends on chunk size, order or devices.
+Animal IDs (the `animal` column) can be any values; keys use positions, never IDs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+import pandas as pd
+
+from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
+from vtrial.design.dosing import Regimen, lower_regimens
+from vtrial.design.population import Population, draw_residual_error
+from vtrial.engine.events import DoseRecords
+from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
+from vtrial.engine.solve import STATUS_NAMES, SolverOptions
+from vtrial.errors import SpecError
+from vtrial.models.base import Model
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A treatment arm: a name, a regimen, how many animals, and parameter values that hold
+    for every animal of this arm (e.g. a knockout switch, a strain's baseline), replacing
+    both the typical value and its variability."""
+
+    name: str
+    regimen: Regimen = Regimen()
+    n_animals: int = 100
+    parameters: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.n_animals, bool) or not (isinstance(self.n_animals, int) and self.n_animals >= 1):
+            raise SpecError(f"arms.{self.name}.n_animals", f"must be a whole number >= 1, got {self.n_animals!r}")
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    """What a trial solves, before solving.
+
+    - `arms`, `population`;
+    - `animals`: one row per animal: `arm`, `arm_index`, `animal` (its ID), parameters,
+      covariates; rows are grouped by arm (arm order), animals in order within an arm;
+    - `position`: `(n_animals,)` each animal's position within its arm (keys its draws);
+    - `params`: the runner's parameters (name -> `(n_animals,)`); `doses`: `DoseRecords`.
+    """
+
+    arms: tuple[Arm, ...]
+    population: Population
+    animals: pd.DataFrame
+    position: np.ndarray
+    params: dict[str, np.ndarray]
+    doses: DoseRecords
+
+    @property
+    def arm_index(self) -> np.ndarray:
+        return self.animals["arm_index"].to_numpy()
+
+
+def _check_arms(model: Model, arms) -> tuple[Arm, ...]:
+    arms = tuple(arms)
+    if not arms:
+        raise SpecError("arms", "at least one arm is needed")
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise SpecError("arms", "arm names must be unique")
+    for i, arm in enumerate(arms):
+        for name in arm.parameters:
+            if name not in model.parameter_names:
+                raise SpecError(f"arms.{i}.parameters.{name}", f"unknown parameter of model {model.name}; known: {', '.join(model.parameter_names)}")
+        model.validate_values(arm.parameters, f"arms.{i}.parameters")
+    return arms
+
+
+def _drawn_animals(model, population, arms, seed, typical) -> pd.DataFrame:
+    needed = list(model.parameter_names) + list(model.covariate_names)
+    key = jax.random.PRNGKey(seed)
+    tables = []
+    for a, arm in enumerate(arms):
+        p = population.typical_animals(1) if typical else population.sample(jax.random.fold_in(key, a), arm.n_animals)
+        n = len(next(iter(p.values())))
+        df = pd.DataFrame({"arm": arm.name, "arm_index": a, "animal": np.arange(n)})
+        for k in needed:
+            df[k] = np.asarray(arm.parameters.get(k, p[k]), dtype=float) * np.ones(n)
+        tables.append(df)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _given_animals(model, population, arms, animals) -> pd.DataFrame:
+    needed = list(model.parameter_names) + list(model.covariate_names)
+    if not isinstance(animals, pd.DataFrame):
+        raise SpecError("animals", "must be a pandas DataFrame")
+    for col in ("arm", "animal"):
+        if col not in animals.columns:
+            raise SpecError(f"animals.{col}", "column missing; the table needs 'arm', 'animal' and parameter columns")
+    unknown = [c for c in animals.columns if c not in set(needed) | {"arm", "animal"}]
+    if unknown:
+        raise SpecError(f"animals.{unknown[0]}", f"unknown parameter of model {model.name}; known: {', '.join(needed)}")
+    if len(animals) == 0:
+        raise SpecError("animals", "the table has no animals (only a header); give one row per animal")
+    arm_names = [a.name for a in arms]
+    arm_of = animals["arm"].astype(str)
+    bad = sorted(set(arm_of) - set(arm_names))
+    if bad:
+        raise SpecError("animals.arm", f"unknown arm {bad[0]!r}; arms: {', '.join(arm_names)}")
+    df = pd.DataFrame({"arm": arm_of.to_numpy(), "animal": animals["animal"].to_numpy()})
+    df["arm_index"] = df["arm"].map({n: i for i, n in enumerate(arm_names)}).astype(int)
+    duplicated = df.duplicated(["arm_index", "animal"]).to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise SpecError("animals.animal", f"row {row + 1}: animal {df['animal'].iloc[row]!r} appears twice in arm {df['arm'].iloc[row]!r}; IDs must be unique within an arm")
+    typical = population.typical_parameters()
+    for k in needed:
+        if k in animals.columns:
+            df[k] = _numeric_column(animals[k], f"animals.{k}")
+        else:
+            df[k] = float(typical[k])
+    for a, arm in enumerate(arms):  # an arm's own values hold unless the table gives the column
+        for k, v in arm.parameters.items():
+            if k not in animals.columns:
+                df.loc[df["arm_index"] == a, k] = float(v)
+    model.validate_values({k: df[k].to_numpy() for k in needed}, "animals")
+    try:  # animals in ID order within an arm, where the IDs can be ordered (not, e.g., 3 and "R7")
+        df = df.sort_values(["arm_index", "animal"], kind="stable")
+    except TypeError:
+        df = df.sort_values("arm_index", kind="stable")
+    return df.reset_index(drop=True)[["arm", "arm_index", "animal", *needed]]
+
+
+def _numeric_column(column: pd.Series, field: str) -> np.ndarray:
+    """A column of real numbers: no text, booleans, blanks or non-finite values."""
+    if pd.api.types.is_bool_dtype(column):
+        raise SpecError(field, "holds true/false values; give numbers")
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SpecError(field, f"row {row + 1}: {column.iloc[row]!r} is not a finite number")
+    return values.to_numpy(dtype=float)
+
+
+def prepare_trial(
+    model: Model,
+    arms: Regimen | Sequence[Arm],
+    population: Population | None = None,
+    *,
+    times_h: Sequence[float],
+    n_animals: int = 100,
+    seed: int = 0,
+    typical: bool = False,
+    animals: pd.DataFrame | None = None,
+    t0: float = 0.0,
+) -> TrialInputs:
+    """Check a trial and draw (or take) its animals; arguments as `simulate`. Nothing is solved."""
+    if isinstance(arms, Regimen):
+        arms = (Arm("arm", arms, n_animals),)
+    arms = _check_arms(model, arms)
+    population = population or Population(model)
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    # Everything that can be checked on the host is checked before animals are drawn
+    # (which compiles): regimens, then output times.
+    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
+    check_times(times_h, t0)
+    if animals is not None:
+        table = _given_animals(model, population, arms, animals)
+    else:
+        table = _drawn_animals(model, population, arms, seed, typical)
+    arm_index = table["arm_index"].to_numpy()
+    position = np.arange(len(table)) - np.searchsorted(arm_index, arm_index)  # rows are grouped by arm
+    doses = arm_records.take(arm_index)
+    params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
+    return TrialInputs(arms, population, table, position, params, doses)
+
+
+# ---------------------------------------------------------------------------
+# the trial pipeline
+
+
+@dataclass(frozen=True)
+class TrialChunk:
+    """One chunk of a trial, in simulation order (`vtrial.engine.runner.ChunkResult` plus
+    what the trial adds).
+
+    - `rows`: `(m,)` rows of `TrialInputs.animals`;
+    - `predictions`: observable -> `(m, n_times)`, NaN where the animal failed;
+    - `observations`: observable -> `(m, n_times)` with residual error, for the observed
+      observables (at every output time: a sampling scheme masks them);
+    - `status`, `n_steps`: `(m,)`;
+    - `states`: `(m, n_times, n_states)` or None; `result`: the runner's chunk.
+    """
+
+    rows: np.ndarray
+    predictions: dict[str, np.ndarray]
+    observations: dict[str, np.ndarray]
+    status: np.ndarray
+    n_steps: np.ndarray
+    states: np.ndarray | None
+    result: ChunkResult
+
+
+class TrialChunks:
+    """The chunks of a trial, solved as they are iterated (iterate once); see `trial_chunks`.
+
+    While and after iterating: `plan`, `compile_seconds`, `run_seconds` (wall time of the
+    iteration, compilation excluded: the solve and what the pipeline does per chunk),
+    `chunks_computed`, `chunks_resumed`, `lockstep_waste`, `mesh`.
+    """
+
+    def __init__(self, model: Model, inputs: TrialInputs, times_h, *, seed: int, observed: Sequence[str], with_error: bool,
+                 runner: PopulationChunks):
+        self.model, self.inputs, self.seed = model, inputs, seed
+        self.times_h = np.asarray(times_h, dtype=float)
+        self.observed = tuple(observed)
+        self.with_error = with_error
+        self.runner = runner
+        self.run_seconds = 0.0
+        for name in self.observed:
+            if with_error and name not in inputs.population.residual:
+                raise SpecError(f"residual.{name}", f"observable {name!r} is sampled but has no residual error model; add [residual.{name}]")
+
+    def __getattr__(self, name):  # plan, compile_seconds, lockstep_waste, ... of the runner
+        if name == "runner":
+            raise AttributeError(name)
+        return getattr(self.runner, name)
+
+    def __iter__(self) -> Iterator[TrialChunk]:
+        arm_index, position = self.inputs.arm_index, self.inputs.position
+        residual = self.inputs.population.residual
+        start = time.perf_counter()
+        for res in self.runner:
+            rows = res.animals
+            observations = {}
+            if self.observed and self.with_error:
+                observations = draw_residual_error(
+                    {name: residual[name] for name in self.observed}, self.seed, arm_index[rows], position[rows],
+                    {name: res.observables[name] for name in self.observed}, pad_to=self.runner.plan.chunk_size,
+                )
+            elif self.observed:
+                observations = {name: res.observables[name] for name in self.observed}
+            chunk = TrialChunk(rows, res.observables, observations, res.status, res.n_steps, res.states, res)
+            yield chunk
+        self.run_seconds = time.perf_counter() - start - self.runner.compile_seconds
+
+
+def trial_chunks(
+    model: Model,
+    inputs: TrialInputs,
+    times_h,
+    *,
+    seed: int,
+    observed: Sequence[str] = (),
+    with_error: bool = True,
+    options: SolverOptions = SolverOptions(),
+    chunk_size: int = 4096,
+    t0: float = 0.0,
+    states: bool = False,
+    store=None,
+    devices=None,
+    order="cost",
+) -> TrialChunks:
+    """The trial pipeline over `inputs` (from `prepare_trial`): iterate for `TrialChunk`s.
+
+    `observed`: observables to draw residual error for (`with_error=False`: the
+    predictions themselves, e.g. for typical animals). The other arguments are the
+    runner's (`vtrial.engine.runner.iter_population_chunks`). Inputs are checked now,
+    before anything is compiled; chunks are solved lazily.
+    """
+    runner = iter_population_chunks(
+        model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order,
+        states=states, devices=devices, store=store,
+    )
+    return TrialChunks(model, inputs, times_h, seed=seed, observed=observed, with_error=with_error, runner=runner)
+
+
+# ---------------------------------------------------------------------------
+# in memory: simulate
+
+
+def sampling_masks(times_h, sampling_times_h: Mapping[str, Sequence[float]], observables) -> dict[str, np.ndarray]:
+    """Per sampled observable, which of `times_h` it is sampled at (checked: known
+    observables, times among `times_h`)."""
+    times = np.asarray(times_h, dtype=float)
+    masks = {}
+    for name, ts in sampling_times_h.items():
+        if name not in observables:
+            raise SpecError(f"sampling.{name}", f"unknown observable {name!r}; known: {', '.join(observables)}")
+        ts = np.asarray(ts, dtype=float)
+        missing = ts[~np.isin(ts, times)]
+        if missing.size:
+            raise SpecError(f"sampling.{name}", f"time {missing[0]} h is not among the simulated times")
+        masks[name] = np.isin(times, ts)
+    return masks
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Everything one `simulate` call produced.
+
+    - `animals`: one row per animal: `arm`, `arm_index`, `animal`, parameters,
+      covariates, `status` (`ok` or the failure), `n_steps`;
+    - `solution`: the batched arrays (states, observables at `times_h`);
+    - `noisy`: observable -> `(n_animals, n_times)` with residual error, for every
+      observable with a residual model.
+    """
+
+    model: Model
+    population: Population
+    arms: tuple[Arm, ...]
+    animals: pd.DataFrame
+    solution: PopulationSolution
+    seed: int
+    noisy: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def times_h(self) -> np.ndarray:
+        return self.solution.times_h
+
+    def to_frame(self, states: bool = False) -> pd.DataFrame:
+        """Long table: `arm`, `animal`, `time_h`, one column per observable (and state)."""
+        if states and self.solution.states is None:
+            raise SpecError("states", "this result kept no states: simulate with states=True to tabulate them")
+        return frame(trajectory_columns(
+            self.animals["arm"].to_numpy(), self.animals["animal"].to_numpy(), self.times_h, self.solution.observables,
+            states=self.solution.states if states else None,
+            state_columns=[f"{s.name}_{s.unit.replace('/', '_per_')}" for s in self.model.states],
+        ))
+
+    def observations(self, sampling_times_h: Mapping[str, Sequence[float]] | None = None, *, with_error: bool = True) -> pd.DataFrame:
+        """Predictions with residual error added, at each observable's sampling times.
+
+        `sampling_times_h` maps an observable to its sampling times (each must be one of
+        `times_h`); by default every observable with a residual model at every time.
+        Values not sampled are NaN. The noise is keyed per animal and observable, so it is
+        reproducible; `with_error=False` gives the predictions at the same cells.
+        """
+        sampling = sampling_times_h or {k: self.times_h for k in self.population.residual}
+        masks = sampling_masks(self.times_h, sampling, self.solution.observables)
+        if with_error:
+            for name in masks:
+                if name not in self.noisy:
+                    raise SpecError(f"population.residual.{name}", "no residual error model for a sampled observable")
+        values = self.noisy if with_error else self.solution.observables
+        a = self.animals
+        return frame(observation_columns(a["arm"].to_numpy(), a["animal"].to_numpy(), self.times_h, values, masks))
+
+
+def simulate(
+    model: Model,
+    arms: Regimen | Sequence[Arm],
+    population: Population | None = None,
+    *,
+    times_h: Sequence[float],
+    n_animals: int = 100,
+    seed: int = 0,
+    typical: bool = False,
+    animals: pd.DataFrame | None = None,
+    options: SolverOptions = SolverOptions(),
+    chunk_size: int = 4096,
+    t0: float = 0.0,
+    on_chunk: Callable[[int, int], None] | None = None,
+    states: bool = True,
+) -> SimulationResult:
+    """Simulate a virtual trial.
+
+    **Arguments:**
+    - `model`: e.g. `vtrial.models.two_compartment()` or `vtrial.models.cia_rat()`;
+    - `arms`: a single `Regimen` (one arm named "arm" with `n_animals`) or `Arm`s;
+    - `population`: variability, covariates, residual error (default: none);
+    - `times_h`: output times (h), non-decreasing;
+    - `seed`: fixes every random draw;
+    - `typical`: one typical animal per arm, no variability;
+    - `animals`: a table of exactly the animals to simulate (`arm`, `animal`, one
+      column per parameter/covariate; missing ones take typical values);
+    - `options`: solver, tolerances, precision; `chunk_size`: animals per compiled batch;
+    - `states`: keep every state (False: observables only, less memory and transfer).
+
+    **Returns:** a `SimulationResult`; `.to_frame()` gives the tidy table. For
+    populations too large to hold, stream with `prepare_trial` and `trial_chunks` (as
+    the `trial` job does).
+    """
+    inputs = prepare_trial(model, arms, population, times_h=times_h, n_animals=n_animals, seed=seed, typical=typical, animals=animals, t0=t0)
+    observed = tuple(inputs.population.residual)
+    chunks = trial_chunks(model, inputs, times_h, seed=seed, observed=observed, options=options, chunk_size=chunk_size, t0=t0, states=states)
+    parts = ((c.rows, {"states": c.states, "predictions": c.predictions, "noisy": c.observations, "status": c.status,
+                       "n_steps": c.n_steps}) for c in chunks)
+    got = gather(len(inputs.animals), parts, on_chunk)
+    status, steps = got["status"], got["n_steps"]
+    solution = PopulationSolution(
+        got.get("states"), got["predictions"], status, steps, chunks.runner.times_h, chunks.compile_seconds, chunks.run_seconds,
+        lockstep_waste=chunks.lockstep_waste, chunk_size=chunks.plan.chunk_size, n_chunks=chunks.plan.n_chunks,
+        n_devices=chunks.mesh.size, n_processes=jax.process_count(),
+    )
+    table = inputs.animals.copy()
+    table["status"] = np.asarray(STATUS_NAMES, dtype=object)[status]
+    table["n_steps"] = steps
+    return SimulationResult(model, inputs.population, inputs.arms, table, solution, seed, got.get("noisy", {}))

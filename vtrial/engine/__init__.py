@@ -1,0 +1,9 @@
+"""Layer 2, the engine: JAX only (no pandas, files or pydantic).
+
+- `events`: dose records (a pytree) lowered to one event table per animal;
+- `linear_pk`: closed-form propagation of a model's declared linear PK;
+- `solve`: one animal through its events (diffrax for the nonlinear part);
+- `runner`: the one batched computation (vmap, chunks, devices, streaming, resume);
+- `distributed`: the device mesh and JAX's multi-process runtime;
+- `optimize`: the optax L-BFGS loop every estimation and optimisation uses.
+"""

@@ -1,0 +1,199 @@
+"""`run_config`: the one call behind `vtrial run` (and every command that writes a run folder).
+
+It validates the config (a TOML file or its parsed table), joins a multi-process run when
+asked to, opens the output folder (`vtrial.io.run_folder.RunFolder`: hidden partial folder,
+resume manifest, process 0 writes), calls the job of the config's `kind`, writes
+`run.json` and moves the folder into place. Bad input raises `SpecError`/`DataError`
+before anything is written; any failure removes the partial folder, except an
+interruption after finished chunks, which keeps them for `resume=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vtrial.engine import distributed
+from vtrial.errors import SpecError
+from vtrial.io.config import read_toml, validate
+from vtrial.io.run_folder import RunFolder
+from vtrial.io.tables import read_table
+from vtrial.jobs.context import RunContext
+from vtrial.jobs.table import get_job
+from vtrial.version import __version__
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run wrote.
+
+    - `kind`: the job;
+    - `out_dir`: the output folder (None on processes other than 0 of a multi-process run);
+    - `files`: the files in it, sorted;
+    - `info`: the contents of `run.json` (the job's facts plus version, config, device,
+      timings); `facts` is the job's part of it;
+    - `resumed_chunks`: finished chunks reused from an interrupted run.
+    """
+
+    kind: str
+    out_dir: Path | None
+    files: tuple[str, ...]
+    info: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+    resumed_chunks: int = 0
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_config(config) -> tuple[dict, str, str, str]:
+    """(data, sha256, name for titles and folders, what run.json records as the config)."""
+    if isinstance(config, Mapping):
+        data = json.loads(json.dumps(dict(config), default=str))
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        name = str(data.get("name") or "run")
+        return data, digest, name, "(in memory)"
+    data, digest = read_toml(config)
+    return data, digest, Path(config).stem, str(config)
+
+
+def _check_positive(name: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise SpecError(name, f"must be a whole number >= 1, got {value!r}")
+
+
+def run_config(
+    config: str | Path | Mapping[str, Any],
+    *,
+    out: str | Path | None = None,
+    seed: int | None = None,
+    animals_per_arm: int | None = None,
+    typical: bool = False,
+    animals: str | Path | pd.DataFrame | None = None,
+    chunk_size: int | None = None,
+    trajectories: bool | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    command: str | None = None,
+    data: str | Path | None = None,
+    dataset_out: str | Path | None = None,
+    method: str | None = None,
+) -> RunRecord:
+    """Run the job a config describes and write its outputs into one folder.
+
+    **Arguments:**
+    - `config`: a TOML file, or its table as a mapping (`kind` selects the job; default
+      `"trial"`);
+    - `out`: the output folder (default `runs/<config name>-<timestamp>`); it must not
+      exist or be empty;
+    - `seed`, `animals_per_arm`, `chunk_size`: override the config's;
+    - `typical`: typical animals (noise-free wells) only;
+    - `animals`: exactly the animals to simulate (a CSV/Parquet file or a DataFrame);
+    - `trajectories`: write the per-animal-per-time tables (None: only when small);
+    - `resume`: continue an interrupted run of the same `out` from its finished chunks;
+    - `progress(done, total)`: called as chunks finish;
+    - `coordinator`, `num_processes`, `process_id`: join a multi-process run
+      (`vtrial.engine.distributed.initialize`); process 0 writes;
+    - `command`: what `run.json` records as the command (default: `sys.argv`);
+    - `data`: an input data file for jobs that read one (a fit's NONMEM dataset);
+    - `dataset_out`: also write a trial's simulated study as a NONMEM dataset there;
+    - `method`: override the config's method (jobs that have one, e.g. a fit).
+
+    **Returns:** a `RunRecord`. **Raises:** `SpecError` / `DataError` naming the field,
+    file, row or column, before anything is written.
+    """
+    table, config_hash, config_name, config_label = _read_config(config)
+    kind = table.pop("kind", "trial")
+    job = get_job(kind)
+    spec = validate(job.schema, table)
+    _check_positive("--animals-per-arm", animals_per_arm)
+    _check_positive("--chunk-size", chunk_size)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise SpecError("--seed", f"must be a whole number in [0, 2^63), got {seed!r}")
+    if isinstance(animals, pd.DataFrame):
+        animal_table, animals_hash = animals, hashlib.sha256(pd.util.hash_pandas_object(animals).to_numpy().tobytes()).hexdigest()
+    elif animals is not None:
+        animal_table, animals_hash = read_table(animals), _sha256_file(Path(animals))
+    else:
+        animal_table, animals_hash = None, None
+    distributed.initialize(coordinator, num_processes, process_id)  # before any JAX work
+
+    writer = distributed.is_writer()
+    out_dir = Path(out) if out is not None else Path("runs") / f"{config_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    manifest = {  # what makes two attempts the same run (a resumed run must match it)
+        "vtrial_version": __version__,
+        "kind": kind,
+        "config_sha256": config_hash,
+        "seed": seed if seed is not None else getattr(spec, "seed", None),
+        "animals_per_arm": animals_per_arm if animals_per_arm is not None else getattr(spec, "animals_per_arm", None),
+        "chunk_size": chunk_size if chunk_size is not None else getattr(spec, "chunk_size", None),
+        "typical": typical,
+        "animals_file_sha256": animals_hash,
+        "trajectories": trajectories,
+        "data_sha256": _sha256_file(Path(data)) if data is not None and Path(data).is_file() else None,
+        "method": method,
+    }
+    problem, folder = None, None
+    try:
+        folder = RunFolder(out_dir, manifest, resume=resume, writer=writer)
+    except SpecError as e:
+        problem = e
+    if distributed.process_count() > 1:  # every process stops if process 0 cannot start
+        failed = bool(distributed.broadcast(_flag(problem is not None))[0])
+        if failed and problem is None:
+            problem = SpecError("--out", "process 0 could not start the run (see its error)")
+    if problem is not None:
+        if folder is not None:
+            folder.discard()
+        raise problem
+
+    t_start = time.perf_counter()
+    ctx = RunContext(
+        out_dir=folder.path, seed=seed, animals_per_arm=animals_per_arm, typical=typical, animals=animal_table,
+        progress=progress, config_name=config_name, chunk_size=chunk_size, trajectories=trajectories,
+        chunk_store=folder.store, writer=writer, data=Path(data) if data is not None else None,
+        dataset_out=Path(dataset_out) if dataset_out is not None else None, method=method,
+    )
+    try:
+        facts = job.run(spec, ctx)
+    except (KeyboardInterrupt, SystemExit):
+        folder.keep_for_resume()  # finished chunks stay for `resume=True`
+        raise
+    except BaseException:
+        folder.discard()
+        raise
+    info = {
+        "vtrial_version": __version__,
+        "kind": kind,
+        "config": config_label,
+        "config_sha256": config_hash,
+        "device": distributed.device_summary(),
+        "wall_seconds": round(time.perf_counter() - t_start, 3),
+        "command": command if command is not None else " ".join(sys.argv),
+        **facts,
+    }
+    written = folder.commit(info)
+    files = tuple(sorted(p.name for p in written.iterdir())) if written is not None else ()
+    return RunRecord(kind, written, files, info, facts, folder.resumed_chunks)
+
+
+def _flag(value: bool) -> np.ndarray:
+    return np.array([value], np.int32)

@@ -1,0 +1,36 @@
+"""The table of jobs: a config's `kind` selects a schema and a runner.
+
+Written out rather than filled by registration on import, so the jobs there are is
+readable in one place and nothing depends on import order. A new job is one schema, one
+runner `run(spec, ctx) -> facts` (writing its outputs into `ctx.out_dir`) and one row.
+"""
+
+from __future__ import annotations
+
+from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
+from vtrial.errors import SpecError
+from vtrial.io.trial_config import TrialConfig
+from vtrial.jobs.assays import run_displacement, run_functional, run_pbmc
+from vtrial.jobs.context import Job
+from vtrial.jobs.trial import run_trial
+
+JOBS: dict[str, Job] = {
+    job.kind: job
+    for job in (
+        Job("trial", TrialConfig, run_trial, "virtual trial of a model under arms of dose regimens"),
+        Job("binding_displacement", DisplacementSpec, run_displacement,
+            "radioligand displacement assay (EL4 6.1): IC50, Ki by Cheng-Prusoff and full model"),
+        Job("functional_neutralisation", FunctionalSpec, run_functional,
+            "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)"),
+        Job("pbmc_lps", PbmcSpec, run_pbmc, "PBMC + LPS cytokine release with and without anakinra"),
+    )
+}
+
+
+def get_job(kind) -> Job:
+    """The job for a config's `kind` (a `SpecError` naming the known kinds otherwise)."""
+    if not isinstance(kind, str):
+        raise SpecError("kind", f"must be a string naming the job; known: {', '.join(JOBS)}")
+    if kind not in JOBS:
+        raise SpecError("kind", f"unknown job kind {kind!r}; known: {', '.join(JOBS)}")
+    return JOBS[kind]
