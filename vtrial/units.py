@@ -27,26 +27,33 @@ def _split_per_kg(unit: str) -> tuple[str, bool]:
     return u, False
 
 
+@lru_cache(maxsize=256)
+def _factor(unit: str, target: str) -> float | None:
+    """How many `target` one `unit` is (None if pint cannot convert). Dose units are
+    proportional (no offsets), so the factor is parsed once per unit: a dose
+    optimisation lowers thousands of candidate regimens."""
+    try:
+        return float(_registry().Quantity(1.0, unit).to(target).magnitude)
+    except Exception:
+        return None
+
+
 def amount_to_mg(value: float, unit: str, field: str) -> tuple[float, bool]:
     """Convert a dose amount to mg; returns (mg or mg/kg, per_kg)."""
     base, per_kg = _split_per_kg(unit)
-    ureg = _registry()
-    try:
-        q = ureg.Quantity(value, base)
-        return float(q.to("mg").magnitude), per_kg
-    except Exception:
-        raise SpecError(field, f"unit {unit!r} is not an amount; use e.g. mg, ug, g, mg/kg") from None
+    factor = _factor(base, "mg")
+    if factor is None:
+        raise SpecError(field, f"unit {unit!r} is not an amount; use e.g. mg, ug, g, mg/kg")
+    return float(value) * factor, per_kg
 
 
 def rate_to_mg_per_h(value: float, unit: str, field: str) -> tuple[float, bool]:
     """Convert an infusion rate to mg/h; returns (mg/h or mg/kg/h, per_kg)."""
     base, per_kg = _split_per_kg(unit)
-    ureg = _registry()
-    try:
-        q = ureg.Quantity(value, base)
-        return float(q.to("mg/hour").magnitude), per_kg
-    except Exception:
-        raise SpecError(field, f"unit {unit!r} is not a rate; use e.g. mg/h, mg/day, mg/kg/day") from None
+    factor = _factor(base, "mg/hour")
+    if factor is None:
+        raise SpecError(field, f"unit {unit!r} is not a rate; use e.g. mg/h, mg/day, mg/kg/day")
+    return float(value) * factor, per_kg
 
 
 _MOLAR_TO_NM = {"fM": 1e-6, "pM": 1e-3, "nM": 1.0, "uM": 1e3, "mM": 1e6, "M": 1e9}
