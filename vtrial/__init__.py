@@ -20,6 +20,12 @@ from vtrial.engine.runner import (  # noqa: E402
 )
 from vtrial.engine.solve import SolverOptions as SolverOptions  # noqa: E402
 from vtrial.design.trial import Arm as Arm, SimulationResult as SimulationResult, simulate as simulate  # noqa: E402
+from vtrial.design.regimen_space import RegimenShape as RegimenShape, RegimenSpace as RegimenSpace  # noqa: E402
+from vtrial.design.targets import Requirement as Requirement  # noqa: E402
+from vtrial.design.gradient_search import GradientSettings as GradientSettings  # noqa: E402
+from vtrial.design.optimize import OptimizationResult as OptimizationResult, Uncertainty as Uncertainty, optimize as optimize  # noqa: E402
+from vtrial.design.power import PowerResult as PowerResult, power as power  # noqa: E402
+from vtrial.models.base import Endpoint as Endpoint  # noqa: E402
 from vtrial.jobs import RunRecord as RunRecord, run_config as run_config  # noqa: E402
 
 from vtrial.version import __version__ as __version__  # noqa: E402

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
 from vtrial.errors import SpecError
+from vtrial.io.optimize_config import OptimizeConfig, PowerConfig
 from vtrial.io.trial_config import TrialConfig
 from vtrial.jobs.assays import run_displacement, run_functional, run_pbmc
 from vtrial.jobs.context import Job
+from vtrial.jobs.optimize import run_optimize
+from vtrial.jobs.power import run_power
 from vtrial.jobs.trial import run_trial
 
 JOBS: dict[str, Job] = {
@@ -23,6 +26,9 @@ JOBS: dict[str, Job] = {
         Job("functional_neutralisation", FunctionalSpec, run_functional,
             "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)"),
         Job("pbmc_lps", PbmcSpec, run_pbmc, "PBMC + LPS cytokine release with and without anakinra"),
+        Job("optimize", OptimizeConfig, run_optimize,
+            "least-drug regimen meeting a target attainment: grid sweep and gradient search on the same animals"),
+        Job("power", PowerConfig, run_power, "power against animals per arm by replicate virtual studies"),
     )
 }
 
