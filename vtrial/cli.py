@@ -1,7 +1,8 @@
 """The `vtrial` command line: parse, call the library, print. Nothing else lives here.
 
 Exit status: 0 on success, 2 on bad input (config, data file, option), with one message
-naming the field, file, row or column and no output folder left behind.
+naming the field, file, row or column and no output folder left behind; 4 when `vtrial
+optimize` finds no regimen meeting the target (its output folder is written).
 """
 
 from __future__ import annotations
@@ -148,6 +149,62 @@ def calibrate_command(
         console.print(f"[green]wrote[/] parameters.{result.parameter} = {result.value:.6g} into {config}")
     else:
         console.print("(dry run: pass --write to update the config)")
+
+
+INFEASIBLE = 4
+
+
+@app.command("optimize")
+def optimize_command(
+    config: Annotated[Path, typer.Argument(help="dose optimisation config (kind = optimize; see configs/cia_dose_optimization.toml)")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-<timestamp>)")] = None,
+):
+    """Find the least-drug regimen that meets a target attainment (grid sweep and gradient search);
+    exit status 4 when no regimen in the space meets it."""
+    import sys
+
+    from vtrial.jobs import run_config
+
+    with _progress_bar(f"optimize: {config.stem}") as bar:
+        task = bar.add_task(f"optimize: {config.stem}", total=None)
+        try:
+            record = run_config(config, out=out, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                command=" ".join(sys.argv))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    f = record.facts
+    console.print(f"[green]done[/] optimize -> {record.out_dir}")
+    if f["feasible"]:
+        console.print(f"  regimen: {f['regimen']}")
+    for k in ("agreement", "grid_animal_regimens", "gradient_animal_regimens", "seconds"):
+        if f.get(k) is not None:
+            console.print(f"  {k}: {f[k]}")
+    if not f["feasible"]:
+        best = f["best_attainable"] or {}
+        fail(f"no regimen in the space meets the target; best attainable PTA {best.get('pta')} with {best.get('regimen')} "
+             f"(failing: {', '.join(best.get('failing', []))})", INFEASIBLE)
+
+
+@app.command("power")
+def power_command(
+    config: Annotated[Path, typer.Argument(help="power config (kind = power; see configs/cia_power.toml)")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-<timestamp>)")] = None,
+):
+    """Power against animals per arm by replicate virtual studies; the smallest n reaching the target power."""
+    import sys
+
+    from vtrial.jobs import run_config
+
+    with _progress_bar(f"power: {config.stem}") as bar:
+        task = bar.add_task(f"power: {config.stem}", total=None)
+        try:
+            record = run_config(config, out=out, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                command=" ".join(sys.argv))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    console.print(f"[green]done[/] power -> {record.out_dir}")
+    for comparison, n in record.facts["smallest_n"].items():
+        console.print(f"  {comparison}: smallest n for power {record.facts['target_power']:g} = {n if n is not None else 'not reached'}")
 
 
 def main():  # pragma: no cover - console entry point
