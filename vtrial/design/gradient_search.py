@@ -414,8 +414,8 @@ def gradient_search(
             if not math.isfinite(step):
                 break
             target = float(np.clip(point + step + 1e-7, lo, hi))
-            if abs(target - point) < 1e-9 or (best is not None and target >= best):
-                break
+            if abs(target - point) < 0.1 * tol or (best is not None and target >= best - 0.1 * tol):
+                break  # within a tenth of the tolerance of the exact boundary
             point = target
         if best is not None:
             daily[s], feasible[s], attainment[s] = math.exp(best), True, best_share

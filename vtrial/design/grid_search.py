@@ -56,16 +56,21 @@ class SweepResult:
       requirement is relative and vehicle was not simulated);
     - `margins`: `(n_regimens, n_animals, n_requirements)`, `>= 0` where met;
     - `status`: `(n_regimens, n_animals)` solver status (0 = ok);
-    - `animal_regimens`: solves done (vehicle included); `compile_seconds`, `run_seconds`.
+    - `n_steps`: `(n_regimens, n_animals)` solver steps;
+    - `animal_regimens`: solves done (vehicle included); `compile_seconds`; `run_seconds`
+      (the trial pipeline's: solving and reducing the chunks, compilation excluded);
+      `prepare_seconds` (drawing up the animal-regimen table and lowering the regimens).
     """
 
     endpoints: np.ndarray
     vehicle: np.ndarray
     margins: np.ndarray
     status: np.ndarray
+    n_steps: np.ndarray
     animal_regimens: int
     compile_seconds: float
     run_seconds: float
+    prepare_seconds: float
 
 
 def sweep(
@@ -100,13 +105,15 @@ def sweep(
     endpoints = requirement_endpoints(requirements)
     values = np.full((len(arms), n, len(requirements)), np.nan)
     status = np.zeros((len(arms), n), np.int32)
+    steps = np.zeros((len(arms), n), np.int64)
+    prepared = time.perf_counter() - start
     arm_index, position = inputs.arm_index, inputs.position
     done = 0
     for chunk in chunks:
         got = endpoint_values(endpoints, times_h, chunk.predictions)
         a, i = arm_index[chunk.rows], position[chunk.rows]
         values[a, i] = np.stack([got[e.name] for e in endpoints], axis=-1)
-        status[a, i] = chunk.status
+        status[a, i], steps[a, i] = chunk.status, chunk.n_steps
         done += chunk.rows.size
         if progress is not None:
             progress(done, len(table))
@@ -114,5 +121,5 @@ def sweep(
     vehicle_values = values[0] if need_vehicle else np.full((n, len(requirements)), np.nan)
     judged = requirement_values(requirements, values[offset:], vehicle_values[None])
     margins = requirement_margins(requirements, judged)
-    run_seconds = time.perf_counter() - start - chunks.compile_seconds
-    return SweepResult(values[offset:], vehicle_values, margins, status[offset:], len(table), chunks.compile_seconds, run_seconds)
+    return SweepResult(values[offset:], vehicle_values, margins, status[offset:], steps[offset:], len(table), chunks.compile_seconds,
+                       chunks.run_seconds, prepared)
