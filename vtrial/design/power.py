@@ -2,7 +2,7 @@ r"""Study size by replicate virtual studies: power against the number of animals
 
 A study has a control arm (e.g. vehicle) and one or more treated arms; each animal gives
 one endpoint value computed from its *observations* (predictions plus residual error at
-the sampling times, e.g. the AUC of paw swelling over days 22-28 from daily
+the sampling times, e.g. the AUC of a disease score over days 22-28 from daily
 measurements), and a pre-specified test compares each treated arm with the control:
 
 - `welch`: Welch's t-test; `mann_whitney`: the Mann-Whitney U test (both two-sided;
