@@ -73,6 +73,8 @@ from vtrial.errors import SpecError
 from vtrial.models.base import Model
 
 
+#: Exact evaluations at most when moving the smooth optimum to the exact boundary.
+EXACT_STEPS = 8
 #: Evaluations without a 10% smaller violation after which a shape stops (infeasible).
 STALL_ITERATIONS = 5
 
@@ -185,7 +187,8 @@ class _Evaluator:
         self.fn = _lane_margins(model, tuple(requirements), tuple(float(t) for t in times_h), options)
         self.unit = lower_regimens(model, [s.regimen(1.0) for s in shapes])  # amounts per mg/kg/day
         self.params = {k: animals[k].to_numpy(dtype=float) for k in (*model.parameter_names, *model.covariate_names)}
-        self.vehicle = np.nan_to_num(np.asarray(vehicle, dtype=float), nan=1.0) if vehicle is not None else np.ones((len(animals), len(requirements)))
+        # An animal whose untreated solve failed has NaN relative values: it meets nothing.
+        self.vehicle = np.asarray(vehicle, dtype=float) if vehicle is not None else np.ones((len(animals), len(requirements)))
         self.lanes = int(min(lanes_per_batch, len(shapes) * len(animals)))
         self.n_req = len(requirements)
         self.animal_regimens = self.evaluations = 0
@@ -323,9 +326,11 @@ def gradient_search(
     mu, tol = settings.penalty, settings.tolerance
     optimizer = optax.chain(scale_by_inverse_curvature(), optax.clip(settings.trust_radius), optax.scale(-1.0))
 
-    def record(stage, n, idx):
-        history.append({"stage": stage, "n_animals": n, "n_shapes": len(idx), "lanes": len(idx) * n,
-                        **{f"dose_{s}": math.exp(u[s]) for s in range(n_shapes)}})
+    def record(stage, n, idx, at=None):
+        """One history row: the doses of every shape (those evaluated at `at` where given)."""
+        doses = {f"dose_{s}": math.exp(u[s]) for s in range(n_shapes)}
+        doses.update({f"dose_{s}": math.exp(v) for s, v in (at or {}).items()})
+        history.append({"stage": stage, "n_animals": n, "n_shapes": len(idx), "lanes": len(idx) * n, **doses})
 
     # (1) boundary of the feasible doses, from the top of the range
     n1, tau1 = max(1, int(round(settings.stages[0][0] * n_all))), settings.stages[0][1]
@@ -403,20 +408,26 @@ def gradient_search(
     for s in np.flatnonzero(active):
         best, best_share, last_share = None, None, None
         point = u[s]
-        for _ in range(6):
+        for _ in range(EXACT_STEPS):
             m, g, _ = evaluate(np.array([point]), np.array([s]), n_all)
-            record("exact", n_all, [s])
+            record("exact", n_all, [s], at={s: point})
             share = _exact_share(m[0])
             last_share = share
-            if _meets(share, fractions) and (best is None or point < best):
+            meets = bool(_meets(share, fractions))
+            if meets and (best is None or point < best):
                 best, best_share = point, share
             step = _linearised_step(m[0], g[0], fractions)
-            if not math.isfinite(step):
-                break
-            target = float(np.clip(point + step + 1e-7, lo, hi))
-            if abs(target - point) < 0.1 * tol or (best is not None and target >= best - 0.1 * tol):
+            if not math.isfinite(step) or (point >= hi and not meets):
+                break  # no dose in the range meets every requirement
+            if not meets:  # always move up from a dose that fails, by a tenth of the tolerance at least
+                step = max(step, 0.1 * tol)
+            elif abs(step) < 0.1 * tol:
                 break  # within a tenth of the tolerance of the exact boundary
+            target = float(np.clip(point + step + 1e-7, lo, hi))
+            if best is not None and target >= best - 0.1 * tol:
+                break  # no meaningful improvement on the best dose found
             point = target
+        u[s] = best if best is not None else point
         if best is not None:
             daily[s], feasible[s], attainment[s] = math.exp(best), True, best_share
         else:
