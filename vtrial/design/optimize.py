@@ -254,7 +254,8 @@ def optimize(
         table = attainment_table(space, requirements, got.margins, got.endpoints, mean_bw)
         index, binding, best = _grid_answer(space, requirements, table)
         facts.update(grid_animal_regimens=got.animal_regimens, grid_compile_seconds=round(got.compile_seconds, 3),
-                     grid_run_seconds=round(got.run_seconds, 3), grid_failed=int(np.count_nonzero(got.status)))
+                     grid_run_seconds=round(got.run_seconds, 3), grid_failed=int(np.count_nonzero(got.status)),
+                     grid_steps_mean=round(float(np.mean(got.n_steps)), 2))
         if index is not None:
             grid_choice = space.candidates()[index]
             row = table.iloc[index]
