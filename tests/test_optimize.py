@@ -216,3 +216,29 @@ def test_cia_grid_and_gradient_agree_within_the_grid_resolution():
     assert agreement["agree"], agreement
     assert 1 / space.grid_step_ratio <= agreement["total_drug_ratio_gradient_to_grid"] <= 1.0 + 1e-9
     assert result.chosen["binding_constraints"] == ["reduction"]
+
+
+def test_typical_value_uncertainty_spreads_the_pta():
+    """PTA of the answer across draws of the typical clearance: a vanishing uncertainty
+    gives back the answer's own PTA on every draw; a real one spreads it."""
+    space = _pump_space(8.0, 16.0, 6)
+
+    def run(cv_percent):
+        uncertainty = vt.Uncertainty(vt.Population.build(PK, cv_percent={"cl": cv_percent}), draws=4)
+        return vt.optimize(PK, space, STEADY, population=_population(), n_animals=CHUNK, seed=2, every_h=50.0,
+                           chunk_size=CHUNK, methods=["grid"], uncertainty=uncertainty)
+
+    still, spread = run(1e-9), run(30.0)
+    assert still.uncertainty["pta_per_draw"] == [still.chosen["pta"]] * 4
+    assert still.uncertainty["parameters"] == ["cl"] and still.uncertainty["draws"] == 4
+    assert len(set(spread.uncertainty["pta_per_draw"])) > 1
+    assert spread.uncertainty["pta_p05"] <= spread.uncertainty["pta_median"] <= spread.uncertainty["pta_p95"]
+
+
+def test_uncertainty_from_a_config_builds():
+    data = {k: v for k, v in INFEASIBLE.items() if k != "kind"}
+    built = BuiltOptimization(validate(OptimizeConfig, {**data, "uncertainty": {"cv_percent": {"cl": 15}, "draws": 10}}))
+    assert built.uncertainty.draws == 10 and built.uncertainty.population.iiv_names == ("cl",)
+    assert built.uncertainty.population.typical_parameters()["cl"] == pytest.approx(0.1)
+    with pytest.raises(vt.SpecError, match=r"uncertainty\.cv_percent\.ka"):
+        BuiltOptimization(validate(OptimizeConfig, {**data, "uncertainty": {"cv_percent": {"ka": 15}}}))
