@@ -179,7 +179,7 @@ def msu_peritonitis_mouse() -> Model:
             Panel("neutrophils_1e6", "peritoneal neutrophils (1e6)"),
             Panel("percent_inhibition", "paired inhibition of neutrophils (%)"),
             Panel("lavage_il1b_pg_ml", "lavage IL-1beta (pg/mL)"),
-            Panel("plasma_anakinra_mg_l", "plasma anakinra (mg/L)", log_scale=True),
+            Panel("plasma_anakinra_mg_l", "plasma anakinra (mg/L)"),
         ),
         report_time_unit="h",
     )
