@@ -370,3 +370,18 @@ def test_cli_runs_the_config(tmp_path):
     assert wanted <= set(ep["endpoint"])
     row = ep[(ep["arm"] == KO) & (ep["endpoint"] == "fs_day7")].iloc[0]
     assert row["window_days"] == "7" and row["unit"] == "%"
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ('parameters = { il1r_ko = 1 }', 'parameters = { il1r_ko = -1 }', "arms.4.parameters.il1r_ko"),
+    ('route = "ip", amount = 100', 'route = "sc", amount = 100', "arms.2.doses.0.route"),
+    ("[sampling.apoptosis_pct]", "[sampling.apoptosis]", "sampling.apoptosis"),
+])
+def test_bad_config_is_rejected_naming_the_field(tmp_path, old, new, field):
+    text = CONFIG.read_text()
+    assert old in text
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text.replace(old, new, 1))
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and field in result.output, result.output
+    assert not (tmp_path / "out").exists()

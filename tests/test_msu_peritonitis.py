@@ -355,3 +355,18 @@ def test_cli_runs_the_config(tmp_path):
     assert {"neutrophils_6h", "neutrophil_inhibition_6h_pct", "paired_inhibition_6h", "il1b_peak", "cmax", "paired_inhibition_7h"} <= set(ep["endpoint"])
     row = ep[(ep["arm"] == D200) & (ep["endpoint"] == "paired_inhibition_6h")].iloc[0]
     assert row["unit"] == "%" and row["window_days"] == "0.25" and row["median"] > 50.0
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("parameters = { il1r_ko = 1 }", "parameters = { il1r_ko = 2 }", "arms.3.parameters.il1r_ko"),
+    ('route = "ip", amount = 200', 'route = "ipp", amount = 200', "arms.2.doses.0.route"),
+    ("[variability.cv_percent]\nkin = 30", "[variability.cv_percent]\nk_in = 30", "variability.cv_percent.k_in"),
+])
+def test_bad_config_is_rejected_naming_the_field(tmp_path, old, new, field):
+    text = CONFIG.read_text()
+    assert old in text
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text.replace(old, new, 1))
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and field in result.output, result.output
+    assert not (tmp_path / "out").exists()
