@@ -20,9 +20,11 @@ from vtrial.models.base import (
     State as State,
     standard_endpoints as standard_endpoints,
 )
+from vtrial.models.ami_mouse import ami_mouse as ami_mouse
 from vtrial.models.binding import il1r_binding as il1r_binding
 from vtrial.models.cia_rat import cia_rat as cia_rat
 from vtrial.models.functional_well import functional_model as functional_model
+from vtrial.models.msu_peritonitis_mouse import msu_peritonitis_mouse as msu_peritonitis_mouse
 from vtrial.models.pbmc_well import pbmc_model as pbmc_model
 from vtrial.models.pk import one_compartment as one_compartment, two_compartment as two_compartment
 
@@ -36,6 +38,8 @@ REGISTRY = {
     "il1r_binding": il1r_binding,
     "il1_functional": functional_model,
     "pbmc_lps": pbmc_model,
+    "msu_peritonitis_mouse": msu_peritonitis_mouse,
+    "ami_mouse": ami_mouse,
 }
 
 
