@@ -20,6 +20,6 @@ from vtrial.engine.runner import (  # noqa: E402
 )
 from vtrial.engine.solve import SolverOptions as SolverOptions  # noqa: E402
 from vtrial.design.trial import Arm as Arm, SimulationResult as SimulationResult, simulate as simulate  # noqa: E402
-from vtrial.jobs import RunRecord as RunRecord, run_config as run_config  # noqa: E402
+from vtrial.jobs import RunRecord as RunRecord, check_config as check_config, run_config as run_config  # noqa: E402
 
 from vtrial.version import __version__ as __version__  # noqa: E402

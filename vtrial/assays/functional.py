@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from vtrial.assays.common import (
+    config_keys,
+    config_names,
     curve_table,
     fit_logistic4_scaled,
     fit_rows,
@@ -43,6 +45,7 @@ from vtrial.assays.common import (
     value_row,
 )
 from vtrial.assays.specs import CALIBRATABLE_UNITS, FunctionalParameters, FunctionalSpec
+from vtrial.errors import SpecError
 from vtrial.estimation.curvefit import logistic4
 from vtrial.estimation.least_squares import FitResult
 from vtrial.models.functional_well import functional_model
@@ -64,6 +67,10 @@ MODEL_NAMES = {
     "emax_pg_per_ml_h": "emax",
     "basal_pg_per_ml_h": "basal",
 }
+
+
+#: model name -> config key, for messages
+CONFIG_KEYS = config_names(MODEL_NAMES, "parameters", r_tot="parameters.cells_per_well", i_tot="grid")
 
 
 def model_parameters(params: FunctionalParameters, conc_nm, **overrides) -> dict[str, np.ndarray]:
@@ -109,10 +116,11 @@ def simulate_functional(spec: FunctionalSpec, *, seed: int | None = None, typica
     well_conc = np.repeat(conc, reps)
     wells = model_parameters(params, np.concatenate([well_conc, [0.0, 0.0]]))
     wells["l_tot"][-1] = 0.0  # last reference well: no IL-1β signal (= full receptor block)
-    sol = simulate_plate(functional_model(), wells, [spec.incubation_h], progress=progress)
-    if sol.n_failed:
-        bad = int(np.flatnonzero(sol.status)[0])
-        raise RuntimeError(f"functional solve failed for well {bad} ({sol.status_names[bad]})")
+    with config_keys(CONFIG_KEYS):
+        sol = simulate_plate(functional_model(), wells, [spec.incubation_h], progress=progress)
+    if np.any(sol.status[-2:] != 0):  # the top and bottom reference wells scale the curve
+        raise SpecError("parameters", "a reference well (no anakinra, or no IL-1β) failed to solve "
+                                      f"({', '.join(sol.status_names[-2:])}); check the parameters")
     resp = sol.observables["cytokine_pg_per_ml"][:, 0]
     mean = resp[:-2]
     seed = spec.seed if seed is None else seed

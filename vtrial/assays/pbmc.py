@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
+from vtrial.assays.common import config_keys, config_names, curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
 from vtrial.assays.specs import PbmcSpec
 from vtrial.estimation.curvefit import logistic4
 from vtrial.estimation.least_squares import FitResult
@@ -52,6 +52,11 @@ MODEL_NAMES = {
 }
 
 
+#: model name -> config key, for messages
+CONFIG_KEYS = config_names(MODEL_NAMES, "parameters", r_tot="parameters.cells_per_well", lps="conditions.lps_pg_per_ml",
+                           i_tot="conditions.anakinra_nm")
+
+
 def _typical(spec: PbmcSpec) -> dict[str, float]:
     p = spec.parameters
     out = {name: float(getattr(p, cfg)) for cfg, name in MODEL_NAMES.items()}
@@ -63,8 +68,9 @@ def donors(spec: PbmcSpec, *, seed: int | None = None, typical: bool = False) ->
     """Donor parameters: log-normal between-donor variability (`donor_cv`, fractions) around
     the config's values, keyed per donor (`vtrial.design.population.Population`). `typical`: one
     donor at the typical values."""
-    pop = Population.build(pbmc_model(), typical=_typical(spec),
-                           cv_percent={MODEL_NAMES[k]: 100.0 * v for k, v in spec.donor_cv.items() if v > 0})
+    with config_keys(CONFIG_KEYS):
+        pop = Population.build(pbmc_model(), typical=_typical(spec),
+                               cv_percent={MODEL_NAMES[k]: 100.0 * v for k, v in spec.donor_cv.items() if v > 0})
     if typical:
         draws = pop.typical_animals(1)
     else:
@@ -105,10 +111,9 @@ def simulate_pbmc(spec: PbmcSpec, *, seed: int | None = None, typical: bool = Fa
     params["i_tot"] = np.repeat([c[2] for c in conds], n_d)
     times = np.unique(np.concatenate([np.arange(0.0, spec.duration_h + 1e-9, spec.output_every_h), spec.readout_times_h,
                                       [spec.curve.time_h, spec.duration_h]]))
-    sol = simulate_plate(pbmc_model(), params, times, progress=progress)
-    if sol.n_failed:
-        bad = int(np.flatnonzero(sol.status)[0])
-        raise RuntimeError(f"PBMC solve failed for well {bad} ({sol.status_names[bad]})")
+    with config_keys(CONFIG_KEYS):
+        sol = simulate_plate(pbmc_model(), params, times, progress=progress)
+    # Wells whose solve failed keep their status and NaN values; the summaries leave them out.
     n_w, n_t = n_d * n_c, times.size
     frame = pd.DataFrame({
         "donor": np.repeat(np.tile(dn["donor"].to_numpy(), n_c), n_t),

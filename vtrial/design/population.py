@@ -23,7 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_CV_PERCENT
 from vtrial.models.base import Model
+
+#: Largest variance of a log-normal random effect: that of a CV of MAX_CV_PERCENT.
+MAX_OMEGA2 = math.log1p((MAX_CV_PERCENT / 100.0) ** 2)
 
 # Stream identifiers folded into each animal's key.
 _ETA, _COVARIATES, _RESIDUAL = 0, 1, 2
@@ -41,8 +45,8 @@ class CovariateDistribution:
     def __post_init__(self):
         if not (self.median > 0 and math.isfinite(self.median)):
             raise SpecError(f"covariates.{self.name}.median", f"must be > 0, got {self.median}")
-        if not (self.cv >= 0 and math.isfinite(self.cv)):
-            raise SpecError(f"covariates.{self.name}.cv", f"must be >= 0, got {self.cv}")
+        if not (self.cv >= 0 and self.cv <= MAX_CV_PERCENT / 100.0):
+            raise SpecError(f"covariates.{self.name}.cv_percent", f"must lie in [0, {MAX_CV_PERCENT:g}] %, got {100 * self.cv}")
 
     @property
     def sigma(self) -> float:
@@ -57,6 +61,12 @@ class CovariateEffect:
     covariate: str
     reference: float
     exponent: float
+
+    def __post_init__(self):
+        for name in ("reference", "exponent"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+                raise SpecError(f"covariate_effects.{self.parameter}.{name}", f"must be a finite number, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -155,14 +165,17 @@ class Population:
         residual: Mapping[str, ResidualError] | None = None,
     ) -> "Population":
         """Population from CV% and/or variances plus optional pairwise correlations."""
+        for k, v in (cv_percent or {}).items():
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_CV_PERCENT):
+                raise SpecError(f"variability.cv_percent.{k}", f"must be a number in [0, {MAX_CV_PERCENT:g}] %, got {v!r}")
         variances = dict(omega_from_cv(cv_percent or {}))
         for k, v in (omega2 or {}).items():
             if k in variances:
                 raise SpecError(f"population.iiv.{k}", "given both as CV% and as omega^2; give one")
             variances[k] = v
         for k, v in variances.items():
-            if not (v >= 0 and math.isfinite(v)):
-                raise SpecError(f"population.iiv.{k}", f"variance must be >= 0, got {v}")
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_OMEGA2):
+                raise SpecError(f"variability.omega2.{k}", f"variance on the log scale must lie in [0, {MAX_OMEGA2:g}], got {v!r}")
         names = tuple(k for k, v in variances.items() if v > 0)
         sd = np.sqrt([variances[n] for n in names])
         corr = np.eye(len(names))
@@ -170,8 +183,8 @@ class Population:
             for n in (a, b):
                 if n not in names:
                     raise SpecError(f"population.correlation.{a}.{b}", f"{n!r} has no random effect")
-            if not -1 < r < 1:
-                raise SpecError(f"population.correlation.{a}.{b}", f"must lie in (-1, 1), got {r}")
+            if not (isinstance(r, int | float) and -1 < r < 1):
+                raise SpecError(f"population.correlation.{a}.{b}", f"must lie in (-1, 1), got {r!r}")
             i, j = names.index(a), names.index(b)
             corr[i, j] = corr[j, i] = r
         omega = corr * np.outer(sd, sd)

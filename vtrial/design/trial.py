@@ -156,6 +156,31 @@ def _numeric_column(column: pd.Series, field: str) -> np.ndarray:
     return values.to_numpy(dtype=float)
 
 
+def check_trial(
+    model: Model,
+    arms: Regimen | Sequence[Arm],
+    population: Population | None = None,
+    *,
+    times_h: Sequence[float],
+    n_animals: int = 100,
+    animals: pd.DataFrame | None = None,
+    t0: float = 0.0,
+) -> tuple[tuple[Arm, ...], Population, DoseRecords, pd.DataFrame | None]:
+    """Everything `prepare_trial` checks, without drawing animals: arms, population,
+    regimens, output times and (when given) the animals table. Returns the arms, the
+    population, the arms' dose records `(n_arms, n_records)` and the checked table."""
+    if isinstance(arms, Regimen):
+        arms = (Arm("arm", arms, n_animals),)
+    arms = _check_arms(model, arms)
+    population = population or Population(model)
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
+    check_times(times_h, t0)
+    table = _given_animals(model, population, arms, animals) if animals is not None else None
+    return arms, population, arm_records, table
+
+
 def prepare_trial(
     model: Model,
     arms: Regimen | Sequence[Arm],
@@ -168,20 +193,11 @@ def prepare_trial(
     animals: pd.DataFrame | None = None,
     t0: float = 0.0,
 ) -> TrialInputs:
-    """Check a trial and draw (or take) its animals; arguments as `simulate`. Nothing is solved."""
-    if isinstance(arms, Regimen):
-        arms = (Arm("arm", arms, n_animals),)
-    arms = _check_arms(model, arms)
-    population = population or Population(model)
-    if population.model is not model:
-        raise SpecError("population", "was built for a different model")
-    # Everything that can be checked on the host is checked before animals are drawn
-    # (which compiles): regimens, then output times.
-    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
-    check_times(times_h, t0)
-    if animals is not None:
-        table = _given_animals(model, population, arms, animals)
-    else:
+    """Check a trial (`check_trial`) and draw (or take) its animals; arguments as
+    `simulate`. Nothing is solved."""
+    arms, population, arm_records, table = check_trial(model, arms, population, times_h=times_h, n_animals=n_animals,
+                                                       animals=animals, t0=t0)
+    if table is None:
         table = _drawn_animals(model, population, arms, seed, typical)
     arm_index = table["arm_index"].to_numpy()
     position = np.arange(len(table)) - np.searchsorted(arm_index, arm_index)  # rows are grouped by arm
@@ -243,6 +259,13 @@ class TrialChunks:
         self.run_seconds = time.perf_counter() - start - self.runner.compile_seconds
 
 
+def check_observed(population: Population, observed: Sequence[str]) -> None:
+    """Observables drawn with residual error need a residual error model."""
+    for name in observed:
+        if name not in population.residual:
+            raise SpecError(f"residual.{name}", f"observable {name!r} is sampled but has no residual error model; add [residual.{name}]")
+
+
 def trial_chunks(
     model: Model,
     inputs: TrialInputs,
@@ -271,9 +294,7 @@ def trial_chunks(
     residual = inputs.population.residual
     draw = None
     if observed and with_error:
-        for name in observed:
-            if name not in residual:
-                raise SpecError(f"residual.{name}", f"observable {name!r} is sampled but has no residual error model; add [residual.{name}]")
+        check_observed(inputs.population, observed)
         draw = ResidualDraw(observed)
     runner = iter_population_chunks(
         model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order,

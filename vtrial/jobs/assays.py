@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from vtrial.assays.common import compile_timer
+from vtrial.assays.common import compile_timer, config_keys
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
 from vtrial.errors import SpecError
 from vtrial.io.writers import save_figure, write_csv, write_parquet
@@ -32,6 +32,36 @@ def _check_context(ctx: RunContext, spec, field: str):
             raise SpecError("--animals-per-arm", "must be >= 1")
         spec = spec.model_copy(update={field: int(ctx.animals_per_arm)})
     return spec, (spec.seed if ctx.seed is None else ctx.seed)
+
+
+def check_displacement(spec: DisplacementSpec, ctx: RunContext) -> dict:
+    """What `run_displacement` checks before its first solve."""
+    from vtrial.assays.displacement import CONFIG_KEYS, DisplacementDesign, binding_model
+
+    spec, _ = _check_context(ctx, spec, "replicates")
+    wells = {**DisplacementDesign.from_spec(spec).wells(spec.grid.concentrations_nm()), "ki": spec.antagonist.ki_nm}
+    with config_keys(CONFIG_KEYS):
+        binding_model().validate_values(wells, "parameters")
+    return {"n_wells": spec.grid.n * (1 if ctx.typical else spec.replicates)}
+
+
+def check_functional(spec: FunctionalSpec, ctx: RunContext) -> dict:
+    """What `run_functional` checks before its first solve."""
+    from vtrial.assays.functional import CONFIG_KEYS, functional_model, model_parameters
+
+    spec, _ = _check_context(ctx, spec, "replicates")
+    with config_keys(CONFIG_KEYS):
+        functional_model().validate_values(model_parameters(spec.parameters, spec.grid.concentrations_nm()), "parameters")
+    return {"n_wells": spec.grid.n * (1 if ctx.typical else spec.replicates)}
+
+
+def check_pbmc(spec: PbmcSpec, ctx: RunContext) -> dict:
+    """What `run_pbmc` checks before its first solve."""
+    from vtrial.assays.pbmc import donors
+
+    spec, _ = _check_context(ctx, spec, "donors")
+    donors(spec, typical=True)  # builds and checks the donor population
+    return {"n_donors": 1 if ctx.typical else spec.donors, "n_conditions": len(spec.conditions)}
 
 
 def _writes(ctx: RunContext) -> bool:

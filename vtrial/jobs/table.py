@@ -10,19 +10,19 @@ from __future__ import annotations
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
 from vtrial.errors import SpecError
 from vtrial.io.trial_config import TrialConfig
-from vtrial.jobs.assays import run_displacement, run_functional, run_pbmc
+from vtrial.jobs.assays import check_displacement, check_functional, check_pbmc, run_displacement, run_functional, run_pbmc
 from vtrial.jobs.context import Job
-from vtrial.jobs.trial import run_trial
+from vtrial.jobs.trial import check_trial_config, run_trial
 
 JOBS: dict[str, Job] = {
     job.kind: job
     for job in (
-        Job("trial", TrialConfig, run_trial, "virtual trial of a model under arms of dose regimens"),
+        Job("trial", TrialConfig, run_trial, "virtual trial of a model under arms of dose regimens", check_trial_config),
         Job("binding_displacement", DisplacementSpec, run_displacement,
-            "radioligand displacement assay (EL4 6.1): IC50, Ki by Cheng-Prusoff and full model"),
+            "radioligand displacement assay (EL4 6.1): IC50, Ki by Cheng-Prusoff and full model", check_displacement),
         Job("functional_neutralisation", FunctionalSpec, run_functional,
-            "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)"),
-        Job("pbmc_lps", PbmcSpec, run_pbmc, "PBMC + LPS cytokine release with and without anakinra"),
+            "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)", check_functional),
+        Job("pbmc_lps", PbmcSpec, run_pbmc, "PBMC + LPS cytokine release with and without anakinra", check_pbmc),
     )
 }
 

@@ -32,7 +32,7 @@ from vtrial.analysis.endpoints import endpoint_table, endpoint_values
 from vtrial.analysis.report import dosing_windows, plot_trial_report
 from vtrial.analysis.summaries import SummaryAccumulator
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
-from vtrial.design.trial import prepare_trial, sampling_masks, trial_chunks
+from vtrial.design.trial import check_observed, check_trial, prepare_trial, sampling_masks, trial_chunks
 from vtrial.engine import distributed
 from vtrial.engine.solve import STATUS_NAMES
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
@@ -43,6 +43,19 @@ from vtrial.jobs.context import RunContext
 TRAJECTORY_ROWS_AUTO = 10_000_000
 #: Observation points of up to this many animals per arm are drawn in the report.
 REPORT_ANIMALS_PER_ARM = 100
+
+
+def check_trial_config(cfg: TrialConfig, ctx: RunContext) -> dict:
+    """Everything `run_trial` checks before its first solve (see `vtrial.jobs.context.Job`)."""
+    built = BuiltTrial(cfg, ctx.animals_per_arm)
+    arms, population, _, table = check_trial(built.model, built.arms, built.population, times_h=built.times_h, animals=ctx.animals)
+    sampling = built.sampling or {name: built.times_h for name in population.residual}
+    masks = sampling_masks(built.times_h, sampling, built.model.observable_names)
+    if not ctx.typical:
+        check_observed(population, tuple(masks))
+    n = len(table) if table is not None else (len(arms) if ctx.typical else sum(a.n_animals for a in arms))
+    return {"model": cfg.model, "arms": [a.name for a in arms], "n_animals": n, "n_times": int(built.times_h.size),
+            "endpoints": [e.name for e in built.endpoints]}
 
 
 def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
