@@ -25,6 +25,7 @@ from vtrial.models.cia_rat import cia_rat as cia_rat
 from vtrial.models.functional_well import functional_model as functional_model
 from vtrial.models.pbmc_well import pbmc_model as pbmc_model
 from vtrial.models.pk import one_compartment as one_compartment, two_compartment as two_compartment
+from vtrial.models.renal_nmp_pig import renal_nmp_pig as renal_nmp_pig
 
 #: Every shipped model: the name a config uses, and the factory that builds it.
 REGISTRY = {
@@ -36,6 +37,7 @@ REGISTRY = {
     "il1r_binding": il1r_binding,
     "il1_functional": functional_model,
     "pbmc_lps": pbmc_model,
+    "renal_nmp_pig": renal_nmp_pig,
 }
 
 
