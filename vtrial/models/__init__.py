@@ -20,6 +20,7 @@ from vtrial.models.base import (
     State as State,
     standard_endpoints as standard_endpoints,
 )
+from vtrial.models.alphavirus_bone_mouse import alphavirus_bone_mouse as alphavirus_bone_mouse
 from vtrial.models.binding import il1r_binding as il1r_binding
 from vtrial.models.cia_rat import cia_rat as cia_rat
 from vtrial.models.functional_well import functional_model as functional_model
@@ -37,6 +38,8 @@ REGISTRY = {
     "il1r_binding": il1r_binding,
     "il1_functional": functional_model,
     "pbmc_lps": pbmc_model,
+    "alphavirus_bone_mouse": lambda: alphavirus_bone_mouse("rrv"),
+    "alphavirus_bone_mouse_chikv": lambda: alphavirus_bone_mouse("chikv"),
     "renal_nmp_pig": renal_nmp_pig,
 }
 
