@@ -8,11 +8,13 @@ runner `run(spec, ctx) -> facts` (writing its outputs into `ctx.out_dir`) and on
 from __future__ import annotations
 
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
+from vtrial.assays.tslp_specs import TslpSpec
 from vtrial.errors import SpecError
 from vtrial.io.trial_config import TrialConfig
 from vtrial.jobs.assays import run_displacement, run_functional, run_pbmc
 from vtrial.jobs.context import Job
 from vtrial.jobs.trial import run_trial
+from vtrial.jobs.tslp import run_tslp
 
 JOBS: dict[str, Job] = {
     job.kind: job
@@ -23,6 +25,7 @@ JOBS: dict[str, Job] = {
         Job("functional_neutralisation", FunctionalSpec, run_functional,
             "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)"),
         Job("pbmc_lps", PbmcSpec, run_pbmc, "PBMC + LPS cytokine release with and without anakinra"),
+        Job("tslp_neutralisation", TslpSpec, run_tslp, "CAF TSLP across stimuli and an anakinra grid: IC50 per stimulus"),
     )
 }
 
