@@ -22,6 +22,7 @@ from vtrial.models.base import (
 )
 from vtrial.models.alphavirus_bone_mouse import alphavirus_bone_mouse as alphavirus_bone_mouse
 from vtrial.models.binding import il1r_binding as il1r_binding
+from vtrial.models.caf_tslp_mouse import caf_tslp_mouse as caf_tslp_mouse
 from vtrial.models.caf_tslp_well import caf_tslp_well as caf_tslp_well
 from vtrial.models.cia_rat import cia_rat as cia_rat
 from vtrial.models.functional_well import functional_model as functional_model
@@ -42,6 +43,7 @@ REGISTRY = {
     "alphavirus_bone_mouse": lambda: alphavirus_bone_mouse("rrv"),
     "alphavirus_bone_mouse_chikv": lambda: alphavirus_bone_mouse("chikv"),
     "renal_nmp_pig": renal_nmp_pig,
+    "caf_tslp_mouse": caf_tslp_mouse,
     "caf_tslp_well": caf_tslp_well,
 }
 
