@@ -263,48 +263,42 @@ def observable_stream(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def draw_residual_error(
-    residual: Mapping[str, ResidualError], seed: int, arm_index, position, predictions: Mapping[str, np.ndarray],
-    *, pad_to: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Predictions plus residual error, for the observables in `residual`.
+@dataclass(frozen=True)
+class ResidualDraw:
+    """Observations with residual error, computed inside the compiled solve of each animal
+    (a `vtrial.engine.runner.AbstractLaneOutputs`).
 
-    Animal `k` (arm `arm_index[k]`, at `position[k]` in its arm) draws the error of
-    observable `name` at every time from
-    `fold_in(residual_keys(fold_in(PRNGKey(seed), arm), position), observable_stream(name))`,
-    so each value depends on nothing but the animal, the observable and the time: not on
-    the other animals in the call, the chunk or the device. `predictions[name]` is
-    `(m, n_times)`; NaN stays NaN. `pad_to` (>= m) computes on that many rows so calls of
-    different sizes share one compiled function.
+    Animal `k` (arm `a`, at position `i` in its arm) draws the error of observable `name`
+    at every output time from
+    `fold_in(residual_keys(fold_in(PRNGKey(seed), a), i), observable_stream(name))`, so
+    each value depends only on the animal, the observable and the time: not on the other
+    animals in its chunk, the chunk size, the device, or which other observables are
+    observed. The error model is `y = f + sqrt(a^2 + (b f)^2) eps` (`ResidualError`).
+
+    Static part: the observable names. Per animal (`lane`): `arm`, `position`. Shared:
+    what `shared(...)` returns (the key and the error parameters), so a new seed or new
+    error values reuse the compiled solve.
     """
-    names = tuple(residual)
-    arm_index, position = np.asarray(arm_index), np.asarray(position)
-    m = position.size
-    if not names or m == 0:
-        return {}
-    rows = np.minimum(np.arange(max(m, pad_to or 0)), m - 1)
-    pred = np.stack([np.asarray(predictions[n]) for n in names])[:, rows]
-    out = _draw_residual(
-        jax.random.PRNGKey(seed), arm_index[rows], position[rows],
-        jnp.asarray([observable_stream(n) for n in names], dtype=jnp.uint32),
-        jnp.asarray([residual[n].additive for n in names], dtype=pred.dtype),
-        jnp.asarray([residual[n].proportional for n in names], dtype=pred.dtype),
-        pred,
-    )
-    out = np.asarray(out)[:, :m]
-    return {n: out[j] for j, n in enumerate(names)}
 
+    observables: tuple[str, ...]
 
-@jax.jit
-def _draw_residual(key, arm_index, position, streams, additive, proportional, pred):
-    # pred: (observables, animals, times); the error model is y = f + sqrt(a^2 + (b f)^2) eps.
-    def one_animal(a, i, f_animal):
-        base = residual_keys(jax.random.fold_in(key, a), i)
+    def lane(self, arm_index, position) -> dict[str, np.ndarray]:
+        return {"arm": np.asarray(arm_index, np.int64), "position": np.asarray(position, np.int64)}
 
-        def one_observable(stream, add, prop, f):
-            eps = jax.random.normal(jax.random.fold_in(base, stream), f.shape, dtype=f.dtype)
-            return f + jnp.sqrt(add**2 + (prop * f) ** 2) * eps
+    def shared(self, residual: Mapping[str, ResidualError], seed: int) -> dict:
+        return {
+            "key": np.asarray(jax.random.PRNGKey(seed)),
+            "stream": np.asarray([observable_stream(n) for n in self.observables], np.uint32),
+            "additive": np.asarray([residual[n].additive for n in self.observables], float),
+            "proportional": np.asarray([residual[n].proportional for n in self.observables], float),
+        }
 
-        return jax.vmap(one_observable)(streams, additive, proportional, f_animal)
-
-    return jax.vmap(one_animal, in_axes=(0, 0, 1), out_axes=1)(arm_index, position, pred)
+    def __call__(self, observables, status, lane, shared) -> dict:
+        base = residual_keys(jax.random.fold_in(shared["key"], lane["arm"]), lane["position"])
+        out = {}
+        for j, name in enumerate(self.observables):
+            f = observables[name]
+            eps = jax.random.normal(jax.random.fold_in(base, shared["stream"][j]), f.shape, dtype=f.dtype)
+            sd = jnp.sqrt(shared["additive"][j] ** 2 + (shared["proportional"][j] * f) ** 2)
+            out[name] = f + sd.astype(f.dtype) * eps
+        return out

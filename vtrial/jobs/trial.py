@@ -61,6 +61,9 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     )
     arm_order = [a.name for a in built.arms]
     arm_name, arm_index, animal = (table[c].to_numpy() for c in ("arm", "arm_index", "animal"))
+    # Names and text IDs as codes, so the per-row columns hold no Python strings.
+    arm_codes = pd.Categorical.from_codes(arm_index, categories=arm_order)
+    animal_ids = pd.Categorical(animal) if animal.dtype == object else animal
     summary = SummaryAccumulator(arm_order, times, model.observable_names, n)
     status, steps = np.zeros(n, np.int32), np.zeros(n, np.int64)
     per_animal = {e.name: np.full(n, np.nan) for e in built.endpoints}
@@ -82,8 +85,8 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
             for name, v in endpoint_values(built.endpoints, times, pred).items():
                 per_animal[name][i] = v
             if write_rows:
-                trajectories.write_columns(trajectory_columns(arm_name[i], animal[i], times, pred))
-                observations.write_columns(observation_columns(arm_name[i], animal[i], times, chunk.observations, masks))
+                trajectories.write_columns(trajectory_columns(arm_codes[i], animal_ids[i], times, pred))
+                observations.write_columns(observation_columns(arm_codes[i], animal_ids[i], times, chunk.observations, masks))
             shown = inputs.position[i] < REPORT_ANIMALS_PER_ARM
             if shown.any():
                 obs = {k: v[shown] for k, v in chunk.observations.items()}
