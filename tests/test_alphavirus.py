@@ -322,3 +322,25 @@ def test_vtrial_run(tmp_path, virus, flags):
         arm = traj[traj["arm"] == names["a10"]].sort_values("time_h")
         ref = reference(card, arm["time_h"].to_numpy(), "a10")
         np.testing.assert_allclose(arm["bv_tv_pct"], ref["bv_tv_pct"], rtol=1e-5)
+
+
+BAD = {
+    "route the model lacks": ('route = "ip", amount = 10,', 'route = "sc", amount = 10,', "arms.2.doses.0.route"),
+    "f_ro above 1": ("[parameters]\n", "[parameters]\nf_ro = 1.5\n", "parameters.f_ro"),
+    "mock virus out of range": ("parameters = { v0 = 0 }", "parameters = { v0 = -1 }", "arms.0.parameters.v0"),
+    "unknown sampled observable": ("[sampling.bv_tv_pct]", "[sampling.bv_tv]", "sampling.bv_tv"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_config_exits_2_naming_the_field(tmp_path, case):
+    old, new, field = BAD[case]
+    text = (CONFIGS / "alphavirus_bone_mouse.toml").read_text()
+    assert old in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(old, new, 1))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(bad), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert field in result.output
+    assert not out.exists()

@@ -264,3 +264,25 @@ def test_vtrial_run(tmp_path, flags, pigs):
         arm = traj[traj["arm"] == "anakinra 50 mg"].sort_values("time_h")
         ref = scipy_nmp(50.0, arm["time_h"].to_numpy())
         np.testing.assert_allclose(arm["il6_fold"], ref["il6_fold"], rtol=1e-5)
+
+
+BAD = {
+    "route the circuit lacks": ('route = "arterial", amount = 50,', 'route = "iv", amount = 50,', "arms.1.doses.0.route"),
+    "knockout switch out of range": ("parameters = { il1r_ko = 1 }", "parameters = { il1r_ko = 2 }", "arms.2.parameters.il1r_ko"),
+    "sieving above 1": ("[parameters]\n", "[parameters]\ntheta = 1.5\n", "parameters.theta"),
+    "unknown variability": ("k_syn = 50", "k_synth = 50", "variability.cv_percent.k_synth"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_config_exits_2_naming_the_field(tmp_path, case):
+    old, new, field = BAD[case]
+    text = CONFIG.read_text()
+    assert old in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(old, new, 1))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(bad), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert field in result.output
+    assert not out.exists()

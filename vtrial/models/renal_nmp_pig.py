@@ -141,6 +141,7 @@ def _observables() -> tuple[Observable, ...]:
         Observable("rbf_ml_per_min_per_100g", lambda y, p: p["rbf_ss"] * y[6], "renal blood flow", "mL/min/100 g"),
         Observable("crcl_ml_per_min_per_100g", _crcl, "creatinine clearance (= GFR)", "mL/min/100 g"),
         Observable("urine_ml_per_min_per_100g", lambda y, p: p["urine_fraction"] * _crcl(y, p), "urine output", "mL/min/100 g"),
+        # FENa is a constant of the card; `0 * g` only gives it the state's shape and dtype.
         Observable("fena_pct", lambda y, p: p["fena"] + 0.0 * y[6], "fractional excretion of sodium", "%"),
     ]
     return tuple(out)
