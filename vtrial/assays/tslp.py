@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
+from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, simulate_plate, value_row
 from vtrial.assays.tslp_specs import MODEL_NAMES, TslpSpec, ng_per_ml_to_nm
 from vtrial.design.population import Population
 from vtrial.estimation.curvefit import logistic4
@@ -224,17 +224,40 @@ class TslpFit:
         return pd.concat(parts, ignore_index=True)
 
     def figure(self, title: str):
+        """TSLP against anakinra, one colour per stimulus: the wells (points; no anakinra at
+        the left edge) and the fitted 4PL of each IL-1 stimulus (lines); a stimulus without
+        IL-1 gets its mean level (dotted)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
         w = self.plate.wells
-        curves = {}
         pos = w.loc[w[CONC] > 0, CONC]
+        zero_x = pos.min() / 10.0
         grid = np.logspace(np.log10(pos.min()) - 0.3, np.log10(pos.max()) + 0.3, 200)
-        for name, fit in self.fits.items():
-            if fit is not None:
-                est = fit.estimates
-                curves[f"{name}: IC50 {est['ic50']:.3g} ng/mL"] = (
-                    grid, np.asarray(logistic4(grid, est["bottom"], est["top"], np.log10(est["ic50"]), est["hill"])))
-        return plot_curve(w[CONC].to_numpy(), w[RESPONSE].to_numpy(), curves, conc_label="anakinra (ng/mL)",
-                          response_label="TSLP (pg/mL)", title=title)
+        fig, ax = plt.subplots(figsize=(7.2, 4.8))
+        for i, s in enumerate(self.spec.stimuli):
+            colour = f"C{i}"
+            d = w[w["stimulus"] == s.name]
+            x = np.where(d[CONC] > 0, d[CONC], zero_x)
+            ax.scatter(x, d[RESPONSE], s=10, color=colour, alpha=0.5, lw=0)
+            fit = self.fits[s.name]
+            if fit is None:
+                ax.plot(grid, np.full(grid.size, d[RESPONSE].mean()), color=colour, ls=":", lw=1.4, label=f"{s.name}: no IL-1")
+                continue
+            est = fit.estimates
+            curve = np.asarray(logistic4(grid, est["bottom"], est["top"], np.log10(est["ic50"]), est["hill"]))
+            ax.plot(grid, curve, color=colour, lw=1.8, label=f"{s.name}: IC50 {est['ic50']:.3g} ng/mL "
+                                                           f"(closed form {self.closed_form_ng_per_ml(s.name):.3g})")
+        ax.axvline(zero_x * 3.0, color="0.6", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"anakinra (ng/mL; no anakinra drawn at {zero_x:.2g})")
+        ax.set_ylabel("TSLP (pg/mL)")
+        ax.set_title(title)
+        ax.legend(fontsize=7.5, frameon=False)
+        fig.tight_layout()
+        return fig
 
 
 def fit_tslp(spec: TslpSpec, plate: TslpPlate) -> TslpFit:
