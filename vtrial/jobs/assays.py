@@ -5,6 +5,7 @@
 | `binding_displacement` | `DisplacementSpec` | wells.parquet, summary.csv, curve_fit.csv, curve_fit.png |
 | `functional_neutralisation` | `FunctionalSpec` | wells.parquet, summary.csv, curve_fit.csv, curve_fit.png |
 | `pbmc_lps` | `PbmcSpec` | wells.parquet, readouts.csv, summary.csv, curve_fit.csv, curve_fit.png, time_course.png |
+| `tslp_neutralisation` | `TslpSpec` | wells.parquet, summary.csv, curve_fit.csv (per stimulus), curve_fit.png |
 
 Every job checks its context before simulating (a `SpecError` leaves nothing written),
 honours `--seed` and `--typical` (noise-free, one well per concentration / one typical
@@ -18,6 +19,7 @@ import time
 
 from vtrial.assays.common import compile_timer, config_keys
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
+from vtrial.assays.tslp_specs import TslpSpec
 from vtrial.errors import SpecError
 from vtrial.io.writers import save_figure, write_csv, write_parquet
 from vtrial.jobs.context import RunContext
@@ -136,3 +138,33 @@ def run_pbmc(spec: PbmcSpec, ctx: RunContext) -> dict:
     n_wells = result.wells.groupby(["donor", "condition"]).ngroups + len(result.curve)
     return _facts(seed, n_wells, ctx, timer, t0, n_donors=len(result.donors), median_reduction_percent=reduction,
                   curve_ic50_nm=fit.logistic.estimates["ic50"], fit_warnings=list(fit.logistic.warnings))
+
+
+def check_tslp(spec: TslpSpec, ctx: RunContext) -> dict:
+    """What `run_tslp` checks before its first solve."""
+    from vtrial.assays.tslp import donors
+
+    spec, seed = _check_context(ctx, spec, "replicates")
+    donors(spec, seed=seed, typical=True)  # builds and checks the donor population
+    return {"n_donors": 1 if ctx.typical else spec.donors, "stimuli": [s.name for s in spec.stimuli]}
+
+
+def run_tslp(spec: TslpSpec, ctx: RunContext) -> dict:
+    from vtrial.assays.tslp import fit_tslp, simulate_tslp, summarise_tslp
+
+    spec, seed = _check_context(ctx, spec, "replicates")
+    t0 = time.perf_counter()
+    with compile_timer() as timer:
+        plate = simulate_tslp(spec, seed=seed, typical=ctx.typical, progress=ctx.progress)
+        fit = fit_tslp(spec, plate)
+        table = fit.table()
+    if _writes(ctx):
+        write_parquet(plate.wells, ctx.out_dir / "wells.parquet")
+        write_csv(summarise_tslp(spec, plate), ctx.out_dir / "summary.csv")
+        write_csv(table, ctx.out_dir / "curve_fit.csv")
+        save_figure(fit.figure(spec.title), ctx.out_dir / "curve_fit.png")
+    fitted = [name for name, f in fit.fits.items() if f is not None]
+    return _facts(seed, len(plate.wells), ctx, timer, t0, n_donors=len(plate.donors),
+                  ic50_ng_per_ml={n: fit.ic50_ng_per_ml(n) for n in fitted},
+                  ic50_closed_form_ng_per_ml={n: fit.closed_form_ng_per_ml(n) for n in fitted},
+                  fit_warnings=[w for n in fitted for w in fit.fits[n].warnings])

@@ -8,9 +8,11 @@ runner `run(spec, ctx) -> facts` (writing its outputs into `ctx.out_dir`) and on
 from __future__ import annotations
 
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
+from vtrial.assays.tslp_specs import TslpSpec
 from vtrial.errors import SpecError
 from vtrial.io.trial_config import TrialConfig
-from vtrial.jobs.assays import check_displacement, check_functional, check_pbmc, run_displacement, run_functional, run_pbmc
+from vtrial.jobs.assays import (check_displacement, check_functional, check_pbmc, check_tslp, run_displacement, run_functional,
+                                run_pbmc, run_tslp)
 from vtrial.jobs.context import Job
 from vtrial.jobs.trial import check_trial_config, run_trial
 
@@ -23,6 +25,8 @@ JOBS: dict[str, Job] = {
         Job("functional_neutralisation", FunctionalSpec, run_functional,
             "functional IL-1β neutralisation assay (MRC-5 IL-6, whole-blood IL-8)", check_functional),
         Job("pbmc_lps", PbmcSpec, run_pbmc, "PBMC + LPS cytokine release with and without anakinra", check_pbmc),
+        Job("tslp_neutralisation", TslpSpec, run_tslp, "CAF TSLP across stimuli and an anakinra grid: IC50 per stimulus",
+            check_tslp),
     )
 }
 
