@@ -1,26 +1,10 @@
 r"""PBMC + LPS cytokine release with and without anakinra (model card, system 4).
 
-A small mechanistic model of one culture well (time in h, cytokines in pg/mL):
-
-- **LPS signal.** TLR4 activation $x$ follows the LPS stimulus with a delay,
-  $dx/dt = k_{act}\,(s - x)$, $s = \mathrm{LPS}/(\mathrm{LPS} + EC_{50})$.
-- **IL-1RI occupancy.** Secreted IL-1β (total concentration in the well, converted to nM
-  with 17.3 kDa) binds IL-1RI on the cells and anakinra competes, through the binding
-  model of `vtrial.models.binding` with exact depletion; occupancy $\rho = RL/R_{tot}$
-  signals through the operational model, $E = \tau\rho/(1 + \tau\rho)$.
-- **Cytokines.** For each of IL-1β, IL-6 and TNF-α,
-  $dC/dt = k_{basal} + p_C\,x\,(1 + a_C E) - k_{deg,C}\,C$: LPS drives production directly
-  and IL-1 signalling amplifies it by up to $1 + a_C$ (IL-1β amplifies itself).
-
-Assumptions: the numbers are chosen to reproduce the card's qualitative behaviour
-(Launay 2013, PLoS One 8:e59327), not fitted to data: almost nothing is released without
-LPS (basal only); with LPS 100 pg/mL all three cytokines rise; IL-1β and TNF-α depend
-strongly on IL-1 feedback ($a$ = 1.5 and 2) and IL-6 weakly and variably between donors
-($a_{IL6}$ = 0.2 with a 100% donor CV), so anakinra 500 ng/mL (28.9 nM, 17.3 kDa) lowers
-IL-1β and TNF-α clearly and IL-6 less consistently, at 6 h and at 16 h. Anakinra's Ki at
-the human receptor and the IL-1β KD are those of the MRC-5 config. No receptor turnover,
-no LPS tolerance, no cell death over 16 h; each sampling time is its own well
-(supernatant), so read-out errors are independent.
+The culture well (LPS signal, IL-1RI occupancy with exact depletion, IL-1β, IL-6 and
+TNF-α with IL-1 feedback) and its assumptions are `vtrial.models.pbmc_well`; this module
+draws donors (log-normal between-donor variability), lays out the conditions and the
+concentration-response curve, adds immunoassay noise and summarises the read-outs. Each
+sampling time is its own well (supernatant), so read-out errors are independent.
 """
 
 from __future__ import annotations
