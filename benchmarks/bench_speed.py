@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     import vtrial as vt
 
     if args.quick:
-        args.animals_per_arm, args.repeats = [2, 4], 1
+        args.animals_per_arm, args.repeats = [3], 1  # 12 animals: the shapes other quick runs and tests compile too
     waited = wait_idle(args.wait_idle)
     sizes = []
     for per_arm in sorted(set(args.animals_per_arm)):
