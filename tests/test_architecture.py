@@ -15,7 +15,7 @@ PACKAGE = Path(vt.__file__).resolve().parent
 #: Layer of each top-level module or subpackage of vtrial (see ../shared/DESIGN.md and the
 #: README's map). A module may import only modules of its own layer or below.
 LAYERS = {
-    "errors": 0, "units": 0, "settings": 0, "schema": 0, "version": 0,
+    "errors": 0, "units": 0, "settings": 0, "schema": 0, "version": 0, "limits": 0,
     "models": 1, "analysis": 1,
     "engine": 2,
     "design": 3,

@@ -26,6 +26,6 @@ from vtrial.design.gradient_search import GradientSettings as GradientSettings  
 from vtrial.design.optimize import OptimizationResult as OptimizationResult, Uncertainty as Uncertainty, optimize as optimize  # noqa: E402
 from vtrial.design.power import PowerResult as PowerResult, power as power  # noqa: E402
 from vtrial.models.base import Endpoint as Endpoint  # noqa: E402
-from vtrial.jobs import RunRecord as RunRecord, run_config as run_config  # noqa: E402
+from vtrial.jobs import RunRecord as RunRecord, check_config as check_config, run_config as run_config  # noqa: E402
 
 from vtrial.version import __version__ as __version__  # noqa: E402

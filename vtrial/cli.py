@@ -93,6 +93,28 @@ def run(
         console.print("  trajectories/observations not written (large population; --trajectories writes them)")
 
 
+@app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="TOML config file (see configs/)")],
+    animals_per_arm: Annotated[Optional[int], typer.Option("--animals-per-arm", help="animals in every arm (overrides the config)")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="random seed (overrides the config)")] = None,
+    typical: Annotated[bool, typer.Option("--typical", help="typical animal per arm / noise-free wells only")] = False,
+    animals: Annotated[Optional[Path], typer.Option("--animals", help="CSV/Parquet of exactly the animals to simulate")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="animals per compiled batch (overrides the config)")] = None,
+):
+    """Check a config (and an animals file) as `vtrial run` would, without solving or writing anything."""
+    from vtrial.jobs import check_config
+
+    try:
+        summary = check_config(config, seed=seed, animals_per_arm=animals_per_arm, typical=typical, animals=animals,
+                               chunk_size=chunk_size)
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    console.print(f"[green]ok[/] {config} ({summary.pop('kind')})")
+    for k, v in summary.items():
+        console.print(f"  {k}: {v}", highlight=False)
+
+
 @app.command("fit-curve")
 def fit_curve(
     data: Annotated[Path, typer.Argument(help="CSV/Parquet: concentration_<unit>, response, optional replicate")],

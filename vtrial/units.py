@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from functools import lru_cache
 
 import pint
@@ -18,7 +20,14 @@ def _registry() -> pint.UnitRegistry:
     return pint.UnitRegistry()
 
 
-def _split_per_kg(unit: str) -> tuple[str, bool]:
+#: What a dose unit may look like: names separated by "/" (mg, ug, mg/kg, mg/kg/day): no
+#: numbers or operators, so nothing in a config is ever evaluated as an expression.
+_UNIT = re.compile(r"[A-Za-zµμ]+(/[A-Za-zµμ]+){0,3}")
+
+
+def _split_per_kg(unit: str, field: str = "unit") -> tuple[str, bool]:
+    if not isinstance(unit, str) or not _UNIT.fullmatch(unit.replace(" ", "")):
+        raise SpecError(field, f"unit {unit!r} is not a unit name like mg, ug, mg/kg, mg/h or mg/kg/day")
     u = unit.replace(" ", "")
     for token in ("/kg/", "/kg"):
         if token in u:
@@ -40,20 +49,33 @@ def _factor(unit: str, target: str) -> float | None:
 
 def amount_to_mg(value: float, unit: str, field: str) -> tuple[float, bool]:
     """Convert a dose amount to mg; returns (mg or mg/kg, per_kg)."""
-    base, per_kg = _split_per_kg(unit)
+    base, per_kg = _split_per_kg(unit, field)
     factor = _factor(base, "mg")
     if factor is None:
         raise SpecError(field, f"unit {unit!r} is not an amount; use e.g. mg, ug, g, mg/kg")
-    return float(value) * factor, per_kg
+    return _finite(_number(value, field) * factor, value, unit, field), per_kg
 
 
 def rate_to_mg_per_h(value: float, unit: str, field: str) -> tuple[float, bool]:
     """Convert an infusion rate to mg/h; returns (mg/h or mg/kg/h, per_kg)."""
-    base, per_kg = _split_per_kg(unit)
+    base, per_kg = _split_per_kg(unit, field)
     factor = _factor(base, "mg/hour")
     if factor is None:
         raise SpecError(field, f"unit {unit!r} is not a rate; use e.g. mg/h, mg/day, mg/kg/day")
-    return float(value) * factor, per_kg
+    return _finite(_number(value, field) * factor, value, unit, field), per_kg
+
+
+def _number(value, field: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SpecError(field, f"{value!r} is not a number") from None
+
+
+def _finite(converted: float, value: float, unit: str, field: str) -> float:
+    if not math.isfinite(converted):
+        raise SpecError(field.rsplit(".", 1)[0], f"{value} {unit} does not convert to a finite number of mg")
+    return converted
 
 
 _MOLAR_TO_NM = {"fM": 1e-6, "pM": 1e-3, "nM": 1.0, "uM": 1e3, "mM": 1e6, "M": 1e9}

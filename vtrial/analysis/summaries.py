@@ -31,9 +31,21 @@ def _stats(values: np.ndarray, axis: int = 0) -> dict[str, np.ndarray]:
     with warnings.catch_warnings():  # all-NaN columns (every animal failed) give NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)
         out["mean"] = np.nanmean(values, axis=axis)
-        for k, q in QUANTILES.items():
-            out[k] = np.nanpercentile(values, q, axis=axis)
+        q = _nan_percentiles(values, list(QUANTILES.values()), axis)
+        for j, k in enumerate(QUANTILES):
+            out[k] = q[j]
     return out
+
+
+def _nan_percentiles(values: np.ndarray, qs: list[float], axis: int) -> np.ndarray:
+    """`np.nanpercentile(values, qs, axis)`, fast where it can be: numpy's nan-aware
+    version loops over columns in Python, so failed animals (whole NaN rows) are dropped
+    first and the vectorised `np.percentile` is used when no NaN is left (same numbers)."""
+    values = np.moveaxis(values, axis, 0)
+    kept = values[~np.isnan(values).reshape(values.shape[0], -1).all(axis=1)]
+    if kept.shape[0] and not np.isnan(kept).any():
+        return np.percentile(kept, qs, axis=0)
+    return np.nanpercentile(values, qs, axis=0)
 
 
 def summary_table(arms: np.ndarray, times_h: np.ndarray, observables: dict[str, np.ndarray], arm_order: Sequence[str]) -> pd.DataFrame:

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from vtrial.design.dosing import Regimen, lower_regimens
-from vtrial.estimation.curvefit import fit_logistic4
+from vtrial.estimation.curvefit import check_curve_data, fit_logistic4
+from vtrial.errors import SpecError
 from vtrial.estimation.least_squares import FitResult
 from vtrial.models.base import Model
 from vtrial.engine.runner import PopulationSolution, simulate_population
@@ -74,6 +75,27 @@ def compile_timer() -> Iterator[dict[str, float]]:
         yield out
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@contextlib.contextmanager
+def config_keys(names: Mapping[str, str]) -> Iterator[None]:
+    """Report a `SpecError` about a model parameter under the config key it came from:
+    `names` maps model names to config keys (e.g. `kd_l` -> `parameters.il1b_kd_nm`), so
+    a user reads `parameters.il1b_kd_nm`, never `population.typical.kd_l`."""
+    try:
+        yield
+    except SpecError as e:
+        parts = e.field.split(".")
+        for i, part in enumerate(parts):
+            if part in names:
+                raise SpecError(".".join([names[part], *parts[i + 1:]]), e.problem) from None
+        raise
+
+
+def config_names(model_names: Mapping[str, str], prefix: str, **derived: str) -> dict[str, str]:
+    """Model name -> config key, from a config -> model mapping (`prefix.<config key>`),
+    plus `derived` model names (e.g. `r_tot` from the cell keys)."""
+    return {**{m: f"{prefix}.{c}" for c, m in model_names.items()}, **derived}
 
 
 def simulate_plate(
@@ -166,8 +188,19 @@ def fit_logistic4_scaled(conc, response, *, conc_unit: str = "nM", response_unit
     20,000-cpm data can end at the optimum and still be flagged as not converged.
     """
     y = np.asarray(response, float).ravel()
+    conc = np.asarray(conc, float).ravel()
+    solved = np.isfinite(y)  # simulated wells whose solve failed carry NaN: left out, and said so
+    left_out = int(np.count_nonzero(~solved))
+    if left_out:
+        conc, y = conc[solved], y[solved]
+        if np.unique(conc).size < 4:
+            raise SpecError("wells", f"{left_out} of {solved.size} wells failed to solve, leaving too few concentrations "
+                                     "for a curve fit; the design's numbers are outside what the model can solve")
+    check_curve_data(conc, y)  # on the data as given: scaling would hide overflowing values
     s = float(np.max(np.abs(y))) if y.size and np.max(np.abs(y)) > 0 else 1.0
     fit = fit_logistic4(conc, y / s, conc_unit=conc_unit, response_unit=response_unit)
+    if left_out:
+        fit = dataclasses.replace(fit, warnings=fit.warnings + (f"{left_out} wells failed to solve and were left out of the fit",))
     k = {n: (s if n in ("bottom", "top") else 1.0) for n in fit.names}
     back = lambda d: {n: v * k[n] for n, v in d.items()}  # noqa: E731
     kv = np.array([k[n] for n in fit.names])

@@ -50,6 +50,7 @@ import pandas as pd
 
 from vtrial.assays._ode import well_readout
 from vtrial.assays.common import (
+    config_keys,
     curve_table,
     fit_logistic4_scaled,
     fit_rows,
@@ -61,6 +62,7 @@ from vtrial.assays.common import (
     value_row,
 )
 from vtrial.assays.specs import DisplacementSpec, Trust
+from vtrial.errors import SpecError
 from vtrial.estimation.curvefit import KiEstimate, cheng_prusoff_ki, logistic4
 from vtrial.estimation.least_squares import FitResult, fit_least_squares
 from vtrial.models.binding import equilibrium, il1r_binding
@@ -80,6 +82,11 @@ def _bound_ligand_readout(y, p):
 
 def _bound_ligand():
     return well_readout(binding_model(), _bound_ligand_readout, "ki")
+
+
+#: binding-model name -> config key, for messages
+CONFIG_KEYS = {"r_tot": "cells.per_well", "l_tot": "ligand.conc_nm", "kd_l": "ligand.kd_nm", "kon_l": "ligand.kon_per_nm_h",
+               "i_tot": "grid", "kon_i": "antagonist.kon_per_nm_h", "ki": "antagonist.ki_nm"}
 
 
 @dataclass(frozen=True)
@@ -143,12 +150,13 @@ def simulate_displacement(spec: DisplacementSpec, *, seed: int | None = None, ty
     well_conc = np.repeat(conc, reps)
     params = design.wells(np.append(well_conc, 0.0))  # last well: reference, no antagonist
     params["ki"] = np.full(well_conc.size + 1, spec.antagonist.ki_nm)
-    sol = simulate_plate(binding_model(), params, [spec.incubation_h], progress=progress)
+    with config_keys(CONFIG_KEYS):
+        sol = simulate_plate(binding_model(), params, [spec.incubation_h], progress=progress)
     rl = sol.observables["bound_ligand_nm"][:, 0]
     free = sol.observables["free_ligand_nm"][:, 0]
-    if sol.n_failed:
-        bad = int(np.flatnonzero(sol.status)[0])
-        raise RuntimeError(f"binding solve failed for well {bad} ({sol.status_names[bad]}); tighten the solver or check the design")
+    if sol.status[-1] != 0:  # without the reference well nothing can be scaled to counts
+        raise SpecError("ligand", f"the reference well (no antagonist) failed to solve ({sol.status_names[-1]}); "
+                                  "check cells, ligand and incubation_h")
     a = spec.counting.full_specific_cpm / rl[-1]
     f = spec.counting.nsb_fraction
     b = f / (1.0 - f) * spec.counting.full_specific_cpm / free[-1]
@@ -320,6 +328,8 @@ def fit_displacement(conc_nm, counts, design: DisplacementDesign, trust: Trust =
     conc = np.asarray(conc_nm, float).ravel()
     counts = np.asarray(counts, float).ravel()
     logistic = fit_logistic4_scaled(conc, counts, conc_unit="nM", response_unit="cpm")
+    solved = np.isfinite(counts)  # wells whose solve failed (status) carry NaN
+    conc, counts = conc[solved], counts[solved]
     cp = cheng_prusoff_ki(logistic, design.ligand_nm, design.kd_l_nm)
     ki0 = cp.ki if np.isfinite(cp.ki) and cp.ki > 0 else float(np.sqrt(conc[conc > 0].min() * conc.max()))
     est = logistic.estimates

@@ -1,27 +1,10 @@
-r"""Functional IL-1β neutralisation: MRC-5 IL-6 release and whole-blood IL-8 expression.
+r"""Functional IL-1β neutralisation assays: MRC-5 IL-6 release and whole-blood IL-8 expression.
 
 Both assays stimulate cells with a fixed IL-1β concentration in the presence of anakinra
-and read a cytokine after the incubation. They use the binding model of
-`vtrial.models.binding` (IL-1β as the agonist $L$, anakinra as the antagonist $I$) plus
-two pieces (model card, systems 2 and 3):
-
-- **Whole-blood sink.** A soluble IL-1 receptor binds anakinra ($K_d$ 70 pM, capacity
-  `sink_capacity_nm`; Svenson 1993), kinetically and with exact depletion, and plasma
-  proteins hold a fixed fraction $1 - f_u$ of the anakinra that is bound to neither
-  receptor (fast, linear binding). With $I_{nr} = I_{tot} - RI - SI$ the anakinra
-  not bound to a receptor, the free concentration is $I = f_u I_{nr}$ and
-  $dSI/dt = k_{on,S} (S_{tot} - SI) I - k_{on,S} K_{d,S} SI$.
-  MRC-5 wells have no sink ($S_{tot} = 0$, $f_u = 1$).
-- **Operational transduction and accumulation.** Occupancy $\rho = RL/R_{tot}$ drives the
-  release rate $E = E_m \tau\rho / (1 + \tau\rho)$ (Black & Leff); the cytokine
-  accumulates, $dC/dt = k_{basal} + E$, and is read at the end of the incubation.
-
-States: `rl`, `ri`, `si` (nM), `cytokine` (pg/mL). Assumptions: IL-1β is not bound by
-the sink (only anakinra is; the stimulus is the nominal free IL-1β); ligand, antagonist and
-cells are added together at $t = 0$; no cytokine degradation or receptor turnover during
-the incubation; the read-out is proportional to the accumulated cytokine. Parameters the
-literature does not give (transducer ratio $\tau$, the human-receptor Ki, release rates)
-are assumptions, and the one named in the config's `[calibration]` table is calibrated
+and read a cytokine after the incubation. The well (binding with exact depletion, the
+whole-blood sink, operational transduction, accumulation) and its assumptions are
+`vtrial.models.functional_well`; this module lays out plates, adds immunoassay noise and
+fits the curve. The parameter named in the config's `[calibration]` table is calibrated
 (`vtrial.assays.calibration`) so that the simulated IC50 equals the seed's.
 """
 
@@ -33,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from vtrial.assays.common import (
+    config_keys,
+    config_names,
     curve_table,
     fit_logistic4_scaled,
     fit_rows,
@@ -43,6 +28,7 @@ from vtrial.assays.common import (
     value_row,
 )
 from vtrial.assays.specs import CALIBRATABLE_UNITS, FunctionalParameters, FunctionalSpec
+from vtrial.errors import SpecError
 from vtrial.estimation.curvefit import logistic4
 from vtrial.estimation.least_squares import FitResult
 from vtrial.models.functional_well import functional_model
@@ -64,6 +50,10 @@ MODEL_NAMES = {
     "emax_pg_per_ml_h": "emax",
     "basal_pg_per_ml_h": "basal",
 }
+
+
+#: model name -> config key, for messages
+CONFIG_KEYS = config_names(MODEL_NAMES, "parameters", r_tot="parameters.cells_per_well", i_tot="grid")
 
 
 def model_parameters(params: FunctionalParameters, conc_nm, **overrides) -> dict[str, np.ndarray]:
@@ -109,10 +99,11 @@ def simulate_functional(spec: FunctionalSpec, *, seed: int | None = None, typica
     well_conc = np.repeat(conc, reps)
     wells = model_parameters(params, np.concatenate([well_conc, [0.0, 0.0]]))
     wells["l_tot"][-1] = 0.0  # last reference well: no IL-1β signal (= full receptor block)
-    sol = simulate_plate(functional_model(), wells, [spec.incubation_h], progress=progress)
-    if sol.n_failed:
-        bad = int(np.flatnonzero(sol.status)[0])
-        raise RuntimeError(f"functional solve failed for well {bad} ({sol.status_names[bad]})")
+    with config_keys(CONFIG_KEYS):
+        sol = simulate_plate(functional_model(), wells, [spec.incubation_h], progress=progress)
+    if np.any(sol.status[-2:] != 0):  # the top and bottom reference wells scale the curve
+        raise SpecError("parameters", "a reference well (no anakinra, or no IL-1β) failed to solve "
+                                      f"({', '.join(sol.status_names[-2:])}); check the parameters")
     resp = sol.observables["cytokine_pg_per_ml"][:, 0]
     mean = resp[:-2]
     seed = spec.seed if seed is None else seed

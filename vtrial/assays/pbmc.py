@@ -1,26 +1,10 @@
 r"""PBMC + LPS cytokine release with and without anakinra (model card, system 4).
 
-A small mechanistic model of one culture well (time in h, cytokines in pg/mL):
-
-- **LPS signal.** TLR4 activation $x$ follows the LPS stimulus with a delay,
-  $dx/dt = k_{act}\,(s - x)$, $s = \mathrm{LPS}/(\mathrm{LPS} + EC_{50})$.
-- **IL-1RI occupancy.** Secreted IL-1β (total concentration in the well, converted to nM
-  with 17.3 kDa) binds IL-1RI on the cells and anakinra competes, through the binding
-  model of `vtrial.models.binding` with exact depletion; occupancy $\rho = RL/R_{tot}$
-  signals through the operational model, $E = \tau\rho/(1 + \tau\rho)$.
-- **Cytokines.** For each of IL-1β, IL-6 and TNF-α,
-  $dC/dt = k_{basal} + p_C\,x\,(1 + a_C E) - k_{deg,C}\,C$: LPS drives production directly
-  and IL-1 signalling amplifies it by up to $1 + a_C$ (IL-1β amplifies itself).
-
-Assumptions: the numbers are chosen to reproduce the card's qualitative behaviour
-(Launay 2013, PLoS One 8:e59327), not fitted to data: almost nothing is released without
-LPS (basal only); with LPS 100 pg/mL all three cytokines rise; IL-1β and TNF-α depend
-strongly on IL-1 feedback ($a$ = 1.5 and 2) and IL-6 weakly and variably between donors
-($a_{IL6}$ = 0.2 with a 100% donor CV), so anakinra 500 ng/mL (28.9 nM, 17.3 kDa) lowers
-IL-1β and TNF-α clearly and IL-6 less consistently, at 6 h and at 16 h. Anakinra's Ki at
-the human receptor and the IL-1β KD are those of the MRC-5 config. No receptor turnover,
-no LPS tolerance, no cell death over 16 h; each sampling time is its own well
-(supernatant), so read-out errors are independent.
+The culture well (LPS signal, IL-1RI occupancy with exact depletion, IL-1β, IL-6 and
+TNF-α with IL-1 feedback) and its assumptions are `vtrial.models.pbmc_well`; this module
+draws donors (log-normal between-donor variability), lays out the conditions and the
+concentration-response curve, adds immunoassay noise and summarises the read-outs. Each
+sampling time is its own well (supernatant), so read-out errors are independent.
 """
 
 from __future__ import annotations
@@ -31,7 +15,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
+from vtrial.assays.common import config_keys, config_names, curve_table, fit_logistic4_scaled, fit_rows, goodness_of_fit_rows, measurement_noise, plot_curve, simulate_plate, value_row
 from vtrial.assays.specs import PbmcSpec
 from vtrial.estimation.curvefit import logistic4
 from vtrial.estimation.least_squares import FitResult
@@ -52,6 +36,11 @@ MODEL_NAMES = {
 }
 
 
+#: model name -> config key, for messages
+CONFIG_KEYS = config_names(MODEL_NAMES, "parameters", r_tot="parameters.cells_per_well", lps="conditions.lps_pg_per_ml",
+                           i_tot="conditions.anakinra_nm")
+
+
 def _typical(spec: PbmcSpec) -> dict[str, float]:
     p = spec.parameters
     out = {name: float(getattr(p, cfg)) for cfg, name in MODEL_NAMES.items()}
@@ -63,8 +52,9 @@ def donors(spec: PbmcSpec, *, seed: int | None = None, typical: bool = False) ->
     """Donor parameters: log-normal between-donor variability (`donor_cv`, fractions) around
     the config's values, keyed per donor (`vtrial.design.population.Population`). `typical`: one
     donor at the typical values."""
-    pop = Population.build(pbmc_model(), typical=_typical(spec),
-                           cv_percent={MODEL_NAMES[k]: 100.0 * v for k, v in spec.donor_cv.items() if v > 0})
+    with config_keys(CONFIG_KEYS):
+        pop = Population.build(pbmc_model(), typical=_typical(spec),
+                               cv_percent={MODEL_NAMES[k]: 100.0 * v for k, v in spec.donor_cv.items() if v > 0})
     if typical:
         draws = pop.typical_animals(1)
     else:
@@ -105,10 +95,9 @@ def simulate_pbmc(spec: PbmcSpec, *, seed: int | None = None, typical: bool = Fa
     params["i_tot"] = np.repeat([c[2] for c in conds], n_d)
     times = np.unique(np.concatenate([np.arange(0.0, spec.duration_h + 1e-9, spec.output_every_h), spec.readout_times_h,
                                       [spec.curve.time_h, spec.duration_h]]))
-    sol = simulate_plate(pbmc_model(), params, times, progress=progress)
-    if sol.n_failed:
-        bad = int(np.flatnonzero(sol.status)[0])
-        raise RuntimeError(f"PBMC solve failed for well {bad} ({sol.status_names[bad]})")
+    with config_keys(CONFIG_KEYS):
+        sol = simulate_plate(pbmc_model(), params, times, progress=progress)
+    # Wells whose solve failed keep their status and NaN values; the summaries leave them out.
     n_w, n_t = n_d * n_c, times.size
     frame = pd.DataFrame({
         "donor": np.repeat(np.tile(dn["donor"].to_numpy(), n_c), n_t),

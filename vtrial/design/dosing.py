@@ -21,6 +21,7 @@ import numpy as np
 
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_DOSE_RECORDS, check_count
 from vtrial.models.base import Model
 from vtrial.units import amount_to_mg, rate_to_mg_per_h
 
@@ -29,11 +30,15 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _check_repeat(every_h, count, field):
+def _check_repeat(start_h, every_h, count, field):
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
         raise SpecError(f"{field}.count", f"must be a whole number >= 1, got {count!r}")
-    if count > 1 and (every_h is None or not every_h > 0):
-        raise SpecError(f"{field}.every_h", "repeated doses (count > 1) need an interval every_h > 0 h")
+    check_count(f"{field}.count", count, MAX_DOSE_RECORDS, "doses")
+    if count > 1 and (every_h is None or not _is_number(every_h) or not every_h > 0):
+        raise SpecError(f"{field}.every_h", "repeated doses (count > 1) need a finite interval every_h > 0 h")
+    last = start_h + (count - 1) * (every_h or 0.0)
+    if not math.isfinite(last):
+        raise SpecError(f"{field}.every_h", f"the last of {count} doses would be at {last} h; give finite times")
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,9 @@ class Bolus:
     def records(self, field: str = "dose") -> list[tuple[float, float, bool, float, str]]:
         if not (_is_number(self.amount) and self.amount >= 0):
             raise SpecError(f"{field}.amount", f"must be a number >= 0, got {self.amount!r}")
-        if not (math.isfinite(self.time_h) and self.time_h >= 0):
-            raise SpecError(f"{field}.time_h", f"must be >= 0 h, got {self.time_h!r}")
-        _check_repeat(self.every_h, self.count, field)
+        if not (_is_number(self.time_h) and self.time_h >= 0):
+            raise SpecError(f"{field}.time_h", f"must be a finite time >= 0 h, got {self.time_h!r}")
+        _check_repeat(self.time_h, self.every_h, self.count, field)
         mg, per_kg = amount_to_mg(self.amount, self.unit, f"{field}.unit")
         step = self.every_h or 0.0
         return [(self.time_h + k * step, mg, per_kg, 0.0, self.route) for k in range(self.count)]
@@ -76,17 +81,17 @@ class Infusion:
     count: int = 1
 
     def records(self, field: str = "dose") -> list[tuple[float, float, bool, float, str]]:
-        if not (math.isfinite(self.duration_h) and self.duration_h > 0):
-            raise SpecError(f"{field}.duration_h", f"an infusion needs a duration > 0 h, got {self.duration_h!r}")
-        if not (math.isfinite(self.start_h) and self.start_h >= 0):
-            raise SpecError(f"{field}.start_h", f"must be >= 0 h, got {self.start_h!r}")
+        if not (_is_number(self.duration_h) and self.duration_h > 0):
+            raise SpecError(f"{field}.duration_h", f"an infusion needs a finite duration > 0 h, got {self.duration_h!r}")
+        if not (_is_number(self.start_h) and self.start_h >= 0):
+            raise SpecError(f"{field}.start_h", f"must be a finite time >= 0 h, got {self.start_h!r}")
         if (self.rate is None) == (self.amount is None):
             raise SpecError(field, "give exactly one of rate (e.g. mg/kg/day) or amount (e.g. mg)")
         value = self.rate if self.rate is not None else self.amount
         name = "rate" if self.rate is not None else "amount"
         if not (_is_number(value) and value >= 0):
             raise SpecError(f"{field}.{name}", f"must be a number >= 0, got {value!r}")
-        _check_repeat(self.every_h, self.count, field)
+        _check_repeat(self.start_h, self.every_h, self.count, field)
         if self.rate is not None:
             rate, per_kg = rate_to_mg_per_h(self.rate, self.unit, f"{field}.unit")
             total = rate * self.duration_h
@@ -114,7 +119,9 @@ class Regimen:
         out = []
         for i, dose in enumerate(self.doses):
             where = f"{field}.doses.{i}"
-            for t, amt, per_kg, dur, route in dose.records(where):
+            records = dose.records(where)
+            check_count(f"{field}.doses", len(out) + len(records), MAX_DOSE_RECORDS, "dose records in one regimen")
+            for t, amt, per_kg, dur, route in records:
                 try:
                     ridx = model.route_index(route)
                 except SpecError as e:

@@ -23,7 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_CV_PERCENT
 from vtrial.models.base import Model
+
+#: Largest variance of a log-normal random effect: that of a CV of MAX_CV_PERCENT.
+MAX_OMEGA2 = math.log1p((MAX_CV_PERCENT / 100.0) ** 2)
 
 # Stream identifiers folded into each animal's key.
 _ETA, _COVARIATES, _RESIDUAL = 0, 1, 2
@@ -41,8 +45,8 @@ class CovariateDistribution:
     def __post_init__(self):
         if not (self.median > 0 and math.isfinite(self.median)):
             raise SpecError(f"covariates.{self.name}.median", f"must be > 0, got {self.median}")
-        if not (self.cv >= 0 and math.isfinite(self.cv)):
-            raise SpecError(f"covariates.{self.name}.cv", f"must be >= 0, got {self.cv}")
+        if not (self.cv >= 0 and self.cv <= MAX_CV_PERCENT / 100.0):
+            raise SpecError(f"covariates.{self.name}.cv_percent", f"must lie in [0, {MAX_CV_PERCENT:g}] %, got {100 * self.cv}")
 
     @property
     def sigma(self) -> float:
@@ -57,6 +61,12 @@ class CovariateEffect:
     covariate: str
     reference: float
     exponent: float
+
+    def __post_init__(self):
+        for name in ("reference", "exponent"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+                raise SpecError(f"covariate_effects.{self.parameter}.{name}", f"must be a finite number, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -155,14 +165,17 @@ class Population:
         residual: Mapping[str, ResidualError] | None = None,
     ) -> "Population":
         """Population from CV% and/or variances plus optional pairwise correlations."""
+        for k, v in (cv_percent or {}).items():
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_CV_PERCENT):
+                raise SpecError(f"variability.cv_percent.{k}", f"must be a number in [0, {MAX_CV_PERCENT:g}] %, got {v!r}")
         variances = dict(omega_from_cv(cv_percent or {}))
         for k, v in (omega2 or {}).items():
             if k in variances:
                 raise SpecError(f"population.iiv.{k}", "given both as CV% and as omega^2; give one")
             variances[k] = v
         for k, v in variances.items():
-            if not (v >= 0 and math.isfinite(v)):
-                raise SpecError(f"population.iiv.{k}", f"variance must be >= 0, got {v}")
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_OMEGA2):
+                raise SpecError(f"variability.omega2.{k}", f"variance on the log scale must lie in [0, {MAX_OMEGA2:g}], got {v!r}")
         names = tuple(k for k, v in variances.items() if v > 0)
         sd = np.sqrt([variances[n] for n in names])
         corr = np.eye(len(names))
@@ -170,8 +183,8 @@ class Population:
             for n in (a, b):
                 if n not in names:
                     raise SpecError(f"population.correlation.{a}.{b}", f"{n!r} has no random effect")
-            if not -1 < r < 1:
-                raise SpecError(f"population.correlation.{a}.{b}", f"must lie in (-1, 1), got {r}")
+            if not (isinstance(r, int | float) and -1 < r < 1):
+                raise SpecError(f"population.correlation.{a}.{b}", f"must lie in (-1, 1), got {r!r}")
             i, j = names.index(a), names.index(b)
             corr[i, j] = corr[j, i] = r
         omega = corr * np.outer(sd, sd)
@@ -263,48 +276,42 @@ def observable_stream(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def draw_residual_error(
-    residual: Mapping[str, ResidualError], seed: int, arm_index, position, predictions: Mapping[str, np.ndarray],
-    *, pad_to: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Predictions plus residual error, for the observables in `residual`.
+@dataclass(frozen=True)
+class ResidualDraw:
+    """Observations with residual error, computed inside the compiled solve of each animal
+    (a `vtrial.engine.runner.AbstractLaneOutputs`).
 
-    Animal `k` (arm `arm_index[k]`, at `position[k]` in its arm) draws the error of
-    observable `name` at every time from
-    `fold_in(residual_keys(fold_in(PRNGKey(seed), arm), position), observable_stream(name))`,
-    so each value depends on nothing but the animal, the observable and the time: not on
-    the other animals in the call, the chunk or the device. `predictions[name]` is
-    `(m, n_times)`; NaN stays NaN. `pad_to` (>= m) computes on that many rows so calls of
-    different sizes share one compiled function.
+    Animal `k` (arm `a`, at position `i` in its arm) draws the error of observable `name`
+    at every output time from
+    `fold_in(residual_keys(fold_in(PRNGKey(seed), a), i), observable_stream(name))`, so
+    each value depends only on the animal, the observable and the time: not on the other
+    animals in its chunk, the chunk size, the device, or which other observables are
+    observed. The error model is `y = f + sqrt(a^2 + (b f)^2) eps` (`ResidualError`).
+
+    Static part: the observable names. Per animal (`lane`): `arm`, `position`. Shared:
+    what `shared(...)` returns (the key and the error parameters), so a new seed or new
+    error values reuse the compiled solve.
     """
-    names = tuple(residual)
-    arm_index, position = np.asarray(arm_index), np.asarray(position)
-    m = position.size
-    if not names or m == 0:
-        return {}
-    rows = np.minimum(np.arange(max(m, pad_to or 0)), m - 1)
-    pred = np.stack([np.asarray(predictions[n]) for n in names])[:, rows]
-    out = _draw_residual(
-        jax.random.PRNGKey(seed), arm_index[rows], position[rows],
-        jnp.asarray([observable_stream(n) for n in names], dtype=jnp.uint32),
-        jnp.asarray([residual[n].additive for n in names], dtype=pred.dtype),
-        jnp.asarray([residual[n].proportional for n in names], dtype=pred.dtype),
-        pred,
-    )
-    out = np.asarray(out)[:, :m]
-    return {n: out[j] for j, n in enumerate(names)}
 
+    observables: tuple[str, ...]
 
-@jax.jit
-def _draw_residual(key, arm_index, position, streams, additive, proportional, pred):
-    # pred: (observables, animals, times); the error model is y = f + sqrt(a^2 + (b f)^2) eps.
-    def one_animal(a, i, f_animal):
-        base = residual_keys(jax.random.fold_in(key, a), i)
+    def lane(self, arm_index, position) -> dict[str, np.ndarray]:
+        return {"arm": np.asarray(arm_index, np.int64), "position": np.asarray(position, np.int64)}
 
-        def one_observable(stream, add, prop, f):
-            eps = jax.random.normal(jax.random.fold_in(base, stream), f.shape, dtype=f.dtype)
-            return f + jnp.sqrt(add**2 + (prop * f) ** 2) * eps
+    def shared(self, residual: Mapping[str, ResidualError], seed: int) -> dict:
+        return {
+            "key": np.asarray(jax.random.PRNGKey(seed)),
+            "stream": np.asarray([observable_stream(n) for n in self.observables], np.uint32),
+            "additive": np.asarray([residual[n].additive for n in self.observables], float),
+            "proportional": np.asarray([residual[n].proportional for n in self.observables], float),
+        }
 
-        return jax.vmap(one_observable)(streams, additive, proportional, f_animal)
-
-    return jax.vmap(one_animal, in_axes=(0, 0, 1), out_axes=1)(arm_index, position, pred)
+    def __call__(self, observables, status, lane, shared) -> dict:
+        base = residual_keys(jax.random.fold_in(shared["key"], lane["arm"]), lane["position"])
+        out = {}
+        for j, name in enumerate(self.observables):
+            f = observables[name]
+            eps = jax.random.normal(jax.random.fold_in(base, shared["stream"][j]), f.shape, dtype=f.dtype)
+            sd = jnp.sqrt(shared["additive"][j] ** 2 + (shared["proportional"][j] * f) ** 2)
+            out[name] = f + sd.astype(f.dtype) * eps
+        return out

@@ -27,7 +27,7 @@ import pandas as pd
 
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
 from vtrial.design.dosing import Regimen, lower_regimens
-from vtrial.design.population import Population, draw_residual_error
+from vtrial.design.population import Population, ResidualDraw
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
 from vtrial.engine.solve import STATUS_NAMES, SolverOptions
@@ -156,6 +156,31 @@ def _numeric_column(column: pd.Series, field: str) -> np.ndarray:
     return values.to_numpy(dtype=float)
 
 
+def check_trial(
+    model: Model,
+    arms: Regimen | Sequence[Arm],
+    population: Population | None = None,
+    *,
+    times_h: Sequence[float],
+    n_animals: int = 100,
+    animals: pd.DataFrame | None = None,
+    t0: float = 0.0,
+) -> tuple[tuple[Arm, ...], Population, DoseRecords, pd.DataFrame | None]:
+    """Everything `prepare_trial` checks, without drawing animals: arms, population,
+    regimens, output times and (when given) the animals table. Returns the arms, the
+    population, the arms' dose records `(n_arms, n_records)` and the checked table."""
+    if isinstance(arms, Regimen):
+        arms = (Arm("arm", arms, n_animals),)
+    arms = _check_arms(model, arms)
+    population = population or Population(model)
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
+    check_times(times_h, t0)
+    table = _given_animals(model, population, arms, animals) if animals is not None else None
+    return arms, population, arm_records, table
+
+
 def prepare_trial(
     model: Model,
     arms: Regimen | Sequence[Arm],
@@ -168,20 +193,11 @@ def prepare_trial(
     animals: pd.DataFrame | None = None,
     t0: float = 0.0,
 ) -> TrialInputs:
-    """Check a trial and draw (or take) its animals; arguments as `simulate`. Nothing is solved."""
-    if isinstance(arms, Regimen):
-        arms = (Arm("arm", arms, n_animals),)
-    arms = _check_arms(model, arms)
-    population = population or Population(model)
-    if population.model is not model:
-        raise SpecError("population", "was built for a different model")
-    # Everything that can be checked on the host is checked before animals are drawn
-    # (which compiles): regimens, then output times.
-    arm_records = lower_regimens(model, [a.regimen for a in arms])  # (n_arms, n_records)
-    check_times(times_h, t0)
-    if animals is not None:
-        table = _given_animals(model, population, arms, animals)
-    else:
+    """Check a trial (`check_trial`) and draw (or take) its animals; arguments as
+    `simulate`. Nothing is solved."""
+    arms, population, arm_records, table = check_trial(model, arms, population, times_h=times_h, n_animals=n_animals,
+                                                       animals=animals, t0=t0)
+    if table is None:
         table = _drawn_animals(model, population, arms, seed, typical)
     arm_index = table["arm_index"].to_numpy()
     position = np.arange(len(table)) - np.searchsorted(arm_index, arm_index)  # rows are grouped by arm
@@ -224,17 +240,10 @@ class TrialChunks:
     `chunks_computed`, `chunks_resumed`, `lockstep_waste`, `mesh`.
     """
 
-    def __init__(self, model: Model, inputs: TrialInputs, times_h, *, seed: int, observed: Sequence[str], with_error: bool,
-                 runner: PopulationChunks):
-        self.model, self.inputs, self.seed = model, inputs, seed
-        self.times_h = np.asarray(times_h, dtype=float)
-        self.observed = tuple(observed)
-        self.with_error = with_error
-        self.runner = runner
+    def __init__(self, model: Model, inputs: TrialInputs, runner: PopulationChunks, observed: Sequence[str], with_error: bool):
+        self.model, self.inputs, self.runner = model, inputs, runner
+        self.observed, self.with_error = tuple(observed), with_error
         self.run_seconds = 0.0
-        for name in self.observed:
-            if with_error and name not in inputs.population.residual:
-                raise SpecError(f"residual.{name}", f"observable {name!r} is sampled but has no residual error model; add [residual.{name}]")
 
     def __getattr__(self, name):  # plan, compile_seconds, lockstep_waste, ... of the runner
         if name == "runner":
@@ -242,22 +251,19 @@ class TrialChunks:
         return getattr(self.runner, name)
 
     def __iter__(self) -> Iterator[TrialChunk]:
-        arm_index, position = self.inputs.arm_index, self.inputs.position
-        residual = self.inputs.population.residual
         start = time.perf_counter()
         for res in self.runner:
-            rows = res.animals
-            observations = {}
-            if self.observed and self.with_error:
-                observations = draw_residual_error(
-                    {name: residual[name] for name in self.observed}, self.seed, arm_index[rows], position[rows],
-                    {name: res.observables[name] for name in self.observed}, pad_to=self.runner.plan.chunk_size,
-                )
-            elif self.observed:
-                observations = {name: res.observables[name] for name in self.observed}
-            chunk = TrialChunk(rows, res.observables, observations, res.status, res.n_steps, res.states, res)
-            yield chunk
+            source = res.extras if self.with_error else res.observables
+            observations = {name: source[name] for name in self.observed}
+            yield TrialChunk(res.animals, res.observables, observations, res.status, res.n_steps, res.states, res)
         self.run_seconds = time.perf_counter() - start - self.runner.compile_seconds
+
+
+def check_observed(population: Population, observed: Sequence[str]) -> None:
+    """Observables drawn with residual error need a residual error model."""
+    for name in observed:
+        if name not in population.residual:
+            raise SpecError(f"residual.{name}", f"observable {name!r} is sampled but has no residual error model; add [residual.{name}]")
 
 
 def trial_chunks(
@@ -278,16 +284,25 @@ def trial_chunks(
 ) -> TrialChunks:
     """The trial pipeline over `inputs` (from `prepare_trial`): iterate for `TrialChunk`s.
 
-    `observed`: observables to draw residual error for (`with_error=False`: the
-    predictions themselves, e.g. for typical animals). The other arguments are the
-    runner's (`vtrial.engine.runner.iter_population_chunks`). Inputs are checked now,
-    before anything is compiled; chunks are solved lazily.
+    `observed`: observables to draw residual error for, inside the compiled solve
+    (`ResidualDraw`); `with_error=False` gives the predictions instead (e.g. typical
+    animals). The other arguments are the runner's
+    (`vtrial.engine.runner.iter_population_chunks`). Inputs are checked now, before
+    anything is compiled; chunks are solved lazily.
     """
+    observed = tuple(observed)
+    residual = inputs.population.residual
+    draw = None
+    if observed and with_error:
+        check_observed(inputs.population, observed)
+        draw = ResidualDraw(observed)
     runner = iter_population_chunks(
         model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order,
-        states=states, devices=devices, store=store,
+        states=states, devices=devices, store=store, lane_outputs=draw,
+        lane_data=draw.lane(inputs.arm_index, inputs.position) if draw else None,
+        shared=draw.shared(residual, seed) if draw else None,
     )
-    return TrialChunks(model, inputs, times_h, seed=seed, observed=observed, with_error=with_error, runner=runner)
+    return TrialChunks(model, inputs, runner, observed, with_error)
 
 
 # ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
@@ -106,7 +106,9 @@ class ChunkResult:
     - `lockstep_steps`: lane-steps the devices paid for (sum over devices of lanes x
       the slowest lane's steps);
     - `states`: `(m, n_times, n_states)`, or None when not asked for;
-    - `seconds`: solve time (0 when `resumed`, i.e. read back from a store).
+    - `seconds`: solve time (0 when `resumed`, i.e. read back from a store);
+    - `extras`: the runner's `lane_outputs` per animal (name -> `(m, ...)`), NaN where
+      the animal failed.
     """
 
     index: int
@@ -118,6 +120,7 @@ class ChunkResult:
     states: np.ndarray | None = None
     seconds: float = 0.0
     resumed: bool = False
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class AbstractChunkStore(Protocol):
@@ -186,44 +189,65 @@ def plan_chunks(n_animals: int, chunk_size: int, *, cost=None, n_devices: int = 
     return ChunkPlan(order, int(max(1, min(chunk_size, n_animals))), int(n_devices))
 
 
+class AbstractLaneOutputs(Protocol):
+    """Per-animal outputs computed inside the compiled solve, after it (e.g. observations
+    with residual error): `outputs(observables, status, lane, shared) -> {name: array}`
+    for ONE animal, where `observables[name]` is `(n_times,)`, `lane` holds this animal's
+    entries of the runner's `lane_data` and `shared` the runner's `shared` inputs.
+
+    It must be hashable by value (a frozen dataclass), because the compiled solve is
+    cached on it; everything that changes between runs (keys, numbers) belongs in `lane`
+    or `shared`, so a new seed or new values do not recompile."""
+
+    def __call__(self, observables, status, lane, shared) -> dict: ...
+
+
 @lru_cache(maxsize=64)
-def batched_solver(model: Model, options: SolverOptions, t0: float, mesh: Mesh | None = None, states: bool = True) -> Callable:
-    """The jit-compiled, vmapped solve of `model` (cached per model, options, t0, mesh).
+def batched_solver(
+    model: Model, options: SolverOptions, t0: float, mesh: Mesh | None = None, states: bool = True,
+    lane_outputs: AbstractLaneOutputs | None = None,
+) -> Callable:
+    """The jit-compiled, vmapped solve of `model` (cached per model, options, t0, mesh,
+    `lane_outputs`): `f(params, doses, save_times, lane, shared)`.
 
     With a `mesh`, the vmapped solve runs under `shard_map`: every device solves its
     own slice of the animal axis independently.
     """
 
-    def one(p, doses, save_times):
+    def one(p, doses, save_times, lane, shared):
         sol = solve_animal(model, p, doses, save_times, t0=t0, options=options)
         obs = jax.vmap(lambda y: model.observe(y, p))(sol.states)
-        return (sol.states if states else None), obs, sol.status, sol.n_steps
+        extras = lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}
+        return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
 
-    batched = jax.vmap(one, in_axes=(0, 0, None))
+    batched = jax.vmap(one, in_axes=(0, 0, None, 0, None))
     if mesh is None or mesh.size == 1 or options.solver in IMPLICIT_SOLVERS:
         # One device needs no shard_map. Implicit solvers' linear solves (lineax) reject
         # shard_map's per-device types, so there the sharded inputs are partitioned by
         # jit itself (GSPMD): still correct, with a cross-device check per solver step.
         return jax.jit(batched)
-    split = PartitionSpec(distributed.AXIS)
-    return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(split, split, PartitionSpec()), out_specs=split, check_vma=False))
+    split, whole = PartitionSpec(distributed.AXIS), PartitionSpec()
+    return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(split, split, whole, split, whole), out_specs=split, check_vma=False))
 
 
 _COMPILED: dict = {}
 
 
-def compiled_solver(model: Model, options: SolverOptions, t0: float, args, *, mesh: Mesh | None = None, states: bool = True) -> tuple[Callable, float]:
+def compiled_solver(
+    model: Model, options: SolverOptions, t0: float, args, *, mesh: Mesh | None = None, states: bool = True,
+    lane_outputs: AbstractLaneOutputs | None = None,
+) -> tuple[Callable, float]:
     """Ahead-of-time compiled solver for the shapes of `args`, and the seconds compiling took.
 
-    Compiled executables are kept per (model, options, t0, mesh, shapes), so a second
-    run with the same shapes compiles nothing (0 s).
+    Compiled executables are kept per (model, options, t0, mesh, lane outputs, shapes), so
+    a second run with the same shapes compiles nothing (0 s).
     """
     shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves(args))
-    key = (model, options, t0, mesh, states, jax.tree_util.tree_structure(args), shapes)
+    key = (model, options, t0, mesh, states, lane_outputs, jax.tree_util.tree_structure(args), shapes)
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     start = time.perf_counter()
-    compiled = batched_solver(model, options, t0, mesh, states).lower(*args).compile()
+    compiled = batched_solver(model, options, t0, mesh, states, lane_outputs).lower(*args).compile()
     _COMPILED[key] = compiled
     return compiled, time.perf_counter() - start
 
@@ -282,7 +306,8 @@ class PopulationChunks:
     excluded; what the caller does with a chunk in the meantime overlaps with it.
     """
 
-    def __init__(self, model, params, doses, times_h, *, t0, options, chunk_size, order, states, devices, store):
+    def __init__(self, model, params, doses, times_h, *, t0, options, chunk_size, order, states, devices, store,
+                 lane_data=None, shared=None, lane_outputs=None):
         n = check_inputs(model, params, doses, times_h, t0)
         if isinstance(order, str):
             if order not in ("cost", "input"):
@@ -299,6 +324,12 @@ class PopulationChunks:
         self.times_h = np.asarray(times_h, dtype=float)
         self._split, replicated = distributed.shardings(self.mesh)
         self._save_times = distributed.to_global(self.times_h.astype(self.dtype), replicated)
+        self.lane_data = {k: np.asarray(v) for k, v in (lane_data or {}).items()}
+        for name, v in self.lane_data.items():
+            if v.shape[:1] != (n,):
+                raise SpecError(f"lane_data.{name}", f"needs one entry per animal: shape ({n}, ...), got {v.shape}")
+        self.lane_outputs = lane_outputs
+        self._shared = distributed.to_global(jax.tree_util.tree_map(np.asarray, shared or {}), replicated)
         self._fn = None
         self.compile_seconds = self.run_seconds = 0.0
         self._last_collected = -math.inf
@@ -358,14 +389,17 @@ class PopulationChunks:
         take = idx[np.minimum(np.arange(self.plan.lanes), idx.size - 1)]  # pad by repeating the last animal
         p = distributed.to_global({name: v[take].astype(self.dtype) for name, v in self.params.items()}, self._split)
         d = distributed.to_global(self.doses.take(take), self._split)
-        args = (p, d, self._save_times)
+        lane = distributed.to_global({name: v[take] for name, v in self.lane_data.items()}, self._split)
+        args = (p, d, self._save_times, lane, self._shared)
         if self._fn is None:
-            self._fn, self.compile_seconds = compiled_solver(self.model, self.options, self.t0, args, mesh=self.mesh, states=self.states)
+            self._fn, self.compile_seconds = compiled_solver(
+                self.model, self.options, self.t0, args, mesh=self.mesh, states=self.states, lane_outputs=self.lane_outputs,
+            )
             start += self.compile_seconds
         return k, idx, self._fn(*args), start  # the solve runs asynchronously
 
     def _collect(self, k: int, idx: np.ndarray, out, dispatched_at: float) -> ChunkResult:
-        s, o, st, ns = distributed.to_host(out)
+        s, o, st, ns, ex = distributed.to_host(out)
         now = time.perf_counter()
         seconds = now - max(dispatched_at, self._last_collected)  # wall time this chunk added
         self._last_collected = now
@@ -375,7 +409,15 @@ class PopulationChunks:
         lockstep = int(per_device.max(axis=1).sum()) * per_device.shape[1]
         failed = st[:m] != 0
         obs = {name: np.where(failed[:, None], np.nan, v[:m]) for name, v in o.items()}
-        return ChunkResult(k, idx, obs, st[:m].astype(np.int32), ns[:m].astype(np.int64), lockstep, None if s is None else s[:m], seconds)
+        extras = {name: _mask_failed(v[:m], failed) for name, v in ex.items()}
+        return ChunkResult(k, idx, obs, st[:m].astype(np.int32), ns[:m].astype(np.int64), lockstep, None if s is None else s[:m], seconds,
+                           extras=extras)
+
+
+def _mask_failed(values: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(values.dtype, np.floating):
+        return values
+    return np.where(failed.reshape((-1,) + (1,) * (values.ndim - 1)), np.nan, values)
 
 
 def iter_population_chunks(
@@ -391,6 +433,9 @@ def iter_population_chunks(
     states: bool = True,
     devices=None,
     store: AbstractChunkStore | None = None,
+    lane_data: Mapping[str, np.ndarray] | None = None,
+    shared=None,
+    lane_outputs: AbstractLaneOutputs | None = None,
 ) -> PopulationChunks:
     """Solve a population chunk by chunk; iterate the result for `ChunkResult`s.
 
@@ -399,13 +444,16 @@ def iter_population_chunks(
       observables are used);
     - `store`: finished chunks are read from it instead of being computed, and newly
       computed ones are saved to it (process 0 only in a multi-process run; the other
-      processes skip finished chunks and yield only the ones they computed).
+      processes skip finished chunks and yield only the ones they computed);
+    - `lane_outputs`, `lane_data` (name -> `(n_animals, ...)`), `shared` (a pytree):
+      per-animal outputs computed inside the compiled solve (see `AbstractLaneOutputs`),
+      returned in `ChunkResult.extras`.
 
     Inputs are checked now, before anything is compiled; chunks are solved lazily.
     """
     return PopulationChunks(
         model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order, states=states,
-        devices=devices, store=store,
+        devices=devices, store=store, lane_data=lane_data, shared=shared, lane_outputs=lane_outputs,
     )
 
 

@@ -26,6 +26,8 @@ __all__ = ["DataError", "KiEstimate", "cheng_prusoff_ki", "curve_fit_figure", "f
 
 LN10 = float(np.log(10.0))
 MIN_DISTINCT_CONCENTRATIONS = 4  # one per 4PL parameter
+#: Largest |value| the fit accepts: squares of larger values overflow float64.
+MAX_MAGNITUDE = 1e150
 
 
 
@@ -104,7 +106,7 @@ def fit_logistic4(conc, response, *, conc_unit: str = "nM", response_unit: str =
     """
     conc = np.asarray(conc, dtype=float).ravel()
     response = np.asarray(response, dtype=float).ravel()
-    _check_arrays(conc, response)
+    check_curve_data(conc, response)
     fit = fit_least_squares(
         _logistic4_residuals,
         _starting_values(conc, response),
@@ -123,7 +125,8 @@ def fit_logistic4(conc, response, *, conc_unit: str = "nM", response_unit: str =
     return fit
 
 
-def _check_arrays(conc: np.ndarray, response: np.ndarray) -> None:
+def check_curve_data(conc: np.ndarray, response: np.ndarray) -> None:
+    """Concentration-response data a 4PL can be fitted to, else a `DataError` naming the value."""
     if conc.shape != response.shape:
         raise DataError(f"conc has {conc.size} values but response has {response.size}; give one response per concentration.")
     for name, values in (("conc", conc), ("response", response)):
@@ -137,6 +140,14 @@ def _check_arrays(conc: np.ndarray, response: np.ndarray) -> None:
     if n_levels < MIN_DISTINCT_CONCENTRATIONS:
         raise DataError(f"only {n_levels} distinct concentrations; the 4-parameter logistic needs at least "
                         f"{MIN_DISTINCT_CONCENTRATIONS}. Add concentrations to the series.")
+    for name, values in (("conc", conc), ("response", response)):
+        big = np.flatnonzero(np.abs(values) > MAX_MAGNITUDE)
+        if big.size:
+            raise DataError(f"{name} value {big[0] + 1} (1-based) is {values[big[0]]:.3g}: beyond {MAX_MAGNITUDE:g}, the fit's "
+                            "sums of squares overflow; give the values in a larger unit (e.g. thousands).")
+    if np.ptp(response) <= 1e-12 * np.max(np.abs(response), initial=0.0):
+        raise DataError(f"every response is {response[0]:.6g}: a flat line has no IC50 or Hill slope to estimate; "
+                        "check the response column.")
 
 
 # ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class ChunkStore:
             "n_steps": result.n_steps,
             "lockstep_steps": np.int64(result.lockstep_steps),
             **{f"obs:{name}": v for name, v in result.observables.items()},
+            **{f"extra:{name}": v for name, v in result.extras.items()},
         }
         if result.states is not None:
             arrays["states"] = result.states
@@ -58,6 +59,7 @@ class ChunkStore:
         try:
             with np.load(path, allow_pickle=False) as z:
                 obs = {k.removeprefix("obs:"): z[k] for k in z.files if k.startswith("obs:")}
+                extras = {k.removeprefix("extra:"): z[k] for k in z.files if k.startswith("extra:")}
                 return ChunkResult(
                     index=int(z["index"]),
                     animals=z["animals"],
@@ -67,6 +69,7 @@ class ChunkStore:
                     lockstep_steps=int(z["lockstep_steps"]),
                     states=z["states"] if "states" in z.files else None,
                     resumed=True,
+                    extras=extras,
                 )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise SpecError("--resume", f"{path} cannot be read ({e}); run without --resume to start afresh") from None

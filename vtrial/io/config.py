@@ -32,16 +32,52 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
     return data, hashlib.sha256(raw).hexdigest()
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line per problem: `dotted.path: message` (pydantic's own text)."""
-    lines = []
+_KEY_FIRST = re.compile(r"^(?:Value error, )?(?P<key>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (?P<msg>.+)$", re.DOTALL)
+
+
+def _input_path(loc, data) -> list[str]:
+    """`loc` as a path through the input: the tag pydantic adds for a tagged union (the
+    `bolus` of `arms.0.doses.0.bolus.count`, the value of the table's `type`) is no key of
+    the config and is dropped."""
+    out, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part in [v for v in node.values() if isinstance(v, str)]:
+            continue  # a union tag
+        else:
+            node = None
+        out.append(str(part))
+    return out
+
+
+def _problems(err: ValidationError, data=None) -> list[tuple[str, str]]:
+    """(dotted key, message) per problem. A check of a whole table reports at the table;
+    when its message starts with the key it is about (`readout_times_h.1: ...`), that
+    key is the location instead."""
+    out = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        loc = _input_path(e["loc"], data) if data is not None else [str(x) for x in e["loc"]]
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the shipped configs for the allowed keys)"
-        lines.append(f"{loc}: {msg}")
-    return "\n".join(lines)
+        elif e["type"] == "missing":
+            msg = "missing: this key is required"
+        elif (m := _KEY_FIRST.match(msg)) and e["type"] == "value_error":
+            loc, msg = [*loc, m.group("key")], m.group("msg")
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        if e["type"] in ("float_type", "int_type", "bool_type", "string_type") and "input" in e:
+            msg = f"{msg}, got {e['input']!r}"
+        out.append((".".join(loc) or "(top level)", msg))
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: `dotted.path: message`."""
+    return "\n".join(f"{loc}: {msg}" for loc, msg in _problems(err))
 
 
 def validate(schema: type[BaseModel], data: dict[str, Any]) -> BaseModel:
@@ -49,9 +85,9 @@ def validate(schema: type[BaseModel], data: dict[str, Any]) -> BaseModel:
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(x) for x in first["loc"]) or "config"
-        raise SpecError(field, "invalid config\n" + format_validation_error(e)) from None
+        problems = _problems(e, data)
+        field = problems[0][0] if problems[0][0] != "(top level)" else "config"
+        raise SpecError(field, "invalid config\n" + "\n".join(f"{loc}: {msg}" for loc, msg in problems)) from None
 
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"

@@ -15,15 +15,19 @@ from pydantic import Field, model_validator
 
 from vtrial.design.dosing import Bolus, Infusion, Regimen
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_ANIMALS, MAX_CV_PERCENT, MAX_DOSE_RECORDS, MAX_SEED, check_count, grid_size
 from vtrial.io.config import Strict
 from vtrial.models import Model, get_model
 from vtrial.models.base import Endpoint, check_endpoints, standard_endpoints
-from vtrial.design.population import CovariateDistribution, CovariateEffect, Population, ResidualError
+from vtrial.design.population import MAX_OMEGA2, CovariateDistribution, CovariateEffect, Population, ResidualError
 from vtrial.engine.solve import SolverOptions
 from vtrial.design.trial import Arm
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=MAX_DOSE_RECORDS)]
+Animals = Annotated[int, Field(ge=1, le=MAX_ANIMALS)]
+CvPercent = Annotated[float, Field(ge=0, le=MAX_CV_PERCENT)]
 
 
 class BolusSpec(Strict):
@@ -33,7 +37,7 @@ class BolusSpec(Strict):
     route: str = "iv"
     time_h: NonNeg = 0.0
     every_h: Pos | None = None
-    count: Annotated[int, Field(ge=1)] = 1
+    count: Count = 1
 
     def build(self) -> Bolus:
         return Bolus(self.amount, self.time_h, self.unit, self.route, self.every_h, self.count)
@@ -48,7 +52,7 @@ class InfusionSpec(Strict):
     unit: str = "mg/h"
     route: str = "iv"
     every_h: Pos | None = None
-    count: Annotated[int, Field(ge=1)] = 1
+    count: Count = 1
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -66,13 +70,13 @@ DoseSpec = Annotated[BolusSpec | InfusionSpec, Field(discriminator="type")]
 class ArmSpec(Strict):
     name: Annotated[str, Field(min_length=1)]
     doses: list[DoseSpec] = Field(description="the regimen; an empty list for a vehicle arm")
-    animals: Annotated[int, Field(ge=1)] | None = None
+    animals: Animals | None = None
     parameters: dict[str, float] = Field(default={}, description="values every animal of this arm takes (e.g. a knockout switch)")
 
 
 class CovariateSpec(Strict):
     median: Pos
-    cv_percent: NonNeg = 0.0
+    cv_percent: CvPercent = 0.0
     unit: str = ""
 
 
@@ -80,7 +84,7 @@ class CovariateEffectSpec(Strict):
     parameter: str
     covariate: str
     reference: Pos
-    exponent: float
+    exponent: Annotated[float, Field(ge=-100, le=100)]
 
 
 class ResidualSpec(Strict):
@@ -95,8 +99,8 @@ class CorrelationSpec(Strict):
 
 
 class VariabilitySpec(Strict):
-    cv_percent: dict[str, NonNeg] = {}
-    omega2: dict[str, NonNeg] = {}
+    cv_percent: dict[str, CvPercent] = {}
+    omega2: dict[str, Annotated[float, Field(ge=0, le=MAX_OMEGA2)]] = {}
     correlation: list[CorrelationSpec] = []
 
 
@@ -124,10 +128,11 @@ class SamplingSpec(Strict):
             raise ValueError("give either times_h or a grid (start_h, end_h, every_h), not both")
         return self
 
-    def times(self) -> np.ndarray:
+    def times(self, field: str = "sampling") -> np.ndarray:
         if self.times_h is not None:
             t = np.asarray(self.times_h, dtype=float)
         else:
+            grid_size(field, self.start_h, self.end_h, self.every_h)
             t = np.arange(self.start_h, self.end_h + 1e-9 * self.every_h, self.every_h)
         return t + self.offset_h
 
@@ -187,9 +192,9 @@ class TrialConfig(Strict):
     name: str = "trial"
     description: str = ""
     model: str
-    seed: int = 0
-    animals_per_arm: Annotated[int, Field(ge=1)] = 100
-    chunk_size: Annotated[int, Field(ge=1)] = 4096
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    animals_per_arm: Animals = 100
+    chunk_size: Animals = 4096
     parameters: dict[str, float] = {}
     variability: VariabilitySpec = VariabilitySpec()
     covariates: dict[str, CovariateSpec] = {}
@@ -217,13 +222,14 @@ class BuiltTrial:
             Arm(a.name, Regimen(tuple(d.build() for d in a.doses), f"arms.{i}"), animals_per_arm or a.animals or n, a.parameters)
             for i, a in enumerate(cfg.arms)
         )
+        check_count("animals_per_arm", sum(a.n_animals for a in self.arms), MAX_ANIMALS, "animals in all arms")
         for i, arm in enumerate(self.arms):
             arm.regimen.records(self.model, f"arms.{i}")  # unit, route and mg/kg errors now, not mid-run
         self.sampling = {}
         for name, s in cfg.sampling.items():
             if name not in self.model.observable_names:
                 raise SpecError(f"sampling.{name}", f"unknown observable; known: {', '.join(self.model.observable_names)}")
-            t = s.times()
+            t = s.times(f"sampling.{name}")
             if np.any(t > cfg.output.end_h):
                 raise SpecError(f"sampling.{name}", f"times beyond output.end_h = {cfg.output.end_h} h")
             self.sampling[name] = t
@@ -237,6 +243,7 @@ class BuiltTrial:
             if late:
                 where = "endpoints.inhibition_window_days" if e.role == "response" and ep.inhibition_window_days else f"endpoints.{e.name}"
                 raise SpecError(where, f"endpoint {e.name!r} needs time {late[0]:g} h, after output.end_h = {out.end_h} h")
+        grid_size("output", out.start_h, out.end_h, out.every_h)
         grid = np.arange(out.start_h, out.end_h + 1e-9 * out.every_h, out.every_h)
         extra = [*self.sampling.values(), np.array([t for e in self.endpoints for t in e.times_h()] + [out.end_h])]
         self.times_h = np.unique(np.concatenate([grid, *extra]))

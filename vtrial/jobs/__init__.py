@@ -8,5 +8,5 @@
 """
 
 from vtrial.jobs.context import Job as Job, RunContext as RunContext
-from vtrial.jobs.run import RunRecord as RunRecord, run_config as run_config
+from vtrial.jobs.run import RunRecord as RunRecord, check_config as check_config, run_config as run_config
 from vtrial.jobs.table import JOBS as JOBS, get_job as get_job

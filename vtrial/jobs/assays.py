@@ -5,6 +5,7 @@
 | `binding_displacement` | `DisplacementSpec` | wells.parquet, summary.csv, curve_fit.csv, curve_fit.png |
 | `functional_neutralisation` | `FunctionalSpec` | wells.parquet, summary.csv, curve_fit.csv, curve_fit.png |
 | `pbmc_lps` | `PbmcSpec` | wells.parquet, readouts.csv, summary.csv, curve_fit.csv, curve_fit.png, time_course.png |
+| `tslp_neutralisation` | `TslpSpec` | wells.parquet, summary.csv, curve_fit.csv (per stimulus), curve_fit.png |
 
 Every job checks its context before simulating (a `SpecError` leaves nothing written),
 honours `--seed` and `--typical` (noise-free, one well per concentration / one typical
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import time
 
-from vtrial.assays.common import compile_timer
+from vtrial.assays.common import compile_timer, config_keys
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
+from vtrial.assays.tslp_specs import TslpSpec
 from vtrial.errors import SpecError
 from vtrial.io.writers import save_figure, write_csv, write_parquet
 from vtrial.jobs.context import RunContext
@@ -34,9 +36,50 @@ def _check_context(ctx: RunContext, spec, field: str):
     return spec, (spec.seed if ctx.seed is None else ctx.seed)
 
 
-def _writes(ctx: RunContext) -> bool:
-    """Only the writing process of a multi-process run writes files (`ctx.writer`)."""
-    return bool(getattr(ctx, "writer", True))
+def check_displacement(spec: DisplacementSpec, ctx: RunContext) -> dict:
+    """What `run_displacement` checks before its first solve."""
+    from vtrial.assays.displacement import CONFIG_KEYS, DisplacementDesign, binding_model
+
+    spec, _ = _check_context(ctx, spec, "replicates")
+    wells = {**DisplacementDesign.from_spec(spec).wells(spec.grid.concentrations_nm()), "ki": spec.antagonist.ki_nm}
+    with config_keys(CONFIG_KEYS):
+        binding_model().validate_values(wells, "parameters")
+    return {"n_wells": spec.grid.n * (1 if ctx.typical else spec.replicates)}
+
+
+def check_functional(spec: FunctionalSpec, ctx: RunContext) -> dict:
+    """What `run_functional` checks before its first solve."""
+    from vtrial.assays.functional import CONFIG_KEYS, functional_model, model_parameters
+
+    spec, _ = _check_context(ctx, spec, "replicates")
+    with config_keys(CONFIG_KEYS):
+        functional_model().validate_values(model_parameters(spec.parameters, spec.grid.concentrations_nm()), "parameters")
+    return {"n_wells": spec.grid.n * (1 if ctx.typical else spec.replicates)}
+
+
+def check_pbmc(spec: PbmcSpec, ctx: RunContext) -> dict:
+    """What `run_pbmc` checks before its first solve."""
+    from vtrial.assays.pbmc import donors
+
+    spec, _ = _check_context(ctx, spec, "donors")
+    donors(spec, typical=True)  # builds and checks the donor population
+    return {"n_donors": 1 if ctx.typical else spec.donors, "n_conditions": len(spec.conditions)}
+
+
+def _write(ctx: RunContext, files: dict) -> None:
+    """Write an assay's outputs into `ctx.out_dir`, on the writing process only: a table per
+    `.parquet`/`.csv` name, a figure per `.png` name (given as a function that draws it, so
+    processes that write nothing draw nothing)."""
+    if not ctx.writer:
+        return
+    for name, content in files.items():
+        path = ctx.out_dir / name
+        if name.endswith(".png"):
+            save_figure(content(), path)
+        elif name.endswith(".parquet"):
+            write_parquet(content, path)
+        else:
+            write_csv(content, path)
 
 
 def _facts(seed, n_wells, ctx, timer, t0, **extra) -> dict:
@@ -54,11 +97,8 @@ def run_displacement(spec: DisplacementSpec, ctx: RunContext) -> dict:
         w = plate.wells
         fit = fit_displacement(w["concentration_nM"], w["counts_cpm"], plate.design, spec.trust, well_cv=spec.counting.well_cv)
         table = fit.table()
-    if _writes(ctx):
-        write_parquet(w, ctx.out_dir / "wells.parquet")
-        write_csv(summarise_plate(plate), ctx.out_dir / "summary.csv")
-        write_csv(table, ctx.out_dir / "curve_fit.csv")
-        save_figure(fit.figure(spec.title), ctx.out_dir / "curve_fit.png")
+    _write(ctx, {"wells.parquet": w, "summary.csv": summarise_plate(plate), "curve_fit.csv": table,
+                 "curve_fit.png": lambda: fit.figure(spec.title)})
     est = dict(zip(table["parameter"], table["estimate"]))
     return _facts(seed, len(w), ctx, timer, t0, ic50_nm=est["ic50"], hill=est["hill"],
                   ki_cheng_prusoff_nm=est["ki_cheng_prusoff"], ki_full_model_nm=est["ki_full_model"],
@@ -75,11 +115,8 @@ def run_functional(spec: FunctionalSpec, ctx: RunContext) -> dict:
         plate = simulate_functional(spec, seed=seed, typical=ctx.typical, progress=ctx.progress)
         fit = fit_functional(spec, plate)
         table = fit.table()
-    if _writes(ctx):
-        write_parquet(plate.wells, ctx.out_dir / "wells.parquet")
-        write_csv(summarise_functional(plate), ctx.out_dir / "summary.csv")
-        write_csv(table, ctx.out_dir / "curve_fit.csv")
-        save_figure(fit.figure(spec.title), ctx.out_dir / "curve_fit.png")
+    _write(ctx, {"wells.parquet": plate.wells, "summary.csv": summarise_functional(plate), "curve_fit.csv": table,
+                 "curve_fit.png": lambda: fit.figure(spec.title)})
     return _facts(seed, len(plate.wells), ctx, timer, t0, ic50_nm=fit.ic50_nm, hill=fit.logistic.estimates["hill"],
                   target_ic50_nm=spec.calibration.target_ic50_nm, fit_warnings=list(fit.logistic.warnings))
 
@@ -94,15 +131,38 @@ def run_pbmc(spec: PbmcSpec, ctx: RunContext) -> dict:
         fit = fit_pbmc_curve(spec, result)
         table = fit.table()
     summary = summarise_pbmc(spec, result)
-    if _writes(ctx):
-        write_parquet(result.wells, ctx.out_dir / "wells.parquet")
-        write_csv(readouts(spec, result), ctx.out_dir / "readouts.csv")
-        write_csv(summary, ctx.out_dir / "summary.csv")
-        write_csv(table, ctx.out_dir / "curve_fit.csv")
-        save_figure(fit.figure(f"{spec.title}: anakinra on {spec.curve.readout}"), ctx.out_dir / "curve_fit.png")
-        save_figure(time_course_figure(spec, result), ctx.out_dir / "time_course.png")
+    _write(ctx, {"wells.parquet": result.wells, "readouts.csv": readouts(spec, result), "summary.csv": summary,
+                 "curve_fit.csv": table, "curve_fit.png": lambda: fit.figure(f"{spec.title}: anakinra on {spec.curve.readout}"),
+                 "time_course.png": lambda: time_course_figure(spec, result)})
     treated = summary[summary["condition"] == spec.treated]
     reduction = {f"{r.cytokine}_{r.time_h:g}h": round(float(r.median_reduction_percent), 2) for r in treated.itertuples()}
     n_wells = result.wells.groupby(["donor", "condition"]).ngroups + len(result.curve)
     return _facts(seed, n_wells, ctx, timer, t0, n_donors=len(result.donors), median_reduction_percent=reduction,
                   curve_ic50_nm=fit.logistic.estimates["ic50"], fit_warnings=list(fit.logistic.warnings))
+
+
+def check_tslp(spec: TslpSpec, ctx: RunContext) -> dict:
+    """What `run_tslp` checks before its first solve."""
+    from vtrial.assays.tslp import donors
+
+    spec, seed = _check_context(ctx, spec, "replicates")
+    donors(spec, seed=seed, typical=True)  # builds and checks the donor population
+    return {"n_donors": 1 if ctx.typical else spec.donors, "stimuli": [s.name for s in spec.stimuli]}
+
+
+def run_tslp(spec: TslpSpec, ctx: RunContext) -> dict:
+    from vtrial.assays.tslp import fit_tslp, simulate_tslp, summarise_tslp
+
+    spec, seed = _check_context(ctx, spec, "replicates")
+    t0 = time.perf_counter()
+    with compile_timer() as timer:
+        plate = simulate_tslp(spec, seed=seed, typical=ctx.typical, progress=ctx.progress)
+        fit = fit_tslp(spec, plate)
+        table = fit.table()
+    _write(ctx, {"wells.parquet": plate.wells, "summary.csv": summarise_tslp(spec, plate), "curve_fit.csv": table,
+                 "curve_fit.png": lambda: fit.figure(spec.title)})
+    fitted = [name for name, f in fit.fits.items() if f is not None]
+    return _facts(seed, len(plate.wells), ctx, timer, t0, n_donors=len(plate.donors),
+                  ic50_ng_per_ml={n: fit.ic50_ng_per_ml(n) for n in fitted},
+                  ic50_closed_form_ng_per_ml={n: fit.closed_form_ng_per_ml(n) for n in fitted},
+                  fit_warnings=[w for n in fitted for w in fit.fits[n].warnings])

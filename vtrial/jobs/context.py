@@ -50,7 +50,13 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Job:
+    """A job: configs of `kind` validate against `schema`; `run(spec, ctx)` writes the
+    outputs into `ctx.out_dir` and returns the facts for run.json; `check(spec, ctx)`
+    raises every error `run` would raise before its first solve, and returns a short
+    summary of what would run (`vtrial check`)."""
+
     kind: str
     schema: type[BaseModel]
     run: Callable[[Any, RunContext], dict]
     description: str = ""
+    check: Callable[[Any, RunContext], dict] | None = None

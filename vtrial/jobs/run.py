@@ -26,10 +26,11 @@ import pandas as pd
 from vtrial.engine import distributed
 from vtrial.errors import SpecError
 from vtrial.io.config import read_toml, validate
+from vtrial.limits import MAX_ANIMALS, MAX_SEED
 from vtrial.io.run_folder import RunFolder
 from vtrial.io.tables import read_table
 from vtrial.jobs.context import RunContext
-from vtrial.jobs.table import get_job
+from vtrial.jobs.table import JOBS, get_job
 from vtrial.version import __version__
 
 
@@ -73,8 +74,84 @@ def _read_config(config) -> tuple[dict, str, str, str]:
 
 
 def _check_positive(name: str, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise SpecError(name, f"must be a whole number >= 1, got {value!r}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ANIMALS):
+        raise SpecError(name, f"must be a whole number in [1, {MAX_ANIMALS:,}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    job: object
+    spec: object
+    kind: str
+    config_sha256: str
+    config_name: str
+    config_label: str
+    seed: int | None
+    animals_per_arm: int | None
+    chunk_size: int | None
+    animals: pd.DataFrame | None
+    animals_sha256: str | None
+
+
+def _kind_of(table: dict) -> str:
+    """The config's `kind`; a config without one is a trial (the original format) only if
+    it looks like one, otherwise the missing key is named."""
+    if "kind" in table:
+        return table.pop("kind")
+    if "arms" in table or "model" in table:
+        return "trial"
+    raise SpecError("kind", f"missing: say which job this config describes, kind = one of {', '.join(repr(k) for k in JOBS)}")
+
+
+def _prepare(config, *, seed, animals_per_arm, chunk_size, animals) -> _Prepared:
+    """The validated config and overrides, before any JAX work or file is written."""
+    table, config_hash, config_name, config_label = _read_config(config)
+    kind = _kind_of(table)
+    job = get_job(kind)
+    spec = validate(job.schema, table)
+    _check_positive("--animals-per-arm", animals_per_arm)
+    _check_positive("--chunk-size", chunk_size)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise SpecError("--seed", f"must be a whole number in [0, {MAX_SEED}], got {seed!r}")
+    if isinstance(animals, pd.DataFrame):
+        animal_table, animals_hash = animals, hashlib.sha256(pd.util.hash_pandas_object(animals).to_numpy().tobytes()).hexdigest()
+    elif animals is not None:
+        animal_table, animals_hash = read_table(animals), _sha256_file(Path(animals))
+    else:
+        animal_table, animals_hash = None, None
+    return _Prepared(job, spec, kind, config_hash, config_name, config_label, seed, animals_per_arm, chunk_size,
+                     animal_table, animals_hash)
+
+
+def _check(prepared: _Prepared, *, typical: bool, data=None, method=None) -> dict:
+    if prepared.job.check is None:
+        return {}
+    ctx = RunContext(
+        out_dir=Path("."), seed=prepared.seed, animals_per_arm=prepared.animals_per_arm, typical=typical,
+        animals=prepared.animals, config_name=prepared.config_name, chunk_size=prepared.chunk_size, writer=False,
+        data=Path(data) if data is not None else None, method=method,
+    )
+    return prepared.job.check(prepared.spec, ctx) or {}
+
+
+def check_config(
+    config: str | Path | Mapping[str, Any],
+    *,
+    seed: int | None = None,
+    animals_per_arm: int | None = None,
+    typical: bool = False,
+    animals: str | Path | pd.DataFrame | None = None,
+    chunk_size: int | None = None,
+    data: str | Path | None = None,
+    method: str | None = None,
+) -> dict:
+    """Check a config (and its data files) as `run_config` would, without solving or
+    writing anything: every `SpecError`/`DataError` a run would raise before its first
+    solve is raised here. Returns what the run would be (kind and the job's summary)."""
+    prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals)
+    if data is not None and not Path(data).is_file():
+        raise SpecError("DATA", f"{data}: file not found")
+    return {"kind": prepared.kind, **_check(prepared, typical=typical, data=data, method=method)}
 
 
 def run_config(
@@ -120,22 +197,15 @@ def run_config(
     **Returns:** a `RunRecord`. **Raises:** `SpecError` / `DataError` naming the field,
     file, row or column, before anything is written.
     """
-    table, config_hash, config_name, config_label = _read_config(config)
-    kind = table.pop("kind", "trial")
-    job = get_job(kind)
-    spec = validate(job.schema, table)
-    _check_positive("--animals-per-arm", animals_per_arm)
-    _check_positive("--chunk-size", chunk_size)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise SpecError("--seed", f"must be a whole number in [0, 2^63), got {seed!r}")
-    if isinstance(animals, pd.DataFrame):
-        animal_table, animals_hash = animals, hashlib.sha256(pd.util.hash_pandas_object(animals).to_numpy().tobytes()).hexdigest()
-    elif animals is not None:
-        animal_table, animals_hash = read_table(animals), _sha256_file(Path(animals))
-    else:
-        animal_table, animals_hash = None, None
-    distributed.initialize(coordinator, num_processes, process_id)  # before any JAX work
-
+    prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals)
+    job, spec, kind = prepared.job, prepared.spec, prepared.kind
+    config_hash, config_name, config_label = prepared.config_sha256, prepared.config_name, prepared.config_label
+    animal_table, animals_hash = prepared.animals, prepared.animals_sha256
+    if data is not None and not Path(data).is_file():
+        raise SpecError("DATA", f"{data}: file not found")
+    distributed.initialize(coordinator, num_processes, process_id)  # before any JAX work (building a model is some)
+    # Everything a job can check without solving is checked before a folder exists.
+    _check(prepared, typical=typical, data=data, method=method)
     writer = distributed.is_writer()
     out_dir = Path(out) if out is not None else Path("runs") / f"{config_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     manifest = {  # what makes two attempts the same run (a resumed run must match it)

@@ -32,7 +32,7 @@ from vtrial.analysis.endpoints import endpoint_table, endpoint_values
 from vtrial.analysis.report import dosing_windows, plot_trial_report
 from vtrial.analysis.summaries import SummaryAccumulator
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
-from vtrial.design.trial import prepare_trial, sampling_masks, trial_chunks
+from vtrial.design.trial import check_observed, check_trial, prepare_trial, sampling_masks, trial_chunks
 from vtrial.engine import distributed
 from vtrial.engine.solve import STATUS_NAMES
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
@@ -43,6 +43,19 @@ from vtrial.jobs.context import RunContext
 TRAJECTORY_ROWS_AUTO = 10_000_000
 #: Observation points of up to this many animals per arm are drawn in the report.
 REPORT_ANIMALS_PER_ARM = 100
+
+
+def check_trial_config(cfg: TrialConfig, ctx: RunContext) -> dict:
+    """Everything `run_trial` checks before its first solve (see `vtrial.jobs.context.Job`)."""
+    built = BuiltTrial(cfg, ctx.animals_per_arm)
+    arms, population, _, table = check_trial(built.model, built.arms, built.population, times_h=built.times_h, animals=ctx.animals)
+    sampling = built.sampling or {name: built.times_h for name in population.residual}
+    masks = sampling_masks(built.times_h, sampling, built.model.observable_names)
+    if not ctx.typical:
+        check_observed(population, tuple(masks))
+    n = len(table) if table is not None else (len(arms) if ctx.typical else sum(a.n_animals for a in arms))
+    return {"model": cfg.model, "arms": [a.name for a in arms], "n_animals": n, "n_times": int(built.times_h.size),
+            "endpoints": [e.name for e in built.endpoints]}
 
 
 def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
@@ -61,6 +74,9 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     )
     arm_order = [a.name for a in built.arms]
     arm_name, arm_index, animal = (table[c].to_numpy() for c in ("arm", "arm_index", "animal"))
+    # Names and text IDs as codes, so the per-row columns hold no Python strings.
+    arm_codes = pd.Categorical.from_codes(arm_index, categories=arm_order)
+    animal_ids = pd.Categorical(animal) if animal.dtype == object else animal
     summary = SummaryAccumulator(arm_order, times, model.observable_names, n)
     status, steps = np.zeros(n, np.int32), np.zeros(n, np.int64)
     per_animal = {e.name: np.full(n, np.nan) for e in built.endpoints}
@@ -82,8 +98,8 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
             for name, v in endpoint_values(built.endpoints, times, pred).items():
                 per_animal[name][i] = v
             if write_rows:
-                trajectories.write_columns(trajectory_columns(arm_name[i], animal[i], times, pred))
-                observations.write_columns(observation_columns(arm_name[i], animal[i], times, chunk.observations, masks))
+                trajectories.write_columns(trajectory_columns(arm_codes[i], animal_ids[i], times, pred))
+                observations.write_columns(observation_columns(arm_codes[i], animal_ids[i], times, chunk.observations, masks))
             shown = inputs.position[i] < REPORT_ANIMALS_PER_ARM
             if shown.any():
                 obs = {k: v[shown] for k, v in chunk.observations.items()}

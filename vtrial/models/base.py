@@ -342,25 +342,33 @@ class Model:
         return {o.name: o.fn(y, p) for o in self.observables}
 
     def validate_values(self, values: Mapping[str, float], where: str) -> None:
-        """Reject unknown names and values outside the declared ranges (host side)."""
+        """Reject unknown names, non-finite values and values outside the declared ranges
+        (host side). For arrays (a table's column) the first offending row is named."""
         known = {p.name: p for p in self.parameters}
         covs = set(self.covariate_names)
         for name, value in values.items():
-            if name in covs:
-                if not np.all(np.asarray(value) > 0):
-                    raise SpecError(f"{where}.{name}", "covariates must be positive")
-                continue
-            if name not in known:
+            if name not in known and name not in covs:
                 raise SpecError(
                     f"{where}.{name}",
                     f"unknown parameter of model {self.name}; known: {', '.join(self.parameter_names + self.covariate_names)}",
                 )
-            spec = known[name]
-            arr = np.asarray(value, dtype=float)
-            if not np.all(np.isfinite(arr)):
-                raise SpecError(f"{where}.{name}", "must be a finite number")
-            if np.any(arr < spec.lower) or np.any(arr > spec.upper):
-                raise SpecError(f"{where}.{name}", f"value(s) must lie in [{spec.lower}, {spec.upper}] {spec.unit}")
+            if isinstance(value, bool) or (isinstance(value, np.ndarray) and value.dtype == bool):
+                raise SpecError(f"{where}.{name}", "must be a number, not true/false")
+            try:
+                arr = np.asarray(value, dtype=float)
+            except (TypeError, ValueError):
+                raise SpecError(f"{where}.{name}", f"must be a number, got {value!r}") from None
+            if name in covs:
+                bad, rule = ~(np.isfinite(arr) & (arr > 0)), "covariates must be finite and > 0"
+            else:
+                spec = known[name]
+                bad = ~(np.isfinite(arr) & (arr >= spec.lower) & (arr <= spec.upper))
+                rule = f"must be a finite number in [{spec.lower}, {spec.upper}] {spec.unit}"
+            if np.any(bad):
+                flat = np.atleast_1d(arr)
+                i = int(np.flatnonzero(np.atleast_1d(bad))[0])
+                row = f"row {i + 1}: " if arr.ndim else ""
+                raise SpecError(f"{where}.{name}", f"{row}{flat[i]!r} is not allowed; {rule}")
 
     def _check_rate_is_used(self) -> None:
         if not self.routes:

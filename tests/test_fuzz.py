@@ -1,0 +1,165 @@
+"""Fuzzing the front door: mutated shipped configs and animals files never crash vtrial.
+
+Properties (hypothesis), on the same path `vtrial run` takes before its first solve
+(`vtrial.check_config`, and the `vtrial check` command):
+- only vtrial's own error types escape (`SpecError`, `DataError`), never a traceback;
+- the message names a key the user wrote (a top-level key of the config, `kind`, an
+  `animals.<column>`), never an internal name;
+- the command exits with status 0 or 2 and writes nothing.
+
+Profiles: `ci` (the default, about a minute) and `release` (`VTRIAL_FUZZ_PROFILE=release`,
+thousands of examples; run it before a release). Failing examples are printed by
+hypothesis with the exact mutation, ready for a regression test in test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import vtrial as vt
+from vtrial.cli import app
+
+settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("release", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("VTRIAL_FUZZ_PROFILE", "ci"))
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {p.name: tomllib.loads(p.read_text()) for p in sorted((ROOT / "configs").glob("*.toml"))}
+DELETE = object()
+
+
+def _paths(node, path=()):
+    if path:
+        yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*path, i))
+
+
+PATHS = {name: list(_paths(cfg)) for name, cfg in CONFIGS.items()}
+
+odd_values = st.one_of(
+    st.sampled_from([DELETE, 0, -1, 1e308, -1e308, 1e-308, math.nan, math.inf, -math.inf, True, False, "", "x", "1",
+                     [], {}, [1, 2], {"zz": 1}, 10**30, 2**63, -2**63, 0.5, 1e6]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-2**70, max_value=2**70),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def mutated_configs(draw):
+    name = draw(st.sampled_from(sorted(CONFIGS)))
+    data = copy.deepcopy(CONFIGS[name])
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        path = draw(st.sampled_from(PATHS[name]))
+        node = data
+        try:
+            for part in path[:-1]:
+                node = node[part]
+            value = draw(odd_values)
+            if value is DELETE:
+                del node[path[-1]]
+            else:
+                node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier mutation removed or replaced this path
+    if draw(st.booleans()) and isinstance(data, dict):
+        data[draw(st.sampled_from(["zz_unknown", "seeed", "arm"]))] = 1
+    return name, data
+
+
+def names_a_key(message_field: str, data: dict, extra=()) -> bool:
+    first = message_field.split(".")[0]
+    return first in data or first in CONFIGS_KEYS or first in extra
+
+
+CONFIGS_KEYS = {k for cfg in CONFIGS.values() for k in cfg} | {"kind", "config", "animals", "--seed", "--animals-per-arm",
+                                                                 "--chunk-size", "wells"}
+
+
+@given(mutated_configs())
+def test_mutated_configs_are_accepted_or_refused_by_key(case):
+    name, data = case
+    try:
+        vt.check_config(data, typical=True)
+    except (vt.SpecError, vt.DataError) as e:
+        field = getattr(e, "field", str(e).split(":")[0])
+        assert names_a_key(field, data), f"{name}: the message does not name a config key: {e}"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+    return str(v)
+
+
+@given(mutated_configs())
+def test_vtrial_check_exits_0_or_2_and_writes_nothing(tmp_path_factory, case):
+    name, data = case
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / name
+    path.write_text("\n".join(f'"{k}" = {_toml_value(v)}' for k, v in data.items()) + "\n")
+    result = CliRunner().invoke(app, ["check", str(path), "--typical"])
+    assert result.exit_code in (0, 2), (name, result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert [p.name for p in folder.iterdir()] == [name]
+
+
+CIA_ANIMALS = pd.DataFrame({
+    "arm": ["vehicle", "vehicle", "10 mg/kg/day x 188 h"], "animal": [1, 2, 3], "bw": [0.2, 0.21, 0.19],
+    "ka1": [0.35, 0.3, 0.4], "ic50": [0.5, 0.6, 0.4],
+})
+
+
+@st.composite
+def mutated_animals(draw):
+    table = CIA_ANIMALS.astype(object).copy()
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        row = draw(st.integers(min_value=0, max_value=len(table) - 1))
+        col = draw(st.sampled_from(list(table.columns)))
+        table.loc[row, col] = draw(st.one_of(st.sampled_from(["", "x", "nan", "inf", "-1", "0", "1e308", "true", "R101"]),
+                                             st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**40, 2**40)))
+    if draw(st.booleans()):
+        table = table.drop(columns=draw(st.sampled_from(list(table.columns))))
+    if draw(st.booleans()):
+        table[draw(st.sampled_from(["zz", "cl", "weight"]))] = 1.0
+    return table
+
+
+@given(mutated_animals())
+def test_mutated_animals_files_are_accepted_or_refused_by_column(tmp_path_factory, table):
+    path = tmp_path_factory.mktemp("animals") / "animals.csv"
+    table.to_csv(path, index=False)
+    try:
+        vt.check_config(ROOT / "configs" / "cia_rat_liu2011.toml", animals=path)
+    except (vt.SpecError, vt.DataError) as e:
+        assert str(e).startswith(("animals", str(path))), f"the message does not name the animals table: {e}"
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_shipped_config_passes_the_check(name):
+    assert vt.check_config(ROOT / "configs" / name)["kind"] == CONFIGS[name].get("kind", "trial")
