@@ -7,9 +7,12 @@ swelling in 80% of rats, with a trough and a Cmax constraint) with its 5 regimen
 1. **Cost of the grid per animal-regimen.** The grid sweep (`vt.optimize(methods=["grid"])`)
    solves candidates x animals (plus the animals untreated) through the trial pipeline;
    `grid_ms_per_animal_regimen` is its run time (compilation excluded) per solve. The
-   reference is the cost per animal of `vtrial run`: the CIA-1 reference study
-   (`configs/cia_rat_liu2011.toml`, `--reference-per-arm` animals per arm, observables
-   only) timed the same way in the same process. Target: the grid costs no more.
+   reference is the cost per animal of `vtrial run` on the same regimens (one arm per
+   shape at the grid's answer dose, `--reference-per-arm` animals in all, the same
+   population and output times), timed the same way in the same process: a regimen's
+   dosing events set the solver's work (14 boluses cost more steps than one pump), so
+   only the same regimens compare like for like. Target: the grid costs no more. The
+   CIA-1 reference study (`configs/cia_rat_liu2011.toml`) is timed too, for context.
 2. **Animal-regimens of the gradient search.** `vt.optimize(methods=["gradient"])` on the
    same animals; counted are the animal-regimens it solved (each also differentiated in
    reverse mode) until its dose for the grid's chosen shape stayed within one grid step
@@ -98,6 +101,22 @@ def reference_cost(vt, per_arm: int) -> dict:
     return {"animals": n, "run_seconds": best, "ms_per_animal": 1e3 * best / n, "steps_mean": float(np.mean(r.solution.n_steps))}
 
 
+def same_regimens_cost(vt, built, daily_dose_mg_per_kg: float, per_arm: int, times_h, chunk_size: int) -> dict:
+    """Run seconds per animal of a `vtrial run` of the grid's own regimens: one arm per
+    regimen shape at one daily dose, the optimisation's population and output times. The
+    like-for-like reference: a shape's dosing events set the solver's work, so the grid
+    must cost no more per animal-regimen than a trial of the same regimens per animal."""
+    arms = [vt.Arm(s.label, s.regimen(daily_dose_mg_per_kg), per_arm) for s in built.space.shapes()]
+    best = None
+    for _ in range(2):  # the first includes compilation (reported apart by the runner)
+        r = vt.simulate(built.model, arms, built.population, times_h=times_h, seed=built.cfg.seed, options=built.options,
+                        chunk_size=chunk_size, states=False)
+        best = r.solution.run_seconds if best is None else min(best, r.solution.run_seconds)
+    n = len(r.animals)
+    return {"animals": n, "daily_dose_mg_per_kg": daily_dose_mg_per_kg, "run_seconds": best, "ms_per_animal": 1e3 * best / n,
+            "steps_mean": float(np.mean(r.solution.n_steps))}
+
+
 def reached_at(history, shape: int, answer: float, step: float) -> int | None:
     """Animal-regimens solved until the dose of `shape` stayed within one grid step of `answer`."""
     doses = history[f"dose_{shape}"].to_numpy()
@@ -136,6 +155,12 @@ def main(argv=None) -> dict:
     gradient = vt.optimize(built.model, built.space, built.target, built.constraints, methods=["gradient"], **common)
     gradient_seconds = time.perf_counter() - started
     reference = reference_cost(vt, args.reference_per_arm)
+    from vtrial.design.targets import requirement_times
+
+    lo, hi = built.space.daily_dose_range
+    dose = grid.chosen["daily_dose_mg_per_kg"] if grid.chosen else float(np.sqrt(lo * hi))
+    times = requirement_times((built.target, *built.constraints), cfg.output.every_h)
+    same = same_regimens_cost(vt, built, dose, max(args.reference_per_arm // 5, 1) if not args.quick else 4, times, chunk)
     gf, df = grid.facts, gradient.facts
     grid_cost_ms = 1e3 * gf["grid_run_seconds"] / gf["grid_animal_regimens"]
     gradient_total = df["gradient_animal_regimens"] + df.get("vehicle_animal_regimens", 0)
@@ -160,17 +185,19 @@ def main(argv=None) -> dict:
                      "load_avg_1min_at_start": load_start, "load_avg_1min_at_end": load_average()},
         "grid": {"animal_regimens": gf["grid_animal_regimens"], "compile_seconds": gf["grid_compile_seconds"],
                  "run_seconds": gf["grid_run_seconds"], "wall_seconds": grid_seconds, "ms_per_animal_regimen": grid_cost_ms,
-                 "failed": gf["grid_failed"], "answer": grid.chosen and grid.chosen["regimen"], "feasible": grid.feasible},
+                 "failed": gf["grid_failed"], "steps_mean": gf.get("grid_steps_mean"), "answer": grid.chosen and grid.chosen["regimen"], "feasible": grid.feasible},
         "gradient": {"animal_regimens": gradient_total, "animal_regimens_with_verification": gradient_total + verification,
                      "animal_regimens_to_grid_answer": to_answer, "evaluations": df["gradient_evaluations"],
                      "seconds": df["gradient_seconds"], "compile_seconds": df["gradient_compile_seconds"], "wall_seconds": gradient_seconds,
                      "ms_per_animal_regimen": 1e3 * (df["gradient_seconds"] - df["gradient_compile_seconds"]) / df["gradient_animal_regimens"],
                      "answer": gradient.chosen and gradient.chosen["regimen"], "feasible": gradient.feasible},
         "vtrial_run_reference": reference,
+        "vtrial_run_same_regimens": same,
         "agreement": agreement,
         "targets": {
-            "grid_cost_per_animal_regimen_le_run_cost_per_animal": {"value": grid_cost_ms, "threshold": reference["ms_per_animal"],
-                                                                    "pass": grid_cost_ms <= reference["ms_per_animal"]},
+            "grid_cost_per_animal_regimen_le_run_cost_per_animal": {"value": grid_cost_ms, "threshold": same["ms_per_animal"],
+                                                                    "pass": grid_cost_ms <= same["ms_per_animal"],
+                                                                    "reference": "vtrial_run_same_regimens"},
             "gradient_at_least_10x_fewer_animal_regimens": {"value": fewer, "threshold": 10.0, "pass": None if fewer is None else fewer >= 10.0},
         },
     }

@@ -36,6 +36,7 @@ from vtrial.design.regimen_space import interval_hours
 from vtrial.engine.events import DoseRecords
 from vtrial.io.config import read_toml, validate
 from vtrial.io.optimize_config import BuiltOptimization, OptimizeConfig
+from vtrial.limits import MAX_ANIMALS
 
 ROOT = Path(__file__).resolve().parents[1]
 PK = vt.models.one_compartment()  # cl 0.1 L/h, v 1 L, bw 0.25 kg
@@ -242,3 +243,22 @@ def test_uncertainty_from_a_config_builds():
     assert built.uncertainty.population.typical_parameters()["cl"] == pytest.approx(0.1)
     with pytest.raises(vt.SpecError, match=r"uncertainty\.cv_percent\.ka"):
         BuiltOptimization(validate(OptimizeConfig, {**data, "uncertainty": {"cv_percent": {"ka": 15}}}))
+
+
+def test_check_and_command_line_overrides():
+    """`vtrial check` reports the search without solving; `--animals-per-arm` sets the
+    training and fresh animals, `--typical` one typical animal, `--animals` is refused."""
+    facts = vt.check_config(INFEASIBLE)
+    assert facts["methods"] and facts["animals"] == INFEASIBLE.get("animals", 1000)
+    assert vt.check_config(INFEASIBLE, animals_per_arm=7)["animals"] == 7
+    assert vt.check_config(INFEASIBLE, typical=True)["animals"] == 1
+    with pytest.raises(vt.SpecError, match="--animals"):
+        vt.check_config(INFEASIBLE, animals=pd.DataFrame({"animal": [1], "arm": ["a"]}))
+    with pytest.raises(vt.SpecError, match="animals"):
+        vt.check_config({**INFEASIBLE, "animals": MAX_ANIMALS})  # (5 candidates + vehicle) x the most animals
+
+
+def test_shipped_msu_config_checks():
+    facts = vt.check_config(ROOT / "configs" / "msu_dose_response.toml")
+    assert facts["model"] == "msu_peritonitis_mouse" and facts["candidates"] == 60
+    assert facts["requirements"] == ["neutrophil_inhibition_6h"]

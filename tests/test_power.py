@@ -22,6 +22,7 @@ import vtrial as vt
 from vtrial.analysis.statistics import t_test_power
 from vtrial.io.config import read_toml, validate
 from vtrial.io.optimize_config import BuiltPower, PowerConfig
+from vtrial.limits import MAX_ANIMALS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = vt.models.one_compartment()
@@ -130,3 +131,17 @@ def test_shipped_cia_power_config_builds():
     built = BuiltPower(validate(PowerConfig, data))
     assert built.endpoint.statistic == "auc" and built.cfg.control_arm == "vehicle"
     assert set(built.sampling["paw_swelling_pct"]) <= set(built.times_h)
+
+
+def test_check_and_command_line_overrides():
+    """`vtrial check` reports the study without solving; `--animals-per-arm` studies that n
+    only, `--typical` removes the variability, `--animals` is refused by name."""
+    facts = vt.check_config(CONFIG)
+    assert facts["animals_per_arm"] == [4, 8] and facts["arms"] == ["low", "high", "higher"]
+    assert vt.check_config(CONFIG, animals_per_arm=6)["animals_per_arm"] == [6]
+    with pytest.raises(vt.SpecError, match="--animals"):
+        vt.check_config(CONFIG, animals=pd.DataFrame({"animal": [1], "arm": ["low"]}))
+    with pytest.raises(vt.SpecError, match="--animals-per-arm"):
+        vt.check_config(CONFIG, animals_per_arm=1)
+    with pytest.raises(vt.SpecError, match="replicates"):
+        vt.check_config({**CONFIG, "replicates": MAX_ANIMALS})  # x 8 animals x 3 arms

@@ -54,6 +54,7 @@ from vtrial.design.regimen_space import Candidate, RegimenShape, RegimenSpace
 from vtrial.design.targets import Requirement, attained, check_requirements, requirement_times
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_ANIMALS, MAX_GRID, check_count
 from vtrial.models.base import Model
 
 METHODS = ("grid", "gradient")
@@ -184,6 +185,55 @@ def _check_methods(methods) -> tuple[str, ...]:
     return methods
 
 
+def _whole(field: str, value, limit: int, what: str) -> int:
+    if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+        raise SpecError(field, f"must be a whole number >= 1, got {value!r}")
+    return check_count(field, value, limit, what)
+
+
+def check_optimization(
+    model: Model,
+    space: RegimenSpace,
+    target: Requirement,
+    constraints: Sequence[Requirement] = (),
+    population: Population | None = None,
+    *,
+    n_animals: int = 1000,
+    verify_animals: int | None = None,
+    methods: Sequence[str] = METHODS,
+    every_h: float = 6.0,
+    uncertainty: Uncertainty | None = None,
+) -> tuple[tuple[str, ...], tuple[Requirement, ...], np.ndarray]:
+    """Everything `optimize` checks before its first solve (the same arguments); raises
+    `SpecError` naming the field. Sizes are bounded (`vtrial.limits`): candidates and
+    shapes by `MAX_GRID`, the grid's animal-regimens (candidates + vehicle, times the
+    animals), the fresh animals and the uncertainty's draws x animals by `MAX_ANIMALS`.
+
+    **Returns:** `(methods, requirements, output times)`."""
+    methods = _check_methods(methods)
+    population = population or Population(model)
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    _whole("animals", n_animals, MAX_ANIMALS, "animals")
+    verify_animals = n_animals if verify_animals is None else verify_animals
+    _whole("verify_animals", verify_animals, MAX_ANIMALS, "fresh animals")
+    if not (isinstance(every_h, int | float) and math.isfinite(every_h) and every_h > 0):
+        raise SpecError("output.every_h", f"must be > 0 h, got {every_h!r}")
+    check_count("space", space.n_shapes, MAX_GRID, "regimen shapes")
+    check_count("space.grid_points", space.n_shapes * space.grid_points, MAX_GRID, "candidate regimens (shapes x grid points)")
+    space.check(model)
+    requirements = check_requirements(model, [target, *constraints])
+    times = requirement_times(requirements, every_h)
+    if "grid" in methods:
+        check_count("animals", (len(space.candidates()) + 1) * n_animals, MAX_ANIMALS, "animal-regimens in the grid (candidates and vehicle x animals)")
+    if uncertainty is not None:
+        if uncertainty.population.model is not model:
+            raise SpecError("uncertainty", "was built for a different model")
+        _whole("uncertainty.draws", uncertainty.draws, MAX_ANIMALS, "draws")
+        check_count("uncertainty.draws", uncertainty.draws * n_animals, MAX_ANIMALS, "animal-regimens (draws x animals)")
+    return methods, requirements, times
+
+
 def optimize(
     model: Model,
     space: RegimenSpace,
@@ -218,22 +268,11 @@ def optimize(
 
     **Returns:** an `OptimizationResult`. **Raises:** `SpecError` on bad input, before
     anything is solved."""
-    methods = _check_methods(methods)
     population = population or Population(model)
-    if population.model is not model:
-        raise SpecError("population", "was built for a different model")
-    if isinstance(n_animals, bool) or not (isinstance(n_animals, int) and n_animals >= 1):
-        raise SpecError("animals", f"must be a whole number >= 1, got {n_animals!r}")
     verify_animals = n_animals if verify_animals is None else verify_animals
-    if isinstance(verify_animals, bool) or not (isinstance(verify_animals, int) and verify_animals >= 1):
-        raise SpecError("verify_animals", f"must be a whole number >= 1, got {verify_animals!r}")
-    if not every_h > 0:
-        raise SpecError("output.every_h", f"must be > 0 h, got {every_h!r}")
-    space.check(model)
-    requirements = check_requirements(model, [target, *constraints])
-    times = requirement_times(requirements, every_h)
-    if uncertainty is not None and uncertainty.population.model is not model:
-        raise SpecError("uncertainty", "was built for a different model")
+    methods, requirements, times = check_optimization(model, space, target, constraints, population, n_animals=n_animals,
+                                                      verify_animals=verify_animals, methods=methods, every_h=every_h,
+                                                      uncertainty=uncertainty)
 
     def report(phase):
         return None if progress is None else (lambda done, total: progress(phase, done, total))

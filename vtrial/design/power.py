@@ -45,6 +45,7 @@ from vtrial.design.population import Population
 from vtrial.design.trial import Arm, prepare_trial, trial_chunks
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_ANIMALS, check_count
 from vtrial.models.base import Endpoint, Model, check_endpoints
 
 TESTS = ("welch", "mann_whitney", "dunnett")
@@ -106,6 +107,50 @@ def _significant(test: str, control: np.ndarray, treated: np.ndarray, alpha: flo
     return (np.nan_to_num(p, nan=1.0) <= alpha).T
 
 
+def check_power_study(
+    model: Model,
+    arms: Sequence[Arm],
+    population: Population,
+    *,
+    control: str,
+    endpoint: Endpoint,
+    times_h,
+    sampling_times_h: Mapping[str, Sequence[float]] | None = None,
+    animals_per_arm: Sequence[int] = (4, 6, 8, 10, 12, 15, 20),
+    replicates: int = 1000,
+    alpha: float = 0.05,
+    tests: Sequence[str] = ("welch", "mann_whitney"),
+    correction: str = "holm",
+    target_power: float = 0.8,
+) -> tuple[list[int], np.ndarray]:
+    """Everything `power` checks before its first solve (the same arguments); raises
+    `SpecError` naming the field. The animals simulated (replicates x the largest n x
+    arms) are bounded by `vtrial.limits.MAX_ANIMALS`.
+
+    **Returns:** `(sorted study sizes, mask of the output times at which the endpoint's
+    observable is sampled)`."""
+    sizes = _check(arms, control, animals_per_arm, replicates, alpha, tuple(tests), correction, target_power)
+    check_count("replicates", replicates * sizes[-1] * len(arms), MAX_ANIMALS, "animals (replicates x largest n x arms)")
+    if population.model is not model:
+        raise SpecError("population", "was built for a different model")
+    check_endpoints(model, [endpoint], "endpoint")
+    times = np.asarray(times_h, dtype=float)
+    obs = endpoint.observable
+    if obs not in population.residual:
+        raise SpecError(f"residual.{obs}", f"the endpoint is computed from observations of {obs!r}: give its residual error")
+    sampled = np.asarray((sampling_times_h or {}).get(obs, times), dtype=float)
+    if not np.all(np.isin(sampled, times)):
+        raise SpecError(f"sampling.{obs}", "sampling times must be among the output times")
+    mask = np.isin(times, sampled)
+    window = times[mask]
+    if window.size == 0:
+        raise SpecError(f"sampling.{obs}", "no sampling times: the endpoint needs observations")
+    inside = window[(window >= (endpoint.start_h or window[0])) & (window <= (endpoint.end_h or window[-1]))]
+    if inside.size < (1 if endpoint.statistic == "value" else 2) or (endpoint.statistic == "value" and endpoint.start_h not in window):
+        raise SpecError("endpoint", f"the endpoint's window holds too few sampling times of {obs} ({inside.size})")
+    return sizes, mask
+
+
 def power(
     model: Model,
     arms: Sequence[Arm],
@@ -140,18 +185,12 @@ def power(
     - `tests`, `correction`, `alpha`, `target_power`: the analysis.
 
     **Returns:** a `PowerResult`."""
-    sizes = _check(arms, control, animals_per_arm, replicates, alpha, tuple(tests), correction, target_power)
-    check_endpoints(model, [endpoint], "endpoint")
+    sizes, mask = check_power_study(model, arms, population, control=control, endpoint=endpoint, times_h=times_h,
+                                    sampling_times_h=sampling_times_h, animals_per_arm=animals_per_arm, replicates=replicates,
+                                    alpha=alpha, tests=tests, correction=correction, target_power=target_power)
     times = np.asarray(times_h, dtype=float)
     obs = endpoint.observable
-    sampled = np.asarray((sampling_times_h or {}).get(obs, times), dtype=float)
-    if not np.all(np.isin(sampled, times)):
-        raise SpecError(f"sampling.{obs}", "sampling times must be among the output times")
-    mask = np.isin(times, sampled)
     window = times[mask]
-    inside = window[(window >= (endpoint.start_h or window[0])) & (window <= (endpoint.end_h or window[-1]))]
-    if inside.size < (1 if endpoint.statistic == "value" else 2) or (endpoint.statistic == "value" and endpoint.start_h not in window):
-        raise SpecError("endpoint", f"the endpoint's window holds too few sampling times of {obs} ({inside.size})")
     n_max = sizes[-1]
     study = [replace(a, n_animals=replicates * n_max) for a in arms]
     start = time.perf_counter()

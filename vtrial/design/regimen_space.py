@@ -31,6 +31,7 @@ import numpy as np
 
 from vtrial.design.dosing import Bolus, Infusion, Regimen
 from vtrial.errors import SpecError
+from vtrial.limits import MAX_DOSE_RECORDS, check_count
 from vtrial.models.base import Model
 
 #: Dosing intervals by their prescription names (hours).
@@ -103,6 +104,7 @@ class RegimenShape:
         if not (self.start_h >= 0 and self.duration_h > 0 and self.loading_dose_days >= 0):
             raise SpecError(field, "start >= 0, duration > 0 and loading dose >= 0 are needed")
         if not self.continuous:
+            check_count(f"{field}.intervals", self.duration_h / self.interval_h, MAX_DOSE_RECORDS, "doses in one regimen")
             n = self.duration_h / self.interval_h
             if abs(n - round(n)) > 1e-9 or round(n) < 1:
                 raise SpecError(field, f"the duration ({self.duration_h:g} h) must be a whole number of intervals ({self.interval_h:g} h)")
@@ -168,6 +170,12 @@ class RegimenSpace:
         for name in ("start_h", "duration_h", "loading_dose_days"):
             if not getattr(self, name):
                 raise SpecError(f"space.{name}", "give at least one value")
+
+    @property
+    def n_shapes(self) -> int:
+        """How many shapes `shapes()` gives (counted without making them)."""
+        per_timing = len(self.pump_routes) + len(self.bolus_routes) * len(self.intervals_h)
+        return len(self.start_h) * len(self.duration_h) * len(self.loading_dose_days) * per_timing
 
     def shapes(self) -> tuple[RegimenShape, ...]:
         """Every shape, in a fixed order: pumps first, then boluses by route and interval."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from vtrial.errors import SpecError
+from vtrial.limits import grid_size
 from vtrial.models.base import Endpoint, Model, check_endpoints
 
 
@@ -99,9 +100,12 @@ def requirement_times(requirements: Sequence[Requirement], every_h: float) -> np
         e = r.endpoint
         if e.start_h is None or (e.statistic != "value" and e.end_h is None):
             raise SpecError(f"requirements.{r.name}", "give the endpoint's window (start and end) or its time")
+        if e.statistic != "value" and not e.end_h > e.start_h:
+            raise SpecError(f"requirements.{r.name}.end_h", f"the window must end after it starts ({e.start_h:g} h), got {e.end_h:g} h")
         if e.statistic == "value":
             times.append([e.start_h])
         else:
+            grid_size("output.every_h", e.start_h, e.end_h, every_h)  # bounded before it is made
             times.append(np.append(np.arange(e.start_h, e.end_h, every_h), e.end_h))
     return np.unique(np.concatenate(times))
 

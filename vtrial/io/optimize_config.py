@@ -17,13 +17,14 @@ from vtrial.design.gradient_search import GradientSettings
 from vtrial.design.optimize import METHODS, Uncertainty
 from vtrial.design.population import Population
 from vtrial.design.regimen_space import RegimenSpace, interval_hours
-from vtrial.design.targets import Requirement
+from vtrial.design.targets import Requirement, check_requirements, requirement_times
 from vtrial.errors import SpecError
 from vtrial.io.config import Strict
 from vtrial.io.trial_config import (
-    ArmSpec, BuiltTrial, CovariateEffectSpec, CovariateSpec, EndpointDefSpec, EndpointSpec, NonNeg, OutputSpec, Pos,
+    Animals, ArmSpec, BuiltTrial, CovariateEffectSpec, CovariateSpec, EndpointDefSpec, EndpointSpec, NonNeg, OutputSpec, Pos,
     ResidualSpec, SamplingSpec, SolverSpec, TrialConfig, VariabilitySpec, build_population,
 )
+from vtrial.limits import MAX_ANIMALS, MAX_GRID, MAX_SEED
 from vtrial.models import Model, get_model
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -70,7 +71,7 @@ class SpaceSpec(Strict):
     """The regimens searched (see `vtrial.design.regimen_space`)."""
 
     daily_dose_mg_per_kg: Annotated[list[Pos], Field(min_length=2, max_length=2)]
-    grid_points: Annotated[int, Field(ge=2)] = 40
+    grid_points: Annotated[int, Field(ge=2, le=MAX_GRID)] = 40
     start_day: Annotated[list[NonNeg], Field(min_length=1)]
     duration_days: Annotated[list[Pos], Field(min_length=1)]
     pump_routes: list[str] = []
@@ -93,10 +94,10 @@ class GradientSpec(Strict):
     penalty: Pos = 20.0
     trust_radius: Pos = 0.5
     tolerance: Pos = 1e-3
-    max_iterations: Annotated[int, Field(ge=1)] = 30
-    newton_steps: Annotated[int, Field(ge=1)] = 10
+    max_iterations: Annotated[int, Field(ge=1, le=MAX_GRID)] = 30
+    newton_steps: Annotated[int, Field(ge=1, le=MAX_GRID)] = 10
     prune_ratio: Annotated[float, Field(ge=1)] = 1.25
-    lanes_per_batch: Annotated[int, Field(ge=1)] = 256
+    lanes_per_batch: Animals = 256
 
     def build(self) -> GradientSettings:
         return GradientSettings(tuple(tuple(s) for s in self.stages), self.penalty, self.trust_radius, self.tolerance,
@@ -107,17 +108,17 @@ class UncertaintySpec(VariabilitySpec):
     """Uncertainty of typical values (log-normal around the config's values, as
     `[variability]`: CV%, omega^2, correlations) and how many draws to take."""
 
-    draws: Annotated[int, Field(ge=2)] = 50
+    draws: Annotated[int, Field(ge=2, le=MAX_ANIMALS)] = 50
 
 
 class OptimizeConfig(Strict):
     name: str = "optimize"
     description: str = ""
     model: str
-    seed: int = 0
-    animals: Annotated[int, Field(ge=1)] = 1000
-    verify_animals: Annotated[int, Field(ge=1)] | None = None
-    chunk_size: Annotated[int, Field(ge=1)] = 4096
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    animals: Animals = 1000
+    verify_animals: Animals | None = None
+    chunk_size: Animals = 4096
     methods: Annotated[list[Literal["grid", "gradient"]], Field(min_length=1)] = list(METHODS)
     parameters: dict[str, float] = {}
     variability: VariabilitySpec = VariabilitySpec()
@@ -143,6 +144,7 @@ class BuiltOptimization:
         self.space = cfg.space.build()
         self.target = cfg.target.requirement(cfg.target.pta, "target")
         self.constraints = tuple(c.requirement(c.fraction, f"constraints.{i}") for i, c in enumerate(cfg.constraints))
+        self._check_requirements(cfg.output.every_h)
         self.options = cfg.solver.build()
         self.gradient = cfg.gradient.build()
         self.uncertainty = None
@@ -160,19 +162,38 @@ class BuiltOptimization:
             )
 
 
+    def _check_requirements(self, every_h: float) -> None:
+        """The requirements' observables and windows, each reported at its config key
+        (`target`, `constraints.<i>`) rather than the library's `requirements.<name>`."""
+        keys = ["target", *(f"constraints.{i}" for i in range(len(self.constraints)))]
+        seen = {}
+        for key, r in zip(keys, (self.target, *self.constraints)):
+            if r.name in seen:
+                raise SpecError(f"{key}.name", f"{r.name!r} is already the name of {seen[r.name]}; give each its own")
+            seen[r.name] = key
+            try:
+                check_requirements(self.model, [r])
+                requirement_times([r], every_h)
+            except SpecError as e:
+                inner = f"requirements.{r.name}"
+                if not e.field.startswith(inner):
+                    raise
+                raise SpecError(key + e.field[len(inner):], e.problem) from None
+
+
 class PowerConfig(Strict):
     name: str = "power"
     description: str = ""
     model: str
-    seed: int = 0
-    replicates: Annotated[int, Field(ge=1)] = 1000
-    animals_per_arm: Annotated[list[Annotated[int, Field(ge=2)]], Field(min_length=1)]
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    replicates: Animals = 1000
+    animals_per_arm: Annotated[list[Annotated[int, Field(ge=2, le=MAX_ANIMALS)]], Field(min_length=1, max_length=MAX_GRID)]
     control_arm: str
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     target_power: Annotated[float, Field(gt=0, lt=1)] = 0.8
     tests: Annotated[list[Literal["welch", "mann_whitney", "dunnett"]], Field(min_length=1)] = ["welch", "mann_whitney"]
     correction: Literal["holm", "bonferroni", "none"] = "holm"
-    chunk_size: Annotated[int, Field(ge=1)] = 4096
+    chunk_size: Animals = 4096
     parameters: dict[str, float] = {}
     variability: VariabilitySpec = VariabilitySpec()
     covariates: dict[str, CovariateSpec] = {}

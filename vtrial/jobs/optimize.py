@@ -22,6 +22,8 @@ line exits with status 4 after the folder is written.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -29,9 +31,12 @@ from vtrial.analysis.design_plots import plot_attainment
 from vtrial.analysis.report import dosing_windows, plot_trial_report
 from vtrial.analysis.summaries import summary_table
 from vtrial.design.dosing import Regimen
-from vtrial.design.optimize import OptimizationResult, optimize
+from vtrial.design.optimize import OptimizationResult, check_optimization, optimize
+from vtrial.design.population import Population
 from vtrial.design.trial import Arm, simulate
 from vtrial.io.optimize_config import BuiltOptimization, OptimizeConfig
+from vtrial.errors import SpecError
+from vtrial.limits import grid_size
 from vtrial.io.writers import save_figure, write_csv, write_json
 from vtrial.jobs.context import RunContext
 from vtrial.models.base import Panel
@@ -40,17 +45,55 @@ from vtrial.models.base import Panel
 FIGURE_ANIMALS = 500
 
 
-def run_optimize(cfg: OptimizeConfig, ctx: RunContext) -> dict:
+def without_variability(population: Population) -> Population:
+    """The same population with every animal the typical one (`--typical`): no random
+    effects, covariates at their medians."""
+    return replace(population, iiv_names=(), omega=np.zeros((0, 0)),
+                   covariates=tuple(replace(c, cv=0.0) for c in population.covariates))
+
+
+def _prepare(cfg: OptimizeConfig, ctx: RunContext) -> tuple[BuiltOptimization, dict]:
+    """The config with the command line's overrides, checked as `optimize` checks it:
+    (built config, keyword arguments of `optimize` besides model, space and requirements).
+
+    `--animals-per-arm N` sets the training and the fresh animals to N; `--typical` makes
+    every animal the typical one (one animal each, no variability); `--animals` does not
+    apply (the animals are drawn from the population, the same for every candidate)."""
+    if ctx.animals is not None:
+        raise SpecError("--animals", "does not apply to an optimize config: its animals are drawn from the population "
+                        "(set animals, verify_animals and [variability] instead)")
     built = BuiltOptimization(cfg)
-    seed = cfg.seed if ctx.seed is None else ctx.seed
+    out = cfg.output
+    grid_size("output", out.start_h, out.end_h, out.every_h)  # the span of chosen_regimen.png
+    n, verify = cfg.animals, cfg.verify_animals
+    if ctx.animals_per_arm is not None:
+        n = verify = int(ctx.animals_per_arm)
+    population = built.population
+    if ctx.typical:
+        population, n, verify = without_variability(population), 1, 1
+    kwargs = dict(population=population, n_animals=n, verify_animals=verify, seed=cfg.seed if ctx.seed is None else ctx.seed,
+                  methods=tuple(cfg.methods), every_h=cfg.output.every_h, options=built.options,
+                  chunk_size=ctx.chunk_size or cfg.chunk_size, gradient=built.gradient, uncertainty=built.uncertainty)
+    check_optimization(built.model, built.space, built.target, built.constraints, population, n_animals=n, verify_animals=verify,
+                       methods=kwargs["methods"], every_h=kwargs["every_h"], uncertainty=built.uncertainty)
+    return built, kwargs
+
+
+def check_optimize(cfg: OptimizeConfig, ctx: RunContext) -> dict:
+    """Everything `run_optimize` checks before its first solve (see `vtrial.jobs.context.Job`)."""
+    built, kw = _prepare(cfg, ctx)
+    n_candidates = built.space.n_shapes * built.space.grid_points
+    return {"model": cfg.model, "methods": list(kw["methods"]), "shapes": built.space.n_shapes, "candidates": n_candidates,
+            "animals": kw["n_animals"], "requirements": [built.target.name, *(c.name for c in built.constraints)]}
+
+
+def run_optimize(cfg: OptimizeConfig, ctx: RunContext) -> dict:
+    built, kw = _prepare(cfg, ctx)
+    seed = kw["seed"]
     progress = None if ctx.progress is None else (lambda phase, done, total: ctx.progress(done, total))
-    result = optimize(
-        built.model, built.space, built.target, built.constraints, built.population, n_animals=cfg.animals,
-        verify_animals=cfg.verify_animals, seed=seed, methods=cfg.methods, every_h=cfg.output.every_h, options=built.options,
-        chunk_size=ctx.chunk_size or cfg.chunk_size, gradient=built.gradient, uncertainty=built.uncertainty, progress=progress,
-    )
+    result = optimize(built.model, built.space, built.target, built.constraints, progress=progress, **kw)
     summary = optimal_regimen(result, built)
-    facts = {"seed": seed, "model": cfg.model, "feasible": result.feasible, "regimen": summary["regimen"],
+    facts = {"seed": seed, "model": cfg.model, "typical": ctx.typical, "feasible": result.feasible, "regimen": summary["regimen"],
              "best_attainable": summary["best_attainable"], "agreement": summary["method_agreement"], **result.facts}
     if not ctx.writer:
         return facts

@@ -15,8 +15,8 @@ from vtrial.io.trial_config import TrialConfig
 from vtrial.jobs.assays import (check_displacement, check_functional, check_pbmc, check_tslp, run_displacement, run_functional,
                                 run_pbmc, run_tslp)
 from vtrial.jobs.context import Job
-from vtrial.jobs.optimize import run_optimize
-from vtrial.jobs.power import run_power
+from vtrial.jobs.optimize import check_optimize, run_optimize
+from vtrial.jobs.power import check_power, run_power
 from vtrial.jobs.trial import check_trial_config, run_trial
 
 JOBS: dict[str, Job] = {
@@ -31,8 +31,9 @@ JOBS: dict[str, Job] = {
         Job("tslp_neutralisation", TslpSpec, run_tslp, "CAF TSLP across stimuli and an anakinra grid: IC50 per stimulus",
             check_tslp),
         Job("optimize", OptimizeConfig, run_optimize,
-            "least-drug regimen meeting a target attainment: grid sweep and gradient search on the same animals"),
-        Job("power", PowerConfig, run_power, "power against animals per arm by replicate virtual studies"),
+            "least-drug regimen meeting a target attainment: grid sweep and gradient search on the same animals",
+            check_optimize),
+        Job("power", PowerConfig, run_power, "power against animals per arm by replicate virtual studies", check_power),
     )
 }
 
