@@ -5,6 +5,7 @@
   fails loudly instead of producing an `(n, n)` array;
 - JAX's persistent compilation cache lives in `.jax_cache/` at the repository root
   (gitignored), so a second run of the suite skips most XLA compilation;
+- compiled code is freed after every module (see `_free_compiled_code`);
 - `getkey` hands out fresh, reproducible PRNG keys;
 - `compile_log` records every XLA compilation inside a `with` block (to check that
   something did *not* compile);
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 from pathlib import Path
@@ -45,6 +47,21 @@ def solver_options(path: str, **kwargs) -> vtrial.SolverOptions:
     if path == "ode-jumps":
         return vtrial.SolverOptions(pk="ode", events="jumps", **kwargs)
     return vtrial.SolverOptions(pk=path, **kwargs)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_code():
+    """After each test module, drop every compiled executable. XLA keeps each one's machine
+    code in separate memory mappings; over the whole suite (thousands of compilations)
+    one process passed Linux's limit of 65,530 mappings and died inside the compiler
+    (SIGABRT/SIGSEGV at about 85% of the suite). The persistent cache makes the few
+    recompilations across modules cheap."""
+    yield
+    from vtrial.engine.runner import clear_compiled
+
+    clear_compiled()
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -230,7 +231,11 @@ def batched_solver(
     return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(split, split, whole, split, whole), out_specs=split, check_vma=False))
 
 
-_COMPILED: dict = {}
+#: Compiled executables, most recently used last. Bounded: each holds its machine code
+#: and buffers, and a long session (a dose search, a test suite) meets many shapes; an
+#: evicted entry recompiles from JAX's persistent cache in a fraction of a second.
+_COMPILED: OrderedDict = OrderedDict()
+_COMPILED_MAX = 32
 
 
 def compiled_solver(
@@ -245,11 +250,23 @@ def compiled_solver(
     shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves(args))
     key = (model, options, t0, mesh, states, lane_outputs, jax.tree_util.tree_structure(args), shapes)
     if key in _COMPILED:
+        _COMPILED.move_to_end(key)
         return _COMPILED[key], 0.0
     start = time.perf_counter()
     compiled = batched_solver(model, options, t0, mesh, states, lane_outputs).lower(*args).compile()
     _COMPILED[key] = compiled
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
     return compiled, time.perf_counter() - start
+
+
+def clear_compiled() -> None:
+    """Forget every compiled solver this module keeps (with `jax.clear_caches()`, this frees
+    their machine code). A process that compiles thousands of executables (a test suite)
+    otherwise runs out of memory mappings: XLA's CPU code lives in its own mappings, and
+    Linux allows 65,530 per process by default."""
+    _COMPILED.clear()
+    batched_solver.cache_clear()
 
 
 def check_inputs(model: Model, params: Mapping[str, np.ndarray], doses: DoseRecords, times_h, t0: float) -> int:
