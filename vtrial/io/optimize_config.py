@@ -21,8 +21,8 @@ from vtrial.design.targets import Requirement, check_requirements, requirement_t
 from vtrial.errors import SpecError
 from vtrial.io.config import Strict
 from vtrial.io.trial_config import (
-    Animals, ArmSpec, BuiltTrial, CovariateEffectSpec, CovariateSpec, EndpointDefSpec, EndpointSpec, NonNeg, OutputSpec, Pos,
-    ResidualSpec, SamplingSpec, SolverSpec, TrialConfig, VariabilitySpec, build_population,
+    Animals, ArmSpec, BuiltTrial, EndpointDefSpec, EndpointSpec, NonNeg, OutputSpec, PopulationSpec, Pos, SamplingSpec,
+    SolverSpec, TrialConfig, VariabilitySpec, build_population,
 )
 from vtrial.limits import MAX_ANIMALS, MAX_GRID, MAX_SEED
 from vtrial.models import Model, get_model
@@ -111,7 +111,7 @@ class UncertaintySpec(VariabilitySpec):
     draws: Annotated[int, Field(ge=2, le=MAX_ANIMALS)] = 50
 
 
-class OptimizeConfig(Strict):
+class OptimizeConfig(PopulationSpec):
     name: str = "optimize"
     description: str = ""
     model: str
@@ -120,11 +120,6 @@ class OptimizeConfig(Strict):
     verify_animals: Animals | None = None
     chunk_size: Animals = 4096
     methods: Annotated[list[Literal["grid", "gradient"]], Field(min_length=1)] = list(METHODS)
-    parameters: dict[str, float] = {}
-    variability: VariabilitySpec = VariabilitySpec()
-    covariates: dict[str, CovariateSpec] = {}
-    covariate_effects: list[CovariateEffectSpec] = []
-    residual: dict[str, ResidualSpec] = {}
     output: OutputSpec
     target: TargetSpec
     constraints: list[ConstraintSpec] = []
@@ -181,7 +176,7 @@ class BuiltOptimization:
                 raise SpecError(key + e.field[len(inner):], e.problem) from None
 
 
-class PowerConfig(Strict):
+class PowerConfig(PopulationSpec):
     name: str = "power"
     description: str = ""
     model: str
@@ -194,11 +189,6 @@ class PowerConfig(Strict):
     tests: Annotated[list[Literal["welch", "mann_whitney", "dunnett"]], Field(min_length=1)] = ["welch", "mann_whitney"]
     correction: Literal["holm", "bonferroni", "none"] = "holm"
     chunk_size: Animals = 4096
-    parameters: dict[str, float] = {}
-    variability: VariabilitySpec = VariabilitySpec()
-    covariates: dict[str, CovariateSpec] = {}
-    covariate_effects: list[CovariateEffectSpec] = []
-    residual: dict[str, ResidualSpec] = {}
     arms: Annotated[list[ArmSpec], Field(min_length=2)]
     output: OutputSpec
     sampling: dict[str, SamplingSpec] = {}
@@ -218,8 +208,7 @@ class BuiltPower:
         if cfg.endpoint.inhibition is not None:
             raise SpecError("endpoint.inhibition", "not used by a power analysis; the test compares each arm with control_arm")
         trial = TrialConfig(
-            name=cfg.name, model=cfg.model, seed=cfg.seed, parameters=cfg.parameters, variability=cfg.variability,
-            covariates=cfg.covariates, covariate_effects=cfg.covariate_effects, residual=cfg.residual, arms=cfg.arms,
+            name=cfg.name, model=cfg.model, seed=cfg.seed, **{k: getattr(cfg, k) for k in PopulationSpec.model_fields}, arms=cfg.arms,
             output=cfg.output, sampling=cfg.sampling, endpoints=EndpointSpec(model_defaults=False, extra=[cfg.endpoint]),
             solver=cfg.solver,
         )

@@ -188,18 +188,26 @@ class SolverSpec(Strict):
         return SolverOptions(self.method, self.rtol, self.atol, self.max_steps, self.dtype, self.pk, self.events)
 
 
-class TrialConfig(Strict):
+class PopulationSpec(Strict):
+    """The keys that describe the animals, shared by every config that simulates them
+    (trial, optimize, power): typical values, variability, covariates and their effects,
+    residual error. Declared once so the three kinds cannot drift apart;
+    `build_population` lowers them."""
+
+    parameters: dict[str, float] = {}
+    variability: VariabilitySpec = VariabilitySpec()
+    covariates: dict[str, CovariateSpec] = {}
+    covariate_effects: list[CovariateEffectSpec] = []
+    residual: dict[str, ResidualSpec] = {}
+
+
+class TrialConfig(PopulationSpec):
     name: str = "trial"
     description: str = ""
     model: str
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     animals_per_arm: Animals = 100
     chunk_size: Animals = 4096
-    parameters: dict[str, float] = {}
-    variability: VariabilitySpec = VariabilitySpec()
-    covariates: dict[str, CovariateSpec] = {}
-    covariate_effects: list[CovariateEffectSpec] = []
-    residual: dict[str, ResidualSpec] = {}
     arms: Annotated[list[ArmSpec], Field(min_length=1)]
     output: OutputSpec
     sampling: dict[str, SamplingSpec] = {}
@@ -290,7 +298,7 @@ def resolve_endpoints(model: Model, ep: EndpointSpec) -> tuple[Endpoint, ...]:
     return tuple(endpoints)
 
 
-def build_population(model: Model, cfg: TrialConfig) -> Population:
+def build_population(model: Model, cfg: PopulationSpec) -> Population:
     model.validate_values(cfg.parameters, "parameters")
     unknown = [c for c in cfg.covariates if c not in model.covariate_names]
     if unknown:
