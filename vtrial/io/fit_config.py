@@ -28,6 +28,7 @@ See `configs/bolus_2cpt_fit.toml`.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import numpy as np
@@ -273,3 +274,36 @@ def _matrix(rows: list[list[float]], n: int, field: str) -> np.ndarray:
     if not np.all(np.isfinite(m)) or not np.allclose(m, m.T):
         raise SpecError(field, "must be finite and symmetric")
     return m
+
+
+def _number(v: float) -> str:
+    return f"{float(v):.8g}" if "e" not in f"{float(v):.8g}" else repr(float(v))
+
+
+def trial_config_fragment(model: Model, population, *, source: str = "fit") -> str:
+    """A fitted population as trial-config TOML: `model`, `[parameters]` (typical values),
+    `[variability.omega2]` and `[[variability.correlation]]` (Omega), `[residual.*]`
+    (in the model's units). Add `[[arms]]` and `[output]` to simulate a study with it.
+
+    `population`: a `vtrial.design.population.Population` (e.g.
+    `vtrial.jobs.fit.estimated_population` of a fit)."""
+    lines = [f"# Estimates of {source}, as the population of a trial config (kind = \"trial\").",
+             "# Add [[arms]] and [output] to simulate a study of the fitted population.",
+             f"model = \"{model.name}\"", "", "[parameters]"]
+    units = {p.name: p.unit for p in model.parameters}
+    for k, v in population.typical.items():
+        lines.append(f"{k} = {_number(v)}  # {units.get(k, '')}")
+    names = population.iiv_names
+    omega = np.asarray(population.omega, float)
+    if names:
+        lines += ["", "[variability.omega2]  # variances of the random effects (log scale)"]
+        lines += [f"{p} = {_number(omega[i, i])}" for i, p in enumerate(names)]
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                if omega[i, j] != 0:
+                    r = omega[i, j] / math.sqrt(omega[i, i] * omega[j, j])
+                    lines += ["", "[[variability.correlation]]", f"a = \"{names[i]}\"", f"b = \"{names[j]}\"", f"r = {_number(r)}"]
+    for obs, err in population.residual.items():
+        unit = model.observable(obs).unit
+        lines += ["", f"[residual.{obs}]", f"additive = {_number(err.additive)}  # {unit}", f"proportional = {_number(err.proportional)}"]
+    return "\n".join(lines) + "\n"
