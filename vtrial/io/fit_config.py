@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError, omega_from_cv
 from vtrial.errors import SpecError
 from vtrial.io.config import Strict
-from vtrial.io.nonmem import DataSpec
+from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
 from vtrial.limits import MAX_CV_PERCENT, MAX_SEED
 from vtrial.models import Model, get_model
@@ -154,6 +154,7 @@ class BuiltFit:
         if len(set(cfg.fixed)) != len(cfg.fixed):
             raise SpecError("fixed", "each name once")
         self.data = cfg.data
+        check_data_spec(model, cfg.data)
         self.method = method or cfg.estimation.method
         if self.method not in METHODS:
             raise SpecError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")

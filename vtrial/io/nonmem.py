@@ -180,6 +180,12 @@ def _resolve(model: Model, spec: DataSpec) -> _Resolved:
                      dict(spec.covariates))
 
 
+def check_data_spec(model: Model, spec: DataSpec) -> None:
+    """Check a mapping against a model without a dataset (every name known, units convert);
+    a `SpecError` naming `data.<key>` otherwise."""
+    _resolve(model, spec)
+
+
 def data_spec(data: DataSpec | Mapping | None) -> DataSpec:
     """A `DataSpec` from itself, a mapping (validated; errors name `data.<key>`) or None."""
     if data is None:

@@ -69,8 +69,8 @@ def check_data(built: BuiltFit, data: PopulationData) -> None:
 def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationData | None]:
     """The config lowered and the dataset read (None when no dataset is given), checked
     against each other; nothing is compiled."""
-    _refuse_trial_options(ctx)
     built = BuiltFit(cfg, ctx.method)
+    _refuse_trial_options(ctx)
     if ctx.data is None:
         return built, None
     data = read_nonmem(ctx.data, built.model, cfg.data)
