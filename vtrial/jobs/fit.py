@@ -178,7 +178,10 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
                                "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask]})
         dv = points["dv"].to_numpy()
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
-        written.append(save_figure(plot_vpc(table, points=points, log_scale=log_scale, title=title), out / "vpc.png"))
+        units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
+        units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}
+        figure = plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title)
+        written.append(save_figure(figure, out / "vpc.png"))
     return written
 
 
