@@ -379,3 +379,22 @@ def test_a_failed_fit_writes_its_outputs_and_exits_3(simulated_study, tmp_path, 
     assert (info["converged"], info["covariance_step"]) == (converged, covariance)
     if not converged:
         assert "OFV: 123.4" not in result.output  # no numbers printed as if it had succeeded
+
+
+def test_the_cia_study_written_by_run_dataset_checks_against_cia_fit(tmp_path):
+    """configs/cia_fit.toml reads the card's reference study as `vtrial run --dataset`
+    writes it: s.c. pump doses by CMT 1, concentrations and paw volumes by DVID, BW."""
+    study = tmp_path / "cia_study.csv"
+    result = invoke("run", REPO_ROOT / "configs" / "cia_rat_liu2011.toml", "--out", tmp_path / "run", "--animals-per-arm", 1,
+                    "--dataset", study)
+    assert result.exit_code == 0, result.output
+    summary = vt.check_config(REPO_ROOT / "configs" / "cia_fit.toml", data=study)
+    assert (summary["n_subjects"], summary["n_observations"]) == (4, 4 * (36 + 14))  # every arm sampled, the vehicle one too
+    model = get_model("cia_rat")
+    data = read_nonmem(study, model, tomllib.loads((REPO_ROOT / "configs" / "cia_fit.toml").read_text())["data"])
+    observed = {model.observable_names[j] for j in np.unique(data.obs_observable[data.obs_mask])}
+    assert observed == {"conc_mg_per_l", "paw_volume_ml"}
+    treated = data.doses.amount.sum(axis=1) > 0
+    assert treated.tolist() == [False, True, True, True]
+    assert set(np.unique(data.doses.route[data.doses.amount > 0])) == {model.route_index("sc")}
+    np.testing.assert_allclose(np.sort(data.doses.duration_h[data.doses.amount > 0]), [33.0, 188.0, 188.0], rtol=1e-8)

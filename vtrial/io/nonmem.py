@@ -629,8 +629,9 @@ def dataset_columns(
             out[name.upper()] = np.asarray(covariates[name])[s]
     if arm is not None:
         out["ARM"] = np.asarray(arm)[s]
-    failed = out["DV"].map(lambda v: isinstance(v, float) and not math.isfinite(v))
-    out.loc[failed.to_numpy(), ["DV", "MDV"]] = [".", 1]  # a failed solve's value is missing, not NaN
+    failed = out["DV"].map(lambda v: isinstance(v, float) and not math.isfinite(v)).to_numpy()
+    out.loc[failed, ["DV", "MDV"]] = [".", 1]  # a failed solve's value is missing, not NaN
+    out["DV"] = [f"{v:.10g}" if isinstance(v, float) else v for v in out["DV"]]  # 10 digits, as the other numbers
     return out
 
 
