@@ -346,7 +346,7 @@ def test_fit_writes_its_files_and_a_trial_seed(simulated_study, tmp_path, monkey
     out = tmp_path / "fit"
     result = invoke("fit", config, simulated_study / "study.csv", "--out", out, "--method", "laplace")
     assert result.exit_code == 0, result.output
-    assert calls == [{"method": "laplace", "max_iterations": 500, "covariance": "sandwich"}]
+    assert calls == [{"method": "laplace", "max_iterations": 200, "covariance": "sandwich"}]
     for name in ("parameters.csv", "individual.csv", "predictions.csv", "fit.json", "gof.png", "vpc.png", "vpc.csv",
                  "trial_seed.toml", "run.json"):
         assert (out / name).is_file(), name

@@ -19,7 +19,9 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
 - `[data]`: how the dataset maps onto the model (`vtrial.io.nonmem.DataSpec`: `amt_unit`,
   `time_unit`, `[data.routes]`, `[data.observables.<name>]` with `dvid`/`cmt` and `unit`,
   `[data.covariates]`);
-- `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations`, `tolerance`,
+- `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations` (outer
+  iterations, default 200), `tolerance` (converged when the largest gradient entry of the
+  OFV with respect to the unconstrained, log-scale parameters is below it; default 1e-3),
   `covariance` (sandwich, r, s);
 - `[vpc]`: replicates of the visual predictive check and its seed.
 
@@ -76,8 +78,8 @@ class FitVariabilitySpec(Strict):
 
 class EstimationSettings(Strict):
     method: Literal["focei", "foce", "laplace", "fo"] = "focei"
-    max_iterations: Annotated[int, Field(ge=1, le=100_000)] = 500
-    tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-6
+    max_iterations: Annotated[int, Field(ge=1, le=100_000)] = 200
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     covariance: Literal["sandwich", "r", "s"] = "sandwich"
 
 
