@@ -398,3 +398,59 @@ def test_the_cia_study_written_by_run_dataset_checks_against_cia_fit(tmp_path):
     assert treated.tolist() == [False, True, True, True]
     assert set(np.unique(data.doses.route[data.doses.amount > 0])) == {model.route_index("sc")}
     np.testing.assert_allclose(np.sort(data.doses.duration_h[data.doses.amount > 0]), [33.0, 188.0, 188.0], rtol=1e-8)
+
+
+# ---------------------------------------------------------------------------
+# the VPC's simulations and numbers
+
+
+def test_replicate_studies_without_variability_are_each_subjects_prediction():
+    """With no random effects and no residual error, every replicate of every subject is
+    the engine's solve of that subject's own doses, covariates and observation times."""
+    from vtrial.design.population import Population
+    from vtrial.design.replicate_study import simulate_replicate_studies
+    from vtrial.engine.events import DoseRecords
+
+    model = get_model("two_compartment")
+    population = Population(model, typical={"cl": 0.2, "v1": 1.5})
+    doses = DoseRecords(np.array([[0.0, 12.0], [1.0, 0.0]]), np.array([[1.0, 0.5], [2.0, 0.0]]), np.zeros((2, 2)),
+                        np.array([[0.0, 0.0], [2.0, 0.0]]), np.zeros((2, 2), np.int32))
+    times = np.array([[0.5, 6.0, 13.0], [0.5, 3.0, 3.0]])
+    sims = simulate_replicate_studies(population, doses, {}, times, np.zeros((2, 3), np.int64), replicates=3, seed=1)
+    assert sims.shape == (3, 2, 3)
+    for s in range(2):
+        one = vt.simulate_population(model, {k: np.full(1, v) for k, v in population.typical_parameters().items()},
+                                     doses.take([s]), np.unique(times[s]), states=False)
+        expected = np.interp(times[s], np.unique(times[s]), one.observables["conc_mg_per_l"][0])
+        for r in range(3):
+            np.testing.assert_allclose(sims[r, s], expected, rtol=1e-12)
+
+
+def test_vpc_table_compares_observed_and_simulated_percentiles_per_bin():
+    from vtrial.analysis.fit_plots import vpc_table
+
+    rng = np.random.default_rng(0)
+    time = np.repeat([1.0, 2.0, 4.0], 200)
+    dv = rng.normal(10.0, 1.0, time.size)
+    sims = rng.normal(10.0, 1.0, (100, time.size))
+    table = vpc_table(np.zeros(time.size, int), time, dv, sims, ["y"])
+    assert len(table) == 3 * 3 and table.time.unique().tolist() == [1.0, 2.0, 4.0]
+    median = table[table.percentile == 50.0]
+    assert ((median.sim_low < 10.0) & (median.sim_high > 10.0)).all()
+    assert ((median.observed - 10.0).abs() < 0.2).all()
+    shifted = vpc_table(np.zeros(time.size, int), time, dv + 3.0, sims, ["y"])
+    assert (shifted[shifted.percentile == 50.0].observed > shifted[shifted.percentile == 50.0].sim_high).all()
+
+
+def test_vtrial_fit_reads_the_config_and_data_and_calls_the_estimator(simulated_study, monkeypatch, tmp_path):
+    stand_in, calls = _stand_in()
+    monkeypatch.setattr(vtrial.estimation, "fit_population", stand_in, raising=False)
+    _core_spec_or_stand_in(monkeypatch)
+    table = tomllib.loads(FIT)
+    result = vt.fit(table, simulated_study / "study.csv", method="fo")
+    assert result.n_subjects == 6 and calls[-1]["method"] == "fo"
+    assert set(result.to_frame().name) >= {"cl", "v1", "q", "v2", "omega2_cl", "conc_mg_per_l.proportional"}
+    with pytest.raises(SpecError, match="kind"):
+        vt.fit({**table, "kind": "trial"}, simulated_study / "study.csv")
+    with pytest.raises(SpecError, match="DATA"):
+        vt.fit(table, tmp_path / "none.csv")

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 #: The percentiles a VPC compares (observed against simulated).
 VPC_PERCENTILES = (5.0, 50.0, 95.0)
 #: Up to this many distinct times, each time is its own bin.
-VPC_MAX_BINS = 12
+VPC_MAX_BINS = 20
 
 
 def plot_gof(predictions: pd.DataFrame, *, title: str = ""):
