@@ -450,7 +450,29 @@ def test_vtrial_fit_reads_the_config_and_data_and_calls_the_estimator(simulated_
     result = vt.fit(table, simulated_study / "study.csv", method="fo")
     assert result.n_subjects == 6 and calls[-1]["method"] == "fo"
     assert set(result.to_frame().name) >= {"cl", "v1", "q", "v2", "omega2_cl", "conc_mg_per_l.proportional"}
+    # a fitted result seeds a trial config
+    text = vt.trial_config_from_fit(result, "two_compartment", path=tmp_path / "seed.toml")
+    seed = tomllib.loads((tmp_path / "seed.toml").read_text())
+    assert tomllib.loads(text) == seed and seed["parameters"] == {"cl": 0.1, "v1": 1.0, "q": 0.2, "v2": 2.0}
+    seed.update(kind="trial", arms=TRIAL["arms"], output=TRIAL["output"],
+                covariate_effects=[{"parameter": "cl", "covariate": "bw", "reference": 0.25, "exponent": 0.75}])
+    assert vt.check_config(seed)["kind"] == "trial"
     with pytest.raises(SpecError, match="kind"):
         vt.fit({**table, "kind": "trial"}, simulated_study / "study.csv")
     with pytest.raises(SpecError, match="DATA"):
         vt.fit(table, tmp_path / "none.csv")
+
+
+def test_the_trial_seed_carries_correlations_and_covariate_effects():
+    from vtrial.design.population import CovariateEffect, Population, ResidualError
+    from vtrial.io.fit_config import trial_config_fragment
+
+    model = get_model("two_compartment")
+    population = Population.build(model, typical={"cl": 0.3}, omega2={"cl": 0.1, "v1": 0.2}, correlation={("cl", "v1"): 0.4},
+                                  covariate_effects=[CovariateEffect("cl", "bw", 0.25, 0.75)],
+                                  residual={"conc_mg_per_l": ResidualError(0.01, 0.1)})
+    seed = tomllib.loads(trial_config_fragment(model, population))
+    assert seed["variability"]["correlation"] == [{"a": "cl", "b": "v1", "r": pytest.approx(0.4)}]
+    assert seed["covariate_effects"] == [{"parameter": "cl", "covariate": "bw", "reference": 0.25, "exponent": 0.75}]
+    seed.update(kind="trial", arms=TRIAL["arms"], output=TRIAL["output"])
+    assert vt.check_config(seed)["kind"] == "trial"

@@ -306,6 +306,11 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
                 if omega[i, j] != 0:
                     r = omega[i, j] / math.sqrt(omega[i, i] * omega[j, j])
                     lines += ["", "[[variability.correlation]]", f"a = \"{names[i]}\"", f"b = \"{names[j]}\"", f"r = {_number(r)}"]
+    for e in population.covariate_effects:
+        lines += ["", "[[covariate_effects]]", f"parameter = \"{e.parameter}\"", f"covariate = \"{e.covariate}\"",
+                  f"reference = {_number(e.reference)}", f"exponent = {_number(e.exponent)}"]
+    if population.covariate_effects:
+        lines += ["# (give the covariates' distributions in [covariates.<name>] of the trial config)"]
     for obs, err in population.residual.items():
         unit = model.observable(obs).unit
         lines += ["", f"[residual.{obs}]", f"additive = {_number(err.additive)}  # {unit}", f"proportional = {_number(err.proportional)}"]

@@ -149,6 +149,26 @@ def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covar
                       residual=residual)
 
 
+def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
+                          source: str = "a population fit") -> str:
+    """A fitted result as the population of a trial config (TOML text: `model`,
+    `[parameters]`, `[variability.omega2]`, `[[variability.correlation]]`,
+    `[[covariate_effects]]`, `[residual.*]` in the model's units); written atomically to
+    `path` when given. Add `[[arms]]` and `[output]` to simulate a study of it.
+
+    `fit`: a `PopulationFit` (anything with `to_frame()` rows `name`, `estimate`);
+    `dv_scale`: the dataset's DV unit per model unit (`PopulationData.dv_scale`; default 1),
+    which converts an additive residual SD back to the model's unit."""
+    from vtrial.models import get_model
+
+    model = get_model(model) if isinstance(model, str) else model
+    scale = np.ones(len(model.observables)) if dv_scale is None else dv_scale
+    text = trial_config_fragment(model, estimated_population(model, fit.to_frame(), scale, covariate_effects), source=source)
+    if path is not None:
+        atomic_write(path, lambda p: p.write_text(text))
+    return text
+
+
 def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, title: str = "") -> list[Path]:
     """Write a fit's files (see the module docstring) into `out`; returns their paths."""
     out = Path(out)
@@ -162,8 +182,8 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     written.append(save_figure(plot_gof(predictions, title=title), out / "gof.png"))
     model = built.model
     population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
-    seed_text = trial_config_fragment(model, population, source=title or "fit")
-    written.append(atomic_write(out / "trial_seed.toml", lambda p: p.write_text(seed_text)))
+    written.append(atomic_write(out / "trial_seed.toml",
+                                lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
     replicates = built.cfg.vpc.replicates
     if replicates > 0:
         mask = np.asarray(data.obs_mask)
