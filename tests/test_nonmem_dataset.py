@@ -50,6 +50,11 @@ def test_a_good_dataset_reads_with_rows_covariates_and_padding(tmp_path):
     np.testing.assert_array_equal(d.dv_scale, [1.0])
 
 
+def test_wt_is_the_body_weight_when_there_is_no_bw_column(tmp_path):
+    d = read_nonmem(write(tmp_path, GOOD), IV)
+    np.testing.assert_array_equal(d.covariates["bw"], [70.0, 80.0])
+
+
 def test_column_names_are_not_case_sensitive(tmp_path):
     lower = GOOD.replace("ID,TIME,AMT,RATE,EVID,CMT,DV,MDV,WT", "id,time,amt,rate,evid,cmt,dv,mdv,bw")
     a = read_nonmem(write(tmp_path, GOOD), IV, {"covariates": {"bw": "wt"}})
@@ -159,6 +164,7 @@ MALFORMED = [
     ("1,1,10,-3,1,1,.,1,.,.,.,70", "RATE", "negative"),
     ("1,1,10,.,7,1,.,1,.,.,.,70", "EVID", "event type"),
     ("1,1,10,.,3,1,.,1,.,.,.,70", "EVID", "reset"),
+    ("1,1,10,.,2,1,.,1,.,.,.,70", "AMT", "not a dose (EVID 2)"),
     ("1,1,10,.,1,1,.,0,.,.,.,70", "MDV", "MDV = 1"),
     ("1,1,-5,.,1,1,.,1,.,.,.,70", "AMT", "amount >= 0"),
     ("1,1,5,.,0,1,3,0,.,.,.,70", "AMT", "not a dose"),
@@ -220,7 +226,6 @@ def test_a_bad_mapping_names_its_key(tmp_path):
     path = write(tmp_path, GOOD)
     for mapping, key in (
         ({"amt_unit": "L"}, "data.amt_unit"),
-        ({"amt_unit": "mg/kg"}, "data.covariates"),  # per kg amounts need the body weight column: checked on the data
         ({"time_unit": "mg"}, "data.time_unit"),
         ({"routes": {"oral": [1]}}, "data.routes.oral"),
         ({"observables": {"nope": {}}}, "data.observables.nope"),
@@ -232,10 +237,15 @@ def test_a_bad_mapping_names_its_key(tmp_path):
             read_nonmem(path, IV, mapping)
         except SpecError as e:
             assert e.field.startswith(key), (mapping, str(e))
-        except DatasetError as e:  # mg/kg without a body weight: the dataset lacks the column
-            assert key == "data.covariates" and "body-weight" in str(e), str(e)
         else:
             raise AssertionError(f"{mapping} was accepted")
+
+
+def test_per_kg_amounts_need_a_body_weight_column(tmp_path):
+    path = write(tmp_path, GOOD.replace(",WT", ",AGE"))
+    with pytest.raises(DatasetError, match="body-weight") as info:
+        read_nonmem(path, IV, {"amt_unit": "mg/kg"})
+    assert info.value.column == "BW"
 
 
 def test_per_kg_amounts_use_the_body_weight(tmp_path):

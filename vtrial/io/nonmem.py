@@ -15,7 +15,7 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `DV` | the observation, in the observable's DV unit |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
 | `SS` | steady state: only 0 (or missing) is accepted |
-| any other | a covariate when it names one of the model's (`bw` from `BW`, or mapped in `[data.covariates]`, e.g. `bw = "WT"`); taken per subject, constant within it |
+| any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject |
 
 "." and empty cells are missing values. Every malformed row raises a `DatasetError`
 naming the file, the row, the column and the rule it breaks, before anything is compiled.
@@ -329,6 +329,7 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         if i not in starts:
             raise t.error(i, "EVID", f"EVID {int(evid[i])} resets the system in the middle of a subject, which is not supported; "
                                      "give the records after the reset their own ID")
+    evid_given = evid
     evid = np.where(evid == 4, 1.0, np.where(evid == 3, 2.0, evid))  # a reset at a subject's first row changes nothing
     is_dose = evid == 1
     is_obs = (evid == 0) & (mdv == 0)
@@ -350,7 +351,7 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         raise t.error(bad[0], "AMT", "a dose row needs an amount >= 0")
     bad = np.flatnonzero(~is_dose & ~amt_missing & (amt != 0))
     if bad.size:
-        raise t.error(bad[0], "AMT", f"amount {amt[bad[0]]:g} on a row that is not a dose (EVID {int(evid[bad[0]])}); "
+        raise t.error(bad[0], "AMT", f"amount {amt[bad[0]]:g} on a row that is not a dose (EVID {int(evid_given[bad[0]])}); "
                                      "give EVID 1 or set AMT to 0 or '.'")
     rate, rate_missing = t.numbers("RATE", 0.0)
     for code, what in ((-1, "modelled rate (RATE = -1)"), (-2, "modelled duration (RATE = -2)")):
@@ -532,6 +533,8 @@ def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, st
     out = {}
     for cov in model.covariate_names:
         column = res.covariate_columns.get(cov, cov).upper()
+        if cov == "bw" and "bw" not in res.covariate_columns and not t.has("BW") and t.has("WT"):
+            column = "WT"  # NONMEM datasets usually call the body weight WT
         if not t.has(column):
             if cov in res.covariate_columns:
                 raise t.error(None, res.covariate_columns[cov], f"column missing (data.covariates.{cov} names it)")
