@@ -275,3 +275,25 @@ def test_the_bolus_2cpt_reference_set_reads_into_120_subjects_and_2280_observati
     np.testing.assert_array_equal(d.obs_row[d.obs_mask], np.flatnonzero(raw.EVID.to_numpy() == 0) + 1)
     np.testing.assert_allclose(d.dv_scale, [1000.0])
     assert d.doses.route.max() == 0 and d.obs_observable.max() == 0
+
+
+def test_written_rows_put_doses_first_and_failed_values_as_missing(tmp_path):
+    from vtrial.engine.events import DoseRecords
+    from vtrial.io.nonmem import DatasetWriter, dataset_columns
+
+    doses = DoseRecords(np.array([[0.0, 2.0]]), np.array([[4.0, 0.0]]), np.array([[1.0, 0.0]]), np.zeros((1, 2)),
+                        np.zeros((1, 2), np.int32))
+    frame = dataset_columns(IV, np.array([7]), doses, np.array([0.0, 1.0, 2.0]),
+                            {"conc_mg_per_l": np.array([[0.0, np.nan, 3.0]])}, {"conc_mg_per_l": np.array([True, True, True])},
+                            {"bw": np.array([0.5])})
+    assert frame["EVID"].tolist() == [1, 0, 0, 0]  # the dose at t = 0 before the observation at t = 0; padding left out
+    assert frame["AMT"].tolist()[0] == 2.0  # 4 mg/kg x 0.5 kg
+    path = tmp_path / "out.csv"
+    with DatasetWriter(path) as w:
+        w.write(frame)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "ID,TIME,AMT,RATE,EVID,CMT,DVID,DV,MDV,BW"
+    assert lines[3] == "7,1,0,0,0,.,1,.,1,0.5"  # a failed solve: DV missing, MDV 1
+    d = read_nonmem(path, IV)
+    assert d.obs_row.tolist() == [[2, 4]] and d.dv.tolist() == [[0.0, 3.0]]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temporary file left

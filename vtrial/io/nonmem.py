@@ -387,8 +387,11 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
 
     cmt_cells = t.text("CMT") if t.has("CMT") else np.full(n, ".", dtype=object)
     route = np.zeros(n, np.int64)
+    routes_of: dict[str, int] = {}  # each distinct CMT is resolved once, at its first row (which errors name)
     for i in np.flatnonzero(is_dose):
-        route[i] = _dose_route(model, res, t, i, cmt_cells[i])
+        if cmt_cells[i] not in routes_of:
+            routes_of[cmt_cells[i]] = _dose_route(model, res, t, i, cmt_cells[i])
+        route[i] = routes_of[cmt_cells[i]]
 
     # -- observations ------------------------------------------------------------------
     dv, dv_missing = t.numbers("DV")
@@ -401,8 +404,12 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         raise t.error(None, "EVID", "the dataset has no observation rows (EVID 0 with MDV 0)")
     observable = np.full(n, -1, np.int64)
     dvid_cells = t.text("DVID") if t.has("DVID") else None
+    observable_of: dict[tuple, int] = {}
     for i in np.flatnonzero(is_obs):
-        observable[i] = _observable(model, res, t, i, cmt_cells[i], None if dvid_cells is None else dvid_cells[i])
+        key = (cmt_cells[i], None if dvid_cells is None else dvid_cells[i])
+        if key not in observable_of:
+            observable_of[key] = _observable(model, res, t, i, *key)
+        observable[i] = observable_of[key]
 
     covariates = _covariates(model, res, t, subject, starts)
     if res.per_kg and "bw" not in covariates:
@@ -600,29 +607,29 @@ def dataset_columns(
     cmt_of_route = np.asarray(dose_cmt(model), dtype=object) if model.routes else np.zeros(0, object)
     bw = np.asarray(covariates["bw"], float) if "bw" in covariates else np.ones(m)
     time, amount, per_kg, duration, route = (np.asarray(a) for a in doses)
-    real = amount > 0
-    s_dose, j_dose = np.nonzero(real)
+    s_dose, j_dose = np.nonzero(amount > 0)
     mg = amount[s_dose, j_dose] * np.where(per_kg[s_dose, j_dose] > 0, bw[s_dose], 1.0)
     dur = duration[s_dose, j_dose]
+    # Missing cells are NaN (None for CMT) and written as "." (`DatasetWriter`).
     parts = [pd.DataFrame({
         "_s": s_dose, "_order": 0, "TIME": time[s_dose, j_dose], "AMT": mg,
         "RATE": np.where(dur > 0, mg / np.where(dur > 0, dur, 1.0), 0.0), "EVID": 1,
-        "CMT": cmt_of_route[route[s_dose, j_dose]] if s_dose.size else np.zeros(0, object), "DVID": ".", "DV": ".", "MDV": 1,
+        "CMT": cmt_of_route[route[s_dose, j_dose]] if s_dose.size else np.zeros(0, object), "DVID": np.nan, "DV": np.nan,
+        "MDV": 1,
     })]
     times = np.asarray(times_h, float)
     for j, name in enumerate(model.observable_names):
         if name not in masks:
             continue
         cols = np.flatnonzero(masks[name])
-        values = np.asarray(observations[name])[:, cols]
-        s_obs = np.repeat(np.arange(m), cols.size)
+        values = np.asarray(observations[name], float)[:, cols].reshape(-1)
         parts.append(pd.DataFrame({
-            "_s": s_obs, "_order": 1, "TIME": np.tile(times[cols], m), "AMT": 0.0, "RATE": 0.0, "EVID": 0, "CMT": ".",
-            "DVID": j + 1, "DV": values.reshape(-1), "MDV": 0,
+            "_s": np.repeat(np.arange(m), cols.size), "_order": 1, "TIME": np.tile(times[cols], m), "AMT": 0.0, "RATE": 0.0,
+            "EVID": 0, "CMT": None, "DVID": float(j + 1), "DV": values,
+            "MDV": np.where(np.isfinite(values), 0, 1),  # a failed solve's value is missing, not a number
         }))
-    rows = pd.concat(parts, ignore_index=True)
-    rows["DV"] = rows["DV"].astype(object)
-    rows = rows.sort_values(["_s", "TIME", "_order"], kind="stable")
+    rows = pd.concat(parts, ignore_index=True).sort_values(["_s", "TIME", "_order"], kind="stable")
+    rows.loc[~np.isfinite(rows["DV"].to_numpy(float)), "DV"] = np.nan
     s = rows["_s"].to_numpy()
     out = pd.DataFrame({"ID": np.asarray(ids)[s]})
     for c in WRITTEN_COLUMNS[1:]:
@@ -632,9 +639,6 @@ def dataset_columns(
             out[name.upper()] = np.asarray(covariates[name])[s]
     if arm is not None:
         out["ARM"] = np.asarray(arm)[s]
-    failed = out["DV"].map(lambda v: isinstance(v, float) and not math.isfinite(v)).to_numpy()
-    out.loc[failed, ["DV", "MDV"]] = [".", 1]  # a failed solve's value is missing, not NaN
-    out["DV"] = [f"{v:.10g}" if isinstance(v, float) else v for v in out["DV"]]  # 10 digits, as the other numbers
     return out
 
 
