@@ -297,3 +297,10 @@ def test_written_rows_put_doses_first_and_failed_values_as_missing(tmp_path):
     d = read_nonmem(path, IV)
     assert d.obs_row.tolist() == [[2, 4]] and d.dv.tolist() == [[0.0, 3.0]]
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temporary file left
+
+
+def test_text_ids_are_kept_as_written_and_numeric_ids_compare_by_value(tmp_path):
+    d = read_nonmem(write(tmp_path, "ID,TIME,EVID,DV,MDV\nR1,1,0,1,0\nr1,1,0,2,0\n"), IV)
+    assert d.ids.tolist() == ["R1", "r1"]
+    d = read_nonmem(write(tmp_path, "ID,TIME,EVID,DV,MDV\n7,1,0,1,0\n7.0,2,0,2,0\n"), IV)
+    assert d.ids.tolist() == [7] and int(d.obs_mask.sum()) == 2

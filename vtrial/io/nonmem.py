@@ -294,7 +294,7 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     blank = np.flatnonzero((id_cells == ".") | (id_cells == ""))
     if blank.size:
         raise t.error(blank[0], "ID", "every row needs a subject ID")
-    ids = np.array([_key(v) for v in id_cells], dtype=object)
+    ids = np.array([_id_key(v) for v in id_cells], dtype=object)
     starts = np.flatnonzero(_first_row(ids))
     seen: dict[str, int] = {}
     for s in starts:
@@ -458,11 +458,25 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     )
 
 
+def _id_key(cell: str) -> str:
+    """An ID as compared: numbers by value ("7" and "7.0" are one subject), text as written."""
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell
+    if not math.isfinite(number):
+        return cell
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
 def _id_values(cells: np.ndarray) -> np.ndarray:
-    """Subject IDs as numbers where they all are whole numbers, as text otherwise."""
+    """Subject IDs as whole numbers where they all are, as numbers where they all are
+    finite numbers, as text otherwise."""
     try:
         values = np.array([float(c) for c in cells])
     except ValueError:
+        return np.asarray(cells, dtype=object)
+    if not np.all(np.isfinite(values)):
         return np.asarray(cells, dtype=object)
     return values.astype(np.int64) if np.all(values == np.round(values)) else values
 
