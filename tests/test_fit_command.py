@@ -227,6 +227,8 @@ def test_fit_command_refuses_bad_input_with_exit_2(tmp_path):
     assert not out.exists()
     result = invoke("fit", CONFIG)
     assert result.exit_code == 2  # DATA is required
+    result = invoke("run", CONFIG, "--out", out)
+    assert result.exit_code == 2 and "DATA" in result.output
 
 
 def test_check_accepts_a_fit_config_and_its_dataset(tmp_path):

@@ -56,10 +56,12 @@ class Job:
     """A job: configs of `kind` validate against `schema`; `run(spec, ctx)` writes the
     outputs into `ctx.out_dir` and returns the facts for run.json; `check(spec, ctx)`
     raises every error `run` would raise before its first solve, and returns a short
-    summary of what would run (`vtrial check`)."""
+    summary of what would run (`vtrial check`); `needs_data`: a run needs an input data
+    file (`RunContext.data`, e.g. a fit's dataset)."""
 
     kind: str
     schema: type[BaseModel]
     run: Callable[[Any, RunContext], dict]
     description: str = ""
     check: Callable[[Any, RunContext], dict] | None = None
+    needs_data: bool = False

@@ -211,6 +211,8 @@ def run_config(
     animal_table, animals_hash = prepared.animals, prepared.animals_sha256
     if data is not None and not Path(data).is_file():
         raise SpecError("DATA", f"{data}: file not found")
+    if data is None and job.needs_data:
+        raise SpecError("DATA", f"a {kind!r} job reads a data file: vtrial {kind} CONFIG DATA (run_config(..., data=...))")
     if dataset_out is not None and kind != "trial":
         raise SpecError("--dataset", f"writes the simulated study of a trial config; this config is a {kind!r} job")
     distributed.initialize(coordinator, num_processes, process_id)  # before any JAX work (building a model is some)

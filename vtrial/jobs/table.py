@@ -38,7 +38,7 @@ JOBS: dict[str, Job] = {
         Job("power", PowerConfig, run_power, "power against animals per arm by replicate virtual studies", check_power),
         Job("fit", FitConfig, run_fit,
             "population fit (FOCE-I, FOCE, Laplace) of a model to a NONMEM-style dataset: estimates, SEs, diagnostics, VPC",
-            check_fit),
+            check_fit, needs_data=True),
     )
 }
 
