@@ -262,6 +262,8 @@ class _StandInFit:
     bic = 140.0
     iterations = 7
     seconds = 0.5
+    eta_shrinkage_pct = {"cl": 10.0, "v1": 20.0}
+    epsilon_shrinkage_pct = {"conc_mg_per_l": 5.0}
 
     @property
     def n_subjects(self):
@@ -354,6 +356,8 @@ def test_fit_writes_its_files_and_a_trial_seed(simulated_study, tmp_path, monkey
         assert (out / name).is_file(), name
     info = json.loads((out / "fit.json").read_text())
     assert info["ofv"] == 123.4 and info["converged"] is True and info["n_subjects"] == 6 and info["device"]
+    assert info["eta_shrinkage_pct"] == {"cl": 10.0, "v1": 20.0}
+    assert "omega2_cl" in result.output  # the estimates are printed after a successful fit
     vpc = pd.read_csv(out / "vpc.csv")
     assert set(vpc.percentile) == {5.0, 50.0, 95.0} and (vpc.sim_low <= vpc.sim_high).all()
     assert np.isfinite(vpc.observed).all()

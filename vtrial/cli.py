@@ -284,6 +284,22 @@ def fit_command(
              "not a minimum: see fit.json and parameters.csv, change the initial values or the method", NOT_CONVERGED)
     if covariance != "ok":
         fail(f"covariance step {covariance}: the estimates have no standard errors (see fit.json)", NOT_CONVERGED)
+    _print_estimates(record.out_dir / "parameters.csv")
+
+
+def _print_estimates(path: Path) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    table = pd.read_csv(path)
+    t = Table(title="estimates (SE and 95% CI from the covariance step)")
+    for col in ("name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit"):
+        t.add_column(col, justify="left" if col in ("name", "unit") else "right")
+    for r in table.itertuples(index=False):
+        fixed = str(r.fixed).lower() == "true"
+        numbers = [f"{v:.4g}" if pd.notna(v) else "-" for v in (r.estimate, r.se, r.rse_pct, r.ci_low, r.ci_high)]
+        t.add_row(r.name + (" (fixed)" if fixed else ""), *numbers, "" if pd.isna(r.unit) else str(r.unit))
+    console.print(t)
 
 
 def main():  # pragma: no cover - console entry point

@@ -7,7 +7,8 @@ Outputs (written atomically into the run folder):
 - `individual.csv`: per ID the EBEs, individual parameters and shrinkage;
 - `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES;
 - `fit.json`: `ofv`, `ofv_with_constant`, `aic`, `bic`, `n_subjects`, `n_observations`,
-  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`;
+  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`,
+  `eta_shrinkage_pct` (per parameter) and `epsilon_shrinkage_pct` (per observable);
 - `gof.png`: DV against PRED and IPRED, CWRES against TIME and PRED;
 - `vpc.png` (and `vpc.csv`, its numbers): a visual predictive check: `[vpc] replicates`
   studies simulated from the estimates with the dataset's own doses, covariates and
@@ -46,7 +47,7 @@ from vtrial.models.base import Model
 
 #: Keys of `fit.json` taken from the fit result.
 FIT_FACTS = ("ofv", "ofv_with_constant", "aic", "bic", "n_subjects", "n_observations", "method", "converged",
-             "covariance_step", "iterations", "seconds", "warnings")
+             "covariance_step", "iterations", "seconds", "warnings", "eta_shrinkage_pct", "epsilon_shrinkage_pct")
 
 
 def _refuse_trial_options(ctx: RunContext) -> None:
@@ -106,6 +107,8 @@ def _json_value(v):
         return None
     if isinstance(v, tuple | list):
         return [_json_value(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(x) for k, x in v.items()}
     return v
 
 
