@@ -90,7 +90,7 @@ def names_a_key(message_field: str, data: dict, extra=()) -> bool:
 
 
 CONFIGS_KEYS = {k for cfg in CONFIGS.values() for k in cfg} | {"kind", "config", "animals", "--seed", "--animals-per-arm",
-                                                                 "--chunk-size", "wells"}
+                                                                 "--chunk-size", "wells", "--typical"}
 
 
 @given(mutated_configs())

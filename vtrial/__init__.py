@@ -27,5 +27,7 @@ from vtrial.design.optimize import OptimizationResult as OptimizationResult, Unc
 from vtrial.design.power import PowerResult as PowerResult, power as power  # noqa: E402
 from vtrial.models.base import Endpoint as Endpoint  # noqa: E402
 from vtrial.jobs import RunRecord as RunRecord, check_config as check_config, run_config as run_config  # noqa: E402
+from vtrial.jobs.fit import fit as fit, trial_config_from_fit as trial_config_from_fit  # noqa: E402
+from vtrial.io.nonmem import DataSpec as DataSpec, read_nonmem as read_nonmem  # noqa: E402
 
 from vtrial.version import __version__ as __version__  # noqa: E402

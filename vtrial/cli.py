@@ -1,8 +1,10 @@
 """The `vtrial` command line: parse, call the library, print. Nothing else lives here.
 
 Exit status: 0 on success, 2 on bad input (config, data file, option), with one message
-naming the field, file, row or column and no output folder left behind; 4 when `vtrial
-optimize` finds no regimen meeting the target (its output folder is written).
+naming the field, file, row or column and no output folder left behind; 3 when `vtrial
+fit` did not converge or its covariance step failed (its output folder is written and
+says so); 4 when `vtrial optimize` finds no regimen meeting the target (its output folder
+is written).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def run(
     coordinator: Annotated[Optional[str], typer.Option("--coordinator", help="HOST:PORT of process 0 for a multi-process run ('auto': detect SLURM/MPI)")] = None,
     num_processes: Annotated[Optional[int], typer.Option("--num-processes", help="processes in a multi-process run")] = None,
     process_id: Annotated[Optional[int], typer.Option("--process-id", help="this process's number, 0 .. N-1 (0 writes the outputs)")] = None,
+    dataset: Annotated[Optional[Path], typer.Option("--dataset", help="also write the simulated study as a NONMEM-style CSV dataset (trial configs; vtrial fit reads it)")] = None,
 ):
     """Run the job a config describes and write its outputs into one folder."""
     import sys
@@ -72,6 +75,7 @@ def run(
                 chunk_size=chunk_size, trajectories=trajectories, resume=resume,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 coordinator=coordinator, num_processes=num_processes, process_id=process_id, command=" ".join(sys.argv),
+                dataset_out=dataset,
             )
         except (SpecError, DataError) as e:
             fail(str(e))
@@ -91,6 +95,8 @@ def run(
             console.print(f"  {k}: {record.facts[k]}")
     if record.facts.get("trajectories") is False:
         console.print("  trajectories/observations not written (large population; --trajectories writes them)")
+    if record.facts.get("dataset"):
+        console.print(f"  dataset: {record.facts['dataset']}")
 
 
 @app.command()
@@ -101,13 +107,16 @@ def check(
     typical: Annotated[bool, typer.Option("--typical", help="typical animal per arm / noise-free wells only")] = False,
     animals: Annotated[Optional[Path], typer.Option("--animals", help="CSV/Parquet of exactly the animals to simulate")] = None,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="animals per compiled batch (overrides the config)")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="the NONMEM-style dataset of a fit config, checked against it")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="estimation method of a fit config (focei, foce, laplace, fo)")] = None,
 ):
-    """Check a config (and an animals file) as `vtrial run` would, without solving or writing anything."""
+    """Check a config (and an animals file or a fit's dataset) as `vtrial run` / `vtrial fit` would,
+    without solving or writing anything."""
     from vtrial.jobs import check_config
 
     try:
         summary = check_config(config, seed=seed, animals_per_arm=animals_per_arm, typical=typical, animals=animals,
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size, data=data, method=method)
     except (SpecError, DataError) as e:
         fail(str(e))
     console.print(f"[green]ok[/] {config} ({summary.pop('kind')})")
@@ -227,6 +236,70 @@ def power_command(
     console.print(f"[green]done[/] power -> {record.out_dir}")
     for comparison, n in record.facts["smallest_n"].items():
         console.print(f"  {comparison}: smallest n for power {record.facts['target_power']:g} = {n if n is not None else 'not reached'}")
+
+
+NOT_CONVERGED = 3
+
+
+def _fit_progress(description: str) -> Progress:
+    """A live line over a fit's outer iterations: iteration count, the current OFV, time."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), TextColumn("iteration {task.completed:.0f}"),
+        TextColumn("OFV {task.fields[ofv]}"), TimeElapsedColumn(),
+        console=err_console, transient=True, disable=not err_console.is_terminal,
+    )
+
+
+@app.command("fit")
+def fit_command(
+    config: Annotated[Path, typer.Argument(help="population fit config (kind = fit; see configs/bolus_2cpt_fit.toml)")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset (ID, TIME, AMT, EVID, CMT, DV, MDV, ...)")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-<timestamp>)")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="focei (default), foce, laplace or fo (overrides the config)")] = None,
+):
+    """Fit a population model to a NONMEM-style dataset: estimates with SEs, EBEs, predictions and residuals,
+    goodness-of-fit plots and a VPC; exit status 3 when the fit did not converge or its covariance step failed."""
+    import sys
+
+    from vtrial.jobs import run_config
+
+    with _fit_progress(f"fit: {config.stem}") as bar:
+        task = bar.add_task(f"fit: {config.stem}", total=None, ofv="-")
+        try:
+            record = run_config(config, out=out, data=data, method=method, command=" ".join(sys.argv), kind="fit",
+                                on_iteration=lambda i, ofv: bar.update(task, completed=int(i), ofv=f"{float(ofv):.3f}"))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    f = record.facts
+    console.print(f"[green]done[/] fit -> {record.out_dir}")
+    for k in ("method", "n_subjects", "n_observations", "iterations", "seconds"):
+        console.print(f"  {k}: {f.get(k)}", highlight=False)
+    converged, covariance = bool(f.get("converged")), str(f.get("covariance_step"))
+    if converged:
+        console.print(f"  OFV: {f.get('ofv')} (with the N log 2 pi constant: {f.get('ofv_with_constant')})", highlight=False)
+    for w in f.get("warnings") or []:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if not converged:
+        fail(f"the fit did not converge after {f.get('iterations')} iterations (last OFV {f.get('ofv')}); its estimates are "
+             "not a minimum: see fit.json and parameters.csv, change the initial values or the method", NOT_CONVERGED)
+    if covariance != "ok":
+        fail(f"covariance step {covariance}: the estimates have no standard errors (see fit.json)", NOT_CONVERGED)
+    _print_estimates(record.out_dir / "parameters.csv")
+
+
+def _print_estimates(path: Path) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    table = pd.read_csv(path)
+    t = Table(title="estimates (SE and 95% CI from the covariance step)")
+    for col in ("name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit"):
+        t.add_column(col, justify="left" if col in ("name", "unit") else "right")
+    for r in table.itertuples(index=False):
+        fixed = str(r.fixed).lower() == "true"
+        numbers = [f"{v:.4g}" if pd.notna(v) else "-" for v in (r.estimate, r.se, r.rse_pct, r.ci_low, r.ci_high)]
+        t.add_row(r.name + (" (fixed)" if fixed else ""), *numbers, "" if pd.isna(r.unit) else str(r.unit))
+    console.print(t)
 
 
 def main():  # pragma: no cover - console entry point

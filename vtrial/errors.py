@@ -26,3 +26,21 @@ class DataError(ValueError):
 
     The message names the file, the column and, where it applies, the 1-based data row.
     """
+
+
+class DatasetError(DataError):
+    """A row of a NONMEM-style dataset breaks a rule.
+
+    `file`, `row` (1-based data row, the header not counted; None for a whole column),
+    `column` (as spelt in the file) and `rule` (what is allowed) are kept as attributes;
+    the message names all four.
+    """
+
+    def __init__(self, file: str, row: int | None, column: str | None, rule: str):
+        self.file, self.row, self.column, self.rule = file, row, column, rule
+        where = [file]
+        if row is not None:
+            where.append(f"row {row} (line {row + 1} of the file)")
+        if column is not None:
+            where.append(f"column {column}")
+        super().__init__(f"{', '.join(where)}: {rule}")

@@ -65,6 +65,19 @@ def rate_to_mg_per_h(value: float, unit: str, field: str) -> tuple[float, bool]:
     return _finite(_number(value, field) * factor, value, unit, field), per_kg
 
 
+def conversion_factor(unit: str, target: str, field: str) -> float:
+    """How many `target` one `unit` is (e.g. 1000 for mg/L to ug/L, 24 for day to h);
+    1 when both are spelt the same (also for units pint does not know, such as a score).
+    **Raises** `SpecError` naming `field` when pint cannot convert one into the other."""
+    if unit.replace(" ", "") == target.replace(" ", ""):
+        return 1.0
+    names = isinstance(unit, str) and _UNIT.fullmatch(unit.replace(" ", "")) and _UNIT.fullmatch(target.replace(" ", ""))
+    factor = _factor(unit.replace(" ", ""), target.replace(" ", "")) if names else None  # names only: nothing is evaluated
+    if factor is None or not math.isfinite(factor) or factor <= 0:
+        raise SpecError(field, f"unit {unit!r} does not convert to {target!r}")
+    return factor
+
+
 def _number(value, field: str) -> float:
     try:
         return float(value)

@@ -29,7 +29,9 @@ class RunContext:
       of a multi-process run: they compute their share and write nothing);
     - `data`: an input data file the job reads (e.g. the NONMEM dataset of a fit);
     - `dataset_out`: where a trial also writes its simulated study as a NONMEM dataset;
-    - `method`: an override of the config's method (e.g. the estimation method of a fit).
+    - `method`: an override of the config's method (e.g. the estimation method of a fit);
+    - `on_iteration`: `on_iteration(iteration, objective)` callback of iterative jobs
+      (a fit's outer iterations and its OFV).
     """
 
     out_dir: Path
@@ -46,6 +48,7 @@ class RunContext:
     data: Path | None = None
     dataset_out: Path | None = None
     method: str | None = None
+    on_iteration: Callable[[int, float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,12 @@ class Job:
     """A job: configs of `kind` validate against `schema`; `run(spec, ctx)` writes the
     outputs into `ctx.out_dir` and returns the facts for run.json; `check(spec, ctx)`
     raises every error `run` would raise before its first solve, and returns a short
-    summary of what would run (`vtrial check`)."""
+    summary of what would run (`vtrial check`); `needs_data`: a run needs an input data
+    file (`RunContext.data`, e.g. a fit's dataset)."""
 
     kind: str
     schema: type[BaseModel]
     run: Callable[[Any, RunContext], dict]
     description: str = ""
     check: Callable[[Any, RunContext], dict] | None = None
+    needs_data: bool = False

@@ -123,13 +123,14 @@ def _prepare(config, *, seed, animals_per_arm, chunk_size, animals) -> _Prepared
                      animal_table, animals_hash)
 
 
-def _check(prepared: _Prepared, *, typical: bool, data=None, method=None) -> dict:
+def _check(prepared: _Prepared, *, typical: bool, data=None, method=None, dataset_out=None) -> dict:
     if prepared.job.check is None:
         return {}
     ctx = RunContext(
         out_dir=Path("."), seed=prepared.seed, animals_per_arm=prepared.animals_per_arm, typical=typical,
         animals=prepared.animals, config_name=prepared.config_name, chunk_size=prepared.chunk_size, writer=False,
         data=Path(data) if data is not None else None, method=method,
+        dataset_out=Path(dataset_out) if dataset_out is not None else None,
     )
     return prepared.job.check(prepared.spec, ctx) or {}
 
@@ -173,6 +174,8 @@ def run_config(
     data: str | Path | None = None,
     dataset_out: str | Path | None = None,
     method: str | None = None,
+    on_iteration: Callable[[int, float], None] | None = None,
+    kind: str | None = None,
 ) -> RunRecord:
     """Run the job a config describes and write its outputs into one folder.
 
@@ -192,20 +195,29 @@ def run_config(
     - `command`: what `run.json` records as the command (default: `sys.argv`);
     - `data`: an input data file for jobs that read one (a fit's NONMEM dataset);
     - `dataset_out`: also write a trial's simulated study as a NONMEM dataset there;
-    - `method`: override the config's method (jobs that have one, e.g. a fit).
+    - `method`: override the config's method (jobs that have one, e.g. a fit);
+    - `on_iteration(iteration, objective)`: called by iterative jobs (a fit's outer
+      iterations with its OFV);
+    - `kind`: the job the caller expects (e.g. "fit" for `vtrial fit`); another is refused.
 
     **Returns:** a `RunRecord`. **Raises:** `SpecError` / `DataError` naming the field,
     file, row or column, before anything is written.
     """
     prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals)
+    if kind is not None and prepared.kind != kind:
+        raise SpecError("kind", f"this is a {prepared.kind!r} config; this command takes kind = {kind!r}")
     job, spec, kind = prepared.job, prepared.spec, prepared.kind
     config_hash, config_name, config_label = prepared.config_sha256, prepared.config_name, prepared.config_label
     animal_table, animals_hash = prepared.animals, prepared.animals_sha256
     if data is not None and not Path(data).is_file():
         raise SpecError("DATA", f"{data}: file not found")
+    if data is None and job.needs_data:
+        raise SpecError("DATA", f"a {kind!r} job reads a data file: vtrial {kind} CONFIG DATA (run_config(..., data=...))")
+    if dataset_out is not None and kind != "trial":
+        raise SpecError("--dataset", f"writes the simulated study of a trial config; this config is a {kind!r} job")
     distributed.initialize(coordinator, num_processes, process_id)  # before any JAX work (building a model is some)
     # Everything a job can check without solving is checked before a folder exists.
-    _check(prepared, typical=typical, data=data, method=method)
+    _check(prepared, typical=typical, data=data, method=method, dataset_out=dataset_out)
     writer = distributed.is_writer()
     out_dir = Path(out) if out is not None else Path("runs") / f"{config_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     manifest = {  # what makes two attempts the same run (a resumed run must match it)
@@ -240,7 +252,7 @@ def run_config(
         out_dir=folder.path, seed=seed, animals_per_arm=animals_per_arm, typical=typical, animals=animal_table,
         progress=progress, config_name=config_name, chunk_size=chunk_size, trajectories=trajectories,
         chunk_store=folder.store, writer=writer, data=Path(data) if data is not None else None,
-        dataset_out=Path(dataset_out) if dataset_out is not None else None, method=method,
+        dataset_out=Path(dataset_out) if dataset_out is not None else None, method=method, on_iteration=on_iteration,
     )
     try:
         facts = job.run(spec, ctx)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from vtrial.assays.specs import DisplacementSpec, FunctionalSpec, PbmcSpec
 from vtrial.assays.tslp_specs import TslpSpec
 from vtrial.errors import SpecError
+from vtrial.io.fit_config import FitConfig
 from vtrial.io.optimize_config import OptimizeConfig, PowerConfig
 from vtrial.io.trial_config import TrialConfig
 from vtrial.jobs.assays import (check_displacement, check_functional, check_pbmc, check_tslp, run_displacement, run_functional,
                                 run_pbmc, run_tslp)
 from vtrial.jobs.context import Job
+from vtrial.jobs.fit import check_fit, run_fit
 from vtrial.jobs.optimize import check_optimize, run_optimize
 from vtrial.jobs.power import check_power, run_power
 from vtrial.jobs.trial import check_trial_config, run_trial
@@ -34,6 +36,9 @@ JOBS: dict[str, Job] = {
             "least-drug regimen meeting a target attainment: grid sweep and gradient search on the same animals",
             check_optimize),
         Job("power", PowerConfig, run_power, "power against animals per arm by replicate virtual studies", check_power),
+        Job("fit", FitConfig, run_fit,
+            "population fit (FOCE-I, FOCE, Laplace) of a model to a NONMEM-style dataset: estimates, SEs, diagnostics, VPC",
+            check_fit, needs_data=True),
     )
 }
 

@@ -9,7 +9,11 @@ Outputs (all written atomically):
 - `endpoints.csv`: per arm and endpoint (the model's, as the config's `[endpoints]`
   changes them): window, unit, n_animals, mean, median, p05, p95;
 - `report.png`: the model's report panels: median and 90% band per arm, observation
-  points, dosing shaded.
+  points, dosing shaded;
+- with `--dataset FILE.csv` (`ctx.dataset_out`), also the simulated study as a NONMEM
+  dataset (`vtrial.io.nonmem`): ID (1 .. n in the order of `animals.parquet`), TIME, AMT
+  (mg), RATE, EVID, CMT, DVID, DV (the observations, with residual error), MDV, the
+  model's covariates and ARM; `vtrial fit` reads it back.
 
 The population streams through the trial pipeline (`vtrial.design.trial.trial_chunks`)
 chunk by chunk: summaries are accumulated on the fly (`SummaryAccumulator`), and the two
@@ -35,6 +39,8 @@ from vtrial.analysis.tables import frame, observation_columns, trajectory_column
 from vtrial.design.trial import check_observed, check_trial, prepare_trial, sampling_masks, trial_chunks
 from vtrial.engine import distributed
 from vtrial.engine.solve import STATUS_NAMES
+from vtrial.errors import SpecError
+from vtrial.io.nonmem import DatasetWriter, check_dataset_path, dataset_columns
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
 from vtrial.io.writers import ParquetStream, save_figure, write_csv, write_parquet
 from vtrial.jobs.context import RunContext
@@ -53,9 +59,20 @@ def check_trial_config(cfg: TrialConfig, ctx: RunContext) -> dict:
     masks = sampling_masks(built.times_h, sampling, built.model.observable_names)
     if not ctx.typical:
         check_observed(population, tuple(masks))
+    _check_dataset_out(ctx, masks)
     n = len(table) if table is not None else (len(arms) if ctx.typical else sum(a.n_animals for a in arms))
     return {"model": cfg.model, "arms": [a.name for a in arms], "n_animals": n, "n_times": int(built.times_h.size),
             "endpoints": [e.name for e in built.endpoints]}
+
+
+def _check_dataset_out(ctx: RunContext, masks) -> None:
+    """`--dataset FILE.csv` needs a CSV name and something sampled to write."""
+    if ctx.dataset_out is None:
+        return
+    check_dataset_path(ctx.dataset_out)
+    if not masks:
+        raise SpecError("--dataset", "the trial samples no observable: add [sampling.<observable>] or "
+                                     "[residual.<observable>] so that the dataset has observation rows")
 
 
 def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
@@ -67,6 +84,7 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     n = len(table)
     sampling = built.sampling or {name: times for name in built.population.residual}
     masks = sampling_masks(times, sampling, model.observable_names)
+    _check_dataset_out(ctx, masks)
     write_rows = ctx.trajectories if ctx.trajectories is not None else n * times.size <= TRAJECTORY_ROWS_AUTO
     chunks = trial_chunks(
         model, inputs, times, seed=seed, observed=tuple(masks), with_error=not ctx.typical, options=built.options,
@@ -86,6 +104,9 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
         if writer and write_rows:
             trajectories = files.enter_context(ParquetStream(ctx.out_dir / "trajectories.parquet"))
             observations = files.enter_context(ParquetStream(ctx.out_dir / "observations.parquet"))
+        if writer and ctx.dataset_out is not None:  # the simulated study as a NONMEM dataset, from the same chunks
+            dataset = files.enter_context(DatasetWriter(ctx.dataset_out))
+            covariate_names = [c for c in model.covariate_names if c in inputs.params]
         for chunk in chunks:
             done += chunk.rows.size
             if ctx.progress is not None:
@@ -100,6 +121,11 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
             if write_rows:
                 trajectories.write_columns(trajectory_columns(arm_codes[i], animal_ids[i], times, pred))
                 observations.write_columns(observation_columns(arm_codes[i], animal_ids[i], times, chunk.observations, masks))
+            if ctx.dataset_out is not None:
+                dataset.write(dataset_columns(
+                    model, i + 1, inputs.doses.take(i), times, chunk.observations, masks,
+                    {c: inputs.params[c][i] for c in covariate_names}, arm=arm_name[i],
+                ))
             shown = inputs.position[i] < REPORT_ANIMALS_PER_ARM
             if shown.any():
                 obs = {k: v[shown] for k, v in chunk.observations.items()}
@@ -144,5 +170,6 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
         "max_steps_per_animal": int(np.max(steps)),
         "lockstep_waste": round(chunks.lockstep_waste, 6),
         "trajectories": bool(write_rows),
+        **({"dataset": str(ctx.dataset_out)} if ctx.dataset_out is not None else {}),
         "summary_quantiles": summary.method,
     }

@@ -1,0 +1,317 @@
+"""Schema of a population-fit config (`kind = "fit"`), and its lowering to library objects.
+
+A fit config says which registry model to fit, where its estimation starts and what it
+estimates; the dataset is given separately (`vtrial fit CONFIG DATA.csv`). It shares the
+trial config's pieces: `[parameters]`, `[variability.cv_percent]`, `[[covariate_effects]]`,
+`[residual.<observable>]` and `[solver]` mean the same (initial values here; residual SDs:
+additive in the dataset's DV unit, proportional as a fraction), plus:
+
+- `[parameters]`: initial values of the typical values to estimate (every other model
+  parameter keeps the model's value);
+- `fixed = [...]`: names kept at their initial values: typical values by their model
+  name, `<observable>.additive` / `<observable>.proportional` (the row names of
+  `parameters.csv`);
+- `[variability.omega]`: initial variances of the random effects on the log scale
+  (or `[variability.cv_percent]`, omega^2 = ln(1 + CV^2));
+- `[[variability.block]]`: correlated random effects, `parameters = [...]` with an
+  initial `correlation` (a number for every pair, or the full matrix), or the block's
+  full `covariance` matrix (then its variances are not given in omega/cv_percent);
+- `[data]`: how the dataset maps onto the model (`vtrial.io.nonmem.DataSpec`: `amt_unit`,
+  `time_unit`, `[data.routes]`, `[data.observables.<name>]` with `dvid`/`cmt` and `unit`,
+  `[data.covariates]`);
+- `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations` (outer
+  iterations, default 200), `tolerance` (converged when the largest gradient entry of the
+  OFV with respect to the unconstrained, log-scale parameters is below it; default 1e-3),
+  `covariance` (sandwich, r, s);
+- `[vpc]`: replicates of the visual predictive check and its seed.
+
+See `configs/bolus_2cpt_fit.toml`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError, omega_from_cv
+from vtrial.errors import SpecError
+from vtrial.io.config import Strict
+from vtrial.io.nonmem import DataSpec, check_data_spec
+from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
+from vtrial.limits import MAX_CV_PERCENT, MAX_SEED
+from vtrial.models import Model, get_model
+
+#: Estimation methods (`vtrial.estimation.fit_population`).
+METHODS = ("focei", "foce", "laplace", "fo")
+#: Covariance steps: R^-1 S R^-1 (NONMEM's default), R^-1, S^-1.
+COVARIANCES = ("sandwich", "r", "s")
+
+Omega2 = Annotated[float, Field(gt=0, le=MAX_OMEGA2)]
+
+
+class BlockSpec(Strict):
+    """Correlated random effects: `parameters` with an initial `correlation` (one number
+    for every pair, or the full matrix with ones on the diagonal) or `covariance` (the
+    full matrix, log scale)."""
+
+    parameters: Annotated[list[str], Field(min_length=2)]
+    correlation: Annotated[float, Field(gt=-1, lt=1)] | list[list[float]] | None = None
+    covariance: list[list[float]] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.correlation is None) == (self.covariance is None):
+            raise ValueError("give exactly one of correlation (a number or a matrix) or covariance (a matrix)")
+        if len(set(self.parameters)) != len(self.parameters):
+            raise ValueError("parameters: each parameter once")
+        return self
+
+
+class FitVariabilitySpec(Strict):
+    omega: dict[str, Omega2] = {}
+    cv_percent: dict[str, Annotated[float, Field(gt=0, le=MAX_CV_PERCENT)]] = {}
+    block: list[BlockSpec] = []
+
+
+class EstimationSettings(Strict):
+    method: Literal["focei", "foce", "laplace", "fo"] = "focei"
+    max_iterations: Annotated[int, Field(ge=1, le=100_000)] = 200
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    covariance: Literal["sandwich", "r", "s"] = "sandwich"
+
+
+class VpcSpec(Strict):
+    replicates: Annotated[int, Field(ge=0, le=10_000)] = 200
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+
+
+class FitConfig(Strict):
+    name: str = "fit"
+    description: str = ""
+    model: str
+    parameters: dict[str, float] = {}
+    fixed: list[str] = []
+    variability: FitVariabilitySpec = FitVariabilitySpec()
+    covariate_effects: list[CovariateEffectSpec] = []
+    residual: dict[str, ResidualSpec] = {}
+    data: DataSpec = DataSpec()
+    estimation: EstimationSettings = EstimationSettings()
+    solver: SolverSpec = SolverSpec()
+    vpc: VpcSpec = VpcSpec()
+
+
+class BuiltFit:
+    """What a `FitConfig` lowers to (all validated against the model, nothing compiled).
+
+    - `model`; `typical`: initial values of the typical values to estimate (`[parameters]`);
+    - `iiv_names`, `omega`: the parameters with random effects and their initial
+      covariance matrix (log scale; zero between parameters in no common block);
+    - `blocks`: the correlated groups (tuples of parameter names);
+    - `covariate_effects`: `CovariateEffect`s; `residual`: observable -> `ResidualError`;
+    - `fixed`: names kept at their initial values; `data`: the `DataSpec`;
+    - `method`, `max_iterations`, `tolerance`, `covariance`, `options` (`SolverOptions`).
+    """
+
+    def __init__(self, cfg: FitConfig, method: str | None = None):
+        self.cfg = cfg
+        try:
+            self.model: Model = get_model(cfg.model)
+        except SpecError as e:
+            raise SpecError("model", e.problem) from None
+        model = self.model
+        model.validate_values(cfg.parameters, "parameters")
+        covs = [k for k in cfg.parameters if k in model.covariate_names]
+        if covs:
+            raise SpecError(f"parameters.{covs[0]}", "is a covariate: its values come from the dataset")
+        if not cfg.parameters:
+            raise SpecError("parameters", f"missing: give initial values of the parameters to estimate; model {model.name} has: "
+                                          f"{', '.join(model.parameter_names)}")
+        self.typical = dict(cfg.parameters)  # estimated (unless fixed); other parameters keep the model's values
+        bad = [k for k, v in self.typical.items() if not v > 0]
+        if bad:
+            raise SpecError(f"parameters.{bad[0]}", f"must be > 0 to be estimated on the log scale, got {self.typical[bad[0]]!r}")
+        self.iiv_names, self.omega, self.blocks = _omega(model, cfg.variability)
+        self.covariate_effects = tuple(_effect(model, i, e) for i, e in enumerate(cfg.covariate_effects))
+        self.residual = {}
+        for name, r in cfg.residual.items():
+            if name not in model.observable_names:
+                raise SpecError(f"residual.{name}", f"unknown observable of model {model.name}; known: {', '.join(model.observable_names)}")
+            if r.additive == 0 and r.proportional == 0:
+                raise SpecError(f"residual.{name}", "give an initial additive or proportional SD > 0 (0 for both is no error model)")
+            self.residual[name] = ResidualError(r.additive, r.proportional)
+        if not self.residual:
+            raise SpecError("residual", "missing: give [residual.<observable>] initial values for each fitted observable "
+                                        f"(observables: {', '.join(model.observable_names)})")
+        for name in cfg.data.observables:
+            if name in model.observable_names and name not in self.residual:
+                raise SpecError(f"residual.{name}", f"observable {name!r} is in [data.observables] but has no residual error model")
+        self.fixed = tuple(cfg.fixed)
+        known = set(self.parameter_names())
+        for i, name in enumerate(cfg.fixed):
+            if name not in known:
+                raise SpecError(f"fixed.{i}", f"{name!r} is not an estimated quantity of this fit; known: {', '.join(sorted(known))}")
+        if len(set(cfg.fixed)) != len(cfg.fixed):
+            raise SpecError("fixed", "each name once")
+        self.data = cfg.data
+        check_data_spec(model, cfg.data)
+        self.method = method or cfg.estimation.method
+        if self.method not in METHODS:
+            raise SpecError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        self.max_iterations = cfg.estimation.max_iterations
+        self.tolerance = cfg.estimation.tolerance
+        self.covariance = cfg.estimation.covariance
+        self.options = cfg.solver.build()
+
+    def parameter_names(self) -> list[str]:
+        """The names `fixed` may hold: typical values and residual SDs (as `parameters.csv`
+        names their rows)."""
+        names = list(self.typical)
+        for obs, r in self.residual.items():
+            names += [f"{obs}.{kind}" for kind in ("additive", "proportional") if getattr(r, kind) > 0]
+        return names
+
+    def correlation(self) -> dict[tuple[str, str], float]:
+        """Initial correlations within blocks, `{(p1, p2): r}`."""
+        sd = np.sqrt(np.diag(self.omega))
+        out = {}
+        for block in self.blocks:
+            for a_i, a in enumerate(block):
+                for b in block[a_i + 1:]:
+                    i, j = self.iiv_names.index(a), self.iiv_names.index(b)
+                    out[(a, b)] = float(self.omega[i, j] / (sd[i] * sd[j]))
+        return out
+
+    def estimation_spec(self):
+        """The statistical model to estimate (`vtrial.estimation.EstimationSpec`)."""
+        from vtrial.estimation.population_spec import EstimationSpec
+
+        return EstimationSpec(
+            typical=dict(self.typical),
+            omega2={p: float(self.omega[i, i]) for i, p in enumerate(self.iiv_names)},
+            blocks=self.blocks,
+            correlation=self.correlation(),
+            covariate_effects=self.covariate_effects,
+            residual=dict(self.residual),
+            fixed=self.fixed,
+        )
+
+
+def _effect(model: Model, i: int, e: CovariateEffectSpec) -> CovariateEffect:
+    if e.parameter not in model.parameter_names:
+        raise SpecError(f"covariate_effects.{i}.parameter", f"unknown parameter {e.parameter!r} of model {model.name}")
+    if e.covariate not in model.covariate_names:
+        raise SpecError(f"covariate_effects.{i}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: "
+                                                           f"{', '.join(model.covariate_names) or 'none'}")
+    return CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent)
+
+
+def _omega(model: Model, v: FitVariabilitySpec) -> tuple[tuple[str, ...], np.ndarray, tuple[tuple[str, ...], ...]]:
+    """(names with random effects, initial Omega, blocks) from omega, cv_percent and blocks."""
+    variances: dict[str, float] = {}
+    for where, table in (("variability.omega", v.omega), ("variability.cv_percent", v.cv_percent)):
+        for k in table:
+            if k not in model.parameter_names:
+                raise SpecError(f"{where}.{k}", f"unknown parameter of model {model.name}; known: {', '.join(model.parameter_names)}")
+            if k in variances:
+                raise SpecError(f"{where}.{k}", "given both in variability.omega and variability.cv_percent; give one")
+        variances.update(dict(table) if where.endswith("omega") else omega_from_cv(table))
+    covariance_blocks: dict[str, tuple[int, np.ndarray, list[str]]] = {}
+    in_block: dict[str, int] = {}
+    for b, block in enumerate(v.block):
+        where = f"variability.block.{b}"
+        for p in block.parameters:
+            if p not in model.parameter_names:
+                raise SpecError(f"{where}.parameters", f"unknown parameter {p!r} of model {model.name}")
+            if p in in_block:
+                raise SpecError(f"{where}.parameters", f"{p!r} is already in block {in_block[p]}")
+            in_block[p] = b
+        n = len(block.parameters)
+        if block.covariance is not None:
+            cov = _matrix(block.covariance, n, f"{where}.covariance")
+            for p in block.parameters:
+                if p in variances:
+                    raise SpecError(f"{where}.covariance", f"{p!r} has its variance in this block's covariance and in "
+                                                           "variability.omega/cv_percent; give it once")
+            for i, p in enumerate(block.parameters):
+                variances[p] = float(cov[i, i])
+            corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+        else:
+            missing = [p for p in block.parameters if p not in variances]
+            if missing:
+                raise SpecError(f"{where}.parameters", f"{missing[0]!r} needs an initial variance in variability.omega or cv_percent")
+            if isinstance(block.correlation, list):
+                corr = _matrix(block.correlation, n, f"{where}.correlation")
+                if not np.allclose(np.diag(corr), 1.0):
+                    raise SpecError(f"{where}.correlation", "a correlation matrix has ones on its diagonal")
+            else:
+                corr = np.full((n, n), float(block.correlation))
+                np.fill_diagonal(corr, 1.0)
+        if np.any(np.abs(corr[~np.eye(n, dtype=bool)]) >= 1):
+            raise SpecError(f"{where}", "correlations must lie strictly between -1 and 1")
+        covariance_blocks[str(b)] = (b, corr, list(block.parameters))
+    for p, var in variances.items():
+        if not 0 < var <= MAX_OMEGA2:
+            raise SpecError(f"variability.omega.{p}", f"initial variance must lie in (0, {MAX_OMEGA2:g}], got {var!r}")
+    names = tuple(variances)
+    sd = np.sqrt([variances[n] for n in names])
+    corr = np.eye(len(names))
+    for b, c, params in covariance_blocks.values():
+        idx = [names.index(p) for p in params]
+        corr[np.ix_(idx, idx)] = c
+    omega = corr * np.outer(sd, sd)
+    if names:
+        try:
+            np.linalg.cholesky(omega)
+        except np.linalg.LinAlgError:
+            raise SpecError("variability.block", "the initial Omega is not positive definite (check the correlations)") from None
+    return names, omega, tuple(tuple(b.parameters) for b in v.block)
+
+
+def _matrix(rows: list[list[float]], n: int, field: str) -> np.ndarray:
+    m = np.asarray(rows, dtype=float) if all(len(r) == n for r in rows) and len(rows) == n else None
+    if m is None:
+        raise SpecError(field, f"must be a {n} x {n} matrix (one row per parameter of the block)")
+    if not np.all(np.isfinite(m)) or not np.allclose(m, m.T):
+        raise SpecError(field, "must be finite and symmetric")
+    return m
+
+
+def _number(v: float) -> str:
+    return f"{float(v):.8g}" if "e" not in f"{float(v):.8g}" else repr(float(v))
+
+
+def trial_config_fragment(model: Model, population, *, source: str = "fit") -> str:
+    """A fitted population as trial-config TOML: `model`, `[parameters]` (typical values),
+    `[variability.omega2]` and `[[variability.correlation]]` (Omega), `[residual.*]`
+    (in the model's units). Add `[[arms]]` and `[output]` to simulate a study with it.
+
+    `population`: a `vtrial.design.population.Population` (e.g.
+    `vtrial.jobs.fit.estimated_population` of a fit)."""
+    lines = [f"# Estimates of {source}, as the population of a trial config (kind = \"trial\").",
+             "# Add [[arms]] and [output] to simulate a study of the fitted population.",
+             f"model = \"{model.name}\"", "", "[parameters]"]
+    units = {p.name: p.unit for p in model.parameters}
+    for k, v in population.typical.items():
+        lines.append(f"{k} = {_number(v)}  # {units.get(k, '')}")
+    names = population.iiv_names
+    omega = np.asarray(population.omega, float)
+    if names:
+        lines += ["", "[variability.omega2]  # variances of the random effects (log scale)"]
+        lines += [f"{p} = {_number(omega[i, i])}" for i, p in enumerate(names)]
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                if omega[i, j] != 0:
+                    r = omega[i, j] / math.sqrt(omega[i, i] * omega[j, j])
+                    lines += ["", "[[variability.correlation]]", f"a = \"{names[i]}\"", f"b = \"{names[j]}\"", f"r = {_number(r)}"]
+    for e in population.covariate_effects:
+        lines += ["", "[[covariate_effects]]", f"parameter = \"{e.parameter}\"", f"covariate = \"{e.covariate}\"",
+                  f"reference = {_number(e.reference)}", f"exponent = {_number(e.exponent)}"]
+    if population.covariate_effects:
+        lines += ["# (give the covariates' distributions in [covariates.<name>] of the trial config)"]
+    for obs, err in population.residual.items():
+        unit = model.observable(obs).unit
+        lines += ["", f"[residual.{obs}]", f"additive = {_number(err.additive)}  # {unit}", f"proportional = {_number(err.proportional)}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,714 @@
+"""NONMEM-style datasets in and out: the only place a dataset file becomes `PopulationData`.
+
+Reading (`read_nonmem`): one row per event, columns (upper or lower case)
+
+| column | meaning |
+|---|---|
+| `ID` | subject; its rows must be contiguous (as NONMEM reads them) |
+| `TIME` | time in `time_unit` (h by default), >= 0, non-decreasing within a subject |
+| `AMT` | dose amount in `amt_unit` (mg by default; "ug", "mg/kg", ...) |
+| `RATE` | infusion rate in `amt_unit` per `time_unit`; 0 or "." for a bolus; -1/-2 (modelled rate/duration) are refused |
+| `EVID` | 0 observation, 1 dose, 2 other (ignored), 3 reset, 4 reset and dose (3 and 4 only as a subject's first row, where a reset changes nothing); without `EVID`: a row with AMT > 0 is a dose, MDV = 1 other, else an observation |
+| `MDV` | 1: DV missing; an EVID 0 row with MDV = 1 is ignored (an excluded observation) |
+| `CMT` | dose compartment (number: the model's state, 1-based; or a route or state name), or the observable of an observation row |
+| `DVID` | which observable an observation is (default: the model's observables numbered from 1) |
+| `DV` | the observation, in the observable's DV unit |
+| `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
+| `SS` | steady state: only 0 (or missing) is accepted |
+| any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject |
+
+"." and empty cells are missing values. Every malformed row raises a `DatasetError`
+naming the file, the row, the column and the rule it breaks, before anything is compiled.
+Doses are lowered to `DoseRecords` (amounts in mg, padded with zero-amount boluses at
+t = 0 as `vtrial.design.dosing.lower_regimens` pads), observations to padded arrays.
+
+Writing (`DatasetWriter`, `dataset_columns`): the same layout from a simulated trial
+(`vtrial run CONFIG --dataset FILE.csv`): ID, TIME, AMT, RATE, EVID, CMT, DVID, DV, MDV,
+one column per model covariate (upper case) and ARM; written atomically, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from vtrial.engine.events import DoseRecords
+from vtrial.errors import DataError, DatasetError, SpecError
+from vtrial.estimation.population_data import PopulationData
+from vtrial.limits import MAX_DOSE_RECORDS
+from vtrial.models.base import Model
+from vtrial.schema import Strict
+from vtrial.units import amount_to_mg, conversion_factor
+
+#: Columns with a NONMEM meaning; every other column may hold a covariate.
+STANDARD_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DV", "II", "ADDL", "SS")
+#: Columns that mark censored (BLQ) observations, which the likelihood does not handle.
+CENSORING_COLUMNS = ("BLQ", "CENS")
+
+CmtValue = int | Annotated[str, Field(min_length=1)]
+
+
+# ---------------------------------------------------------------------------
+# the mapping of a dataset onto a model (the fit config's [data] table)
+
+
+class ObservableData(Strict):
+    """Which observation rows are one model observable, and the unit of their DV.
+
+    - `dvid`: DVID values (numbers or names) of this observable;
+    - `cmt`: CMT values of this observable (when the dataset tells observables apart by CMT);
+    - `unit`: DV unit (default: the observable's own unit), e.g. "ug/L" for a mg/L model.
+    """
+
+    dvid: list[CmtValue] = []
+    cmt: list[CmtValue] = []
+    unit: str | None = None
+
+
+class DataSpec(Strict):
+    """How a dataset maps onto a model (`[data]` of a fit config).
+
+    - `amt_unit`: unit of AMT (and of RATE per `time_unit`): "mg" (default), "ug", "mg/kg", ...
+    - `time_unit`: unit of TIME and II: "h" (default), "min", "day";
+    - `routes`: model route -> the CMT values (numbers or names) of its dose rows; without
+      it, a CMT number k doses the model's k-th state (by the first route into it), a
+      name names a route or a state;
+    - `observables`: model observable -> which rows (`dvid`, `cmt`) and DV `unit`;
+      without it, DVID k (or, with no DVID column, every observation) is the model's
+      k-th observable (its only one) in the model's unit;
+    - `covariates`: model covariate -> dataset column (default: the column of the same
+      name, any case).
+    """
+
+    amt_unit: str = "mg"
+    time_unit: str = "h"
+    routes: dict[str, list[CmtValue]] = {}
+    observables: dict[str, ObservableData] = {}
+    covariates: dict[str, str] = {}
+
+
+def _key(value) -> str:
+    """A CMT/DVID value as compared: integral numbers as integers ("1", "1.0" -> "1"),
+    names in lower case."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text.lower()
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else text.lower()
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A `DataSpec` checked against a model (every name known, every unit converted)."""
+
+    amt_factor: float
+    per_kg: bool
+    time_factor: float
+    route_of_cmt: dict[str, int]
+    observable_by: str  # "dvid", "cmt" or "single"
+    observable_of_key: dict[str, int]
+    dv_scale: np.ndarray
+    covariate_columns: dict[str, str]
+
+
+def _resolve(model: Model, spec: DataSpec) -> _Resolved:
+    amt_factor, per_kg = amount_to_mg(1.0, spec.amt_unit, "data.amt_unit")
+    if per_kg and "bw" not in model.covariate_names:
+        raise SpecError("data.amt_unit", f"mg/kg amounts need a body-weight covariate 'bw', which model {model.name} lacks")
+    time_factor = conversion_factor(spec.time_unit, "h", "data.time_unit")
+    route_of_cmt: dict[str, int] = {}
+    for route, values in spec.routes.items():
+        if route not in [r.name for r in model.routes]:
+            allowed = ", ".join(r.name for r in model.routes) or "(none: this model takes no doses)"
+            raise SpecError(f"data.routes.{route}", f"unknown route of model {model.name}; routes: {allowed}")
+        for v in values:
+            k = _key(v)
+            if k in route_of_cmt and route_of_cmt[k] != model.route_index(route):
+                raise SpecError(f"data.routes.{route}", f"CMT {v!r} is mapped to two routes")
+            route_of_cmt[k] = model.route_index(route)
+    names = model.observable_names
+    dv_scale = np.ones(len(names))
+    observable_of_key: dict[str, int] = {}
+    by = set()
+    for name, o in spec.observables.items():
+        if name not in names:
+            raise SpecError(f"data.observables.{name}", f"unknown observable of model {model.name}; known: {', '.join(names)}")
+        j = names.index(name)
+        if o.unit is not None:
+            dv_scale[j] = conversion_factor(model.observable(name).unit, o.unit, f"data.observables.{name}.unit")
+        if o.dvid and o.cmt:
+            raise SpecError(f"data.observables.{name}", "give dvid or cmt (the column that tells observables apart), not both")
+        for column, values in (("dvid", o.dvid), ("cmt", o.cmt)):
+            if values:
+                by.add(column)
+            for v in values:
+                k = _key(v)
+                if k in observable_of_key and observable_of_key[k] != j:
+                    raise SpecError(f"data.observables.{name}.{column}", f"{v!r} is mapped to two observables")
+                observable_of_key[k] = j
+    if len(by) > 1:
+        raise SpecError("data.observables", "tell observables apart by one column: dvid everywhere or cmt everywhere")
+    if by:
+        observable_by = by.pop()
+    elif len(spec.observables) == 1:
+        observable_by = "single"
+        observable_of_key = {"": names.index(next(iter(spec.observables)))}
+    elif spec.observables:
+        raise SpecError("data.observables", "several observables: say which rows are which with dvid = [...] or cmt = [...]")
+    else:
+        observable_by = "default"
+    for cov in spec.covariates:
+        if cov not in model.covariate_names:
+            raise SpecError(f"data.covariates.{cov}", f"unknown covariate of model {model.name}; known: {', '.join(model.covariate_names) or 'none'}")
+    return _Resolved(amt_factor, per_kg, time_factor, route_of_cmt, observable_by, observable_of_key, dv_scale,
+                     dict(spec.covariates))
+
+
+def check_data_spec(model: Model, spec: DataSpec) -> None:
+    """Check a mapping against a model without a dataset (every name known, units convert);
+    a `SpecError` naming `data.<key>` otherwise."""
+    _resolve(model, spec)
+
+
+def data_spec(data: DataSpec | Mapping | None) -> DataSpec:
+    """A `DataSpec` from itself, a mapping (validated; errors name `data.<key>`) or None."""
+    if data is None:
+        return DataSpec()
+    if isinstance(data, DataSpec):
+        return data
+    from vtrial.io.config import validate
+
+    try:
+        return validate(DataSpec, dict(data))
+    except SpecError as e:
+        raise SpecError(f"data.{e.field}", e.problem) from None
+
+
+# ---------------------------------------------------------------------------
+# reading
+
+
+class _Table:
+    """The raw cells of a dataset (text), with its columns found case-insensitively."""
+
+    def __init__(self, path: Path):
+        self.file = str(path)
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        try:
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except Exception as e:  # pandas raises many types for unreadable files
+            raise DataError(f"{path}: cannot be read as CSV ({e})") from None
+        self.names: dict[str, str] = {}
+        for c in raw.columns:
+            name = str(c).strip()
+            if name.upper() in self.names:
+                raise DatasetError(self.file, None, name, f"the column appears twice (as {self.names[name.upper()]!r} too); "
+                                                          "column names are not case-sensitive")
+            self.names[name.upper()] = name
+        raw.columns = [str(c).strip() for c in raw.columns]
+        self.raw = raw
+        self.n = len(raw)
+        if self.n == 0:
+            raise DatasetError(self.file, None, None, "the file has no data rows")
+        for required in ("ID", "TIME"):
+            if required not in self.names:
+                raise DatasetError(self.file, None, required, f"required column missing (columns: {', '.join(raw.columns)})")
+
+    def has(self, column: str) -> bool:
+        return column in self.names
+
+    def text(self, column: str) -> np.ndarray:
+        return self.raw[self.names[column]].astype(str).str.strip().to_numpy()
+
+    def error(self, i: int | None, column: str | None, rule: str) -> DatasetError:
+        shown = self.names.get(column, column) if column is not None else None
+        return DatasetError(self.file, None if i is None else int(i) + 1, shown, rule)
+
+    def numbers(self, column: str, default: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
+        """(values, missing) of a numeric column; "." and blanks are missing (value `default`)."""
+        if not self.has(column):
+            return np.full(self.n, default), np.ones(self.n, bool)
+        cells = self.text(column)
+        missing = (cells == ".") | (cells == "")
+        values = pd.to_numeric(pd.Series(np.where(missing, "nan", cells)), errors="coerce").to_numpy(dtype=float, copy=True)
+        bad = np.flatnonzero(~missing & ~np.isfinite(values))
+        if bad.size:
+            i = bad[0]
+            raise self.error(i, column, f"{cells[i]!r} is not a finite number (use plain numbers; '.' for missing)")
+        values[missing] = default
+        return values, missing
+
+    def whole(self, column: str, values: np.ndarray, missing: np.ndarray, lo: int, hi: int | None, what: str) -> np.ndarray:
+        bad = np.flatnonzero(~missing & ((values != np.round(values)) | (values < lo) | ((values > hi) if hi is not None else False)))
+        if bad.size:
+            i = bad[0]
+            raise self.error(i, column, f"{values[i]:g} is not {what}")
+        return values
+
+
+def _first_row(ids: np.ndarray) -> np.ndarray:
+    return np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, bool)
+
+
+def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None) -> PopulationData:
+    """Read a NONMEM-style CSV dataset for `model` (see the module's table of columns).
+
+    **Arguments:**
+    - `path`: the CSV file;
+    - `model`: the registry model the data will be fitted with (its routes, observables,
+      covariates and units);
+    - `data`: how the dataset maps onto the model (`DataSpec`, or the `[data]` table of
+      a fit config as a mapping): units of AMT, TIME and DV, CMT/DVID values of routes
+      and observables, covariate columns.
+
+    **Returns:** `PopulationData`, subjects in file order; dose amounts in mg (mg/kg
+    with `per_kg` 1 when `amt_unit` is per kg), observations sorted as in the file, each
+    with its 1-based data row (`obs_row`).
+
+    **Raises:** `SpecError` naming `data.<key>` for a bad mapping; `DatasetError` (a
+    `DataError`) naming the file, row, column and rule for a malformed row.
+    """
+    spec = data_spec(data)
+    res = _resolve(model, spec)
+    t = _Table(Path(path))
+    n = t.n
+
+    id_cells = t.text("ID")
+    blank = np.flatnonzero((id_cells == ".") | (id_cells == ""))
+    if blank.size:
+        raise t.error(blank[0], "ID", "every row needs a subject ID")
+    ids = np.array([_id_key(v) for v in id_cells], dtype=object)
+    starts = np.flatnonzero(_first_row(ids))
+    seen: dict[str, int] = {}
+    for s in starts:
+        if ids[s] in seen:
+            raise t.error(s, "ID", f"ID {id_cells[s]} appears again after other subjects (first at row {seen[ids[s]] + 1}); "
+                                   "a subject's rows must be contiguous (NONMEM would read a new subject here): sort by ID, TIME")
+        seen[ids[s]] = s
+    subject = np.cumsum(_first_row(ids)) - 1
+
+    time, miss = t.numbers("TIME")
+    if miss.any():
+        raise t.error(np.flatnonzero(miss)[0], "TIME", "every row needs a time")
+    if np.any(time < 0):
+        raise t.error(np.flatnonzero(time < 0)[0], "TIME", f"negative time {time[time < 0][0]:g}; shift TIME so that it starts at 0")
+    back = np.flatnonzero((np.diff(time) < 0) & (subject[1:] == subject[:-1]))
+    if back.size:
+        i = back[0] + 1
+        raise t.error(i, "TIME", f"time {time[i]:g} is before the previous row's {time[i - 1]:g}; times must not decrease within a subject")
+    time_h = time * res.time_factor
+
+    amt, amt_missing = t.numbers("AMT", 0.0)
+    mdv, mdv_missing = t.numbers("MDV", 0.0)
+    t.whole("MDV", mdv, mdv_missing, 0, 1, "0 or 1")
+    if t.has("EVID"):
+        evid, evid_missing = t.numbers("EVID")
+        if evid_missing.any():
+            raise t.error(np.flatnonzero(evid_missing)[0], "EVID", "missing; give 0 (observation), 1 (dose) or 2 (other)")
+        t.whole("EVID", evid, evid_missing, 0, 4, "an event type 0-4 (0 observation, 1 dose, 2 other, 3 reset, 4 reset and dose)")
+    else:  # NONMEM without EVID: a row with an amount is a dose, MDV = 1 marks other rows
+        evid = np.where(amt > 0, 1.0, np.where(mdv == 1, 2.0, 0.0))
+    for i in np.flatnonzero(evid >= 3):
+        if i not in starts:
+            raise t.error(i, "EVID", f"EVID {int(evid[i])} resets the system in the middle of a subject, which is not supported; "
+                                     "give the records after the reset their own ID")
+    evid_given = evid
+    evid = np.where(evid == 4, 1.0, np.where(evid == 3, 2.0, evid))  # a reset at a subject's first row changes nothing
+    is_dose = evid == 1
+    is_obs = (evid == 0) & (mdv == 0)
+
+    for column in CENSORING_COLUMNS:
+        if t.has(column):
+            cens, cmiss = t.numbers(column, 0.0)
+            bad = np.flatnonzero(is_obs & (cens != 0))
+            if bad.size:
+                raise t.error(bad[0], column, "censored (below the limit of quantification) observations are not supported; "
+                                              "remove them or set MDV = 1")
+
+    # -- doses -----------------------------------------------------------------------
+    bad = np.flatnonzero(is_dose & ~mdv_missing & (mdv == 0)) if t.has("MDV") else np.zeros(0, int)
+    if bad.size:
+        raise t.error(bad[0], "MDV", "a dose row (EVID 1) must have MDV = 1; put an observation at the dose time on its own row")
+    bad = np.flatnonzero(is_dose & (amt_missing | (amt < 0)))
+    if bad.size:
+        raise t.error(bad[0], "AMT", "a dose row needs an amount >= 0")
+    bad = np.flatnonzero(~is_dose & ~amt_missing & (amt != 0))
+    if bad.size:
+        raise t.error(bad[0], "AMT", f"amount {amt[bad[0]]:g} on a row that is not a dose (EVID {int(evid_given[bad[0]])}); "
+                                     "give EVID 1 or set AMT to 0 or '.'")
+    rate, rate_missing = t.numbers("RATE", 0.0)
+    for code, what in ((-1, "modelled rate (RATE = -1)"), (-2, "modelled duration (RATE = -2)")):
+        bad = np.flatnonzero(is_dose & (rate == code))
+        if bad.size:
+            raise t.error(bad[0], "RATE", f"{what} is not supported; give the infusion rate (amount per time unit) in RATE")
+    bad = np.flatnonzero(rate < 0)
+    if bad.size:
+        raise t.error(bad[0], "RATE", f"rate {rate[bad[0]]:g} is negative; give 0 for a bolus or the infusion rate")
+    bad = np.flatnonzero(~is_dose & (rate != 0))
+    if bad.size:
+        raise t.error(bad[0], "RATE", "a rate on a row that is not a dose")
+    ss, ss_missing = t.numbers("SS", 0.0)
+    bad = np.flatnonzero(ss != 0)
+    if bad.size:
+        raise t.error(bad[0], "SS", "steady-state doses (SS = 1, 2 or 3) are not supported; write the doses leading to "
+                                    "steady state out (e.g. with ADDL and II from the first dose)")
+    ii, _ = t.numbers("II", 0.0)
+    addl, addl_missing = t.numbers("ADDL", 0.0)
+    t.whole("ADDL", addl, addl_missing, 0, None, "a whole number of additional doses >= 0")
+    bad = np.flatnonzero(ii < 0)
+    if bad.size:
+        raise t.error(bad[0], "II", f"interdose interval {ii[bad[0]]:g} is negative")
+    bad = np.flatnonzero(~is_dose & ((ii != 0) | (addl != 0)))
+    if bad.size:
+        raise t.error(bad[0], "II" if ii[bad[0]] != 0 else "ADDL", "II/ADDL on a row that is not a dose")
+    bad = np.flatnonzero(is_dose & (addl > 0) & (ii <= 0))
+    if bad.size:
+        raise t.error(bad[0], "II", f"ADDL = {int(addl[bad[0]])} additional doses need an interdose interval II > 0")
+    bad = np.flatnonzero(is_dose & (addl + 1 > MAX_DOSE_RECORDS))
+    if bad.size:
+        raise t.error(bad[0], "ADDL", f"{int(addl[bad[0]])} additional doses; the limit is {MAX_DOSE_RECORDS - 1:,}")
+
+    cmt_cells = t.text("CMT") if t.has("CMT") else np.full(n, ".", dtype=object)
+    route = np.zeros(n, np.int64)
+    routes_of: dict[str, int] = {}  # each distinct CMT is resolved once, at its first row (which errors name)
+    for i in np.flatnonzero(is_dose):
+        if cmt_cells[i] not in routes_of:
+            routes_of[cmt_cells[i]] = _dose_route(model, res, t, i, cmt_cells[i])
+        route[i] = routes_of[cmt_cells[i]]
+
+    # -- observations ------------------------------------------------------------------
+    dv, dv_missing = t.numbers("DV")
+    if not t.has("DV") and is_obs.any():
+        raise t.error(None, "DV", "required column missing: the dataset has observation rows")
+    bad = np.flatnonzero(is_obs & dv_missing)
+    if bad.size:
+        raise t.error(bad[0], "DV", "an observation row (EVID 0, MDV 0) needs a value; set MDV = 1 to leave it out")
+    if not is_obs.any():
+        raise t.error(None, "EVID", "the dataset has no observation rows (EVID 0 with MDV 0)")
+    observable = np.full(n, -1, np.int64)
+    dvid_cells = t.text("DVID") if t.has("DVID") else None
+    observable_of: dict[tuple, int] = {}
+    for i in np.flatnonzero(is_obs):
+        key = (cmt_cells[i], None if dvid_cells is None else dvid_cells[i])
+        if key not in observable_of:
+            observable_of[key] = _observable(model, res, t, i, *key)
+        observable[i] = observable_of[key]
+
+    covariates = _covariates(model, res, t, subject, starts)
+    if res.per_kg and "bw" not in covariates:
+        raise t.error(None, res.covariate_columns.get("bw", "BW"), "amounts are per kg (data.amt_unit); the dataset needs a body-weight column")
+
+    # -- padding -------------------------------------------------------------------------
+    n_subjects = starts.size
+    dose_rows = [[] for _ in range(n_subjects)]
+    for i in np.flatnonzero(is_dose):
+        mg = amt[i] * res.amt_factor
+        duration = amt[i] / rate[i] * res.time_factor if rate[i] > 0 else 0.0
+        for k in range(int(addl[i]) + 1):
+            dose_rows[subject[i]].append((time_h[i] + k * ii[i] * res.time_factor, mg, float(res.per_kg), duration, route[i]))
+    n_records = max(len(r) for r in dose_rows)
+    if n_records > MAX_DOSE_RECORDS:
+        s = int(np.argmax([len(r) for r in dose_rows]))
+        raise t.error(starts[s], "ADDL", f"subject {id_cells[starts[s]]} has {n_records:,} dose records after ADDL expansion; "
+                                         f"the limit is {MAX_DOSE_RECORDS:,}")
+    arrays = [np.zeros((n_subjects, n_records)) for _ in range(4)] + [np.zeros((n_subjects, n_records), np.int32)]
+    for s, recs in enumerate(dose_rows):
+        for j, rec in enumerate(sorted(recs, key=lambda r: r[0])):
+            for a, v in zip(arrays, rec):
+                a[s, j] = v
+    doses = DoseRecords(*arrays)
+
+    obs_rows = np.flatnonzero(is_obs)
+    per_subject = np.bincount(subject[obs_rows], minlength=n_subjects)
+    n_obs = int(per_subject.max())
+    obs_time = np.zeros((n_subjects, n_obs))
+    obs_observable = np.zeros((n_subjects, n_obs), np.int64)
+    dv_out = np.zeros((n_subjects, n_obs))
+    obs_mask = np.zeros((n_subjects, n_obs), bool)
+    obs_row = np.full((n_subjects, n_obs), -1, np.int64)
+    position = np.arange(obs_rows.size) - np.searchsorted(subject[obs_rows], subject[obs_rows])
+    s, j = subject[obs_rows], position
+    obs_time[s, j], obs_observable[s, j], dv_out[s, j] = time_h[obs_rows], observable[obs_rows], dv[obs_rows]
+    obs_mask[s, j], obs_row[s, j] = True, obs_rows + 1
+    for k in range(n_subjects):  # padding repeats the last time (save times stay sorted)
+        m = per_subject[k]
+        if 0 < m < n_obs:
+            obs_time[k, m:] = obs_time[k, m - 1]
+            obs_observable[k, m:] = obs_observable[k, m - 1]
+    return PopulationData(
+        ids=_id_values(id_cells[starts]), doses=doses, obs_time_h=obs_time, obs_observable=obs_observable, dv=dv_out,
+        obs_mask=obs_mask, covariates=covariates, dv_scale=res.dv_scale.copy(), obs_row=obs_row,
+    )
+
+
+def _id_key(cell: str) -> str:
+    """An ID as compared: numbers by value ("7" and "7.0" are one subject), text as written."""
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell
+    if not math.isfinite(number):
+        return cell
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _id_values(cells: np.ndarray) -> np.ndarray:
+    """Subject IDs as whole numbers where they all are, as numbers where they all are
+    finite numbers, as text otherwise."""
+    try:
+        values = np.array([float(c) for c in cells])
+    except ValueError:
+        return np.asarray(cells, dtype=object)
+    if not np.all(np.isfinite(values)):
+        return np.asarray(cells, dtype=object)
+    return values.astype(np.int64) if np.all(values == np.round(values)) else values
+
+
+def _dose_route(model: Model, res: _Resolved, t: _Table, i: int, cell: str) -> int:
+    routes = model.routes
+    if not routes:
+        raise t.error(i, "EVID", f"a dose, but model {model.name} takes no doses")
+    if cell in (".", ""):
+        targets = sorted(set(res.route_of_cmt.values()))
+        if len(targets) == 1:
+            return targets[0]
+        if len(routes) == 1:
+            return 0
+        raise t.error(i, "CMT", f"a dose row needs a compartment: model {model.name} has routes "
+                                f"{', '.join(r.name for r in routes)} (map CMT values to them in [data.routes])")
+    k = _key(cell)
+    if k in res.route_of_cmt:
+        return res.route_of_cmt[k]
+    if res.route_of_cmt:
+        raise t.error(i, "CMT", f"CMT {cell} is not mapped to a route in [data.routes] (mapped: {', '.join(res.route_of_cmt)})")
+    if k.isdigit():
+        number = int(k)
+        if not 1 <= number <= model.n_states:
+            raise t.error(i, "CMT", f"compartment {number} does not exist; model {model.name} has {model.n_states} states "
+                                    f"({', '.join(model.state_names)})")
+        state = model.state_names[number - 1]
+    else:
+        for j, r in enumerate(routes):
+            if r.name.lower() == k:
+                return j
+        if k not in [s.lower() for s in model.state_names]:
+            raise t.error(i, "CMT", f"{cell!r} is neither a route ({', '.join(r.name for r in routes)}) nor a state "
+                                    f"({', '.join(model.state_names)}) of model {model.name}")
+        state = model.state_names[[s.lower() for s in model.state_names].index(k)]
+    for j, r in enumerate(routes):
+        if r.state == state:
+            return j
+    raise t.error(i, "CMT", f"no route of model {model.name} doses its state {state!r} (routes: "
+                            f"{', '.join(f'{r.name} -> {r.state}' for r in routes)})")
+
+
+def _observable(model: Model, res: _Resolved, t: _Table, i: int, cmt: str, dvid: str | None) -> int:
+    names = model.observable_names
+    if res.observable_by == "single":
+        return res.observable_of_key[""]
+    if res.observable_by in ("dvid", "cmt"):
+        column = res.observable_by.upper()
+        cell = dvid if column == "DVID" else cmt
+        if column == "DVID" and dvid is None:
+            raise t.error(None, "DVID", "[data.observables] maps DVID values, but the dataset has no DVID column")
+        k = _key(cell)
+        if k not in res.observable_of_key:
+            raise t.error(i, column, f"{column} {cell!r} is not mapped to an observable in [data.observables] "
+                                     f"(mapped: {', '.join(res.observable_of_key)})")
+        return res.observable_of_key[k]
+    # default: DVID numbers (or names) the model's observables; without DVID, the only observable
+    if dvid is not None and dvid not in (".", ""):
+        k = _key(dvid)
+        if k.isdigit() and 1 <= int(k) <= len(names):
+            return int(k) - 1
+        if k in [o.lower() for o in names]:
+            return [o.lower() for o in names].index(k)
+        raise t.error(i, "DVID", f"DVID {dvid!r} is neither an observable number 1-{len(names)} nor a name "
+                                 f"({', '.join(names)}); map it in [data.observables]")
+    if len(names) == 1:
+        return 0
+    if cmt not in (".", "") and _key(cmt) in [o.lower() for o in names]:
+        return [o.lower() for o in names].index(_key(cmt))
+    raise t.error(i, "DVID", f"model {model.name} has several observables ({', '.join(names)}): say which this row is "
+                             "with a DVID column, or map CMT/DVID values in [data.observables]")
+
+
+def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+    out = {}
+    for cov in model.covariate_names:
+        column = res.covariate_columns.get(cov, cov).upper()
+        if cov == "bw" and "bw" not in res.covariate_columns and not t.has("BW") and t.has("WT"):
+            column = "WT"  # NONMEM datasets usually call the body weight WT
+        if not t.has(column):
+            if cov in res.covariate_columns:
+                raise t.error(None, res.covariate_columns[cov], f"column missing (data.covariates.{cov} names it)")
+            continue
+        values, missing = t.numbers(column)
+        first = np.full(starts.size, np.nan)
+        first_row = np.full(starts.size, -1)
+        for i in np.flatnonzero(~missing):  # the first value given in each subject
+            s = subject[i]
+            if first_row[s] < 0:
+                first[s], first_row[s] = values[i], i
+            elif values[i] != first[s]:
+                raise t.error(i, column, f"{values[i]:g} differs from the subject's {first[s]:g} (row {first_row[s] + 1}); "
+                                         "time-varying covariates are not supported: give one value per subject")
+        lacking = np.flatnonzero(first_row < 0)
+        if lacking.size:
+            raise t.error(starts[lacking[0]], column, f"subject {t.text('ID')[starts[lacking[0]]]} has no value of covariate {cov}")
+        bad = np.flatnonzero(~(first > 0))
+        if bad.size:
+            raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+        out[cov] = first
+    return out
+
+
+# ---------------------------------------------------------------------------
+# writing
+
+
+#: Columns of a written dataset, before the covariates and ARM.
+WRITTEN_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "CMT", "DVID", "DV", "MDV")
+
+
+def dose_cmt(model: Model) -> list[str]:
+    """What a written dataset puts in CMT for each of the model's routes: the 1-based
+    number of the route's state (NONMEM's compartment), or the route's name where another
+    route into the same state differs in bioavailability or lag (a number could not tell
+    them apart)."""
+    out = []
+    for r in model.routes:
+        same = [o for o in model.routes if o.state == r.state]
+        distinct = len({(o.bioavailability, o.lag) for o in same}) > 1
+        first = same[0] is r
+        out.append(r.name if distinct and not first else str(model.state_index(r.state) + 1))
+    return out
+
+
+def dataset_columns(
+    model: Model,
+    ids: np.ndarray,
+    doses: DoseRecords,
+    times_h: np.ndarray,
+    observations: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    covariates: Mapping[str, np.ndarray],
+    arm: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The dataset rows of `m` animals: dose rows from `doses` (`(m, n_records)`; mg/kg
+    amounts times the animal's `bw`; zero-amount padding left out), and an observation
+    row per sampled time of each observable (`observations[name]` `(m, n_times)`,
+    `masks[name]` `(n_times,)`); at equal times doses come first (an observation at a
+    dose time sees the state before the dose, as in the solve and in NONMEM)."""
+    m = len(ids)
+    cmt_of_route = np.asarray(dose_cmt(model), dtype=object) if model.routes else np.zeros(0, object)
+    bw = np.asarray(covariates["bw"], float) if "bw" in covariates else np.ones(m)
+    time, amount, per_kg, duration, route = (np.asarray(a) for a in doses)
+    s_dose, j_dose = np.nonzero(amount > 0)
+    mg = amount[s_dose, j_dose] * np.where(per_kg[s_dose, j_dose] > 0, bw[s_dose], 1.0)
+    dur = duration[s_dose, j_dose]
+    # Missing cells are NaN (None for CMT) and written as "." (`DatasetWriter`).
+    parts = [pd.DataFrame({
+        "_s": s_dose, "_order": 0, "TIME": time[s_dose, j_dose], "AMT": mg,
+        "RATE": np.where(dur > 0, mg / np.where(dur > 0, dur, 1.0), 0.0), "EVID": 1,
+        "CMT": cmt_of_route[route[s_dose, j_dose]] if s_dose.size else np.zeros(0, object), "DVID": np.nan, "DV": np.nan,
+        "MDV": 1,
+    })]
+    times = np.asarray(times_h, float)
+    for j, name in enumerate(model.observable_names):
+        if name not in masks:
+            continue
+        cols = np.flatnonzero(masks[name])
+        values = np.asarray(observations[name], float)[:, cols].reshape(-1)
+        parts.append(pd.DataFrame({
+            "_s": np.repeat(np.arange(m), cols.size), "_order": 1, "TIME": np.tile(times[cols], m), "AMT": 0.0, "RATE": 0.0,
+            "EVID": 0, "CMT": None, "DVID": float(j + 1), "DV": values,
+            "MDV": np.where(np.isfinite(values), 0, 1),  # a failed solve's value is missing, not a number
+        }))
+    rows = pd.concat(parts, ignore_index=True).sort_values(["_s", "TIME", "_order"], kind="stable")
+    rows.loc[~np.isfinite(rows["DV"].to_numpy(float)), "DV"] = np.nan
+    s = rows["_s"].to_numpy()
+    out = pd.DataFrame({"ID": np.asarray(ids)[s]})
+    for c in WRITTEN_COLUMNS[1:]:
+        out[c] = rows[c].to_numpy()
+    for name in model.covariate_names:
+        if name in covariates:
+            out[name.upper()] = np.asarray(covariates[name])[s]
+    if arm is not None:
+        out["ARM"] = np.asarray(arm)[s]
+    return out
+
+
+class DatasetWriter:
+    """A NONMEM-style CSV written frame by frame into a temporary file next to `path`,
+    renamed onto `path` by `close()` (removed on an error or `abort()`): a dataset is
+    either complete or absent. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._file = os.fdopen(fd, "w", newline="")
+        self._tmp = Path(tmp)
+        self._header: list[str] | None = None
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self._header is None:
+            self._header = list(frame.columns)
+            frame.to_csv(self._file, index=False, na_rep=".", float_format="%.10g")
+        else:
+            frame[self._header].to_csv(self._file, index=False, header=False, na_rep=".", float_format="%.10g")
+        self.rows += len(frame)
+
+    def close(self) -> Path:
+        if self._header is None:
+            self.abort()
+            raise DataError(f"{self.path}: no rows to write")
+        self._file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def check_dataset_path(path: str | os.PathLike, field: str = "--dataset") -> Path:
+    """The path a dataset will be written to: a .csv file in an existing folder."""
+    p = Path(path)
+    if p.suffix.lower() != ".csv":
+        raise SpecError(field, f"{p}: a NONMEM dataset is written as CSV; give a .csv file name")
+    if p.is_dir():
+        raise SpecError(field, f"{p} is a folder; give a file name")
+    return p
+

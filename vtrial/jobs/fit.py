@@ -1,0 +1,236 @@
+"""The `fit` job: a population fit of a registry model to a NONMEM-style dataset (`vtrial fit`).
+
+Outputs (written atomically into the run folder):
+- `parameters.csv`: `name`, `estimate`, `se`, `rse_pct`, `ci_low`, `ci_high`, `unit`,
+  `fixed`: every typical value by its model name, `omega2_<p>` and `cv_pct_<p>`,
+  `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
+- `individual.csv`: per ID the EBEs, individual parameters and shrinkage;
+- `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES;
+- `fit.json`: `ofv`, `ofv_with_constant`, `aic`, `bic`, `n_subjects`, `n_observations`,
+  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`,
+  `eta_shrinkage_pct` (per parameter) and `epsilon_shrinkage_pct` (per observable);
+- `gof.png`: DV against PRED and IPRED, CWRES against TIME and PRED;
+- `vpc.png` (and `vpc.csv`, its numbers): a visual predictive check: `[vpc] replicates`
+  studies simulated from the estimates with the dataset's own doses, covariates and
+  observation times; observed 5th, 50th, 95th percentiles against the 90% intervals of
+  the simulated ones;
+- `trial_seed.toml`: the estimates as a trial config's `[parameters]`,
+  `[variability.omega2]`, `[[variability.correlation]]` and `[residual.*]` tables.
+
+A fit that did not converge, or whose covariance step failed, still writes its outputs
+(they say so: `fit.json` `converged` / `covariance_step`); `vtrial fit` then exits with
+status 3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vtrial.analysis.fit_plots import plot_gof, plot_vpc, vpc_table
+from vtrial.design.population import CovariateEffect, Population, ResidualError
+from vtrial.design.replicate_study import simulate_replicate_studies
+from vtrial.engine import distributed
+from vtrial.errors import SpecError
+from vtrial.estimation.population_data import PopulationData
+from vtrial.io.config import read_toml, validate
+from vtrial.io.fit_config import BuiltFit, FitConfig, trial_config_fragment
+from vtrial.io.nonmem import read_nonmem
+from vtrial.io.writers import atomic_write, save_figure, write_csv, write_json
+from vtrial.jobs.context import RunContext
+from vtrial.models.base import Model
+
+#: Keys of `fit.json` taken from the fit result.
+FIT_FACTS = ("ofv", "ofv_with_constant", "aic", "bic", "n_subjects", "n_observations", "method", "converged",
+             "covariance_step", "iterations", "seconds", "warnings", "eta_shrinkage_pct", "epsilon_shrinkage_pct")
+
+
+def _refuse_trial_options(ctx: RunContext) -> None:
+    for option, given in (("--animals", ctx.animals is not None), ("--animals-per-arm", ctx.animals_per_arm is not None),
+                          ("--typical", ctx.typical), ("--chunk-size", ctx.chunk_size is not None),
+                          ("--dataset", ctx.dataset_out is not None)):
+        if given:
+            raise SpecError(option, "does not apply to a fit config (a fit reads its subjects from the dataset)")
+
+
+def check_data(built: BuiltFit, data: PopulationData) -> None:
+    """Every observable the dataset observes has a residual error model."""
+    names = built.model.observable_names
+    for j in np.unique(np.asarray(data.obs_observable)[np.asarray(data.obs_mask)]):
+        if names[j] not in built.residual:
+            raise SpecError(f"residual.{names[j]}", f"the dataset observes {names[j]!r}; give its residual error model "
+                                                    f"[residual.{names[j]}] (initial additive and/or proportional SD)")
+
+
+def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationData | None]:
+    """The config lowered and the dataset read (None when no dataset is given), checked
+    against each other; nothing is compiled."""
+    built = BuiltFit(cfg, ctx.method)
+    _refuse_trial_options(ctx)
+    if ctx.data is None:
+        return built, None
+    data = read_nonmem(ctx.data, built.model, cfg.data)
+    check_data(built, data)
+    return built, data
+
+
+def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
+    """Everything `run_fit` checks before its first solve (see `vtrial.jobs.context.Job`)."""
+    built, data = prepare_fit(cfg, ctx)
+    out = {"model": cfg.model, "method": built.method, "estimated": [n for n in built.parameter_names() if n not in built.fixed],
+           "random_effects": list(built.iiv_names)}
+    if data is not None:
+        out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()))
+    else:
+        out["dataset"] = "not given (vtrial fit CONFIG DATA.csv reads one)"
+    return out
+
+
+def _fit(built: BuiltFit, data: PopulationData, on_iteration: Callable[[int, float], None] | None):
+    from vtrial.estimation import fit_population
+
+    return fit_population(
+        built.model, data, built.estimation_spec(), method=built.method, solver=built.options,
+        max_iterations=built.max_iterations, tolerance=built.tolerance, covariance=built.covariance, on_iteration=on_iteration,
+    )
+
+
+def _json_value(v):
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, tuple | list):
+        return [_json_value(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    return v
+
+
+def fit_facts(fit) -> dict[str, Any]:
+    """The `fit.json` entries of a `PopulationFit` (non-finite numbers as null)."""
+    return {k: _json_value(getattr(fit, k)) for k in FIT_FACTS}
+
+
+def run_fit(cfg: FitConfig, ctx: RunContext) -> dict:
+    built, data = prepare_fit(cfg, ctx)
+    if data is None:
+        raise SpecError("DATA", "a fit needs a dataset: vtrial fit CONFIG DATA.csv")
+    fit = _fit(built, data, ctx.on_iteration)
+    facts = {"model": cfg.model, **fit_facts(fit), "device": distributed.device_summary()}
+    if not ctx.writer:
+        return facts
+    write_fit_outputs(fit, built, data, ctx.out_dir, title=f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name)
+    return facts
+
+
+def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covariate_effects=()) -> Population:
+    """The population a fit estimated, from its `parameters.csv` rows (`name`, `estimate`):
+    typical values, Omega, and residual error in the model's units (an additive SD in the
+    dataset's DV unit is divided by `dv_scale`)."""
+    est = dict(zip(parameters["name"], parameters["estimate"].astype(float)))
+    typical = {k: v for k, v in est.items() if k in model.parameter_names}
+    iiv = tuple(k.removeprefix("omega2_") for k in est if k.startswith("omega2_"))
+    omega = np.diag([est[f"omega2_{p}"] for p in iiv]) if iiv else np.zeros((0, 0))
+    for i, a in enumerate(iiv):
+        for j, b in enumerate(iiv):
+            for name in (f"omega_{a}_{b}", f"omega_{b}_{a}"):
+                if i != j and name in est:
+                    omega[i, j] = est[name]
+    residual = {}
+    scale = np.asarray(dv_scale, float)
+    for j, obs in enumerate(model.observable_names):
+        add, prop = est.get(f"{obs}.additive", 0.0), est.get(f"{obs}.proportional", 0.0)
+        if add > 0 or prop > 0:
+            residual[obs] = ResidualError(add / scale[j], prop)
+    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=tuple(covariate_effects),
+                      residual=residual)
+
+
+def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
+                          source: str = "a population fit") -> str:
+    """A fitted result as the population of a trial config (TOML text: `model`,
+    `[parameters]`, `[variability.omega2]`, `[[variability.correlation]]`,
+    `[[covariate_effects]]`, `[residual.*]` in the model's units); written atomically to
+    `path` when given. Add `[[arms]]` and `[output]` to simulate a study of it.
+
+    `fit`: a `PopulationFit` (anything with `to_frame()` rows `name`, `estimate`);
+    `dv_scale`: the dataset's DV unit per model unit (`PopulationData.dv_scale`; default 1),
+    which converts an additive residual SD back to the model's unit."""
+    from vtrial.models import get_model
+
+    model = get_model(model) if isinstance(model, str) else model
+    scale = np.ones(len(model.observables)) if dv_scale is None else dv_scale
+    text = trial_config_fragment(model, estimated_population(model, fit.to_frame(), scale, covariate_effects), source=source)
+    if path is not None:
+        atomic_write(path, lambda p: p.write_text(text))
+    return text
+
+
+def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, title: str = "") -> list[Path]:
+    """Write a fit's files (see the module docstring) into `out`; returns their paths."""
+    out = Path(out)
+    written = []
+    parameters = fit.to_frame()
+    predictions = fit.predictions_frame()
+    written.append(write_csv(parameters, out / "parameters.csv"))
+    written.append(write_csv(fit.individual_frame(), out / "individual.csv"))
+    written.append(write_csv(predictions, out / "predictions.csv"))
+    written.append(write_json({**fit_facts(fit), "device": distributed.device_summary()}, out / "fit.json"))
+    written.append(save_figure(plot_gof(predictions, title=title), out / "gof.png"))
+    model = built.model
+    population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
+    written.append(atomic_write(out / "trial_seed.toml",
+                                lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
+    replicates = built.cfg.vpc.replicates
+    if replicates > 0:
+        mask = np.asarray(data.obs_mask)
+        sims = simulate_replicate_studies(population, data.doses, data.covariates, data.obs_time_h, data.obs_observable,
+                                          replicates=replicates, seed=built.cfg.vpc.seed, options=built.options)
+        observable = np.asarray(data.obs_observable)[mask]
+        scale = np.asarray(data.dv_scale, float)[observable]
+        table = vpc_table(observable, np.asarray(data.obs_time_h)[mask], np.asarray(data.dv)[mask], sims[:, mask] * scale[None],
+                          model.observable_names)
+        written.append(write_csv(table, out / "vpc.csv"))
+        points = pd.DataFrame({"observable": np.asarray(model.observable_names, dtype=object)[observable],
+                               "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask]})
+        dv = points["dv"].to_numpy()
+        log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
+        units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
+        units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}
+        figure = plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title)
+        written.append(save_figure(figure, out / "vpc.png"))
+    return written
+
+
+def fit(config: str | Path | Mapping[str, Any], data: str | Path, *, method: str | None = None,
+        on_iteration: Callable[[int, float], None] | None = None):
+    """Fit a population model to a NONMEM-style dataset, in Python (`vtrial fit` without files).
+
+    **Arguments:**
+    - `config`: a fit config (`kind = "fit"`): a TOML file or its table as a mapping;
+    - `data`: the dataset (CSV), read with the config's `[data]` mapping;
+    - `method`: overrides `[estimation] method` ("focei", "foce", "laplace", "fo");
+    - `on_iteration(iteration, ofv)`: called after each outer iteration.
+
+    **Returns:** the `vtrial.estimation.PopulationFit` (`to_frame()`, `individual_frame()`,
+    `predictions_frame()`, `ofv`, `converged`, ...). **Raises:** `SpecError` /
+    `DataError` naming the key, file, row or column, before anything is compiled.
+    """
+    if isinstance(config, Mapping):
+        table = dict(config)
+    else:
+        table, _ = read_toml(config)
+    kind = table.pop("kind", "fit")
+    if kind != "fit":
+        raise SpecError("kind", f"vtrial.fit needs a fit config (kind = \"fit\"), got {kind!r}")
+    cfg = validate(FitConfig, table)
+    if not Path(data).is_file():
+        raise SpecError("DATA", f"{data}: file not found")
+    built, population_data = prepare_fit(cfg, RunContext(out_dir=Path("."), data=Path(data), method=method))
+    return _fit(built, population_data, on_iteration)
