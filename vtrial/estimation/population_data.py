@@ -1,0 +1,51 @@
+"""The data a population fit receives: every subject of a dataset, padded to common shapes.
+
+Built by the NONMEM dataset reader (`vtrial.io.nonmem`) or by a simulation; consumed by
+`vtrial.estimation.population.fit_population`. Host numpy arrays, leading axis: subject.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from vtrial.engine.events import DoseRecords
+
+
+class PopulationData(NamedTuple):
+    """Subjects of a dataset, padded to common shapes (leading axis: subject).
+
+    - `ids`: `(n_subjects,)` original ID values (host, any dtype);
+    - `doses`: `DoseRecords`, `(n_subjects, n_records)`; amounts in the model's dose
+      unit (mg), padded with zero-amount boluses at t = 0;
+    - `obs_time_h`: `(n_subjects, n_obs)` float, padded with the subject's last time;
+    - `obs_observable`: `(n_subjects, n_obs)` int index into `model.observables`;
+    - `dv`: `(n_subjects, n_obs)` float, in the DV unit of its observable (see `dv_scale`);
+    - `obs_mask`: `(n_subjects, n_obs)` bool, False on padding;
+    - `covariates`: name -> `(n_subjects,)`, e.g. "bw";
+    - `dv_scale`: `(n_observables,)` factor: DV unit per model observable unit (1000 for
+      ug/L when the model gives mg/L); predictions compared with DV are
+      `model observable * dv_scale[observable]`, so the likelihood is that of DV in the
+      dataset's own units (what NONMEM reports);
+    - `obs_row`: `(n_subjects, n_obs)` int, 1-based row of the CSV file (for messages and
+      outputs), -1 on padding.
+    """
+
+    ids: np.ndarray
+    doses: DoseRecords
+    obs_time_h: np.ndarray
+    obs_observable: np.ndarray
+    dv: np.ndarray
+    obs_mask: np.ndarray
+    covariates: dict[str, np.ndarray]
+    dv_scale: np.ndarray
+    obs_row: np.ndarray
+
+    @property
+    def n_subjects(self) -> int:
+        return int(np.shape(self.obs_time_h)[0])
+
+    @property
+    def n_observations(self) -> int:
+        return int(np.sum(self.obs_mask))
