@@ -87,7 +87,11 @@ class SolverOptions:
     - `events`: "auto" (default: "jumps" with the closed-form PK, else "split"),
       "jumps" (one solve per animal, events as jumps in its right-hand side) or "split"
       (one solve per event segment, the reference); see the module docstring. With
-      "split", `max_steps` bounds each segment, with "jumps" the whole animal.
+      "split", `max_steps` bounds each segment, with "jumps" the whole animal;
+    - `adjoint`: how diffrax is differentiated: "checkpoint" (default: reverse mode,
+      `jax.grad`) or "forward" (forward mode, `jax.jvp`/`jax.jacfwd`: cheaper for a few
+      parameters and needed for nested derivatives, as population estimation takes them;
+      use it with `events="split"`, since the one-solve path's gradient is reverse-only).
     """
 
     solver: str = "tsit5"
@@ -97,6 +101,7 @@ class SolverOptions:
     dtype: str = "float64"
     pk: str = "auto"
     events: str = "auto"
+    adjoint: str = "checkpoint"
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -113,6 +118,12 @@ class SolverOptions:
             raise SpecError("solver.pk", f"must be 'auto' or 'ode', got {self.pk!r}")
         if self.events not in ("auto", "jumps", "split"):
             raise SpecError("solver.events", f"must be 'auto', 'jumps' or 'split', got {self.events!r}")
+        if self.adjoint not in ("checkpoint", "forward"):
+            raise SpecError("solver.adjoint", f"must be 'checkpoint' or 'forward', got {self.adjoint!r}")
+
+    @property
+    def diffrax_adjoint(self):
+        return dfx.ForwardMode() if self.adjoint == "forward" else dfx.RecursiveCheckpointAdjoint()
 
     @property
     def jnp_dtype(self):
@@ -145,6 +156,7 @@ def _diffeqsolve(f, a, b, y, args, ts, dt0, options):
         saveat=dfx.SaveAt(ts=ts, t1=True),
         stepsize_controller=dfx.PIDController(rtol=options.rtol, atol=options.atol),
         max_steps=options.max_steps,
+        adjoint=options.diffrax_adjoint,
         throw=False,
     )
 
@@ -394,6 +406,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
         saveat=dfx.SaveAt(ts=jnp.maximum(save_at, t0)),
         stepsize_controller=controller,
         max_steps=options.max_steps,
+        adjoint=options.diffrax_adjoint,
         throw=False,
     )
     out = jax.vmap(full_state)(save_times, before(save_times), sol.ys)
