@@ -20,9 +20,9 @@ $\sum_i L_i(\eta_i^*) + \log|\Omega| + \log|\tilde H_i|$ with
 Gradient: $\eta^*$ depends on the outer parameters $x$, and $\tilde H$ depends on
 $\eta^*$, so $d\eta^*/dx = -(\nabla^2_\eta L)^{-1} \nabla_x \nabla_\eta L$ (implicit
 function theorem). It is taken by evaluating the objective at
-$\hat\eta = \eta_s - H_s^{-1} \nabla_\eta L(x, \eta_s)$ where $\eta_s$ (the converged
-EBE) and $H_s$ (the exact Hessian there) carry no derivative: at a converged $\eta_s$ the
-value is unchanged and the derivative of $\hat\eta$ is exactly the implicit one. All
+$\hat\eta = \eta_s - H_s^{-1} (\nabla_\eta L(x, \eta_s) - [\nabla_\eta L]_s)$ where
+$\eta_s$ (the converged EBE), $H_s$ (the exact Hessian there) and $[\cdot]_s$ carry no
+derivative: $\hat\eta = \eta_s$ in value, and its derivative is exactly the implicit one. All
 derivatives are forward mode (`jax.jacfwd`): the outer parameters are few, nested forward
 derivatives are cheap, and diffrax is differentiated with `ForwardMode`; the outer
 gradient is a Jacobian of the per-subject objectives, which also gives the per-subject
@@ -52,6 +52,8 @@ FOCEI_WITHOUT_VARIANCE_TERM = "_focei_without_variance_term"
 
 #: Step lengths tried along each Newton direction (all at once, the best is taken).
 _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
+#: Largest change of any eta in one inner step (log scale: a factor e^2).
+_MAX_STEP = 2.0
 
 
 class SubjectArrays(NamedTuple):
@@ -176,31 +178,35 @@ class Problem:
 
     # -- the inner problem: EBEs of all subjects --------------------------------------
     def _newton_step(self, u, constants, s, eta, v0):
+        """One damped step for one subject: the exact Newton direction (when the Hessian is
+        positive definite) and the Fisher-scoring one (always defined), each capped at
+        `_MAX_STEP` in eta and tried at several lengths; the best decrease is taken."""
         value, grad, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta, v0)
         fisher = 2.0 * self.expected_information(u, s, f, g, omega_inv, v0)
         c = jnp.linalg.cholesky(hess)
         exact_ok = jnp.all(jnp.isfinite(c))
-        direction = jnp.where(
-            exact_ok,
-            -jax.scipy.linalg.cho_solve((jnp.where(exact_ok, c, jnp.eye(c.shape[0])), True), grad),
-            -jnp.linalg.solve(fisher, grad),
-        )
-        decrement = -grad @ direction
+        newton = -jax.scipy.linalg.cho_solve((jnp.where(exact_ok, c, jnp.eye(c.shape[0])), True), grad)
+        scoring = -jnp.linalg.solve(fisher, grad)
+        newton = jnp.where(exact_ok, newton, scoring)
+        directions = jnp.stack([newton, scoring])
+        directions = directions * jnp.minimum(1.0, _MAX_STEP / jnp.max(jnp.abs(directions), axis=1, keepdims=True))
+        decrement = -grad @ newton
 
         def l_at(step):
-            e = eta + step * direction
+            e = eta + step
             f_e, st = self.predict(u, constants, s, e)
             phi = self._phi(u, s, f_e, v0)
             val = jnp.sum(phi) + e @ omega_inv @ e
             return jnp.where((st == 0) & jnp.isfinite(val), val, jnp.inf)
 
-        trial = jax.vmap(l_at)(jnp.asarray(_STEPS))
+        steps = (jnp.asarray(_STEPS)[None, :, None] * directions[:, None, :]).reshape(-1, eta.shape[0])
+        trial = jax.vmap(l_at)(steps)
         best = jnp.argmin(trial)
         better = trial[best] < value
-        new_eta = jnp.where(better, eta + jnp.asarray(_STEPS)[best] * direction, eta)
+        new_eta = jnp.where(better, eta + steps[best], eta)
         # Done: the Newton decrement is tiny, or no step improves on eta (at the optimum
         # to rounding).
-        done = (decrement < self.newton_tol * jnp.maximum(1.0, jnp.abs(value))) | ~better
+        done = (exact_ok & (decrement < self.newton_tol * jnp.maximum(1.0, jnp.abs(value)))) | ~better
         return new_eta, done
 
     def ebes(self, x, constants: Constants, data: SubjectArrays, eta0):
@@ -243,9 +249,10 @@ class Problem:
             ofv = 2.0 * jnp.sum(jnp.log(jnp.diagonal(c))) + z @ z
             return jnp.where(status == 0, ofv, jnp.inf)
         v0 = self._v0(u, constants, s)
-        # One Newton step from the converged EBE carries d eta*/dx (module docstring).
+        # d eta*/dx = -H^-1 d(grad_eta L)/dx, carried by a zero-valued Newton correction:
+        # its value is exactly the EBE, its derivative the implicit one (module docstring).
         _, grad_s, hess_s, *_ = self.inner(u, constants, s, eta_s, v0)
-        eta_hat = eta_s - jnp.linalg.solve(jax.lax.stop_gradient(hess_s), grad_s)
+        eta_hat = eta_s - jnp.linalg.solve(jax.lax.stop_gradient(hess_s), grad_s - jax.lax.stop_gradient(grad_s))
         laplace = self.method == "laplace"
         value, _, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta_hat, v0, hessian=laplace)
         if laplace:
