@@ -163,7 +163,7 @@ class Problem:
         grad = g.T @ d1 + 2.0 * omega_inv @ eta
         hess = None
         if hessian:
-            hess = (g.T * d2) @ g + jnp.einsum("j,jab->ab", d1, h) + 2.0 * omega_inv
+            hess = (g.T * d2[None, :]) @ g + jnp.einsum("j,jab->ab", d1, h) + 2.0 * omega_inv
         return value, grad, hess, f, g, status, omega_inv
 
     def expected_information(self, u, s, f, g, omega_inv, v0, variance_term=True):
@@ -174,7 +174,7 @@ class Problem:
             v = jnp.where(s.mask > 0, self.variance(u, s, f), 1.0)
             dv = 2.0 * u.residual_sd[s.observable][:, 1] ** 2 * f
             w = s.mask * (1.0 / v + (0.5 * dv**2 / v**2 if variance_term else 0.0))
-        return omega_inv + (g.T * w) @ g
+        return omega_inv + (g.T * w[None, :]) @ g
 
     # -- the inner problem: EBEs of all subjects --------------------------------------
     def _newton_step(self, u, constants, s, eta, v0):
@@ -232,8 +232,9 @@ class Problem:
         return eta, done, it
 
     # -- the population objective ---------------------------------------------------
-    def subject_ofv(self, x, constants, s, eta_s):
-        """OFV_i at the (stop-gradient) EBE eta_s, with the implicit derivative of eta*."""
+    def subject_ofv(self, x, constants, s, eta_s, hess_s=None):
+        """OFV_i at the EBE eta_s; given `hess_s` (the exact Hessian of L there, computed
+        without derivatives), its derivative includes the implicit one of eta*."""
         u = unpack(self.layout, constants, x)
         k = self.layout.n_eta
         logdet_omega = 2.0 * jnp.sum(jnp.log(jnp.diagonal(u.chol)))
@@ -251,8 +252,18 @@ class Problem:
         v0 = self._v0(u, constants, s)
         # d eta*/dx = -H^-1 d(grad_eta L)/dx, carried by a zero-valued Newton correction:
         # its value is exactly the EBE, its derivative the implicit one (module docstring).
-        _, grad_s, hess_s, *_ = self.inner(u, constants, s, eta_s, v0)
-        eta_hat = eta_s - jnp.linalg.solve(jax.lax.stop_gradient(hess_s), grad_s - jax.lax.stop_gradient(grad_s))
+        # (The Hessian comes from outside, so the derivatives w.r.t. x here are of second
+        # order in the model at most: that keeps compilation short.)
+        # The value also takes the Newton step left (if small: rounding-level convergence
+        # errors of eta_s then enter the OFV squared, so central differences of it are
+        # smooth; a large one would mean eta_s is no optimum, and is not trusted).
+        if hess_s is None:
+            eta_hat = eta_s
+        else:
+            _, grad_s, *_ = self.inner(u, constants, s, eta_s, v0, hessian=False)
+            left = jax.lax.stop_gradient(jnp.linalg.solve(hess_s, grad_s))
+            left = jnp.where(jnp.max(jnp.abs(left)) < 1e-4, left, 0.0)
+            eta_hat = eta_s - left - jnp.linalg.solve(hess_s, grad_s - jax.lax.stop_gradient(grad_s))
         laplace = self.method == "laplace"
         value, _, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta_hat, v0, hessian=laplace)
         if laplace:
@@ -264,8 +275,21 @@ class Problem:
         ofv = value + logdet_omega + _logdet_pd(h_tilde)
         return jnp.where(status == 0, ofv, jnp.inf)
 
-    def per_subject(self, x, constants, data, eta_s):
-        return jax.vmap(lambda s, e: self.subject_ofv(x, constants, s, e))(data, eta_s)
+    def per_subject(self, x, constants, data, eta_s, hess_s=None):
+        if hess_s is None:
+            return jax.vmap(lambda s, e: self.subject_ofv(x, constants, s, e))(data, eta_s)
+        return jax.vmap(lambda s, e, h: self.subject_ofv(x, constants, s, e, h))(data, eta_s, hess_s)
+
+    def exact_hessians(self, x, constants, data, eta):
+        """The exact Hessian of every subject's L at its EBE (no derivatives carried)."""
+        x = jax.lax.stop_gradient(x)
+        u = unpack(self.layout, constants, x)
+
+        def one(s, e):
+            v0 = self._v0(u, constants, s)
+            return self.inner(u, constants, s, e, v0)[2]
+
+        return jax.vmap(one)(data, eta)
 
     @cached_property
     def evaluate(self):
@@ -278,8 +302,10 @@ class Problem:
             else:
                 eta, done, _ = self.ebes(x, constants, data, eta_warm)
 
+            hess = None if self.method == "fo" else self.exact_hessians(x, constants, data, eta)
+
             def per(x):
-                o = self.per_subject(x, constants, data, eta)
+                o = self.per_subject(x, constants, data, eta, hess)
                 return o, o
 
             jac, ofv_i = jax.jacfwd(per, has_aux=True)(x)
@@ -293,10 +319,11 @@ class Problem:
 
         def run(x, constants, data, eta_warm):
             if self.method == "fo":
-                eta = jnp.zeros_like(eta_warm)
+                eta, hess = jnp.zeros_like(eta_warm), None
             else:
                 eta, _, _ = self.ebes(x, constants, data, eta_warm)
-            o = self.per_subject(x, constants, data, eta)
+                hess = self.exact_hessians(x, constants, data, eta)
+            o = self.per_subject(x, constants, data, eta, hess)
             return jnp.sum(o), o, eta
 
         return jax.jit(run)

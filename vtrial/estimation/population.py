@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -149,6 +150,7 @@ def _prepare(model, data, spec, method, solver) -> _Prepared:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
         raise SpecError("solver", "must be a SolverOptions")
+    layout, constants, x0 = build_layout(model, spec, np.ones(len(model.observables)))
     _check_data(model, data, spec)
     layout, constants, x0 = build_layout(model, spec, data.dv_scale)
     if method != "fo" and layout.n_eta == 0:
@@ -195,7 +197,8 @@ class PopulationFit:
 
     Scalars: `ofv`, `ofv_with_constant`, `aic`, `bic` (from `ofv_with_constant`),
     `n_subjects`, `n_observations`, `n_parameters` (estimated), `method`, `converged`,
-    `covariance_step` ("ok" or "failed: why"), `iterations`, `seconds`, `warnings`.
+    `covariance_step` ("ok" or "failed: why"), `iterations`, `seconds` (wall, compilation
+    included), `timings` (seconds of "estimation", "covariance", "diagnostics"), `warnings`.
     `estimates`: table row name -> estimate. `estimation_names` / `estimation_values` /
     `covariance` / `correlation`: on NONMEM's estimation scales (log typical values,
     Omega elements, residual SDs); `covariance` is None when the step failed or was off.
@@ -217,6 +220,7 @@ class PopulationFit:
     covariance_step: str
     iterations: int
     seconds: float
+    timings: dict[str, float]
     warnings: list[str]
     estimation_names: tuple[str, ...]
     estimation_values: np.ndarray
@@ -271,11 +275,12 @@ def _lbfgs():
     )
 
 
-def _step_function(prep: _Prepared):
+@lru_cache(maxsize=32)
+def _step_function(pr):
     """jit: one L-BFGS update from (x, value, grad) with the zoom line search; the line
     search evaluates the objective (EBEs warm-started from `eta`) through a custom VJP
-    whose gradient is the forward-mode exact one."""
-    pr = prep.problem
+    whose gradient is the forward-mode exact one. One per `Problem`, so a second fit of
+    the same structure and shapes compiles nothing."""
 
     @jax.custom_vjp
     def ofv(x, eta, constants, arrays):
@@ -406,7 +411,7 @@ def fit_population(
             "the objective is not finite at the initial values"
             + (f" (subjects {', '.join(bad)}: the solve failed or a prediction is 0 with a proportional error only)" if bad else ""),
         )
-    opt, step = _step_function(prep)
+    opt, step = _step_function(prep.problem)
     state = opt.init(x)
     converged = False
     iterations = 0
@@ -440,6 +445,7 @@ def fit_population(
         n_bad = int(np.sum(~np.asarray(done)))
         warnings.append(f"the EBEs of {n_bad} subject(s) did not converge in {prep.problem.max_newton} Newton steps")
 
+    t_estimated = time.perf_counter()
     x_np = np.asarray(x)
     rep_values = np.asarray(reported_values(layout, constants, x))
     cov_x, cov_status, cov_warnings = (None, "not requested", [])
@@ -456,6 +462,7 @@ def fit_population(
         d = np.sqrt(np.diag(cov_rep))
         corr = cov_rep / np.outer(d, d)
 
+    t_covariance = time.perf_counter()
     u = unpack(layout, constants, x)
     omega = np.asarray(u.chol @ u.chol.T)
     for i, n in enumerate(layout.iiv_names):
@@ -492,6 +499,11 @@ def fit_population(
         covariance_step=cov_status,
         iterations=iterations,
         seconds=time.perf_counter() - start,
+        timings={
+            "estimation": t_estimated - start,
+            "covariance": t_covariance - t_estimated,
+            "diagnostics": time.perf_counter() - t_covariance,
+        },
         warnings=warnings,
         estimation_names=names,
         estimation_values=rep_values,
