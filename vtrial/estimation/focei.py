@@ -41,7 +41,7 @@ import numpy as np
 
 from vtrial.design.population import individual_parameters
 from vtrial.engine.events import DoseRecords
-from vtrial.engine.solve import SolverOptions, solve_animal
+from vtrial.engine.solve import SolverOptions, is_linear_pk_only, solve_animal, uses_closed_form
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.models.base import Model
 
@@ -248,7 +248,7 @@ class Problem:
             c = jnp.linalg.cholesky(cov)
             z = jax.scipy.linalg.solve_triangular(c, r, lower=True)
             ofv = 2.0 * jnp.sum(jnp.log(jnp.diagonal(c))) + z @ z
-            return jnp.where(status == 0, ofv, jnp.inf)
+            return self._contribution(s, status, ofv)
         v0 = self._v0(u, constants, s)
         # d eta*/dx = -H^-1 d(grad_eta L)/dx, carried by a zero-valued Newton correction:
         # its value is exactly the EBE, its derivative the implicit one (module docstring).
@@ -273,7 +273,13 @@ class Problem:
                 u, s, f, g, omega_inv, v0, variance_term=self.method != FOCEI_WITHOUT_VARIANCE_TERM
             )
         ofv = value + logdet_omega + _logdet_pd(h_tilde)
-        return jnp.where(status == 0, ofv, jnp.inf)
+        return self._contribution(s, status, ofv)
+
+    @staticmethod
+    def _contribution(s, status, ofv):
+        """A failed solve makes the OFV infinite; a subject without observations (padding)
+        contributes exactly 0, as its likelihood is 1."""
+        return jnp.where(jnp.any(s.mask > 0), jnp.where(status == 0, ofv, jnp.inf), 0.0)
 
     def per_subject(self, x, constants, data, eta_s, hess_s=None):
         if hess_s is None:
@@ -291,46 +297,49 @@ class Problem:
 
         return jax.vmap(one)(data, eta)
 
+    # Separately compiled pieces, shared by the value and the gradient: each compiles
+    # once per problem and shapes, and the Newton iteration is not compiled twice.
     @cached_property
-    def evaluate(self):
-        """jit: (x, constants, data, eta_warm) -> (ofv, grad, per-subject ofv, per-subject
-        gradients (n, n_x), EBEs, converged flags)."""
+    def solve_ebes(self):
+        """jit: (x, constants, data, eta0) -> (EBEs, converged flags, iterations)."""
+        return jax.jit(lambda x, constants, data, eta0: self.ebes(x, constants, data, eta0))
 
-        def run(x, constants, data, eta_warm):
-            if self.method == "fo":
-                eta, done = jnp.zeros_like(eta_warm), jnp.ones(eta_warm.shape[0], bool)
-            else:
-                eta, done, _ = self.ebes(x, constants, data, eta_warm)
+    @cached_property
+    def _hessians(self):
+        return jax.jit(self.exact_hessians)
 
-            hess = None if self.method == "fo" else self.exact_hessians(x, constants, data, eta)
+    @cached_property
+    def _value(self):
+        return jax.jit(lambda x, constants, data, eta, hess: self.per_subject(x, constants, data, eta, hess))
 
+    @cached_property
+    def _jacobian(self):
+        def run(x, constants, data, eta, hess):
             def per(x):
                 o = self.per_subject(x, constants, data, eta, hess)
                 return o, o
 
-            jac, ofv_i = jax.jacfwd(per, has_aux=True)(x)
-            return jnp.sum(ofv_i), jnp.sum(jac, axis=0), ofv_i, jac, eta, done
+            return jax.jacfwd(per, has_aux=True)(x)
 
         return jax.jit(run)
 
-    @cached_property
-    def value_only(self):
-        """jit: (x, constants, data, eta_warm) -> (ofv, per-subject ofv, EBEs)."""
+    def _ebes_and_hessians(self, x, constants, data, eta_warm):
+        if self.method == "fo":
+            return jnp.zeros_like(eta_warm), jnp.ones(eta_warm.shape[0], bool), None
+        eta, done, _ = self.solve_ebes(x, constants, data, eta_warm)
+        return eta, done, self._hessians(x, constants, data, eta)
 
-        def run(x, constants, data, eta_warm):
-            if self.method == "fo":
-                eta, hess = jnp.zeros_like(eta_warm), None
-            else:
-                eta, _, _ = self.ebes(x, constants, data, eta_warm)
-                hess = self.exact_hessians(x, constants, data, eta)
-            o = self.per_subject(x, constants, data, eta, hess)
-            return jnp.sum(o), o, eta
+    def evaluate(self, x, constants, data, eta_warm):
+        """(ofv, grad, per-subject ofv, per-subject gradients (n, n_x), EBEs, converged flags)."""
+        eta, done, hess = self._ebes_and_hessians(x, constants, data, eta_warm)
+        jac, ofv_i = self._jacobian(x, constants, data, eta, hess)
+        return jnp.sum(ofv_i), jnp.sum(jac, axis=0), ofv_i, jac, eta, done
 
-        return jax.jit(run)
-
-    @cached_property
-    def solve_ebes(self):
-        return jax.jit(lambda x, constants, data, eta0: self.ebes(x, constants, data, eta0))
+    def value_only(self, x, constants, data, eta_warm):
+        """(ofv, per-subject ofv, EBEs)."""
+        eta, _, hess = self._ebes_and_hessians(x, constants, data, eta_warm)
+        ofv_i = self._value(x, constants, data, eta, hess)
+        return jnp.sum(ofv_i), ofv_i, eta
 
     @cached_property
     def diagnostics(self):
@@ -370,13 +379,22 @@ def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise ValueError(method)
     # Nested forward derivatives: the one-solve path's gradient is reverse-only, and
-    # diffrax needs its forward-mode adjoint.
-    options = dataclasses.replace(options, events="split", adjoint="forward")
+    # diffrax needs its forward-mode adjoint. A model that is linear PK alone is solved
+    # by superposition on the closed-form path: no loop, so the nested derivatives stay
+    # small and compile in seconds.
+    closed = uses_closed_form(model, options) and is_linear_pk_only(model)
+    options = dataclasses.replace(options, events="superposition" if closed else "split", adjoint="forward")
     return Problem(model, layout, method, options, float(t0))
 
 
+#: The subject axis is padded to a multiple of this (see `subject_arrays`).
+SUBJECT_BUCKET = 8
+
+
 def subject_arrays(model: Model, data) -> tuple[SubjectArrays, np.ndarray, float]:
-    """JAX arrays of a `PopulationData`, observations sorted by time within each subject.
+    """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
+    the subject axis padded to a multiple of `SUBJECT_BUCKET` (per-subject results:
+    take the first `data.n_subjects`).
 
     Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
     """
@@ -417,4 +435,13 @@ def subject_arrays(model: Model, data) -> tuple[SubjectArrays, np.ndarray, float
         mask=jnp.asarray(take(mask), float),
         covariates=jnp.asarray(covariates),
     )
+    # Pad the subject axis to a multiple of SUBJECT_BUCKET with subjects that have no
+    # observations (they contribute exactly 0): datasets of nearby sizes then share
+    # compiled functions.
+    n = times.shape[0]
+    pad = -n % SUBJECT_BUCKET
+    if pad:
+        arrays = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), arrays
+        )._replace(mask=jnp.concatenate([arrays.mask, jnp.zeros((pad, arrays.mask.shape[1]))]))
     return arrays, order, t0

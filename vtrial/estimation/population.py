@@ -179,7 +179,11 @@ def population_objective(
     x = prep.x0 if x is None else np.asarray(x, float)
     if x.shape != prep.x0.shape:
         raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
-    eta0 = jnp.zeros((data.n_subjects, prep.layout.n_eta)) if eta is None else jnp.asarray(eta, float)
+    n = data.n_subjects
+    n_padded = prep.arrays.times.shape[0]
+    eta0 = jnp.zeros((n_padded, prep.layout.n_eta))
+    if eta is not None:
+        eta0 = eta0.at[:n].set(jnp.asarray(eta, float))
     names = reported_names(prep.layout, model.observable_names)
     if gradient:
         ofv, g, ofv_i, jac, eta_hat, _ = prep.problem.evaluate(jnp.asarray(x), prep.constants, prep.arrays, eta0)
@@ -188,7 +192,8 @@ def population_objective(
         ofv, ofv_i, eta_hat = prep.problem.value_only(jnp.asarray(x), prep.constants, prep.arrays, eta0)
         g = jac = None
     ofv = float(ofv)
-    return ObjectiveValue(ofv, ofv + prep.n_obs * LOG_2PI, g, np.asarray(ofv_i), jac, np.asarray(eta_hat), x, names)
+    jac = None if jac is None else jac[:n]
+    return ObjectiveValue(ofv, ofv + prep.n_obs * LOG_2PI, g, np.asarray(ofv_i)[:n], jac, np.asarray(eta_hat)[:n], x, names)
 
 
 @dataclass(frozen=True)
@@ -277,18 +282,27 @@ def _lbfgs():
 
 @lru_cache(maxsize=32)
 def _step_function(pr):
-    """jit: one L-BFGS update from (x, value, grad) with the zoom line search; the line
-    search evaluates the objective (EBEs warm-started from `eta`) through a custom VJP
-    whose gradient is the forward-mode exact one. One per `Problem`, so a second fit of
-    the same structure and shapes compiles nothing."""
+    """jit: one L-BFGS update from (x, value, grad) with optax's zoom line search.
+
+    The line search's objective calls back to the host, which runs the separately
+    compiled objective and gradient (EBEs warm-started from `eta`): the step itself then
+    compiles in a second and the objective is compiled once, not once more inside the
+    line search. One per `Problem`, so later fits of the same shapes compile nothing."""
+
+    def host(x, eta, constants, arrays):
+        value, grad, *_ = pr.evaluate(x, constants, arrays, eta)
+        return np.asarray(value, np.float64), np.asarray(grad, np.float64)
+
+    def value_and_grad(x, eta, constants, arrays):
+        shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
+        return jax.pure_callback(host, shapes, x, eta, constants, arrays)
 
     @jax.custom_vjp
     def ofv(x, eta, constants, arrays):
-        return pr.value_only(x, constants, arrays, eta)[0]
+        return value_and_grad(x, eta, constants, arrays)[0]
 
     def ofv_fwd(x, eta, constants, arrays):
-        value, grad, *_ = pr.evaluate(x, constants, arrays, eta)
-        return value, grad
+        return value_and_grad(x, eta, constants, arrays)
 
     def ofv_bwd(grad, ct):
         return ct * grad, None, None, None
@@ -402,10 +416,11 @@ def fit_population(
     warnings: list[str] = []
 
     x = jnp.asarray(prep.x0)
-    eta = jnp.zeros((data.n_subjects, layout.n_eta))
+    n = data.n_subjects
+    eta = jnp.zeros((arrays.times.shape[0], layout.n_eta))
     value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
     if not np.isfinite(float(value)) or not np.all(np.isfinite(np.asarray(grad))):
-        bad = [str(data.ids[i]) for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)))][:10]
+        bad = [str(data.ids[i]) for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)[:n]))][:10]
         raise SpecError(
             "parameters",
             "the objective is not finite at the initial values"
@@ -441,8 +456,8 @@ def fit_population(
         warnings.append(
             f"not converged after {iterations} iterations: largest gradient entry {float(jnp.max(jnp.abs(grad))):.3g} (tolerance {tolerance:g})"
         )
-    if not bool(np.all(np.asarray(done))):
-        n_bad = int(np.sum(~np.asarray(done)))
+    if not bool(np.all(np.asarray(done)[:n])):
+        n_bad = int(np.sum(~np.asarray(done)[:n]))
         warnings.append(f"the EBEs of {n_bad} subject(s) did not converge in {prep.problem.max_newton} Newton steps")
 
     t_estimated = time.perf_counter()
@@ -469,16 +484,16 @@ def fit_population(
         if omega[i, i] < COLLAPSED_OMEGA2:
             warnings.append(f"omega2_{n} has collapsed to {omega[i, i]:.2g}: the data do not identify variability of {n}")
 
-    diag = prep.problem.diagnostics(x, constants, arrays, eta)
+    diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
     ofv = float(value)
     n_obs = data.n_observations
     predictions, eps_shrink = _predictions_frame(model, data, prep.order, diag)
-    eta_np = np.asarray(eta)
+    eta_np = np.asarray(eta)[:n]
     eta_shrink = {
         n: float(100.0 * (1.0 - np.std(eta_np[:, i], ddof=1) / math.sqrt(omega[i, i]))) if data.n_subjects > 1 else math.nan
         for i, n in enumerate(layout.iiv_names)
     }
-    individual = _individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i), eta_shrink)
+    individual = _individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
     table = _parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
     n_par = layout.n_x
     ofv_c = ofv + n_obs * LOG_2PI
