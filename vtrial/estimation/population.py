@@ -352,17 +352,9 @@ def _covariance(prep, x, eta, subject_gradients, matrix, names) -> tuple[np.ndar
         kind = "not positive definite" if w[0] <= 0 else "near-singular"
         return f"{label} matrix {kind} (eigenvalue ratio {w[0] / w[-1]:.2g}); not identifiable: {', '.join(involved)}"
 
-    problems = []
-    if matrix in ("sandwich", "r"):
-        msg = unidentified(r, "R")
-        if msg:
-            problems.append(msg)
-    if matrix in ("sandwich", "s") or not problems:
-        msg = unidentified(s, "S")
-        if msg and matrix == "s":
-            problems.append(msg)
-        elif msg:
-            warnings.append(msg)
+    # NONMEM fails the step when a matrix it inverts is singular: both for the sandwich.
+    needed = {"sandwich": (("R", r), ("S", s)), "r": (("R", r),), "s": (("S", s),)}[matrix]
+    problems = [msg for msg in (unidentified(mat, label) for label, mat in needed) if msg]
     if problems:
         return None, "failed: " + "; ".join(problems), warnings
     if matrix == "sandwich":
@@ -480,9 +472,9 @@ def fit_population(
     t_covariance = time.perf_counter()
     u = unpack(layout, constants, x)
     omega = np.asarray(u.chol @ u.chol.T)
-    for i, n in enumerate(layout.iiv_names):
+    for i, name in enumerate(layout.iiv_names):
         if omega[i, i] < COLLAPSED_OMEGA2:
-            warnings.append(f"omega2_{n} has collapsed to {omega[i, i]:.2g}: the data do not identify variability of {n}")
+            warnings.append(f"omega2_{name} has collapsed to {omega[i, i]:.2g}: the data do not identify variability of {name}")
 
     diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
     ofv = float(value)
@@ -490,8 +482,8 @@ def fit_population(
     predictions, eps_shrink = _predictions_frame(model, data, prep.order, diag)
     eta_np = np.asarray(eta)[:n]
     eta_shrink = {
-        n: float(100.0 * (1.0 - np.std(eta_np[:, i], ddof=1) / math.sqrt(omega[i, i]))) if data.n_subjects > 1 else math.nan
-        for i, n in enumerate(layout.iiv_names)
+        name: float(100.0 * (1.0 - np.std(eta_np[:, i], ddof=1) / math.sqrt(omega[i, i]))) if n > 1 else math.nan
+        for i, name in enumerate(layout.iiv_names)
     }
     individual = _individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
     table = _parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
