@@ -289,9 +289,13 @@ def _step_function(pr):
     compiles in a second and the objective is compiled once, not once more inside the
     line search. One per `Problem`, so later fits of the same shapes compile nothing."""
 
+    last = {}
+
     def host(x, eta, constants, arrays):
-        value, grad, *_ = pr.evaluate(x, constants, arrays, eta)
-        return np.asarray(value, np.float64), np.asarray(grad, np.float64)
+        result = pr.evaluate(x, constants, arrays, eta)
+        # The accepted point is usually the last one tried: the outer loop reuses it.
+        last["x"], last["result"] = np.array(x), result
+        return np.asarray(result[0], np.float64), np.asarray(result[1], np.float64)
 
     def value_and_grad(x, eta, constants, arrays):
         shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
@@ -317,7 +321,7 @@ def _step_function(pr):
         updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=value_fn)
         return optax.apply_updates(x, updates), state
 
-    return opt, jax.jit(step)
+    return opt, jax.jit(step), last
 
 
 def _hessian_by_differences(prep: _Prepared, x, eta) -> np.ndarray:
@@ -418,7 +422,8 @@ def fit_population(
             "the objective is not finite at the initial values"
             + (f" (subjects {', '.join(bad)}: the solve failed or a prediction is 0 with a proportional error only)" if bad else ""),
         )
-    opt, step = _step_function(prep.problem)
+    opt, step, last_evaluated = _step_function(prep.problem)
+    last_evaluated.clear()
     state = opt.init(x)
     converged = False
     iterations = 0
@@ -435,7 +440,10 @@ def fit_population(
             break
         stalls = stalls + 1 if float(value) - new_value <= 1e-12 * max(1.0, abs(new_value)) else 0
         x = x_new
-        value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
+        if "x" in last_evaluated and np.array_equal(last_evaluated["x"], np.asarray(x)):
+            value, grad, ofv_i, jac, eta, done = last_evaluated["result"]
+        else:
+            value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
         if on_iteration is not None:
             on_iteration(iterations, float(value))
         if stalls >= 3:
