@@ -334,3 +334,26 @@ def test_one_compartment_oral_recovers_the_truth():
         gradient=False,
     )  # fmt: skip
     assert at_truth.ofv > fit.ofv
+
+
+@pytest.mark.parametrize("absorption", [False, True])
+def test_superposition_equals_the_split_solve(absorption):
+    """`SolverOptions(events="superposition")` (what estimation uses for linear-PK-only
+    models) equals the split solve: boluses, an infusion, a lag, outputs at event times
+    (the value just before the event) and at t0."""
+    from vtrial.engine.solve import SolverOptions, solve_animal
+
+    if absorption:
+        model = one_compartment(absorption=True, ka=1.3, cl=0.3, v=2.0, alag=0.4)
+    else:
+        model = two_compartment(cl=4.0, v1=70.0, q=4.0, v2=40.0)
+    p = {k: jnp.asarray(v) for k, v in model.typical_values().items()}
+    doses = DoseRecords(
+        jnp.array([0.0, 5.0, 12.0, 12.0]), jnp.array([10.0, 3.0, 5.0, 0.0]), jnp.zeros(4), jnp.array([0.0, 2.0, 0.0, 0.0]), jnp.zeros(4, int)
+    )
+    t = jnp.array([0.0, 0.5, 1.0, 5.0, 6.0, 7.0, 12.0, 12.5, 24.0, 24.0])
+    a = solve_animal(model, p, doses, t, options=SolverOptions(events="superposition")).states
+    b = solve_animal(model, p, doses, t, options=SolverOptions(events="split")).states
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(vtrial.SpecError, match="superposition"):
+        SolverOptions(events="superposition", pk="ode")

@@ -19,6 +19,11 @@ ways, and both hit every event exactly, never smearing it with the step-size con
   invisible to automatic differentiation while the split solve's segment ends carry
   it: derivatives with respect to event times (an onset, a lag, a dose time) are exact.
 
+A model that is linear PK alone can also be solved by **superposition**
+(`events="superposition"`): every output is the sum of the closed-form responses to the
+events before it, with no solve and no loop, which keeps nested derivatives (population
+estimation takes derivatives of third order) small and quick to compile.
+
 Inside either, a model's declared linear PK is propagated in closed form
 (`vtrial.engine.linear_pk`) and diffrax integrates only the remaining states; with
 `SolverOptions(pk="ode")`, or for models without linear PK, diffrax integrates
