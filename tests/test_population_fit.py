@@ -357,3 +357,16 @@ def test_superposition_equals_the_split_solve(absorption):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     with pytest.raises(vtrial.SpecError, match="superposition"):
         SolverOptions(events="superposition", pk="ode")
+
+
+def test_fit_seeds_a_population(bolus_fit, model):
+    """The estimates as a vtrial Population (for a VPC or a trial config): typical values,
+    Omega and the residual error in the model's own unit."""
+    fit, _ = bolus_fit
+    pop = fit.population(model)
+    assert pop.typical["cl"] == pytest.approx(fit.estimates["cl"])
+    assert pop.iiv_names == ("cl", "v1", "q", "v2")
+    assert pop.omega[2, 2] == pytest.approx(fit.estimates["omega2_q"])
+    assert pop.residual["conc_mg_per_l"].proportional == pytest.approx(fit.estimates["conc_mg_per_l.proportional"])
+    with pytest.raises(vtrial.SpecError, match="model"):
+        fit.population(one_compartment())

@@ -40,7 +40,7 @@ import optax
 import optax.tree_utils as otu
 import pandas as pd
 
-from vtrial.design.population import individual_parameters
+from vtrial.design.population import Population, ResidualError, individual_parameters
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import DataError, SpecError
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem, subject_arrays
@@ -235,9 +235,30 @@ class PopulationFit:
     epsilon_shrinkage_pct: dict[str, float]
     x: np.ndarray
     gradient: np.ndarray
+    typical: dict[str, float] = field(repr=False)
+    iiv_names: tuple[str, ...] = field(repr=False)
+    omega: np.ndarray = field(repr=False)
+    covariate_effects: tuple = field(repr=False)
+    residual: dict = field(repr=False)
     table: pd.DataFrame = field(repr=False)
     individual: pd.DataFrame = field(repr=False)
     predictions: pd.DataFrame = field(repr=False)
+
+    def population(self, model: Model) -> Population:
+        """The fitted population as a `vtrial.Population` of `model` (typical values,
+        Omega, covariate effects, residual error in the model's observable units): what a
+        trial simulated from the estimates uses (a VPC, a trial config seeded by the fit).
+        Covariate distributions are not estimated: add them for a simulation."""
+        if model.name != self.model_name:
+            raise SpecError("model", f"the fit is of model {self.model_name}, not {model.name}")
+        return Population(
+            model=model,
+            typical=dict(self.typical),
+            iiv_names=self.iiv_names,
+            omega=self.omega,
+            covariate_effects=self.covariate_effects,
+            residual=dict(self.residual),
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """Columns name, estimate, se, rse_pct, ci_low, ci_high, unit, fixed; one row per
@@ -528,6 +549,17 @@ def fit_population(
         epsilon_shrinkage_pct=eps_shrink,
         x=x_np,
         gradient=np.asarray(grad),
+        typical={k: float(v) for k, v in u.typical.items()},
+        iiv_names=layout.iiv_names,
+        omega=omega,
+        covariate_effects=tuple(spec.covariate_effects),
+        residual={
+            obs.name: ResidualError(
+                additive=float(u.residual_sd[o, 0]) / float(data.dv_scale[o]), proportional=float(u.residual_sd[o, 1])
+            )
+            for o, obs in enumerate(model.observables)
+            if obs.name in spec.residual
+        },
         table=table,
         individual=individual,
         predictions=predictions,
