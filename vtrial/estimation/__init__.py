@@ -2,9 +2,9 @@
 
 - `least_squares`: named-parameter least-squares and likelihood fits with uncertainty;
 - `curvefit`: four-parameter logistic concentration-response fits and Cheng-Prusoff Ki;
-- `population` (with `population_spec`, `population_data`, `focei`): population fits
-  of NONMEM datasets by FOCE-I, FOCE, Laplace or FO, with NONMEM's covariance step and
-  diagnostics.
+- `population` (with `population_spec`, `population_data`, `focei`, `covariance`,
+  `population_tables`): population fits of NONMEM datasets by FOCE-I, FOCE, Laplace or
+  FO, with NONMEM's covariance step and diagnostics.
 """
 
 from vtrial.estimation.population_data import PopulationData as PopulationData

@@ -40,13 +40,14 @@ import optax
 import optax.tree_utils as otu
 import pandas as pd
 
-from vtrial.design.population import Population, ResidualError, individual_parameters
+from vtrial.design.population import Population, ResidualError
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import DataError, SpecError
+from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem, subject_arrays
+from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import (
-    RESIDUAL_KINDS,
     EstimationSpec,
     build_layout,
     reported_names,
@@ -55,12 +56,7 @@ from vtrial.estimation.population_spec import (
 )
 from vtrial.models.base import Model
 
-COVARIANCE_MATRICES = ("sandwich", "r", "s")
 LOG_2PI = math.log(2.0 * math.pi)
-#: Step of the central differences of the gradient that give R (unconstrained scale).
-R_STEP = 1e-4
-#: A covariance eigenvalue ratio below this is a near-singular information matrix.
-SINGULAR_RATIO = 1e-10
 #: An Omega variance below this (log scale) has collapsed.
 COLLAPSED_OMEGA2 = 1e-4
 
@@ -345,56 +341,6 @@ def _step_function(pr):
     return opt, jax.jit(step), last
 
 
-def _hessian_by_differences(prep: _Prepared, x, eta) -> np.ndarray:
-    """R: central differences of the exact gradient (EBEs re-optimised at each point)."""
-    n = x.shape[0]
-    r = np.zeros((n, n))
-    for i in range(n):
-        cols = []
-        for sign in (1.0, -1.0):
-            xi = x.copy()
-            xi[i] += sign * R_STEP
-            cols.append(np.asarray(prep.problem.evaluate(jnp.asarray(xi), prep.constants, prep.arrays, eta)[1]))
-        r[:, i] = (cols[0] - cols[1]) / (2.0 * R_STEP)
-    return 0.5 * (r + r.T)
-
-
-def _covariance(prep, x, eta, subject_gradients, matrix, names) -> tuple[np.ndarray | None, str, list[str]]:
-    """NONMEM's covariance step on the unconstrained scale; (cov_x or None, status, warnings)."""
-    warnings = []
-    r = _hessian_by_differences(prep, x, eta)
-    s = subject_gradients.T @ subject_gradients
-
-    def unidentified(mat, label):
-        d = np.sqrt(np.abs(np.diag(mat)))
-        d = np.where(d > 0, d, 1.0)
-        scaled = mat / np.outer(d, d)
-        w, v = np.linalg.eigh(scaled)
-        if w[0] > SINGULAR_RATIO * max(w[-1], 0.0) and w[0] > 0:
-            return None
-        direction = v[:, 0]
-        involved = [names[k] for k in np.argsort(-np.abs(direction)) if abs(direction[k]) > 0.3]
-        kind = "not positive definite" if w[0] <= 0 else "near-singular"
-        return f"{label} matrix {kind} (eigenvalue ratio {w[0] / w[-1]:.2g}); not identifiable: {', '.join(involved)}"
-
-    # NONMEM fails the step when a matrix it inverts is singular: both for the sandwich.
-    needed = {"sandwich": (("R", r), ("S", s)), "r": (("R", r),), "s": (("S", s),)}[matrix]
-    problems = [msg for msg in (unidentified(mat, label) for label, mat in needed) if msg]
-    if problems:
-        return None, "failed: " + "; ".join(problems), warnings
-    if matrix == "sandwich":
-        r_inv = np.linalg.inv(r)
-        cov = r_inv @ s @ r_inv
-    elif matrix == "r":
-        cov = 2.0 * np.linalg.inv(r)
-    else:
-        cov = 4.0 * np.linalg.inv(s)
-    cov = 0.5 * (cov + cov.T)
-    if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) <= 0):
-        return None, "failed: the covariance matrix has non-positive or non-finite variances", warnings
-    return cov, "ok", warnings
-
-
 def fit_population(
     model: Model,
     data: PopulationData,
@@ -489,7 +435,7 @@ def fit_population(
         if not converged:
             cov_status = "failed: the estimation did not converge"
         else:
-            cov_x, cov_status, cov_warnings = _covariance(prep, x_np, eta, np.asarray(jac), covariance, names)
+            cov_x, cov_status, cov_warnings = covariance_step(prep.problem, prep.constants, prep.arrays, x_np, eta, np.asarray(jac), covariance, names)
     warnings += cov_warnings
     cov_rep = corr = None
     if cov_x is not None:
@@ -508,14 +454,14 @@ def fit_population(
     diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
     ofv = float(value)
     n_obs = data.n_observations
-    predictions, eps_shrink = _predictions_frame(model, data, prep.order, diag)
+    predictions, eps_shrink = predictions_frame(model, data, prep.order, diag)
     eta_np = np.asarray(eta)[:n]
     eta_shrink = {
         name: float(100.0 * (1.0 - np.std(eta_np[:, i], ddof=1) / math.sqrt(omega[i, i]))) if n > 1 else math.nan
         for i, name in enumerate(layout.iiv_names)
     }
-    individual = _individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
-    table = _parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
+    individual = individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
+    table = parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
     n_par = layout.n_x
     ofv_c = ofv + n_obs * LOG_2PI
     if cov_status != "ok" and covariance is not None:
@@ -564,97 +510,3 @@ def fit_population(
         individual=individual,
         predictions=predictions,
     )
-
-
-def _parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.DataFrame:
-    se = np.sqrt(np.diag(cov)) if cov is not None else np.full(len(names), math.nan)
-    by_name = dict(zip(names, zip(values, se)))
-    rows = []
-    z = 1.959963984540054
-    for p in model.parameters:
-        n = p.name
-        if f"log_{n}" in by_name:
-            lv, s = by_name[f"log_{n}"]
-            est = math.exp(lv)
-            rows.append((n, est, est * s, 100 * s, math.exp(lv - z * s), math.exp(lv + z * s), p.unit, False))
-        else:
-            est = float(u.typical[n])
-            rows.append((n, est, math.nan, math.nan, math.nan, math.nan, p.unit, True))
-    for i, n in enumerate(layout.iiv_names):
-        w, s = by_name[f"omega2_{n}"]
-        rows.append((f"omega2_{n}", w, s, 100 * s / w, w - z * s, w + z * s, "", False))
-        cv = 100 * math.sqrt(math.expm1(w))
-        dcv = 100 * math.exp(w) / (2 * math.sqrt(math.expm1(w)))
-        lo, hi = (100 * math.sqrt(math.expm1(max(b, 0.0))) for b in (w - z * s, w + z * s))
-        rows.append((f"cv_pct_{n}", cv, dcv * s, 100 * dcv * s / cv, lo, hi, "%", False))
-    for i, j in layout.chol_entries:
-        if i != j:
-            a, b = layout.iiv_names[j], layout.iiv_names[i]
-            v, s = by_name[f"omega_{a}_{b}"]
-            rows.append((f"omega_{a}_{b}", v, s, 100 * s / abs(v) if v else math.nan, v - z * s, v + z * s, "", False))
-    for o, obs in enumerate(model.observables):
-        if obs.name not in spec.residual:
-            continue
-        for c, kind in enumerate(RESIDUAL_KINDS):
-            key = f"{obs.name}.{kind}"
-            sd = float(u.residual_sd[o, c])
-            if sd == 0:
-                continue
-            unit = "DV unit" if kind == "additive" else "fraction"
-            if key in by_name:
-                v, s = by_name[key]
-                rows.append((key, v, s, 100 * s / v, v - z * s, v + z * s, unit, False))
-            else:
-                rows.append((key, sd, math.nan, math.nan, math.nan, math.nan, unit, True))
-    return pd.DataFrame(rows, columns=["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed"])
-
-
-def _individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_shrink) -> pd.DataFrame:
-    out = {"ID": np.asarray(data.ids)}
-    for i, n in enumerate(layout.iiv_names):
-        out[f"eta_{n}"] = eta[:, i]
-    base = dict(u.typical)
-    n = data.n_subjects
-    for c in model.covariates:
-        base[c.name] = jnp.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
-    base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
-    indiv = jax.vmap(
-        lambda p, e: individual_parameters(p, layout.effects, constants.effect_reference, constants.effect_exponent, layout.iiv_names, e)
-    )(base, jnp.asarray(eta))
-    shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names]
-    for p in shown:
-        out[p] = np.asarray(indiv[p])
-    for name in layout.iiv_names:
-        out[f"shrinkage_pct_{name}"] = np.full(n, eta_shrink[name])
-    out["ofv"] = ofv_i
-    return pd.DataFrame(out)
-
-
-def _predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str, float]]:
-    take = lambda a: np.take_along_axis(np.asarray(a), order, axis=1)  # noqa: E731
-    mask = take(data.obs_mask).astype(bool)
-    obs = take(data.obs_observable)
-    dv = take(np.asarray(data.dv, float))
-    pred, ipred, sd, cwres = (np.asarray(a) for a in (diag.pred, diag.ipred, diag.ipred_sd, diag.cwres))
-    ids = np.broadcast_to(np.asarray(data.ids)[:, None], mask.shape)
-    frame = pd.DataFrame(
-        {
-            "ID": ids[mask],
-            "TIME": take(data.obs_time_h)[mask],
-            "observable": np.asarray(model.observable_names, dtype=object)[obs[mask]],
-            "DV": dv[mask],
-            "PRED": pred[mask],
-            "IPRED": ipred[mask],
-            "RES": (dv - pred)[mask],
-            "IRES": (dv - ipred)[mask],
-            "IWRES": ((dv - ipred) / sd)[mask],
-            "CWRES": cwres[mask],
-            "row": take(data.obs_row)[mask],
-        }
-    )
-    frame = frame.sort_values("row", kind="stable").reset_index(drop=True)
-    shrink = {
-        name: float(100.0 * (1.0 - np.std(frame.loc[frame.observable == name, "IWRES"], ddof=1)))
-        for name in frame.observable.unique()
-    }
-    return frame, shrink
