@@ -370,3 +370,26 @@ def test_fit_seeds_a_population(bolus_fit, model):
     assert pop.residual["conc_mg_per_l"].proportional == pytest.approx(fit.estimates["conc_mg_per_l.proportional"])
     with pytest.raises(vtrial.SpecError, match="model"):
         fit.population(one_compartment())
+
+
+def test_individual_fits(bolus_fit, model):
+    """Each subject alone (proportional error fixed at the population's): converged, the
+    same optimum from two starts, and mostly near the EBE-based individual values (not
+    all: 19 samples alone can prefer another split of CL and Q, which the population
+    fit's prior pulls back)."""
+    from vtrial.estimation import fit_individuals
+
+    fit, _ = bolus_fit
+    data = bolus_data(8)
+    prop = fit.estimates["conc_mg_per_l.proportional"]
+    spec = bolus_spec(NONMEM_THETA, {}, prop, fixed=("conc_mg_per_l.proportional",))
+    ind = fit_individuals(model, data, spec)
+    assert list(ind.columns) == ["ID", "cl", "v1", "q", "v2", "ofv", "n_observations", "iterations", "converged"]
+    assert ind.converged.all() and (ind.n_observations == 19).all()
+    moved = bolus_spec({k: v + 0.3 for k, v in NONMEM_THETA.items()}, {}, prop, fixed=("conc_mg_per_l.proportional",))
+    again = fit_individuals(model, data, moved)
+    np.testing.assert_allclose(again.ofv, ind.ofv, rtol=1e-8)
+    np.testing.assert_allclose(again.cl, ind.cl, rtol=1e-3)
+    ebe = fit.individual_frame().iloc[:8]
+    assert np.median(np.abs(ind.cl / ebe.cl - 1)) < 0.1
+    assert np.median(np.abs(ind.v1 / ebe.v1 - 1)) < 0.1

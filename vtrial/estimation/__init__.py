@@ -7,6 +7,7 @@
   FO, with NONMEM's covariance step and diagnostics.
 """
 
+from vtrial.estimation.individual import fit_individuals as fit_individuals
 from vtrial.estimation.population_data import PopulationData as PopulationData
 from vtrial.estimation.population_spec import EstimationSpec as EstimationSpec
 from vtrial.estimation.population import (
