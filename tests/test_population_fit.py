@@ -237,9 +237,10 @@ def test_parameter_table(bolus_fit):
     np.testing.assert_allclose(np.diag(corr), 1.0)
 
 
-def test_fit_that_cannot_converge_says_so(model, few_data):
+def test_fit_that_cannot_converge_says_so(model, full_data, bolus_fit):
+    # (After bolus_fit: the same structure and shapes, so nothing compiles again.)
     spec = bolus_spec({"cl": 0.5, "v1": 2.0, "q": 3.0, "v2": 6.0}, {k: 0.5 for k in NONMEM_OMEGA2}, 0.6)
-    fit = fit_population(model, few_data, spec, max_iterations=3)
+    fit = fit_population(model, full_data, spec, max_iterations=3)
     assert not fit.converged
     assert fit.covariance_step.startswith("failed")
     assert any("not converged" in w for w in fit.warnings)
@@ -247,10 +248,17 @@ def test_fit_that_cannot_converge_says_so(model, few_data):
     assert fit.to_frame().se.isna().all()
 
 
-def test_fixed_parameters_stay_fixed(model, few_data):
+def test_fixed_parameters_stay_fixed(model):
+    from vtrial.estimation.population_spec import build_layout, reported_names, unpack
+
     spec = bolus_spec(NONMEM_THETA, NONMEM_OMEGA2, NONMEM_PROP, fixed=("q", "conc_mg_per_l.proportional"))
-    r = population_objective(model, few_data, spec)
-    assert r.x_names == ("log_cl", "log_v1", "log_v2", "omega2_cl", "omega2_v1", "omega2_q", "omega2_v2")
+    layout, constants, x0 = build_layout(model, spec, np.array([1000.0]))
+    names = reported_names(layout, model.observable_names)
+    assert names == ("log_cl", "log_v1", "log_v2", "omega2_cl", "omega2_v1", "omega2_q", "omega2_v2")
+    u = unpack(layout, constants, jnp.asarray(x0) + 0.1)  # whatever the optimiser tries
+    assert float(u.typical["q"]) == pytest.approx(math.exp(NONMEM_THETA["q"]))
+    assert float(u.residual_sd[0, 1]) == pytest.approx(NONMEM_PROP)
+    assert float(u.typical["cl"]) == pytest.approx(math.exp(NONMEM_THETA["cl"] + 0.1))
 
 
 def test_bad_specs_are_named(model, few_data):
