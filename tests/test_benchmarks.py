@@ -91,6 +91,14 @@ def test_compile(tmp_path):
     assert report["targets"]["cold_compile_seconds"]["pass"] in (True, False)
 
 
+def test_foce(tmp_path):
+    report = run("bench_foce", "--quick", "--paths", "closed", "--repeats", "1", "--out", str(tmp_path))
+    written(tmp_path, "foce")
+    first = report["paths"]["closed"]["first"]
+    assert finite(first["wall_s"]) and finite(first["ofv"]) and first["iterations"] <= 4
+    assert report["targets"]["closed_compiled_fit_s"]["pass"] in (True, False)
+
+
 @pytest.mark.parametrize("script", sorted(p.stem for p in BENCH.glob("*.py")))
 def test_scripts_are_short_and_use_public_names(script):
     text = (BENCH / f"{script}.py").read_text()

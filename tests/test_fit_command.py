@@ -292,21 +292,6 @@ class _StandInFit:
                              "PRED": dv * 0.9, "IPRED": dv * 0.95, "RES": dv * 0.1, "IWRES": 0.1, "CWRES": np.linspace(-2, 2, dv.size)})
 
 
-def _core_spec_or_stand_in(monkeypatch):
-    """The estimation core's `EstimationSpec` where it exists; before it lands, the
-    config's values in a plain namespace (the stand-in fit reads only these fields)."""
-    try:
-        import vtrial.estimation.population_spec  # noqa: F401
-    except ImportError:
-        from types import SimpleNamespace
-
-        from vtrial.io.fit_config import BuiltFit
-
-        monkeypatch.setattr(BuiltFit, "estimation_spec", lambda self: SimpleNamespace(
-            typical=dict(self.typical), omega2={p: float(self.omega[i, i]) for i, p in enumerate(self.iiv_names)},
-            residual=dict(self.residual)))
-
-
 def _stand_in(converged=True, covariance="ok"):
     calls = []
 
@@ -344,7 +329,6 @@ replicates = 5
 def test_fit_writes_its_files_and_a_trial_seed(simulated_study, tmp_path, monkeypatch):
     stand_in, calls = _stand_in()
     monkeypatch.setattr(vtrial.estimation, "fit_population", stand_in, raising=False)
-    _core_spec_or_stand_in(monkeypatch)
     config = tmp_path / "pk_fit.toml"
     config.write_text(FIT)
     out = tmp_path / "fit"
@@ -374,7 +358,6 @@ def test_fit_writes_its_files_and_a_trial_seed(simulated_study, tmp_path, monkey
 def test_a_failed_fit_writes_its_outputs_and_exits_3(simulated_study, tmp_path, monkeypatch, converged, covariance, words):
     stand_in, _ = _stand_in(converged, covariance)
     monkeypatch.setattr(vtrial.estimation, "fit_population", stand_in, raising=False)
-    _core_spec_or_stand_in(monkeypatch)
     config = tmp_path / "pk_fit.toml"
     config.write_text(FIT.replace("replicates = 5", "replicates = 0"))
     out = tmp_path / "fit"
@@ -451,7 +434,6 @@ def test_vpc_table_compares_observed_and_simulated_percentiles_per_bin():
 def test_vtrial_fit_reads_the_config_and_data_and_calls_the_estimator(simulated_study, monkeypatch, tmp_path):
     stand_in, calls = _stand_in()
     monkeypatch.setattr(vtrial.estimation, "fit_population", stand_in, raising=False)
-    _core_spec_or_stand_in(monkeypatch)
     table = tomllib.loads(FIT)
     result = vt.fit(table, simulated_study / "study.csv", method="fo")
     assert result.n_subjects == 6 and calls[-1]["method"] == "fo"

@@ -26,6 +26,12 @@ from vtrial.design.gradient_search import GradientSettings as GradientSettings  
 from vtrial.design.optimize import OptimizationResult as OptimizationResult, Uncertainty as Uncertainty, optimize as optimize  # noqa: E402
 from vtrial.design.power import PowerResult as PowerResult, power as power  # noqa: E402
 from vtrial.models.base import Endpoint as Endpoint  # noqa: E402
+from vtrial.estimation import (  # noqa: E402
+    EstimationSpec as EstimationSpec,
+    PopulationData as PopulationData,
+    PopulationFit as PopulationFit,
+    fit_population as fit_population,
+)
 from vtrial.jobs import RunRecord as RunRecord, check_config as check_config, run_config as run_config  # noqa: E402
 from vtrial.jobs.fit import fit as fit, trial_config_from_fit as trial_config_from_fit  # noqa: E402
 from vtrial.io.nonmem import DataSpec as DataSpec, read_nonmem as read_nonmem  # noqa: E402

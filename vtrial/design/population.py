@@ -238,6 +238,25 @@ class Population:
         return {k: np.full(n_animals, v, dtype=float) for k, v in self.typical_parameters().items()}
 
 
+def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta):
+    r"""One animal's parameters: $\theta_i = \theta_{typ} \prod_c (x_c/x_{c,ref})^{e_c} \exp(\eta)$.
+
+    - `p`: typical values and this animal's covariates, name -> scalar;
+    - `effects`: `(parameter, covariate)` pairs (static); `eff_ref`, `eff_exp`: their
+      references and exponents, arrays `(n_effects,)`;
+    - `iiv_names`: the parameters with random effects (static), `eta`: `(n_iiv,)` or None.
+
+    The one place covariates and random effects enter: population draws and population
+    estimation (`vtrial.estimation`) both call it. Returns a new dict.
+    """
+    p = dict(p)
+    for j, (par, cov) in enumerate(effects):
+        p[par] = p[par] * (p[cov] / eff_ref[j]) ** eff_exp[j]
+    for j, n in enumerate(iiv_names):
+        p[n] = p[n] * jnp.exp(eta[j])
+    return p
+
+
 @lru_cache(maxsize=64)
 def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], iiv_names: tuple[str, ...]):
     """The jitted, vmapped draw of animals for one population *structure*.
@@ -254,13 +273,8 @@ def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], 
             z = jax.random.normal(jax.random.fold_in(key, _COVARIATES), (len(covariates),))
             for j, c in enumerate(covariates):
                 p[c] = cov_median[j] * jnp.exp(cov_sigma[j] * z[j])
-        for j, (par, cov) in enumerate(effects):
-            p[par] = p[par] * (p[cov] / eff_ref[j]) ** eff_exp[j]
-        if iiv_names:
-            eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(iiv_names),))
-            for j, n in enumerate(iiv_names):
-                p[n] = p[n] * jnp.exp(eta[j])
-        return p
+        eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(iiv_names),)) if iiv_names else None
+        return individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta)
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None, None, None, None)))
 

@@ -19,6 +19,11 @@ ways, and both hit every event exactly, never smearing it with the step-size con
   invisible to automatic differentiation while the split solve's segment ends carry
   it: derivatives with respect to event times (an onset, a lag, a dose time) are exact.
 
+A model that is linear PK alone can also be solved by **superposition**
+(`events="superposition"`): every output is the sum of the closed-form responses to the
+events before it, with no solve and no loop, which keeps nested derivatives (population
+estimation takes derivatives of third order) small and quick to compile.
+
 Inside either, a model's declared linear PK is propagated in closed form
 (`vtrial.engine.linear_pk`) and diffrax integrates only the remaining states; with
 `SolverOptions(pk="ode")`, or for models without linear PK, diffrax integrates
@@ -87,7 +92,14 @@ class SolverOptions:
     - `events`: "auto" (default: "jumps" with the closed-form PK, else "split"),
       "jumps" (one solve per animal, events as jumps in its right-hand side) or "split"
       (one solve per event segment, the reference); see the module docstring. With
-      "split", `max_steps` bounds each segment, with "jumps" the whole animal.
+      "split", `max_steps` bounds each segment, with "jumps" the whole animal;
+      "superposition" (only for a model that is linear PK alone, solved in closed form:
+      every output is the sum of the responses to the events before it, with no solve
+      and no loop; cheap to differentiate to any order, as population estimation does);
+    - `adjoint`: how diffrax is differentiated: "checkpoint" (default: reverse mode,
+      `jax.grad`) or "forward" (forward mode, `jax.jvp`/`jax.jacfwd`: cheaper for a few
+      parameters and needed for nested derivatives, as population estimation takes them;
+      use it with `events="split"`, since the one-solve path's gradient is reverse-only).
     """
 
     solver: str = "tsit5"
@@ -97,6 +109,7 @@ class SolverOptions:
     dtype: str = "float64"
     pk: str = "auto"
     events: str = "auto"
+    adjoint: str = "checkpoint"
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -111,8 +124,16 @@ class SolverOptions:
             raise SpecError("solver.dtype", f"must be 'float64' or 'float32', got {self.dtype!r}")
         if self.pk not in ("auto", "ode"):
             raise SpecError("solver.pk", f"must be 'auto' or 'ode', got {self.pk!r}")
-        if self.events not in ("auto", "jumps", "split"):
-            raise SpecError("solver.events", f"must be 'auto', 'jumps' or 'split', got {self.events!r}")
+        if self.events not in ("auto", "jumps", "split", "superposition"):
+            raise SpecError("solver.events", f"must be 'auto', 'jumps', 'split' or 'superposition', got {self.events!r}")
+        if self.events == "superposition" and self.pk != "auto":
+            raise SpecError("solver.events", "'superposition' needs the closed-form PK (pk='auto')")
+        if self.adjoint not in ("checkpoint", "forward"):
+            raise SpecError("solver.adjoint", f"must be 'checkpoint' or 'forward', got {self.adjoint!r}")
+
+    @property
+    def diffrax_adjoint(self):
+        return dfx.ForwardMode() if self.adjoint == "forward" else dfx.RecursiveCheckpointAdjoint()
 
     @property
     def jnp_dtype(self):
@@ -145,6 +166,7 @@ def _diffeqsolve(f, a, b, y, args, ts, dt0, options):
         saveat=dfx.SaveAt(ts=ts, t1=True),
         stepsize_controller=dfx.PIDController(rtol=options.rtol, atol=options.atol),
         max_steps=options.max_steps,
+        adjoint=options.diffrax_adjoint,
         throw=False,
     )
 
@@ -207,6 +229,11 @@ def uses_closed_form(model: Model, options: SolverOptions) -> bool:
     return options.pk == "auto" and model.linear_pk is not None
 
 
+def is_linear_pk_only(model: Model) -> bool:
+    """Whether every state of the model belongs to its declared linear PK."""
+    return model.linear_pk is not None and set(model.linear_pk.states) == set(model.state_names)
+
+
 def uses_jumps(model: Model, options: SolverOptions) -> bool:
     """Whether `solve_animal` integrates each animal in one solve with events as jumps."""
     if options.events == "auto":
@@ -241,6 +268,10 @@ def solve_animal(
     p = {k: jnp.asarray(v, dtype) for k, v in p.items()}
     save_times = jnp.asarray(save_times, dtype)
     t0 = jnp.asarray(t0, dtype)
+    if options.events == "superposition":
+        if not (uses_closed_form(model, options) and is_linear_pk_only(model)):
+            raise SpecError("solver.events", f"'superposition' needs a model that is linear PK alone; {model.name} is not")
+        return _solve_superposition(model, p, DoseRecords(*doses), save_times, t0, options)
     if uses_jumps(model, options):
         return _jumps_with_split_gradients(model, options)(p, DoseRecords(*doses), save_times, t0)
     return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
@@ -394,6 +425,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
         saveat=dfx.SaveAt(ts=jnp.maximum(save_at, t0)),
         stepsize_controller=controller,
         max_steps=options.max_steps,
+        adjoint=options.diffrax_adjoint,
         throw=False,
     )
     out = jax.vmap(full_state)(save_times, before(save_times), sol.ys)
@@ -459,3 +491,32 @@ def _solve_split(model: Model, p, doses, save_times, t0, options: SolverOptions)
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], seg_ys[seg_of, jnp.clip(slot_of, 0, k - 1)])
     status = jnp.where((status == 0) & ~jnp.all(jnp.isfinite(out)), 3, status)
     return AnimalSolution(out, status, steps)
+
+
+def _solve_superposition(model: Model, p, doses, save_times, t0, options: SolverOptions) -> AnimalSolution:
+    r"""Linear PK alone, by superposition: $A(t) = S[e^{\Lambda (t - t_0)} S^{-1} A_0 +
+    \sum_{k: t_k < t} (e^{\Lambda (t - t_k)} S^{-1} b_k + \varphi(\Lambda, t - t_k) S^{-1} \Delta r_k)]$
+    over the events $k$ (boluses $b_k$, input rate changes $\Delta r_k$). Events before
+    `t0` act at `t0`, and an output at an event time is the value just before it, as in
+    the solves."""
+    dtype = options.jnp_dtype
+    spec = model.linear_pk
+    pk_idx = np.array([model.state_index(n) for n in spec.states], dtype=int)
+    unsort = np.argsort(pk_idx)
+    events = build_event_table(model, p, doses)
+    modes = linear_pk.modes(spec.constants(p))
+    y0 = model.initial_state(p).astype(dtype)
+    event_t = jnp.maximum(events.time_h.astype(dtype), t0)
+    alpha = events.bolus[:, pk_idx].astype(dtype) @ modes.s_inv.T  # (n_events, n_modes)
+    beta = events.rate_delta[:, pk_idx].astype(dtype) @ modes.s_inv.T
+    tau = save_times[:, None] - event_t[None, :]  # (n_times, n_events)
+    after = (tau > 0)[:, :, None]
+    tau = jnp.where(after, tau[:, :, None], 0.0)  # (n_times, n_events, 1)
+    lam = modes.lam[None, None, :]
+    terms = jnp.exp(lam * tau) * alpha[None, :, :] + linear_pk.phi(lam, tau) * beta[None, :, :]
+    coords = jnp.sum(jnp.where(after, terms, 0.0), axis=1)
+    tau0 = jnp.maximum(save_times - t0, 0.0)[:, None]
+    coords = coords + jnp.exp(modes.lam[None, :] * tau0) * (modes.s_inv @ y0[pk_idx])[None, :]
+    out = (coords @ modes.s.T)[:, unsort]
+    out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+    return AnimalSolution(out, jnp.where(jnp.all(jnp.isfinite(out)), 0, 3), jnp.asarray(0))

@@ -38,6 +38,7 @@ from pydantic import Field, model_validator
 
 from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError, omega_from_cv
 from vtrial.errors import SpecError
+from vtrial.estimation.population_spec import EstimationSpec
 from vtrial.io.config import Strict
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
@@ -186,8 +187,6 @@ class BuiltFit:
 
     def estimation_spec(self):
         """The statistical model to estimate (`vtrial.estimation.EstimationSpec`)."""
-        from vtrial.estimation.population_spec import EstimationSpec
-
         return EstimationSpec(
             typical=dict(self.typical),
             omega2={p: float(self.omega[i, i]) for i, p in enumerate(self.iiv_names)},

@@ -1,0 +1,512 @@
+r"""Population estimation by maximum likelihood, with NONMEM's conventions.
+
+`fit_population(model, data, spec)` estimates typical values, Omega and the residual
+error of a `PopulationData` by FOCE-I (default), FOCE, Laplace or FO
+(`vtrial.estimation.focei`), with optax's L-BFGS and zoom line search over the
+unconstrained vector of `vtrial.estimation.population_spec`, the EBEs of every subject
+re-optimised (warm-started) at every objective evaluation. `population_objective`
+evaluates the objective (and its exact gradient) alone.
+
+How the numbers map to NONMEM's:
+- `ofv` is NONMEM's OBJECTIVE FUNCTION VALUE (-2 log-likelihood without
+  $N_{obs} \log 2\pi$); `ofv_with_constant` adds it (nlmixr2's "OBJF with constant";
+  AIC and BIC are computed from it);
+- typical values are estimated on the log scale (THETA of a mu-referenced model,
+  `CL = exp(THETA(1) + ETA(1))`); the table reports `exp` of it, with the SE by the delta
+  method and a log-normal 95% interval; `covariance_frame()` has the log scale;
+- `omega2_<p>` is OMEGA(p,p), `omega_<p1>_<p2>` the off-diagonal, `cv_pct_<p>` is
+  $100\sqrt{e^{\omega^2} - 1}$; residual SDs are SIGMA's square roots (or THETA when
+  SIGMA is fixed to 1);
+- the covariance step is NONMEM's `$COV`: R = Hessian of the OFV (central differences
+  of the exact gradient, the EBEs re-optimised), S = sum over subjects of the outer
+  products of their OFV gradients; `sandwich` = R^-1 S R^-1 (NONMEM's default),
+  `r` = 2 R^-1, `s` = 4 S^-1;
+- shrinkage is SD-based: eta: $1 - SD(\hat\eta_p)/\omega_p$; epsilon: $1 - SD(IWRES)$.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.tree_utils as otu
+import pandas as pd
+
+from vtrial.design.population import Population, ResidualError
+from vtrial.engine.solve import SolverOptions
+from vtrial.errors import DataError, SpecError
+from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
+from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem, subject_arrays
+from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame
+from vtrial.estimation.population_data import PopulationData
+from vtrial.estimation.population_spec import (
+    EstimationSpec,
+    build_layout,
+    reported_names,
+    reported_values,
+    unpack,
+)
+from vtrial.models.base import Model
+
+LOG_2PI = math.log(2.0 * math.pi)
+#: An Omega variance below this (log scale) has collapsed.
+COLLAPSED_OMEGA2 = 1e-4
+
+
+class ObjectiveValue(NamedTuple):
+    """What `population_objective` returns.
+
+    - `ofv`, `ofv_with_constant`: as in the module docstring;
+    - `gradient`: d ofv / d x (`x`: the unconstrained vector), or None;
+    - `subject_ofv`: `(n_subjects,)` contributions; `subject_gradients`: `(n_subjects, n_x)` or None;
+    - `eta`: `(n_subjects, n_eta)` the EBEs (in `iiv_names` order);
+    - `x`: the unconstrained vector evaluated; `x_names`: what each entry is.
+    """
+
+    ofv: float
+    ofv_with_constant: float
+    gradient: np.ndarray | None
+    subject_ofv: np.ndarray
+    subject_gradients: np.ndarray | None
+    eta: np.ndarray
+    x: np.ndarray
+    x_names: tuple[str, ...]
+
+
+class _Prepared(NamedTuple):
+    problem: object
+    layout: object
+    constants: object
+    x0: np.ndarray
+    arrays: object
+    order: np.ndarray
+    n_obs: int
+
+
+def _check_data(model: Model, data: PopulationData, spec: EstimationSpec) -> None:
+    """Shape and value checks that name the offending field, before any compilation."""
+    if not isinstance(data, PopulationData):
+        raise DataError("data: expected a PopulationData")
+    t = np.asarray(data.obs_time_h)
+    if t.ndim != 2 or t.shape[0] == 0:
+        raise DataError(f"data.obs_time_h: expected (n_subjects, n_obs) with at least one subject, got shape {t.shape}")
+    for name in ("obs_observable", "dv", "obs_mask", "obs_row"):
+        if np.shape(getattr(data, name)) != t.shape:
+            raise DataError(f"data.{name}: shape {np.shape(getattr(data, name))} differs from obs_time_h's {t.shape}")
+    n_subjects = t.shape[0]
+    if len(data.ids) != n_subjects:
+        raise DataError(f"data.ids: {len(data.ids)} IDs for {n_subjects} subjects")
+    for name, arr in data.doses._asdict().items():
+        if np.shape(arr)[:1] != (n_subjects,):
+            raise DataError(f"data.doses.{name}: leading axis must be the {n_subjects} subjects, got shape {np.shape(arr)}")
+    mask = np.asarray(data.obs_mask, bool)
+    rows = np.asarray(data.obs_row)
+    n_obs_kinds = len(model.observables)
+    if np.shape(data.dv_scale) != (n_obs_kinds,):
+        raise DataError(f"data.dv_scale: expected one factor per observable of model {model.name} ({n_obs_kinds}), got shape {np.shape(data.dv_scale)}")
+
+    def where(i, j):
+        return f"row {rows[i, j]} (ID {data.ids[i]})"
+
+    obs = np.asarray(data.obs_observable)
+    bad = mask & ((obs < 0) | (obs >= n_obs_kinds))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{where(i, j)}: observable index {obs[i, j]} outside 0..{n_obs_kinds - 1}")
+    for kind, arr in (("DV", np.asarray(data.dv, float)), ("TIME", t)):
+        bad = mask & ~np.isfinite(arr)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise DataError(f"{where(i, j)}, column {kind}: {arr[i, j]!r} is not a finite number")
+    for o in np.unique(obs[mask]):
+        name = model.observable_names[o]
+        if name not in spec.residual:
+            raise SpecError(f"residual.{name}", f"the data observe {name}; give its residual error (additive and/or proportional)")
+    if not mask.any():
+        raise DataError("data: no observations")
+    for name, values in data.covariates.items():
+        v = np.asarray(values, float)
+        if v.shape != (n_subjects,):
+            raise DataError(f"data.covariates.{name}: expected one value per subject ({n_subjects}), got shape {v.shape}")
+        if name in model.covariate_names and not np.all(np.isfinite(v) & (v > 0)):
+            i = int(np.flatnonzero(~(np.isfinite(v) & (v > 0)))[0])
+            raise DataError(f"ID {data.ids[i]}, covariate {name}: {v[i]!r} must be a finite number > 0")
+
+
+def _prepare(model, data, spec, method, solver) -> _Prepared:
+    if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
+        raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if not isinstance(solver, SolverOptions):
+        raise SpecError("solver", "must be a SolverOptions")
+    layout, constants, x0 = build_layout(model, spec, np.ones(len(model.observables)))
+    _check_data(model, data, spec)
+    layout, constants, x0 = build_layout(model, spec, data.dv_scale)
+    if method != "fo" and layout.n_eta == 0:
+        raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
+    arrays, order, t0 = subject_arrays(model, data)
+    return _Prepared(problem(model, layout, method, solver, t0), layout, constants, x0, arrays, order, data.n_observations)
+
+
+def population_objective(
+    model: Model,
+    data: PopulationData,
+    spec: EstimationSpec,
+    *,
+    method: str = "focei",
+    solver: SolverOptions = SolverOptions(),
+    x=None,
+    eta=None,
+    gradient: bool = True,
+) -> ObjectiveValue:
+    """The population objective of `data` at the initial values of `spec` (or at the
+    unconstrained vector `x`), the EBEs optimised from `eta` (default zeros).
+
+    With `gradient=True` also the exact gradient w.r.t. `x` and the per-subject gradients.
+    """
+    prep = _prepare(model, data, spec, method, solver)
+    x = prep.x0 if x is None else np.asarray(x, float)
+    if x.shape != prep.x0.shape:
+        raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
+    n = data.n_subjects
+    n_padded = prep.arrays.times.shape[0]
+    eta0 = jnp.zeros((n_padded, prep.layout.n_eta))
+    if eta is not None:
+        eta0 = eta0.at[:n].set(jnp.asarray(eta, float))
+    names = reported_names(prep.layout, model.observable_names)
+    if gradient:
+        ofv, g, ofv_i, jac, eta_hat, _ = prep.problem.evaluate(jnp.asarray(x), prep.constants, prep.arrays, eta0)
+        g, jac = np.asarray(g), np.asarray(jac)
+    else:
+        ofv, ofv_i, eta_hat = prep.problem.value_only(jnp.asarray(x), prep.constants, prep.arrays, eta0)
+        g = jac = None
+    ofv = float(ofv)
+    jac = None if jac is None else jac[:n]
+    return ObjectiveValue(ofv, ofv + prep.n_obs * LOG_2PI, g, np.asarray(ofv_i)[:n], jac, np.asarray(eta_hat)[:n], x, names)
+
+
+@dataclass(frozen=True)
+class PopulationFit:
+    """The result of `fit_population`.
+
+    Scalars: `ofv`, `ofv_with_constant`, `aic`, `bic` (from `ofv_with_constant`),
+    `n_subjects`, `n_observations`, `n_parameters` (estimated), `method`, `converged`,
+    `covariance_step` ("ok" or "failed: why"), `iterations`, `seconds` (wall, compilation
+    included), `timings` (seconds of "estimation", "covariance", "diagnostics"), `warnings`.
+    `estimates`: table row name -> estimate. `estimation_names` / `estimation_values` /
+    `covariance` / `correlation`: on NONMEM's estimation scales (log typical values,
+    Omega elements, residual SDs); `covariance` is None when the step failed or was off.
+    `eta_shrinkage_pct` (per parameter with a random effect), `epsilon_shrinkage_pct`
+    (per observable). `x`: the unconstrained optimum.
+    """
+
+    model_name: str
+    method: str
+    estimates: dict[str, float]
+    ofv: float
+    ofv_with_constant: float
+    aic: float
+    bic: float
+    n_subjects: int
+    n_observations: int
+    n_parameters: int
+    converged: bool
+    covariance_step: str
+    iterations: int
+    seconds: float
+    timings: dict[str, float]
+    warnings: list[str]
+    estimation_names: tuple[str, ...]
+    estimation_values: np.ndarray
+    covariance: np.ndarray | None
+    correlation: np.ndarray | None
+    eta_shrinkage_pct: dict[str, float]
+    epsilon_shrinkage_pct: dict[str, float]
+    x: np.ndarray
+    gradient: np.ndarray
+    typical: dict[str, float] = field(repr=False)
+    iiv_names: tuple[str, ...] = field(repr=False)
+    omega: np.ndarray = field(repr=False)
+    covariate_effects: tuple = field(repr=False)
+    residual: dict = field(repr=False)
+    table: pd.DataFrame = field(repr=False)
+    individual: pd.DataFrame = field(repr=False)
+    predictions: pd.DataFrame = field(repr=False)
+
+    def population(self, model: Model) -> Population:
+        """The fitted population as a `vtrial.Population` of `model` (typical values,
+        Omega, covariate effects, residual error in the model's observable units): what a
+        trial simulated from the estimates uses (a VPC, a trial config seeded by the fit).
+        Covariate distributions are not estimated: add them for a simulation."""
+        if model.name != self.model_name:
+            raise SpecError("model", f"the fit is of model {self.model_name}, not {model.name}")
+        return Population(
+            model=model,
+            typical=dict(self.typical),
+            iiv_names=self.iiv_names,
+            omega=self.omega,
+            covariate_effects=self.covariate_effects,
+            residual=dict(self.residual),
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns name, estimate, se, rse_pct, ci_low, ci_high, unit, fixed; one row per
+        typical value (model name), `omega2_<p>`, `cv_pct_<p>`, `omega_<p1>_<p2>`,
+        `<observable>.additive` / `<observable>.proportional`."""
+        return self.table.copy()
+
+    def individual_frame(self) -> pd.DataFrame:
+        """Per ID: `eta_<p>` (EBEs), the individual parameters, `shrinkage_pct_<p>`, `ofv`."""
+        return self.individual.copy()
+
+    def predictions_frame(self) -> pd.DataFrame:
+        """Per observation (file order): ID, TIME, observable, DV, PRED, IPRED, RES, IRES,
+        IWRES, CWRES, row (1-based CSV row)."""
+        return self.predictions.copy()
+
+    def covariance_frame(self) -> pd.DataFrame | None:
+        """The covariance matrix on the estimation scales (None if the step failed)."""
+        if self.covariance is None:
+            return None
+        return pd.DataFrame(self.covariance, index=list(self.estimation_names), columns=list(self.estimation_names))
+
+    def correlation_frame(self) -> pd.DataFrame | None:
+        if self.correlation is None:
+            return None
+        return pd.DataFrame(self.correlation, index=list(self.estimation_names), columns=list(self.estimation_names))
+
+    @property
+    def se(self) -> dict[str, float]:
+        """Standard errors on the estimation scales (NaN when the covariance step failed)."""
+        if self.covariance is None:
+            return {n: math.nan for n in self.estimation_names}
+        return dict(zip(self.estimation_names, np.sqrt(np.diag(self.covariance)).tolist()))
+
+
+def _lbfgs():
+    return optax.lbfgs(
+        # Try the full quasi-Newton step first (see vtrial.engine.optimize).
+        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one"),
+    )
+
+
+@lru_cache(maxsize=32)
+def _step_function(pr):
+    """jit: one L-BFGS update from (x, value, grad) with optax's zoom line search.
+
+    The line search's objective calls back to the host, which runs the separately
+    compiled objective and gradient (EBEs warm-started from `eta`): the step itself then
+    compiles in a second and the objective is compiled once, not once more inside the
+    line search. One per `Problem`, so later fits of the same shapes compile nothing."""
+
+    last = {}
+
+    def host(x, eta, constants, arrays):
+        result = pr.evaluate(x, constants, arrays, eta)
+        # The accepted point is usually the last one tried: the outer loop reuses it.
+        last["x"], last["result"] = np.array(x), result
+        return np.asarray(result[0], np.float64), np.asarray(result[1], np.float64)
+
+    def value_and_grad(x, eta, constants, arrays):
+        shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
+        return jax.pure_callback(host, shapes, x, eta, constants, arrays)
+
+    @jax.custom_vjp
+    def ofv(x, eta, constants, arrays):
+        return value_and_grad(x, eta, constants, arrays)[0]
+
+    def ofv_fwd(x, eta, constants, arrays):
+        return value_and_grad(x, eta, constants, arrays)
+
+    def ofv_bwd(grad, ct):
+        return ct * grad, None, None, None
+
+    ofv.defvjp(ofv_fwd, ofv_bwd)
+    opt = _lbfgs()
+
+    def step(x, state, value, grad, eta, constants, arrays):
+        def value_fn(x):
+            return ofv(x, eta, constants, arrays)
+
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=value_fn)
+        return optax.apply_updates(x, updates), state
+
+    return opt, jax.jit(step), last
+
+
+def fit_population(
+    model: Model,
+    data: PopulationData,
+    spec: EstimationSpec,
+    *,
+    method: str = "focei",
+    solver: SolverOptions = SolverOptions(),
+    max_iterations: int = 200,
+    tolerance: float = 1e-3,
+    covariance: str | None = "sandwich",
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> PopulationFit:
+    """Maximum-likelihood population fit of `model` to `data` (see the module docstring).
+
+    - `method`: "focei" (default), "foce", "laplace" or "fo";
+    - `max_iterations`: outer L-BFGS iterations allowed;
+    - `tolerance`: converged when the largest gradient entry of the OFV w.r.t. the
+      unconstrained parameters is below it (log scales: a change of 1e-3 in a log value
+      moves the OFV by < 1e-6 at the optimum);
+    - `covariance`: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s", or None (skip);
+    - `on_iteration(iteration, ofv)`: called after every outer iteration.
+
+    A fit that stops before converging, or whose covariance step fails, says so in
+    `converged`, `covariance_step` and `warnings`; its standard errors are NaN then.
+    """
+    start = time.perf_counter()
+    if covariance not in (*COVARIANCE_MATRICES, None):
+        raise SpecError("estimation.covariance", f"must be one of {', '.join(COVARIANCE_MATRICES)} or none, got {covariance!r}")
+    if not (isinstance(max_iterations, int) and max_iterations >= 0):
+        raise SpecError("estimation.max_iterations", f"must be a whole number >= 0, got {max_iterations!r}")
+    if not (tolerance > 0):
+        raise SpecError("estimation.tolerance", f"must be > 0, got {tolerance!r}")
+    prep = _prepare(model, data, spec, method, solver)
+    layout, constants, arrays = prep.layout, prep.constants, prep.arrays
+    names = reported_names(layout, model.observable_names)
+    warnings: list[str] = []
+
+    x = jnp.asarray(prep.x0)
+    n = data.n_subjects
+    eta = jnp.zeros((arrays.times.shape[0], layout.n_eta))
+    value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
+    if not np.isfinite(float(value)) or not np.all(np.isfinite(np.asarray(grad))):
+        bad = [str(data.ids[i]) for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)[:n]))][:10]
+        raise SpecError(
+            "parameters",
+            "the objective is not finite at the initial values"
+            + (f" (subjects {', '.join(bad)}: the solve failed or a prediction is 0 with a proportional error only)" if bad else ""),
+        )
+    opt, step, last_evaluated = _step_function(prep.problem)
+    last_evaluated.clear()
+    state = opt.init(x)
+    converged = False
+    iterations = 0
+    stalls = 0
+    for iterations in range(1, max_iterations + 1):
+        if float(jnp.max(jnp.abs(grad))) < tolerance:
+            converged = True
+            iterations -= 1
+            break
+        x_new, state = step(x, state, value, grad, eta, constants, arrays)
+        new_value = float(otu.tree_get(state, "value"))
+        if not np.isfinite(new_value) or new_value > float(value):
+            warnings.append(f"the line search found no decrease at iteration {iterations}")
+            break
+        stalls = stalls + 1 if float(value) - new_value <= 1e-12 * max(1.0, abs(new_value)) else 0
+        x = x_new
+        if "x" in last_evaluated and np.array_equal(last_evaluated["x"], np.asarray(x)):
+            value, grad, ofv_i, jac, eta, done = last_evaluated["result"]
+        else:
+            value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
+        if on_iteration is not None:
+            on_iteration(iterations, float(value))
+        if stalls >= 3:
+            break
+    else:
+        converged = float(jnp.max(jnp.abs(grad))) < tolerance
+    if not converged:
+        converged = float(jnp.max(jnp.abs(grad))) < tolerance
+    if not converged:
+        warnings.append(
+            f"not converged after {iterations} iterations: largest gradient entry {float(jnp.max(jnp.abs(grad))):.3g} (tolerance {tolerance:g})"
+        )
+    if not bool(np.all(np.asarray(done)[:n])):
+        n_bad = int(np.sum(~np.asarray(done)[:n]))
+        warnings.append(f"the EBEs of {n_bad} subject(s) did not converge in {prep.problem.max_newton} Newton steps")
+
+    t_estimated = time.perf_counter()
+    x_np = np.asarray(x)
+    rep_values = np.asarray(reported_values(layout, constants, x))
+    cov_x, cov_status, cov_warnings = (None, "not requested", [])
+    if covariance is not None:
+        if not converged:
+            cov_status = "failed: the estimation did not converge"
+        else:
+            cov_x, cov_status, cov_warnings = covariance_step(prep.problem, prep.constants, prep.arrays, x_np, eta, np.asarray(jac), covariance, names)
+    warnings += cov_warnings
+    cov_rep = corr = None
+    if cov_x is not None:
+        jr = np.asarray(jax.jacfwd(lambda x: reported_values(layout, constants, x))(x))
+        cov_rep = jr @ cov_x @ jr.T
+        d = np.sqrt(np.diag(cov_rep))
+        corr = cov_rep / np.outer(d, d)
+
+    t_covariance = time.perf_counter()
+    u = unpack(layout, constants, x)
+    omega = np.asarray(u.chol @ u.chol.T)
+    for i, name in enumerate(layout.iiv_names):
+        if omega[i, i] < COLLAPSED_OMEGA2:
+            warnings.append(f"omega2_{name} has collapsed to {omega[i, i]:.2g}: the data do not identify variability of {name}")
+
+    diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
+    ofv = float(value)
+    n_obs = data.n_observations
+    predictions, eps_shrink = predictions_frame(model, data, prep.order, diag)
+    eta_np = np.asarray(eta)[:n]
+    eta_shrink = {
+        name: float(100.0 * (1.0 - np.std(eta_np[:, i], ddof=1) / math.sqrt(omega[i, i]))) if n > 1 else math.nan
+        for i, name in enumerate(layout.iiv_names)
+    }
+    individual = individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
+    table = parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
+    n_par = layout.n_x
+    ofv_c = ofv + n_obs * LOG_2PI
+    if cov_status != "ok" and covariance is not None:
+        warnings.append(f"covariance step {cov_status}")
+    return PopulationFit(
+        model_name=model.name,
+        method=method,
+        estimates=dict(zip(table["name"], table["estimate"].astype(float))),
+        ofv=ofv,
+        ofv_with_constant=ofv_c,
+        aic=ofv_c + 2 * n_par,
+        bic=ofv_c + n_par * math.log(n_obs),
+        n_subjects=data.n_subjects,
+        n_observations=n_obs,
+        n_parameters=n_par,
+        converged=bool(converged),
+        covariance_step=cov_status,
+        iterations=iterations,
+        seconds=time.perf_counter() - start,
+        timings={
+            "estimation": t_estimated - start,
+            "covariance": t_covariance - t_estimated,
+            "diagnostics": time.perf_counter() - t_covariance,
+        },
+        warnings=warnings,
+        estimation_names=names,
+        estimation_values=rep_values,
+        covariance=cov_rep,
+        correlation=corr,
+        eta_shrinkage_pct=eta_shrink,
+        epsilon_shrinkage_pct=eps_shrink,
+        x=x_np,
+        gradient=np.asarray(grad),
+        typical={k: float(v) for k, v in u.typical.items()},
+        iiv_names=layout.iiv_names,
+        omega=omega,
+        covariate_effects=tuple(spec.covariate_effects),
+        residual={
+            obs.name: ResidualError(
+                additive=float(u.residual_sd[o, 0]) / float(data.dv_scale[o]), proportional=float(u.residual_sd[o, 1])
+            )
+            for o, obs in enumerate(model.observables)
+            if obs.name in spec.residual
+        },
+        table=table,
+        individual=individual,
+        predictions=predictions,
+    )

@@ -1,0 +1,250 @@
+r"""What a population fit estimates, and how it is packed into one unconstrained vector.
+
+Individual parameters follow NONMEM's mu-referenced log-normal model, the same equation
+as virtual populations (`vtrial.design.population.individual_parameters`):
+$\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$,
+$\eta_i \sim N(0, \Omega)$. The optimiser works on one unconstrained vector
+`[log typical values | Cholesky factor of Omega (log diagonal, then the off-diagonals of
+each block) | log residual SDs]`, so every value it tries is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from vtrial.design.population import CovariateEffect, ResidualError
+from vtrial.errors import SpecError
+from vtrial.models.base import Model
+
+RESIDUAL_KINDS = ("additive", "proportional")
+
+
+@dataclass(frozen=True)
+class EstimationSpec:
+    """The statistical model around a structural `Model`, with initial values.
+
+    - `typical`: initial typical values of the parameters to estimate (model units);
+      every other model parameter stays at the model's value;
+    - `fixed`: names held at their initial value: typical parameters of `typical`, or
+      residual components `"<observable>.additive"` / `"<observable>.proportional"`;
+    - `omega2`: initial variances of the log-normal random effects (log scale), one
+      per parameter with inter-individual variability, in this order;
+    - `blocks`: groups of those parameters whose effects are correlated (a full block
+      of Omega each); others are independent (diagonal);
+    - `correlation`: initial correlations within blocks, `{(p1, p2): r}` (default 0);
+    - `covariate_effects`: power covariate effects (exponents and references as given);
+    - `residual`: initial residual error per observable (`ResidualError`: additive SD in
+      the DV unit of the dataset, proportional as a fraction); a component given as 0
+      is absent from the model, others are estimated unless fixed.
+    """
+
+    typical: Mapping[str, float]
+    omega2: Mapping[str, float] = field(default_factory=dict)
+    blocks: tuple[tuple[str, ...], ...] = ()
+    correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    covariate_effects: tuple[CovariateEffect, ...] = ()
+    residual: Mapping[str, ResidualError] = field(default_factory=dict)
+    fixed: tuple[str, ...] = ()
+
+
+class Layout(NamedTuple):
+    """The static structure of a fit (hashable: it keys the compiled functions).
+
+    - `parameter_names`: every model parameter, in model order;
+    - `theta_names`: the estimated typical values (the first entries of `x`);
+    - `constant_names`: model parameters not estimated (values in `Constants.values`);
+    - `iiv_names`: parameters with random effects (order of eta);
+    - `chol_entries`: `(i, j)` of the estimated Cholesky entries (diagonal first);
+    - `residual_estimated`: `(observable index, kind index)` of the estimated residual SDs;
+    - `effects`: `(parameter, covariate)` of the covariate effects;
+    - `covariate_names`: the model's covariates (values per subject, else its reference).
+    """
+
+    parameter_names: tuple[str, ...]
+    theta_names: tuple[str, ...]
+    constant_names: tuple[str, ...]
+    iiv_names: tuple[str, ...]
+    chol_entries: tuple[tuple[int, int], ...]
+    residual_estimated: tuple[tuple[int, int], ...]
+    effects: tuple[tuple[str, str], ...]
+    covariate_names: tuple[str, ...]
+    n_observables: int
+
+    @property
+    def n_theta(self) -> int:
+        return len(self.theta_names)
+
+    @property
+    def n_x(self) -> int:
+        return len(self.theta_names) + len(self.chol_entries) + len(self.residual_estimated)
+
+    @property
+    def n_eta(self) -> int:
+        return len(self.iiv_names)
+
+
+class Constants(NamedTuple):
+    """Numbers that are not estimated (arrays; changing them does not recompile)."""
+
+    values: jnp.ndarray  # (n_constants,) the fixed model parameters
+    residual_sd: jnp.ndarray  # (n_observables, 2) all residual SDs; estimated ones are overwritten
+    effect_reference: jnp.ndarray
+    effect_exponent: jnp.ndarray
+    dv_scale: jnp.ndarray  # (n_observables,)
+
+
+class Unpacked(NamedTuple):
+    typical: dict  # every model parameter -> scalar
+    chol: jnp.ndarray  # (n_eta, n_eta) lower-triangular factor of Omega
+    residual_sd: jnp.ndarray  # (n_observables, 2): additive (DV unit), proportional (fraction)
+
+
+def _positive(where: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+        raise SpecError(where, f"must be a finite number > 0 to be estimated on the log scale, got {v!r}")
+    return float(v)
+
+
+def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, Constants, np.ndarray]:
+    """Check `spec` against `model`; return the layout, the constants and the initial `x`."""
+    names = model.parameter_names
+    if not spec.typical:
+        raise SpecError("parameters", f"give initial values of the parameters to estimate; model {model.name} has: {', '.join(names)}")
+    model.validate_values(dict(spec.typical), "parameters")
+    for n in spec.typical:
+        if n not in names:
+            raise SpecError(f"parameters.{n}", f"not a parameter of model {model.name} (covariates are data); known: {', '.join(names)}")
+    residual_names = {f"{o}.{k}" for o in model.observable_names for k in RESIDUAL_KINDS}
+    for n in spec.fixed:
+        if n not in spec.typical and n not in residual_names:
+            raise SpecError(f"fixed.{n}", f"must name a parameter of [parameters] or a residual component; known: {', '.join(list(spec.typical) + sorted(residual_names))}")
+    theta_names = tuple(n for n in names if n in spec.typical and n not in spec.fixed)
+    x_theta = [math.log(_positive(f"parameters.{n}", spec.typical[n])) for n in theta_names]
+    values = dict(model.typical_values())
+    values.update(spec.typical)
+    constant_names = tuple(n for n in names if n not in theta_names)
+
+    iiv = tuple(spec.omega2)
+    for n in iiv:
+        if n not in names:
+            raise SpecError(f"variability.omega.{n}", f"not a parameter of model {model.name}; known: {', '.join(names)}")
+        _positive(f"variability.omega.{n}", spec.omega2[n])
+    block_of = {n: (n,) for n in iiv}
+    for b, block in enumerate(spec.blocks):
+        for n in block:
+            if n not in iiv:
+                raise SpecError(f"variability.block[{b}].{n}", "needs an initial variance in [variability.omega]")
+            if len(block_of[n]) > 1:
+                raise SpecError(f"variability.block[{b}].{n}", "is already in another block")
+            block_of[n] = tuple(block)
+    sd = np.sqrt([spec.omega2[n] for n in iiv])
+    corr = np.eye(len(iiv))
+    for (a, b), r in spec.correlation.items():
+        for n in (a, b):
+            if n not in iiv:
+                raise SpecError(f"variability.correlation.{a}.{b}", f"{n!r} has no random effect")
+        if b not in block_of[a]:
+            raise SpecError(f"variability.correlation.{a}.{b}", "correlated effects must be in one [[variability.block]]")
+        if not (isinstance(r, int | float) and -1 < r < 1):
+            raise SpecError(f"variability.correlation.{a}.{b}", f"must lie in (-1, 1), got {r!r}")
+        i, j = iiv.index(a), iiv.index(b)
+        corr[i, j] = corr[j, i] = r
+    omega = corr * np.outer(sd, sd)
+    try:
+        chol = np.linalg.cholesky(omega) if iiv else np.zeros((0, 0))
+    except np.linalg.LinAlgError:
+        raise SpecError("variability.correlation", "the initial Omega is not positive definite (check the correlations)") from None
+    k = len(iiv)
+    entries = [(i, i) for i in range(k)] + [(i, j) for i in range(k) for j in range(i) if iiv[j] in block_of[iiv[i]]]
+    x_chol = [math.log(chol[i, j]) if i == j else chol[i, j] for i, j in entries]
+
+    n_obs = len(model.observables)
+    residual_sd = np.zeros((n_obs, 2))
+    estimated = []
+    for name, err in spec.residual.items():
+        if name not in model.observable_names:
+            raise SpecError(f"residual.{name}", f"unknown observable; known: {', '.join(model.observable_names)}")
+        if not isinstance(err, ResidualError):
+            raise SpecError(f"residual.{name}", "must be a ResidualError(additive=..., proportional=...)")
+        if err.additive == 0 and err.proportional == 0:
+            raise SpecError(f"residual.{name}", "give an initial additive or proportional SD (or both) > 0")
+        o = model.observable_names.index(name)
+        for kind_index, kind in enumerate(RESIDUAL_KINDS):
+            v = float(getattr(err, kind))
+            residual_sd[o, kind_index] = v
+            if v > 0 and f"{name}.{kind}" not in spec.fixed:
+                estimated.append((o, kind_index))
+    x_res = [math.log(residual_sd[o, c]) for o, c in estimated]
+
+    for e in spec.covariate_effects:
+        if e.parameter not in names:
+            raise SpecError(f"covariates.{e.parameter}", f"unknown parameter; known: {', '.join(names)}")
+        if e.covariate not in model.covariate_names:
+            raise SpecError(f"covariates.{e.parameter}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: {', '.join(model.covariate_names) or 'none'}")
+        if not e.reference > 0:
+            raise SpecError(f"covariates.{e.parameter}.reference", "must be > 0")
+
+    layout = Layout(
+        parameter_names=names,
+        theta_names=theta_names,
+        constant_names=constant_names,
+        iiv_names=iiv,
+        chol_entries=tuple(entries),
+        residual_estimated=tuple(estimated),
+        effects=tuple((e.parameter, e.covariate) for e in spec.covariate_effects),
+        covariate_names=model.covariate_names,
+        n_observables=n_obs,
+    )
+    constants = Constants(
+        values=jnp.asarray([float(values[n]) for n in constant_names], float),
+        residual_sd=jnp.asarray(residual_sd, float),
+        effect_reference=jnp.asarray([e.reference for e in spec.covariate_effects], float),
+        effect_exponent=jnp.asarray([e.exponent for e in spec.covariate_effects], float),
+        dv_scale=jnp.asarray(np.asarray(dv_scale, float).reshape(n_obs)),
+    )
+    return layout, constants, np.asarray(x_theta + x_chol + x_res, float)
+
+
+def unpack(layout: Layout, constants: Constants, x) -> Unpacked:
+    """Model-scale values from the unconstrained vector `x` (JAX, differentiable)."""
+    nt, nc = layout.n_theta, len(layout.chol_entries)
+    typical = {n: jnp.exp(x[i]) for i, n in enumerate(layout.theta_names)}
+    typical.update({n: constants.values[i] for i, n in enumerate(layout.constant_names)})
+    k = layout.n_eta
+    chol = jnp.zeros((k, k), x.dtype)
+    for m, (i, j) in enumerate(layout.chol_entries):
+        v = x[nt + m]
+        chol = chol.at[i, j].set(jnp.exp(v) if i == j else v)
+    sd = constants.residual_sd.astype(x.dtype)
+    for m, (o, c) in enumerate(layout.residual_estimated):
+        sd = sd.at[o, c].set(jnp.exp(x[nt + nc + m]))
+    return Unpacked(typical, chol, sd)
+
+
+def reported_names(layout: Layout, observable_names) -> tuple[str, ...]:
+    """Names of the estimation-scale quantities (NONMEM's scales): `log_<p>` for typical
+    values (theta of a mu-referenced model), `omega2_<p>` / `omega_<p1>_<p2>` for Omega,
+    `<observable>.additive` / `.proportional` for residual SDs."""
+    out = [f"log_{n}" for n in layout.theta_names]
+    for i, j in layout.chol_entries:
+        a, b = layout.iiv_names[i], layout.iiv_names[j]
+        out.append(f"omega2_{a}" if i == j else f"omega_{b}_{a}")
+    out += [f"{observable_names[o]}.{RESIDUAL_KINDS[c]}" for o, c in layout.residual_estimated]
+    return tuple(out)
+
+
+def reported_values(layout: Layout, constants: Constants, x):
+    """The estimation-scale values named by `reported_names` (JAX; its Jacobian maps the
+    covariance of `x` to NONMEM's scales)."""
+    u = unpack(layout, constants, x)
+    omega = u.chol @ u.chol.T
+    vals = [x[i] for i in range(layout.n_theta)]
+    vals += [omega[i, j] for i, j in layout.chol_entries]
+    vals += [u.residual_sd[o, c] for o, c in layout.residual_estimated]
+    return jnp.stack(vals) if vals else jnp.zeros((0,), x.dtype)
