@@ -370,6 +370,32 @@ def test_a_failed_fit_writes_its_outputs_and_exits_3(simulated_study, tmp_path, 
         assert "OFV: 123.4" not in result.output  # no numbers printed as if it had succeeded
 
 
+def test_the_real_estimator_stopped_early_says_so_and_exits_3(simulated_study, tmp_path):
+    """End to end with the real estimator (no stand-in): `vtrial fit` on the study that
+    `vtrial run --dataset` wrote, allowed one outer iteration, cannot converge; it writes
+    every output saying so, prints no estimates table and exits 3. The OFV it reports is
+    the estimator's own objective at the parameters it stopped at."""
+    config = tmp_path / "pk_fit.toml"
+    config.write_text(FIT.replace("replicates = 5", "replicates = 0").replace('method = "foce"', 'method = "foce"\nmax_iterations = 1'))
+    out = tmp_path / "fit"
+    result = invoke("fit", config, simulated_study / "study.csv", "--out", out)
+    assert result.exit_code == 3, result.output
+    assert "not a minimum" in result.output and "SE and 95% CI" not in result.output  # no table as if it had succeeded
+    info = json.loads((out / "fit.json").read_text())
+    assert info["converged"] is False and info["iterations"] == 1
+    assert (info["n_subjects"], info["n_observations"]) == (6, 36)
+    parameters = pd.read_csv(out / "parameters.csv")
+    assert {"cl", "v1", "omega2_cl", "conc_mg_per_l.proportional"} <= set(parameters["name"])
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 36 and np.isfinite(predictions[["PRED", "IPRED", "CWRES"]].to_numpy()).all()
+    model = get_model("two_compartment")
+    data = read_nonmem(simulated_study / "study.csv", model)
+    table = {k: v for k, v in tomllib.loads(config.read_text()).items() if k != "kind"}  # the job table reads `kind`
+    spec = vt.io.fit_config.BuiltFit(vt.io.fit_config.FitConfig.model_validate(table)).estimation_spec()
+    start = vtrial.estimation.population_objective(model, data, spec, method="foce", gradient=False)
+    assert info["ofv"] < start.ofv  # the one iteration it took went downhill
+
+
 def test_the_cia_study_written_by_run_dataset_checks_against_cia_fit(tmp_path):
     """configs/cia_fit.toml reads the card's reference study as `vtrial run --dataset`
     writes it: s.c. pump doses by CMT 1, concentrations and paw volumes by DVID, BW."""
