@@ -23,10 +23,6 @@ Writes `<out>/foce_<platform>_<device>.json`. Measures, never asserts.
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
-
-import numpy as np
 
 from harness import ROOT, CpuMeter, base_parser, device_info, device_slug, target, wait_idle, write_result
 
@@ -40,29 +36,14 @@ NONMEM_ESTIMATES = {"log_cl": 1.37034, "log_v1": 4.19815, "log_q": 1.38003, "log
 
 
 def bolus_data(n_subjects: int | None = None):
-    """Bolus_2CPT as `PopulationData` (AMT ug -> mg, DV ug/L: dv_scale 1000)."""
-    import pandas as pd
+    """Bolus_2CPT read as `vtrial fit` reads it with configs/bolus_2cpt_fit.toml (AMT ug ->
+    mg, DV ug/L: dv_scale 1000), its first `n_subjects` subjects."""
+    from vtrial.io.nonmem import read_nonmem
+    from vtrial.models import get_model
 
-    from vtrial.engine.events import DoseRecords
-    from vtrial.estimation import PopulationData
-
-    df = pd.read_csv(DATA, na_values=".")
-    df["ROW"] = np.arange(len(df)) + 2
-    ids = df.ID.unique()[:n_subjects]
-    obs, doses = df[df.EVID == 0], df[df.EVID == 1]
-    n, n_obs = len(ids), int(obs.groupby("ID").size().max())
-    t, dv, row = np.zeros((n, n_obs)), np.zeros((n, n_obs)), -np.ones((n, n_obs), int)
-    mask = np.zeros((n, n_obs), bool)
-    amount, dose_t = np.zeros((n, 1)), np.zeros((n, 1))
-    for i, sid in enumerate(ids):
-        o, d = obs[obs.ID == sid], doses[doses.ID == sid]
-        k = len(o)
-        t[i, :k], t[i, k:] = o.TIME, o.TIME.iloc[-1]
-        dv[i, :k], mask[i, :k], row[i, :k] = o.DV, True, o.ROW
-        amount[i, 0], dose_t[i, 0] = d.AMT.iloc[0] * 1e-3, d.TIME.iloc[0]
-    zeros = np.zeros((n, 1))
-    return PopulationData(np.asarray(ids), DoseRecords(dose_t, amount, zeros, zeros, np.zeros((n, 1), int)), t,
-                          np.zeros((n, n_obs), int), dv, mask, {}, np.array([1000.0]), row)
+    mapping = {"amt_unit": "ug", "routes": {"iv": [1]}, "observables": {"conc_mg_per_l": {"unit": "ug/L"}}}
+    data = read_nonmem(DATA, get_model("two_compartment"), mapping)
+    return data if n_subjects is None else data.take(slice(0, n_subjects))
 
 
 def one_fit(model, data, solver, max_iterations):

@@ -11,7 +11,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 import vtrial
@@ -21,7 +20,8 @@ from vtrial.engine.events import DoseRecords
 from vtrial.engine.runner import simulate_population
 from vtrial.estimation import EstimationSpec, PopulationData, fit_population, population_objective
 from vtrial.estimation.focei import FOCEI_WITHOUT_VARIANCE_TERM
-from vtrial.models import one_compartment, two_compartment
+from vtrial.io.nonmem import read_nonmem
+from vtrial.models import get_model, one_compartment, two_compartment
 
 from conftest import REPO_ROOT
 
@@ -41,35 +41,15 @@ NONMEM_ETA_SHRINKAGE = {"cl": 1.94, "v1": 2.46, "q": 40.5, "v2": 28.4}
 NONMEM_EPS_SHRINKAGE = 6.99
 
 
+#: How Bolus_2CPT's columns map to `two_compartment` (as configs/bolus_2cpt_fit.toml says).
+BOLUS_MAPPING = {"amt_unit": "ug", "routes": {"iv": [1]}, "observables": {"conc_mg_per_l": {"unit": "ug/L"}}}
+
+
 def bolus_data(n_subjects: int | None = None) -> PopulationData:
-    """Bolus_2CPT as PopulationData (a stand-in for the NONMEM reader): AMT in ug -> mg,
-    DV in ug/L against the model's mg/L (dv_scale 1000)."""
-    df = pd.read_csv(BOLUS_CSV, na_values=".")
-    df["ROW"] = np.arange(len(df)) + 2  # 1-based file rows, the header is row 1
-    ids = df.ID.unique()[:n_subjects]
-    obs, doses = df[df.EVID == 0], df[df.EVID == 1]
-    n, n_obs = len(ids), int(obs.groupby("ID").size().max())
-    t, dv, row = np.zeros((n, n_obs)), np.zeros((n, n_obs)), -np.ones((n, n_obs), int)
-    mask = np.zeros((n, n_obs), bool)
-    amount, dose_t = np.zeros((n, 1)), np.zeros((n, 1))
-    for i, sid in enumerate(ids):
-        o, d = obs[obs.ID == sid], doses[doses.ID == sid]
-        k = len(o)
-        t[i, :k], t[i, k:] = o.TIME, o.TIME.iloc[-1]
-        dv[i, :k], mask[i, :k], row[i, :k] = o.DV, True, o.ROW
-        amount[i, 0], dose_t[i, 0] = d.AMT.iloc[0] * 1e-3, d.TIME.iloc[0]
-    zeros = np.zeros((n, 1))
-    return PopulationData(
-        ids=np.asarray(ids),
-        doses=DoseRecords(dose_t, amount, zeros, zeros, np.zeros((n, 1), int)),
-        obs_time_h=t,
-        obs_observable=np.zeros((n, n_obs), int),
-        dv=dv,
-        obs_mask=mask,
-        covariates={},
-        dv_scale=np.array([1000.0]),
-        obs_row=row,
-    )
+    """Bolus_2CPT read by the NONMEM reader (AMT ug -> mg, DV ug/L against the model's
+    mg/L: dv_scale 1000), its first `n_subjects` subjects."""
+    data = read_nonmem(BOLUS_CSV, get_model("two_compartment"), BOLUS_MAPPING)
+    return data if n_subjects is None else data.take(slice(0, n_subjects))
 
 
 def bolus_spec(theta, omega2, prop, **kw) -> EstimationSpec:
@@ -269,7 +249,7 @@ def test_bad_specs_are_named(model, few_data):
     with pytest.raises(vtrial.SpecError, match="estimation.method"):
         population_objective(model, few_data, bolus_spec(NONMEM_THETA, NONMEM_OMEGA2, 0.2), method="saem")
     bad = few_data._replace(dv=np.where(np.arange(few_data.dv.shape[1]) == 3, np.nan, few_data.dv))
-    with pytest.raises(vtrial.DataError, match=r"row 6 \(ID 1\), column DV"):
+    with pytest.raises(vtrial.DataError, match=r"row 5 \(ID 1\), column DV"):
         population_objective(model, bad, bolus_spec(NONMEM_THETA, NONMEM_OMEGA2, 0.2))
 
 

@@ -49,3 +49,13 @@ class PopulationData(NamedTuple):
     @property
     def n_observations(self) -> int:
         return int(np.sum(self.obs_mask))
+
+    def take(self, index) -> "PopulationData":
+        """The subjects at `index` (a slice, indices or a mask over subjects), e.g. the first
+        few of a dataset for a quick check."""
+        return self._replace(
+            ids=np.asarray(self.ids)[index], doses=self.doses.take(index),
+            obs_time_h=self.obs_time_h[index], obs_observable=self.obs_observable[index], dv=self.dv[index],
+            obs_mask=self.obs_mask[index], covariates={k: np.asarray(v)[index] for k, v in self.covariates.items()},
+            obs_row=self.obs_row[index],
+        )

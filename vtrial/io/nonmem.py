@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +43,7 @@ from pydantic import Field
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
+from vtrial.io.writers import AtomicStream
 from vtrial.limits import MAX_DOSE_RECORDS
 from vtrial.models.base import Model
 from vtrial.schema import Strict
@@ -656,19 +656,14 @@ def dataset_columns(
     return out
 
 
-class DatasetWriter:
-    """A NONMEM-style CSV written frame by frame into a temporary file next to `path`,
-    renamed onto `path` by `close()` (removed on an error or `abort()`): a dataset is
-    either complete or absent. Use as a context manager."""
+class DatasetWriter(AtomicStream):
+    """A NONMEM-style CSV written frame by frame, atomically (`AtomicStream`: a dataset is
+    either complete or absent). Use as a context manager."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._file = os.fdopen(fd, "w", newline="")
-        self._tmp = Path(tmp)
+        super().__init__(path)
+        self._file = open(self._tmp, "w", newline="")
         self._header: list[str] | None = None
-        self.rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
         if self._header is None:
@@ -678,29 +673,13 @@ class DatasetWriter:
             frame[self._header].to_csv(self._file, index=False, header=False, na_rep=".", float_format="%.10g")
         self.rows += len(frame)
 
-    def close(self) -> Path:
+    def _finish(self) -> None:
+        self._file.close()
         if self._header is None:
-            self.abort()
             raise DataError(f"{self.path}: no rows to write")
+
+    def _discard(self) -> None:
         self._file.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "DatasetWriter":
-        return self
-
-    def __exit__(self, kind, value, tb) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def check_dataset_path(path: str | os.PathLike, field: str = "--dataset") -> Path:

@@ -40,11 +40,12 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
-class ParquetStream:
-    """A Parquet file written frame by frame (one row group per `write`), for tables too
-    large to hold: rows go to a temporary file in the target folder that `close()`
-    renames onto `path`; on an error (or `abort()`) it is removed. Use as a context
-    manager. The result reads back like `write_parquet` of the concatenated frames."""
+class AtomicStream:
+    """A file written piece by piece into a temporary file in the target folder, which
+    `close()` renames onto `path`; on an error (or `abort()`) it is removed, so the file is
+    either complete or absent. Use as a context manager. Subclasses write into `self._tmp`
+    and implement `_finish()` (flush and close what they hold; raise if nothing was
+    written) and `_discard()` (close without caring)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -52,9 +53,47 @@ class ParquetStream:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+        self.rows = 0
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Path:
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        os.chmod(self._tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._discard()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ParquetStream(AtomicStream):
+    """A Parquet file written frame by frame (one row group per `write`), for tables too
+    large to hold, atomically (`AtomicStream`). The result reads back like `write_parquet`
+    of the concatenated frames."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
         self._writer = None
         self._schema = None
-        self.rows = 0
 
     def write(self, df: pd.DataFrame) -> None:
         import pyarrow as pa
@@ -88,27 +127,14 @@ class ParquetStream:
         self._writer.write_table(table)
         self.rows += table.num_rows
 
-    def close(self) -> Path:
+    def _finish(self) -> None:
         if self._writer is None:
             raise ValueError(f"{self.path}: no rows were written")
         self._writer.close()
-        os.chmod(self._tmp, 0o666 & ~_UMASK)
-        os.replace(self._tmp, self.path)
-        return self.path
 
-    def abort(self) -> None:
+    def _discard(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "ParquetStream":
-        return self
-
-    def __exit__(self, kind, value, tb) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _arrow_array(values):

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis.fit_plots import plot_gof, plot_vpc, vpc_table
-from vtrial.design.population import CovariateEffect, Population, ResidualError
+from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
 from vtrial.errors import SpecError
