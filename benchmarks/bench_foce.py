@@ -18,6 +18,14 @@ Writes `<out>/foce_<platform>_<device>.json`. Measures, never asserts.
     python benchmarks/bench_foce.py                 # both paths, two fits each (minutes)
     python benchmarks/bench_foce.py --quick         # 10 subjects, a few iterations: a smoke run
     python benchmarks/bench_foce.py --paths closed  # closed form only
+    python benchmarks/bench_foce.py --cia           # only the CIA-1 round trip (below)
+
+`--cia` times instead the CIA-1 population fit of issue 14 (tests/test_cia_fit.py): the
+card's reference study with 10 rats per arm (40 rats, 1,500+ observations), simulated by
+`vtrial run --dataset`, fitted by `vtrial.fit(configs/cia_fit.toml)` (FOCE-I on the ODE
+disease model, closed-form PK, covariance step), once in a fresh process (compilation
+included unless the persistent cache has it) and once more compiled. Writes
+`<out>/foce_cia_<platform>_<device>.json`.
 """
 
 from __future__ import annotations
@@ -66,17 +74,53 @@ def one_fit(model, data, solver, max_iterations):
     }
 
 
+CIA_TRIAL = ROOT / "configs" / "cia_rat_liu2011.toml"
+CIA_FIT = ROOT / "configs" / "cia_fit.toml"
+
+
+def cia_fits(args, waited, cache) -> dict:
+    """The CIA-1 simulation-estimation round trip (see the module docstring), timed."""
+    import tempfile
+
+    import vtrial
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Path(tmp) / "cia_study.csv"
+        vtrial.run_config(CIA_TRIAL, out=Path(tmp) / "run", animals_per_arm=10, dataset_out=study)
+        for k in range(args.repeats):
+            with CpuMeter() as meter:
+                fit = vtrial.fit(CIA_FIT, study)
+            runs.append({"wall_s": meter.wall, "interference": meter.interference, "timings_s": fit.timings,
+                         "ofv": fit.ofv, "converged": fit.converged, "covariance_step": fit.covariance_step,
+                         "iterations": fit.iterations, "warnings": fit.warnings, "estimates": fit.estimates,
+                         "n_subjects": fit.n_subjects, "n_observations": fit.n_observations})
+            print(f"cia fit {k + 1}: {meter.wall:.1f} s, OFV {fit.ofv:.3f}, {fit.iterations} iterations, "
+                  f"covariance {fit.covariance_step}", flush=True)
+    report = {
+        "question": "CIA-1 FOCE-I population fit (40 rats, ODE disease model) of a study simulated with vtrial run --dataset",
+        "config": "configs/cia_fit.toml", "waited_for_idle_seconds": waited, "persistent_compilation_cache": cache,
+        "first": runs[0], "compiled": runs[-1] if len(runs) > 1 else None,
+    }
+    path = write_result(report, args.out, f"foce_cia_{device_slug(device_info())}")
+    print(f"-> {path}")
+    return report
+
+
 def main(argv=None) -> dict:
     ap = base_parser(__doc__.splitlines()[0])
     ap.add_argument("--paths", default="closed,ode,ode_tol6",
                     help="comma-separated: closed (closed-form PK), ode (diffrax, rtol 1e-8), ode_tol6 (rtol 1e-6, as NONMEM's TOL=6)")
     ap.add_argument("--repeats", type=int, default=2, help="fits per path in this process (the first compiles)")
+    ap.add_argument("--cia", action="store_true", help="time only the CIA-1 round-trip fit (configs/cia_fit.toml)")
     args = ap.parse_args(argv)
     waited = wait_idle(args.wait_idle)
     import vtrial
     from vtrial.settings import enable_persistent_cache
 
     cache = enable_persistent_cache()  # as `vtrial run` does: a later process loads the executables
+    if args.cia:
+        return cia_fits(args, waited, cache)
     model = vtrial.models.two_compartment()  # one model: the repeats reuse its compiled functions
     data = bolus_data(10 if args.quick else None)
     max_iterations = 4 if args.quick else 200

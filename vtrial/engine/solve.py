@@ -35,6 +35,7 @@ This module knows nothing about batching: `vtrial.engine.runner` vmaps, chunks a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -99,7 +100,14 @@ class SolverOptions:
     - `adjoint`: how diffrax is differentiated: "checkpoint" (default: reverse mode,
       `jax.grad`) or "forward" (forward mode, `jax.jvp`/`jax.jacfwd`: cheaper for a few
       parameters and needed for nested derivatives, as population estimation takes them;
-      use it with `events="split"`, since the one-solve path's gradient is reverse-only).
+      use it with `events="split"`, since the one-solve path's gradient is reverse-only);
+    - `max_step_h`: the longest step (h) the controller may take (default: none). At an
+      exact steady state (e.g. a disease state at rest before its onset) the error
+      estimate is 0 and the steps grow without bound, past the solver's stability region:
+      the solution itself stays put, but its derivatives (a perturbation away from the
+      steady state) are amplified at every step, by 1e9 and more over a few hundred
+      hours. Forward-mode derivatives (population estimation) then need a bound below
+      the explicit solver's stability limit, about 3 / (fastest rate constant) for Tsit5.
     """
 
     solver: str = "tsit5"
@@ -110,6 +118,7 @@ class SolverOptions:
     pk: str = "auto"
     events: str = "auto"
     adjoint: str = "checkpoint"
+    max_step_h: float | None = None
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -130,6 +139,12 @@ class SolverOptions:
             raise SpecError("solver.events", "'superposition' needs the closed-form PK (pk='auto')")
         if self.adjoint not in ("checkpoint", "forward"):
             raise SpecError("solver.adjoint", f"must be 'checkpoint' or 'forward', got {self.adjoint!r}")
+        if self.max_step_h is not None and not (self.max_step_h > 0 and math.isfinite(self.max_step_h)):
+            raise SpecError("solver.max_step_h", f"must be a finite number of hours > 0, got {self.max_step_h!r}")
+
+    def controller(self) -> dfx.PIDController:
+        """The adaptive step-size controller of these options."""
+        return dfx.PIDController(rtol=self.rtol, atol=self.atol, dtmax=self.max_step_h)
 
     @property
     def diffrax_adjoint(self):
@@ -164,7 +179,7 @@ def _diffeqsolve(f, a, b, y, args, ts, dt0, options):
         y,
         args=args,
         saveat=dfx.SaveAt(ts=ts, t1=True),
-        stepsize_controller=dfx.PIDController(rtol=options.rtol, atol=options.atol),
+        stepsize_controller=options.controller(),
         max_steps=options.max_steps,
         adjoint=options.diffrax_adjoint,
         throw=False,
@@ -406,7 +421,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
         k = after(t)
         return model.vector_field(t, full_state(t, k, y_solved), p, rate[k])[solved]
 
-    controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
+    controller = options.controller()
     if event_t.shape[0] > 0:
         controller = _ToleranceOnState(controller, event_t, jumped[:, solved])
         controller = dfx.ClipStepSizeController(controller, step_ts=step_ts, jump_ts=event_t)

@@ -183,9 +183,11 @@ class SolverSpec(Strict):
     dtype: Literal["float64", "float32"] = "float64"
     pk: Literal["auto", "ode"] = "auto"
     events: Literal["auto", "jumps", "split"] = "auto"
+    max_step_h: Pos | None = None  # longest step (h); see SolverOptions.max_step_h
 
     def build(self) -> SolverOptions:
-        return SolverOptions(self.method, self.rtol, self.atol, self.max_steps, self.dtype, self.pk, self.events)
+        return SolverOptions(self.method, self.rtol, self.atol, self.max_steps, self.dtype, self.pk, self.events,
+                             max_step_h=self.max_step_h)
 
 
 class PopulationSpec(Strict):
