@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from vtrial.errors import DatasetError, SpecError
-from vtrial.io.nonmem import DataSpec, dose_cmt, read_nonmem
+from vtrial.io.nonmem import DataSpec, read_nonmem
+from vtrial.io.nonmem_writer import dose_cmt
 from vtrial.models import get_model
 
 from conftest import REPO_ROOT
@@ -279,7 +280,7 @@ def test_the_bolus_2cpt_reference_set_reads_into_120_subjects_and_2280_observati
 
 def test_written_rows_put_doses_first_and_failed_values_as_missing(tmp_path):
     from vtrial.engine.events import DoseRecords
-    from vtrial.io.nonmem import DatasetWriter, dataset_columns
+    from vtrial.io.nonmem_writer import DatasetWriter, dataset_columns
 
     doses = DoseRecords(np.array([[0.0, 2.0]]), np.array([[4.0, 0.0]]), np.array([[1.0, 0.0]]), np.zeros((1, 2)),
                         np.zeros((1, 2), np.int32))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
-class AtomicStream:
+class AtomicStream(ABC):
     """A file written piece by piece into a temporary file in the target folder, which
     `close()` renames onto `path`; on an error (or `abort()`) it is removed, so the file is
     either complete or absent. Use as a context manager. Subclasses write into `self._tmp`
@@ -55,11 +56,13 @@ class AtomicStream:
         self._tmp = Path(tmp)
         self.rows = 0
 
+    @abstractmethod
     def _finish(self) -> None:
-        raise NotImplementedError
+        """Flush and close what the subclass holds; raise if nothing was written."""
 
+    @abstractmethod
     def _discard(self) -> None:
-        raise NotImplementedError
+        """Close what the subclass holds, without flushing for use."""
 
     def close(self) -> Path:
         try:

@@ -40,7 +40,7 @@ from vtrial.design.trial import check_observed, check_trial, prepare_trial, samp
 from vtrial.engine import distributed
 from vtrial.engine.solve import STATUS_NAMES
 from vtrial.errors import SpecError
-from vtrial.io.nonmem import DatasetWriter, check_dataset_path, dataset_columns
+from vtrial.io.nonmem_writer import DatasetWriter, check_dataset_path, dataset_columns
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
 from vtrial.io.writers import ParquetStream, save_figure, write_csv, write_parquet
 from vtrial.jobs.context import RunContext
