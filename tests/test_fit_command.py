@@ -127,6 +127,26 @@ def test_blocks_give_correlated_initial_omega_and_the_core_spec():
     assert (built.omega[i, i], built.omega[j, j], built.omega[i, j]) == pytest.approx((0.2, 0.1, 0.05))
 
 
+def test_fixed_variances_and_estimated_exponents_reach_the_spec():
+    """`fixed` takes `omega2_<p>`; `estimate = true` on a covariate effect estimates its
+    exponent; fixing part of a correlated block is refused by name at check time."""
+    from vtrial.io.fit_config import BuiltFit, FitConfig
+    from vtrial.io.config import validate
+
+    table = copy.deepcopy(BOLUS_TABLE)
+    table.pop("kind")
+    table["fixed"] = ["omega2_q"]
+    table["covariate_effects"] = [{"parameter": "cl", "covariate": "bw", "reference": 0.25, "exponent": 0.75, "estimate": True},
+                                  {"parameter": "v1", "covariate": "bw", "reference": 0.25, "exponent": 1.0}]
+    spec = BuiltFit(validate(FitConfig, table)).estimation_spec()
+    assert spec.fixed == ("omega2_q",) and spec.estimate_exponents == (("cl", "bw"),)
+    assert [e.exponent for e in spec.covariate_effects] == [0.75, 1.0]
+    table["variability"]["block"] = [{"parameters": ["q", "v2"], "correlation": 0.3}]
+    with pytest.raises(SpecError) as info:
+        vt.check_config({"kind": "fit", **table})
+    assert "fixed.omega2_q" in str(info.value) and "block" in str(info.value)
+
+
 # ---------------------------------------------------------------------------
 # vtrial run --dataset: the simulated study, read back
 

@@ -256,9 +256,10 @@ def test_bad_specs_are_named(model, few_data):
 # -- a one-compartment oral model on data simulated by vtrial --------------------------
 
 
-def test_one_compartment_oral_recovers_the_truth():
+@pytest.fixture(scope="module")
+def oral_study():
     """60 rats, oral 10 mg/kg, allometric clearance, combined error; simulated with
-    vtrial's population draws and solver, then fitted (FOCE-I) from a start 20-30% away."""
+    vtrial's population draws and solver."""
     model = one_compartment(absorption=True)
     truth = {"ka": 1.2, "cl": 0.3, "v": 2.0}
     effects = (CovariateEffect("cl", "bw", 0.25, 0.75),)
@@ -290,6 +291,12 @@ def test_one_compartment_oral_recovers_the_truth():
         dv_scale=np.array([1.0]),
         obs_row=np.arange(n * times.size).reshape(n, times.size) + 2,
     )
+    return model, truth, effects, residual, params, data
+
+
+def test_one_compartment_oral_recovers_the_truth(oral_study):
+    """The oral study fitted (FOCE-I) from a start 20-30% away."""
+    model, truth, effects, residual, params, data = oral_study
     spec = EstimationSpec(
         typical={"ka": 1.5, "cl": 0.22, "v": 2.5, "f": 1.0, "alag": 0.0},
         fixed=("f", "alag"),
@@ -381,3 +388,82 @@ def test_individual_fits(bolus_fit, model):
     ebe = fit.individual_frame().iloc[:8]
     assert np.median(np.abs(ind.cl / ebe.cl - 1)) < 0.1
     assert np.median(np.abs(ind.v1 / ebe.v1 - 1)) < 0.1
+
+
+# -- devices ----------------------------------------------------------------------------
+
+_TWO_DEVICE_FIT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax, numpy as np
+from test_population_fit import bolus_data, bolus_spec
+from vtrial.estimation import fit_population
+from vtrial.models import two_compartment
+assert jax.device_count() == 2, jax.devices()
+spec = bolus_spec({{"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}}, {{k: 0.15 for k in ("cl", "v1", "q", "v2")}}, 0.3)
+fit = fit_population(two_compartment(), bolus_data(12), spec, max_iterations=6)
+print(json.dumps({{"ofv": fit.ofv, "values": fit.estimation_values.tolist(), "eta": fit.individual_frame().filter(like="eta_").to_numpy().tolist(), "se": list(fit.se.values())}}))
+"""
+
+
+def test_a_fit_split_over_two_devices_equals_one_device(model):
+    """Subjects split over two CPU devices (as `vtrial fit` does on a 2-core machine, and
+    over GPUs): the same fit to rounding as on one device, the optimiser's host callback
+    running the two-device objective without deadlock."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    spec = bolus_spec({"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}, {k: 0.15 for k in NONMEM_OMEGA2}, 0.3)
+    one = fit_population(model, bolus_data(12), spec, max_iterations=6)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_COMPILATION_CACHE_DIR=str(REPO_ROOT / ".jax_cache"))
+    code = _TWO_DEVICE_FIT.format(tests=str(REPO_ROOT / "tests"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads(done.stdout.strip().splitlines()[-1])
+    assert two["ofv"] == pytest.approx(one.ofv, rel=1e-10)
+    np.testing.assert_allclose(two["values"], one.estimation_values, rtol=1e-7)
+    np.testing.assert_allclose(two["eta"], one.individual_frame().filter(like="eta_").to_numpy(), atol=1e-7)
+    np.testing.assert_allclose(two["se"], list(one.se.values()), rtol=1e-5)
+
+
+def test_estimated_exponent_and_fixed_variance(oral_study):
+    """The allometric exponent estimated (from 1.0; truth 0.75) with omega2_v fixed at
+    its truth: exact gradient with that layout, the exponent within 3 SEs of the truth,
+    the fixed variance reported as fixed, and the estimate carried into the population
+    the fit seeds."""
+    model, truth, effects, residual, params, data = oral_study
+    spec = EstimationSpec(
+        typical={"ka": 1.5, "cl": 0.22, "v": 2.5},
+        omega2={"ka": 0.2, "cl": 0.2, "v": 0.04},
+        fixed=("omega2_v",),
+        covariate_effects=(CovariateEffect("cl", "bw", 0.25, 1.0),),
+        estimate_exponents=(("cl", "bw"),),
+        residual={"conc_mg_per_l": ResidualError(additive=0.05, proportional=0.2)},
+    )
+    few = data.take(slice(0, 6))
+    r = population_objective(model, few, spec)
+    assert r.x_names == ("log_ka", "log_cl", "log_v", "exponent_cl_bw", "omega2_ka", "omega2_cl",
+                         "conc_mg_per_l.additive", "conc_mg_per_l.proportional")  # fmt: skip
+    np.testing.assert_allclose(r.gradient, central_differences(model, few, spec, "focei", r.x, r.eta), rtol=1e-5, atol=1e-5)
+
+    fit = fit_population(model, data, spec)
+    assert fit.converged and fit.covariance_step == "ok", fit.warnings
+    table = fit.to_frame().set_index("name")
+    row = table.loc["exponent_cl_bw"]
+    assert not row.fixed and abs(row.estimate - 0.75) < 3 * row.se, row
+    assert table.loc["omega2_v"].fixed and table.loc["omega2_v"].estimate == pytest.approx(0.04)
+    assert math.isnan(table.loc["omega2_v"].se) and table.loc["cv_pct_v"].fixed
+    assert fit.population(model).covariate_effects[0].exponent == pytest.approx(row.estimate)
+    text = vtrial.trial_config_from_fit(fit, model, covariate_effects=spec.covariate_effects)
+    import tomllib
+
+    assert tomllib.loads(text)["covariate_effects"][0]["exponent"] == pytest.approx(row.estimate, rel=1e-6)
+    # A block cannot be fixed in part.
+    block = EstimationSpec(typical=spec.typical, omega2=spec.omega2, blocks=(("ka", "cl"),), fixed=("omega2_ka",),
+                           residual=spec.residual)  # fmt: skip
+    with pytest.raises(vtrial.SpecError, match="fixed.omega2_ka"):
+        population_objective(model, few, block, gradient=False)

@@ -22,26 +22,43 @@ $\eta^*$, so $d\eta^*/dx = -(\nabla^2_\eta L)^{-1} \nabla_x \nabla_\eta L$ (impl
 function theorem). It is taken by evaluating the objective at
 $\hat\eta = \eta_s - H_s^{-1} (\nabla_\eta L(x, \eta_s) - [\nabla_\eta L]_s)$ where
 $\eta_s$ (the converged EBE), $H_s$ (the exact Hessian there) and $[\cdot]_s$ carry no
-derivative: $\hat\eta = \eta_s$ in value, and its derivative is exactly the implicit one. All
-derivatives are forward mode (`jax.jacfwd`): the outer parameters are few, nested forward
-derivatives are cheap, and diffrax is differentiated with `ForwardMode`; the outer
-gradient is a Jacobian of the per-subject objectives, which also gives the per-subject
-gradients of NONMEM's S matrix.
+derivative: $\hat\eta = \eta_s$ in value, and its derivative is exactly the implicit one.
+
+The model is solved, and differentiated, once per subject and evaluation for all of
+this: the OFV and its gradient depend on the predictions only through their value and
+first two derivatives (three for `laplace`, whose $\tilde H$ is itself a Hessian) with
+respect to the subject's log individual parameters $\phi$ (the estimated typical values
+and those with random effects; $x$ and $\eta$ enter only through $\phi$). Those
+derivatives, taken by nested forward mode through diffrax (`ForwardMode`) or the closed
+form at the EBE, make a Taylor polynomial of the predictions in $\phi$ (`Expansion`);
+the objective evaluated on that polynomial has, at the EBE, exactly the value and
+gradient of the objective on the model, and its derivatives are cheap algebra (no
+derivative of $x$ through the solver, which would cost $n_x$ times as many tangents and
+minutes of compilation). All derivatives are forward mode (`jax.jacfwd`): the outer
+parameters are few; the outer gradient is a Jacobian of the per-subject objectives,
+which also gives the per-subject gradients of NONMEM's S matrix.
+
+Subjects are independent: with several devices (GPUs, or the CPU cores
+`vtrial.settings.use_all_cpu_cores` exposes) every per-subject function runs under
+`shard_map`, each device on its own slice of subjects (its own EBE iterations too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vtrial.design.population import individual_parameters
+from vtrial.engine import distributed
 from vtrial.engine.events import DoseRecords
-from vtrial.engine.solve import SolverOptions, is_linear_pk_only, solve_animal, uses_closed_form
+from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions, is_linear_pk_only, solve_animal, uses_closed_form
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.models.base import Model
 
@@ -75,6 +92,59 @@ class Diagnostics(NamedTuple):
     status: jnp.ndarray
 
 
+class Expansion(NamedTuple):
+    r"""One subject's predictions as a Taylor polynomial in its log individual parameters
+    $\phi$ (`Problem.varying`) around the point `log_p`:
+    $f(\phi) \approx f + D_1\delta + \frac12 D_2[\delta,\delta] + \frac16 D_3[\delta,\delta,\delta]$,
+    $\delta = \phi - \phi_s$. At $\delta = 0$ its value and derivatives up to its order are
+    the model's, exactly (module docstring)."""
+
+    log_p: jnp.ndarray  # (m,)
+    f: jnp.ndarray  # (n_obs,)
+    d1: jnp.ndarray  # (n_obs, m)
+    d2: jnp.ndarray  # (n_obs, m, m)
+    d3: jnp.ndarray | None  # (n_obs, m, m, m), order 3 only
+    status: jnp.ndarray
+
+    def at(self, log_p):
+        d = log_p - self.log_p
+        f = self.f + self.d1 @ d + 0.5 * jnp.einsum("nij,i,j->n", self.d2, d, d)
+        if self.d3 is not None:
+            f = f + jnp.einsum("nijk,i,j,k->n", self.d3, d, d, d) / 6.0
+        return f
+
+
+class Local(NamedTuple):
+    """What the objective of one subject needs from its model at its EBE (no derivatives
+    carried): the exact Hessian of L there, the expansion there, and (FOCE) the
+    expansion at eta = 0 that gives the residual variances without interaction."""
+
+    hess: jnp.ndarray | None
+    expansion: Expansion
+    expansion0: Expansion | None
+
+
+def _taylor(fun, x, order):
+    """Value and derivatives 1..`order` of `fun: R^m -> (R^n, aux)` at `x`, by nested
+    forward mode: `([f, D1, ..., D_order], aux)`."""
+
+    def level(x):
+        y, aux = fun(x)
+        return y, ((y,), aux)
+
+    def lift(level):
+        def lifted(x):
+            d, (tensors, aux) = jax.jacfwd(level, has_aux=True)(x)
+            return d, ((*tensors, d), aux)
+
+        return lifted
+
+    for _ in range(order):
+        level = lift(level)
+    _, (tensors, aux) = level(x)
+    return list(tensors), aux
+
+
 def _logdet_pd(a):
     """log|A| of a symmetric matrix, +inf when it is not positive definite."""
     c = jnp.linalg.cholesky(a)
@@ -84,7 +154,8 @@ def _logdet_pd(a):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Problem:
-    """The compiled population objective of one model, layout, method and solver setting."""
+    """The compiled population objective of one model, layout, method and solver setting,
+    on one device or split over the subjects across `mesh`'s devices."""
 
     model: Model
     layout: Layout
@@ -93,32 +164,73 @@ class Problem:
     t0: float
     max_newton: int = 50
     newton_tol: float = 1e-14
+    mesh: Mesh | None = None
+
+    @cached_property
+    def varying(self) -> tuple[str, ...]:
+        """The parameters that differ between subjects or evaluations (estimated typical
+        values, random effects, estimated covariate exponents): the expansions'
+        variables, in model order."""
+        moving = set(self.layout.theta_names) | set(self.layout.iiv_names)
+        moving |= {self.layout.effects[i][0] for i in self.layout.exponents_estimated}
+        return tuple(n for n in self.layout.parameter_names if n in moving)
+
+    @property
+    def order(self) -> int:
+        """Derivatives of the predictions the objective's gradient needs (module docstring)."""
+        return 3 if self.method == "laplace" else 2
 
     # -- one subject ----------------------------------------------------------------
-    def predict(self, u, constants: Constants, s, eta):
-        """Predictions in DV units at the subject's observation times; solver status."""
+    def individual(self, u, constants: Constants, s, eta) -> dict:
+        """The subject's model parameters (typical values, covariate effects, eta)."""
         p = dict(u.typical)
         for c, name in enumerate(self.layout.covariate_names):
             p[name] = s.covariates[c]
-        p = individual_parameters(
-            p, self.layout.effects, constants.effect_reference, constants.effect_exponent, self.layout.iiv_names, eta
+        return individual_parameters(
+            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta
         )
+
+    def observe(self, p, constants: Constants, s):
+        """Solve the model: predictions in DV units at the subject's observation times; status."""
         sol = solve_animal(self.model, p, s.doses, s.times, t0=self.t0, options=self.options)
         obs = jax.vmap(lambda y: jnp.stack([o.fn(y, p) for o in self.model.observables]))(sol.states)
         f = jnp.take_along_axis(obs, s.observable[:, None], axis=1)[:, 0] * constants.dv_scale[s.observable]
         return f, sol.status
 
-    def fg(self, u, constants, s, eta):
+    def predict(self, u, constants: Constants, s, eta, expansion: Expansion | None = None):
+        """Predictions and solver status: by solving the model, or from `expansion`."""
+        p = self.individual(u, constants, s, eta)
+        if expansion is None:
+            return self.observe(p, constants, s)
+        return expansion.at(jnp.stack([jnp.log(p[n]) for n in self.varying])), expansion.status
+
+    def expand(self, u, constants: Constants, s, eta, order: int | None = None) -> Expansion:
+        """The subject's `Expansion` at eta (one solve, differentiated `order` times,
+        default `self.order`)."""
+        order = self.order if order is None else order
+        p = self.individual(u, constants, s, eta)
+        base = jnp.stack([p[n] for n in self.varying])
+
+        def f_of(delta):
+            q = dict(p)
+            for i, n in enumerate(self.varying):
+                q[n] = base[i] * jnp.exp(delta[i])
+            return self.observe(q, constants, s)
+
+        tensors, status = _taylor(f_of, jnp.zeros(len(self.varying), base.dtype), order)
+        return Expansion(jnp.log(base), *tensors[:3], tensors[3] if order == 3 else None, status)
+
+    def fg(self, u, constants, s, eta, expansion=None):
         def fun(e):
-            f, status = self.predict(u, constants, s, e)
+            f, status = self.predict(u, constants, s, e, expansion)
             return f, (f, status)
 
         g, (f, status) = jax.jacfwd(fun, has_aux=True)(eta)
         return f, g, status
 
-    def fgh(self, u, constants, s, eta):
+    def fgh(self, u, constants, s, eta, expansion=None):
         def fun(e):
-            f, g, status = self.fg(u, constants, s, e)
+            f, g, status = self.fg(u, constants, s, e, expansion)
             return g, (f, g, status)
 
         h, (f, g, status) = jax.jacfwd(fun, has_aux=True)(eta)
@@ -143,21 +255,21 @@ class Problem:
         (phi, dphi), (_, d2phi) = jax.jvp(d1, (f,), (ones,))
         return phi, dphi, d2phi
 
-    def _v0(self, u, constants, s):
+    def _v0(self, u, constants, s, expansion0=None):
         """FOCE without interaction: residual variances at eta = 0."""
         if self.method != "foce":
             return None
-        f0, _ = self.predict(u, constants, s, jnp.zeros(self.layout.n_eta))
+        f0, _ = self.predict(u, constants, s, jnp.zeros(self.layout.n_eta), expansion0)
         return jnp.where(s.mask > 0, self.variance(u, s, f0), 1.0)
 
-    def inner(self, u, constants, s, eta, v0, *, hessian=True):
+    def inner(self, u, constants, s, eta, v0, *, hessian=True, expansion=None):
         """L(eta), its gradient, its exact Hessian (if asked) and the pieces at eta."""
         omega_inv_chol = jax.scipy.linalg.solve_triangular(u.chol, jnp.eye(self.layout.n_eta), lower=True)
         omega_inv = omega_inv_chol.T @ omega_inv_chol
         if hessian:
-            f, g, h, status = self.fgh(u, constants, s, eta)
+            f, g, h, status = self.fgh(u, constants, s, eta, expansion)
         else:
-            f, g, status = self.fg(u, constants, s, eta)
+            f, g, status = self.fg(u, constants, s, eta, expansion)
         phi, d1, d2 = self._phi_derivatives(u, s, f, v0)
         value = jnp.sum(phi) + eta @ omega_inv @ eta
         grad = g.T @ d1 + 2.0 * omega_inv @ eta
@@ -177,11 +289,13 @@ class Problem:
         return omega_inv + (g.T * w[None, :]) @ g
 
     # -- the inner problem: EBEs of all subjects --------------------------------------
-    def _newton_step(self, u, constants, s, eta, v0):
-        """One damped step for one subject: the exact Newton direction (when the Hessian is
-        positive definite) and the Fisher-scoring one (always defined), each capped at
-        `_MAX_STEP` in eta and tried at several lengths; the best decrease is taken."""
-        value, grad, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta, v0)
+    def _newton_direction(self, u, constants, s, eta, v0, expansion0):
+        """One subject at eta: its `Local` (the expansion, one solve differentiated twice,
+        gives L's exact Hessian), L there, the exact Newton direction (when that Hessian
+        is positive definite) and the Fisher-scoring one (always defined), each capped at
+        `_MAX_STEP` in eta, and whether eta is the optimum (a tiny Newton decrement)."""
+        expansion = self.expand(u, constants, s, eta, order=2)
+        value, grad, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta, v0, expansion=expansion)
         fisher = 2.0 * self.expected_information(u, s, f, g, omega_inv, v0)
         c = jnp.linalg.cholesky(hess)
         exact_ok = jnp.all(jnp.isfinite(c))
@@ -191,55 +305,116 @@ class Problem:
         directions = jnp.stack([newton, scoring])
         directions = directions * jnp.minimum(1.0, _MAX_STEP / jnp.max(jnp.abs(directions), axis=1, keepdims=True))
         decrement = -grad @ newton
+        optimal = exact_ok & (decrement < self.newton_tol * jnp.maximum(1.0, jnp.abs(value)))
+        return Local(hess, expansion, expansion0), value, directions, optimal
+
+    def _line_search(self, u, constants, s, eta, v0, value, directions, lengths):
+        """The best of the steps along `directions` at `lengths` (all solved at once), and
+        whether it decreases L."""
+        omega_inv_chol = jax.scipy.linalg.solve_triangular(u.chol, jnp.eye(self.layout.n_eta), lower=True)
+        omega_inv = omega_inv_chol.T @ omega_inv_chol
 
         def l_at(step):
             e = eta + step
             f_e, st = self.predict(u, constants, s, e)
-            phi = self._phi(u, s, f_e, v0)
-            val = jnp.sum(phi) + e @ omega_inv @ e
+            val = jnp.sum(self._phi(u, s, f_e, v0)) + e @ omega_inv @ e
             return jnp.where((st == 0) & jnp.isfinite(val), val, jnp.inf)
 
-        steps = (jnp.asarray(_STEPS)[None, :, None] * directions[:, None, :]).reshape(-1, eta.shape[0])
+        steps = (jnp.asarray(lengths)[None, :, None] * directions[:, None, :]).reshape(-1, eta.shape[0])
         trial = jax.vmap(l_at)(steps)
         best = jnp.argmin(trial)
         better = trial[best] < value
-        new_eta = jnp.where(better, eta + steps[best], eta)
-        # Done: the Newton decrement is tiny, or no step improves on eta (at the optimum
-        # to rounding).
-        done = (exact_ok & (decrement < self.newton_tol * jnp.maximum(1.0, jnp.abs(value)))) | ~better
-        return new_eta, done
+        return jnp.where(better, eta + steps[best], eta), better
 
     def ebes(self, x, constants: Constants, data: SubjectArrays, eta0):
-        """EBEs of every subject (no derivative flows through the iteration)."""
+        """The EBEs of every subject by a damped Newton iteration (no derivative flows
+        through it), whether each converged, the iterations taken (per subject: those of
+        its device) and each subject's `Local` at its EBE.
+
+        An iteration computes every subject's expansion at its current eta, then (unless
+        all are at their optimum) the line searches; a subject is done when its Newton
+        decrement is tiny or no step improves on eta, and does not move then, so the last
+        iteration's expansions are the EBEs' own and no further solve is needed."""
         x = jax.lax.stop_gradient(x)
         u = unpack(self.layout, constants, x)
-        v0 = jax.vmap(lambda s: self._v0(u, constants, s))(data) if self.method == "foce" else None
+        if self.method == "foce":
+            expansion0 = jax.vmap(lambda s: self.expand(u, constants, s, jnp.zeros(self.layout.n_eta), order=2))(data)
+            v0 = jax.vmap(lambda s, e0: self._v0(u, constants, s, e0))(data, expansion0)
+        else:
+            expansion0 = v0 = None
+        direction = jax.vmap(lambda s, e, v, e0: self._newton_direction(u, constants, s, e, v, e0))
+        def search(eta, value, directions, lengths):
+            return jax.vmap(lambda s, e, v, val, d: self._line_search(u, constants, s, e, v, val, d, lengths))(
+                data, eta, v0, value, directions
+            )
 
-        def step(eta):
-            return jax.vmap(lambda s, e, v: self._newton_step(u, constants, s, e, v))(data, eta, v0)
-
-        def cond(carry):
-            _, done, it = carry
-            return (it < self.max_newton) & ~jnp.all(done)
+        def step(eta, value, directions, optimal):
+            # The full Newton step first (one solve): a subject takes it if it decreases L
+            # (near the optimum every subject does). The others try all the lengths, solved
+            # only when there are any; whether there are does not change any subject's step
+            # (the subjects of a batch or a device stay independent).
+            full, full_better = search(eta, value, directions[:, :1], (1.0,))
+            searched, better = jax.lax.cond(
+                jnp.all(full_better | optimal),
+                lambda: (full, full_better),
+                lambda: search(eta, value, directions, _STEPS),
+            )
+            return jnp.where(full_better[:, None], full, searched), full_better | better
 
         def body(carry):
-            eta, _, it = carry
-            eta, done = step(eta)
-            return eta, done, it + 1
+            eta, _, _, it, _ = carry
+            local, value, directions, optimal = direction(data, eta, v0, expansion0)
+            moved, better = jax.lax.cond(
+                jnp.all(optimal),
+                lambda: (eta, jnp.zeros_like(optimal)),
+                lambda: step(eta, value, directions, optimal),
+            )
+            # A subject that is done stays at eta, where its expansion was taken.
+            done = optimal | ~better
+            return jnp.where(done[:, None], eta, moved), eta, done, it + 1, local
+
+        def cond(carry):
+            _, _, done, it, _ = carry
+            return (it < self.max_newton) & ~jnp.all(done)
 
         n = data.times.shape[0]
-        eta, done, it = jax.lax.while_loop(cond, body, (eta0, jnp.zeros(n, bool), jnp.asarray(0)))
-        return eta, done, it
+        local0 = jax.eval_shape(direction, data, eta0, v0, expansion0)[0]
+        local0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), local0)
+        carry = (eta0, eta0, jnp.zeros(n, bool), jnp.asarray(0), local0)
+        _, eta, done, it, local = jax.lax.while_loop(cond, body, carry)
+        # `eta` is where the last expansions were taken: every subject's EBE, or for one
+        # stopped by the iteration limit (not converged, and reported so) its last iterate
+        # but one, so that its `Local` is still its own.
+        if self.order > 2:
+            # Laplace: the objective's gradient needs the third derivatives.
+            local = self.locals_at(u, constants, data, eta, expansion0)
+        return eta, done, jnp.full(n, it), local
+
+    def locals_at(self, u, constants, data, eta, expansion0=None) -> Local:
+        """Every subject's `Local` at `eta` (no derivatives carried)."""
+
+        def one(s, e, e0):
+            if self.method == "foce" and e0 is None:
+                e0 = self.expand(u, constants, s, jnp.zeros_like(e))
+            expansion = self.expand(u, constants, s, e)
+            if self.method == "fo":
+                return Local(None, expansion, None)
+            v0 = self._v0(u, constants, s, e0)
+            return Local(self.inner(u, constants, s, e, v0, expansion=expansion)[2], expansion, e0)
+
+        return jax.vmap(one)(data, eta, expansion0)
 
     # -- the population objective ---------------------------------------------------
-    def subject_ofv(self, x, constants, s, eta_s, hess_s=None):
-        """OFV_i at the EBE eta_s; given `hess_s` (the exact Hessian of L there, computed
-        without derivatives), its derivative includes the implicit one of eta*."""
+    def subject_ofv(self, x, constants, s, eta_s, local: Local | None = None):
+        """OFV_i at the EBE eta_s. Given `local` (from `ebes` or `locals_at` at the same x and eta_s), the
+        model is not solved again and the derivative includes the implicit one of eta*;
+        without it, the model is solved at eta_s (the value alone is meant)."""
         u = unpack(self.layout, constants, x)
         k = self.layout.n_eta
+        expansion = None if local is None else local.expansion
         logdet_omega = 2.0 * jnp.sum(jnp.log(jnp.diagonal(u.chol)))
         if self.method == "fo":
-            f, g, status = self.fg(u, constants, s, jnp.zeros(k))
+            f, g, status = self.fg(u, constants, s, jnp.zeros(k), expansion)
             v = jnp.where(s.mask > 0, self.variance(u, s, f), 1.0)
             g = g * s.mask[:, None]
             omega = u.chol @ u.chol.T
@@ -249,23 +424,21 @@ class Problem:
             z = jax.scipy.linalg.solve_triangular(c, r, lower=True)
             ofv = 2.0 * jnp.sum(jnp.log(jnp.diagonal(c))) + z @ z
             return self._contribution(s, status, ofv)
-        v0 = self._v0(u, constants, s)
+        v0 = self._v0(u, constants, s, None if local is None else local.expansion0)
         # d eta*/dx = -H^-1 d(grad_eta L)/dx, carried by a zero-valued Newton correction:
         # its value is exactly the EBE, its derivative the implicit one (module docstring).
-        # (The Hessian comes from outside, so the derivatives w.r.t. x here are of second
-        # order in the model at most: that keeps compilation short.)
         # The value also takes the Newton step left (if small: rounding-level convergence
         # errors of eta_s then enter the OFV squared, so central differences of it are
         # smooth; a large one would mean eta_s is no optimum, and is not trusted).
-        if hess_s is None:
+        if local is None:
             eta_hat = eta_s
         else:
-            _, grad_s, *_ = self.inner(u, constants, s, eta_s, v0, hessian=False)
-            left = jax.lax.stop_gradient(jnp.linalg.solve(hess_s, grad_s))
+            _, grad_s, *_ = self.inner(u, constants, s, eta_s, v0, hessian=False, expansion=expansion)
+            left = jax.lax.stop_gradient(jnp.linalg.solve(local.hess, grad_s))
             left = jnp.where(jnp.max(jnp.abs(left)) < 1e-4, left, 0.0)
-            eta_hat = eta_s - left - jnp.linalg.solve(hess_s, grad_s - jax.lax.stop_gradient(grad_s))
+            eta_hat = eta_s - left - jnp.linalg.solve(local.hess, grad_s - jax.lax.stop_gradient(grad_s))
         laplace = self.method == "laplace"
-        value, _, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta_hat, v0, hessian=laplace)
+        value, _, hess, f, g, status, omega_inv = self.inner(u, constants, s, eta_hat, v0, hessian=laplace, expansion=expansion)
         if laplace:
             h_tilde = 0.5 * hess
         else:
@@ -281,64 +454,86 @@ class Problem:
         contributes exactly 0, as its likelihood is 1."""
         return jnp.where(jnp.any(s.mask > 0), jnp.where(status == 0, ofv, jnp.inf), 0.0)
 
-    def per_subject(self, x, constants, data, eta_s, hess_s=None):
-        if hess_s is None:
+    def per_subject(self, x, constants, data, eta_s, local=None):
+        if local is None:
             return jax.vmap(lambda s, e: self.subject_ofv(x, constants, s, e))(data, eta_s)
-        return jax.vmap(lambda s, e, h: self.subject_ofv(x, constants, s, e, h))(data, eta_s, hess_s)
-
-    def exact_hessians(self, x, constants, data, eta):
-        """The exact Hessian of every subject's L at its EBE (no derivatives carried)."""
-        x = jax.lax.stop_gradient(x)
-        u = unpack(self.layout, constants, x)
-
-        def one(s, e):
-            v0 = self._v0(u, constants, s)
-            return self.inner(u, constants, s, e, v0)[2]
-
-        return jax.vmap(one)(data, eta)
+        return jax.vmap(lambda s, e, loc: self.subject_ofv(x, constants, s, e, loc))(data, eta_s, local)
 
     # Separately compiled pieces, shared by the value and the gradient: each compiles
-    # once per problem and shapes, and the Newton iteration is not compiled twice.
-    @cached_property
-    def solve_ebes(self):
-        """jit: (x, constants, data, eta0) -> (EBEs, converged flags, iterations)."""
-        return jax.jit(lambda x, constants, data, eta0: self.ebes(x, constants, data, eta0))
+    # once per problem and shapes, and the Newton iteration is not compiled twice. Every
+    # one maps subjects to subjects: arguments (x, constants, then per-subject arrays).
+    def _compile(self, fn):
+        """jit of `fn(x, constants, *per_subject)`, split over the subjects across the mesh."""
+        if self.mesh is None or self.mesh.size == 1:
+            return jax.jit(fn)
+        whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
+
+        def sharded(x, constants, *per_subject):
+            mapped = jax.shard_map(
+                lambda x, constants, per_subject: fn(x, constants, *per_subject),
+                mesh=self.mesh, in_specs=(whole, whole, split), out_specs=split, check_vma=False,
+            )
+            return mapped(x, constants, per_subject)
+
+        compiled = jax.jit(sharded)
+        replicated, split_sharding = NamedSharding(self.mesh, whole), NamedSharding(self.mesh, split)
+
+        def call(x, constants, *per_subject):
+            # Inputs laid out as the outputs are (a no-op for those), so that fresh host
+            # arrays and earlier results hit the same executable.
+            x, constants = jax.device_put((x, constants), replicated)
+            return compiled(x, constants, *jax.device_put(per_subject, split_sharding))
+
+        return call
 
     @cached_property
-    def _hessians(self):
-        return jax.jit(self.exact_hessians)
+    def solve_ebes(self):
+        """jit: (x, constants, data, eta0) -> (EBEs, converged flags, iterations per subject,
+        `Local`s at the EBEs)."""
+        return self._compile(self.ebes)
+
+    @cached_property
+    def _locals_at_zero(self):
+        """jit: FO's `Local`s (at eta = 0)."""
+
+        def run(x, constants, data, eta):
+            u = unpack(self.layout, constants, jax.lax.stop_gradient(x))
+            return self.locals_at(u, constants, data, eta)
+
+        return self._compile(run)
 
     @cached_property
     def _value(self):
-        return jax.jit(lambda x, constants, data, eta, hess: self.per_subject(x, constants, data, eta, hess))
+        return self._compile(self.per_subject)
 
     @cached_property
     def _jacobian(self):
-        def run(x, constants, data, eta, hess):
+        def run(x, constants, data, eta, local):
             def per(x):
-                o = self.per_subject(x, constants, data, eta, hess)
+                o = self.per_subject(x, constants, data, eta, local)
                 return o, o
 
             return jax.jacfwd(per, has_aux=True)(x)
 
-        return jax.jit(run)
+        return self._compile(run)
 
-    def _ebes_and_hessians(self, x, constants, data, eta_warm):
+    def _ebes_and_locals(self, x, constants, data, eta_warm):
         if self.method == "fo":
-            return jnp.zeros_like(eta_warm), jnp.ones(eta_warm.shape[0], bool), None
-        eta, done, _ = self.solve_ebes(x, constants, data, eta_warm)
-        return eta, done, self._hessians(x, constants, data, eta)
+            eta = jnp.zeros_like(eta_warm)
+            return eta, jnp.ones(eta.shape[0], bool), self._locals_at_zero(x, constants, data, eta)
+        eta, done, _, local = self.solve_ebes(x, constants, data, eta_warm)
+        return eta, done, local
 
     def evaluate(self, x, constants, data, eta_warm):
         """(ofv, grad, per-subject ofv, per-subject gradients (n, n_x), EBEs, converged flags)."""
-        eta, done, hess = self._ebes_and_hessians(x, constants, data, eta_warm)
-        jac, ofv_i = self._jacobian(x, constants, data, eta, hess)
+        eta, done, local = self._ebes_and_locals(x, constants, data, eta_warm)
+        jac, ofv_i = self._jacobian(x, constants, data, eta, local)
         return jnp.sum(ofv_i), jnp.sum(jac, axis=0), ofv_i, jac, eta, done
 
     def value_only(self, x, constants, data, eta_warm):
         """(ofv, per-subject ofv, EBEs)."""
-        eta, _, hess = self._ebes_and_hessians(x, constants, data, eta_warm)
-        ofv_i = self._value(x, constants, data, eta, hess)
+        eta, _, local = self._ebes_and_locals(x, constants, data, eta_warm)
+        ofv_i = self._value(x, constants, data, eta, local)
         return jnp.sum(ofv_i), ofv_i, eta
 
     @cached_property
@@ -370,11 +565,21 @@ class Problem:
             cwres = jax.scipy.linalg.solve_triangular(c, r, lower=True)
             return Diagnostics(pred, ipred, jnp.sqrt(v_ipred), cwres, status)
 
-        return jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0)))
+        return self._compile(lambda x, constants, data, eta: jax.vmap(lambda s, e: one(x, constants, s, e))(data, eta))
+
+
+def subject_mesh(options: SolverOptions) -> Mesh | None:
+    """The devices a fit splits its subjects over: every local device (None when there is
+    one). Implicit solvers' linear solves (lineax) reject `shard_map`'s per-device types
+    (as in the runner): they run on one device."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or options.solver in IMPLICIT_SOLVERS:
+        return None
+    return distributed.animal_mesh(devices)
 
 
 @lru_cache(maxsize=32)
-def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t0: float) -> Problem:
+def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t0: float, mesh: Mesh | None = None) -> Problem:
     """The (cached) `Problem`: one compiled objective per structure, reused across calls."""
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise ValueError(method)
@@ -384,17 +589,18 @@ def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t
     # small and compile in seconds.
     closed = uses_closed_form(model, options) and is_linear_pk_only(model)
     options = dataclasses.replace(options, events="superposition" if closed else "split", adjoint="forward")
-    return Problem(model, layout, method, options, float(t0))
+    return Problem(model, layout, method, options, float(t0), mesh=mesh)
 
 
 #: The subject axis is padded to a multiple of this (see `subject_arrays`).
 SUBJECT_BUCKET = 8
 
 
-def subject_arrays(model: Model, data) -> tuple[SubjectArrays, np.ndarray, float]:
+def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays, np.ndarray, float]:
     """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
-    the subject axis padded to a multiple of `SUBJECT_BUCKET` (per-subject results:
-    take the first `data.n_subjects`).
+    the subject axis padded to a multiple of `SUBJECT_BUCKET` and of `devices` (the
+    mesh's size: each device gets as many subjects; per-subject results: take the first
+    `data.n_subjects`).
 
     Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
     """
@@ -439,7 +645,7 @@ def subject_arrays(model: Model, data) -> tuple[SubjectArrays, np.ndarray, float
     # observations (they contribute exactly 0): datasets of nearby sizes then share
     # compiled functions.
     n = times.shape[0]
-    pad = -n % SUBJECT_BUCKET
+    pad = -n % math.lcm(SUBJECT_BUCKET, devices)
     if pad:
         arrays = jax.tree_util.tree_map(
             lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), arrays

@@ -3,8 +3,10 @@ r"""Population estimation by maximum likelihood, with NONMEM's conventions.
 `fit_population(model, data, spec)` estimates typical values, Omega and the residual
 error of a `PopulationData` by FOCE-I (default), FOCE, Laplace or FO
 (`vtrial.estimation.focei`), with optax's L-BFGS and zoom line search over the
-unconstrained vector of `vtrial.estimation.population_spec`, the EBEs of every subject
-re-optimised (warm-started) at every objective evaluation. `population_objective`
+unconstrained vector of `vtrial.estimation.population_spec` (each parameter scaled by
+its curvature, estimated from the subjects' gradients), the EBEs of every subject
+re-optimised (warm-started) at every objective evaluation. Convergence is judged in
+standard errors: every estimate within `tolerance` SEs of the optimum. `population_objective`
 evaluates the objective (and its exact gradient) alone.
 
 How the numbers map to NONMEM's:
@@ -29,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -44,7 +46,7 @@ from vtrial.design.population import Population, ResidualError
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import DataError, SpecError
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
-from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem, subject_arrays
+from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem, subject_arrays, subject_mesh
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import (
@@ -151,8 +153,9 @@ def _prepare(model, data, spec, method, solver) -> _Prepared:
     layout, constants, x0 = build_layout(model, spec, data.dv_scale)
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
-    arrays, order, t0 = subject_arrays(model, data)
-    return _Prepared(problem(model, layout, method, solver, t0), layout, constants, x0, arrays, order, data.n_observations)
+    mesh = subject_mesh(solver)
+    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size)
+    return _Prepared(problem(model, layout, method, solver, t0, mesh), layout, constants, x0, arrays, order, data.n_observations)
 
 
 def population_objective(
@@ -302,43 +305,66 @@ def _step_function(pr):
     """jit: one L-BFGS update from (x, value, grad) with optax's zoom line search.
 
     The line search's objective calls back to the host, which runs the separately
-    compiled objective and gradient (EBEs warm-started from `eta`): the step itself then
-    compiles in a second and the objective is compiled once, not once more inside the
-    line search. One per `Problem`, so later fits of the same shapes compile nothing."""
+    compiled objective and gradient (`Problem.evaluate`, EBEs warm-started from the
+    current ones): the step itself then compiles in a second and the objective is
+    compiled once, not once more inside the line search. One per `Problem`, so later fits
+    of the same shapes compile nothing.
 
-    last = {}
+    The optimiser works on `z = x * scale` (`context["scale"]`, a curvature per
+    parameter: see `fit_population`), so that a unit step means about as much for
+    every parameter (a disease-onset time and a variance differ in curvature by 1e5).
 
-    def host(x, eta, constants, arrays):
-        result = pr.evaluate(x, constants, arrays, eta)
-        # The accepted point is usually the last one tried: the outer loop reuses it.
-        last["x"], last["result"] = np.array(x), result
-        return np.asarray(result[0], np.float64), np.asarray(result[1], np.float64)
+    Returns `(optimizer, step(z, state, value, grad_z), context)`: the caller puts the
+    current `eta`, `constants`, `arrays` and `scale` in `context` before each step; the
+    callback leaves the last point it evaluated there (`z`, `result`), usually the
+    accepted one.
+    The step sees only host arrays of the few outer parameters: the subjects' arrays
+    (split over devices) never enter it, so it is a one-device program whose callback
+    may run the multi-device objective."""
 
-    def value_and_grad(x, eta, constants, arrays):
+    context = {}
+
+    def host(z):
+        scale = context["scale"]
+        result = pr.evaluate(jnp.asarray(np.asarray(z) / scale), context["constants"], context["arrays"], context["eta"])
+        context["z"], context["result"] = np.array(z), result
+        return np.asarray(result[0], np.float64), np.asarray(result[1], np.float64) / scale
+
+    def value_and_grad(x):
         shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
-        return jax.pure_callback(host, shapes, x, eta, constants, arrays)
+        return jax.pure_callback(host, shapes, x)
 
     @jax.custom_vjp
-    def ofv(x, eta, constants, arrays):
-        return value_and_grad(x, eta, constants, arrays)[0]
+    def ofv(x):
+        return value_and_grad(x)[0]
 
-    def ofv_fwd(x, eta, constants, arrays):
-        return value_and_grad(x, eta, constants, arrays)
+    def ofv_fwd(x):
+        return value_and_grad(x)
 
     def ofv_bwd(grad, ct):
-        return ct * grad, None, None, None
+        return (ct * grad,)
 
     ofv.defvjp(ofv_fwd, ofv_bwd)
     opt = _lbfgs()
 
-    def step(x, state, value, grad, eta, constants, arrays):
-        def value_fn(x):
-            return ofv(x, eta, constants, arrays)
-
-        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=value_fn)
+    def step(x, state, value, grad):
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=ofv)
         return optax.apply_updates(x, updates), state
 
-    return opt, jax.jit(step), last
+    return opt, jax.jit(step), context
+
+
+def _curvature(subject_gradients) -> np.ndarray:
+    """The OFV's curvature in each parameter, $R_{ii}$, estimated without a Hessian: half
+    the spread of the subjects' OFV gradients (S/2, the information), floored at 1."""
+    jac = np.asarray(subject_gradients)
+    return np.maximum(np.sum((jac - jac.mean(axis=0)) ** 2, axis=0) / 2.0, 1.0)
+
+
+def _distance_in_se(grad, subject_gradients) -> float:
+    r"""The largest $|g_i| / \sqrt{2 R_{ii}}$ (see `fit_population`'s `tolerance`)."""
+    g = np.abs(np.asarray(grad))
+    return float(np.max(g / np.sqrt(2.0 * _curvature(subject_gradients)))) if g.size else 0.0
 
 
 def fit_population(
@@ -353,13 +379,17 @@ def fit_population(
     covariance: str | None = "sandwich",
     on_iteration: Callable[[int, float], None] | None = None,
 ) -> PopulationFit:
-    """Maximum-likelihood population fit of `model` to `data` (see the module docstring).
+    r"""Maximum-likelihood population fit of `model` to `data` (see the module docstring).
 
     - `method`: "focei" (default), "foce", "laplace" or "fo";
     - `max_iterations`: outer L-BFGS iterations allowed;
-    - `tolerance`: converged when the largest gradient entry of the OFV w.r.t. the
-      unconstrained parameters is below it (log scales: a change of 1e-3 in a log value
-      moves the OFV by < 1e-6 at the optimum);
+    - `tolerance`: converged when every parameter is within `tolerance` of its standard
+      errors from the optimum, as the gradient says: $|g_i| / \sqrt{2 R_{ii}}$ below it
+      (`g`: the OFV's gradient w.r.t. the unconstrained parameters, `R_ii` its curvature,
+      estimated by half the spread of the subjects' gradients, S/2, floored at 1; the
+      distance of a Newton step in SEs, whatever the parameter's scale: a disease-onset
+      time's gradient is 1e4 times a variance's for the same distance). 1e-3 (default):
+      within 0.1% of an SE, the OFV within about 1e-6 of its minimum;
     - `covariance`: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s", or None (skip);
     - `on_iteration(iteration, ofv)`: called after every outer iteration.
 
@@ -389,39 +419,45 @@ def fit_population(
             "the objective is not finite at the initial values"
             + (f" (subjects {', '.join(bad)}: the solve failed or a prediction is 0 with a proportional error only)" if bad else ""),
         )
-    opt, step, last_evaluated = _step_function(prep.problem)
-    last_evaluated.clear()
-    state = opt.init(x)
+    opt, step, context = _step_function(prep.problem)
+    context.clear()
+    # The optimiser steps in z = x * sqrt(R_ii), where the OFV's curvature is about 1 in
+    # every parameter (R_ii at the start, from the subjects' gradients).
+    scale = np.sqrt(_curvature(np.asarray(jac)[:n]))
+    context["constants"], context["arrays"], context["scale"] = constants, arrays, scale
+    z = np.asarray(x) * scale
+    state = opt.init(z)
     converged = False
     iterations = 0
     stalls = 0
     for iterations in range(1, max_iterations + 1):
-        if float(jnp.max(jnp.abs(grad))) < tolerance:
+        if _distance_in_se(grad, np.asarray(jac)[:n]) < tolerance:
             converged = True
             iterations -= 1
             break
-        x_new, state = step(x, state, value, grad, eta, constants, arrays)
+        context["eta"] = eta
+        z_new, state = step(z, state, np.asarray(value), np.asarray(grad) / scale)
         new_value = float(otu.tree_get(state, "value"))
         if not np.isfinite(new_value) or new_value > float(value):
             warnings.append(f"the line search found no decrease at iteration {iterations}")
             break
         stalls = stalls + 1 if float(value) - new_value <= 1e-12 * max(1.0, abs(new_value)) else 0
-        x = x_new
-        if "x" in last_evaluated and np.array_equal(last_evaluated["x"], np.asarray(x)):
-            value, grad, ofv_i, jac, eta, done = last_evaluated["result"]
+        z = np.asarray(z_new)
+        x = jnp.asarray(z / scale)
+        if "z" in context and np.array_equal(context["z"], z):
+            value, grad, ofv_i, jac, eta, done = context["result"]
         else:
             value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
         if on_iteration is not None:
             on_iteration(iterations, float(value))
         if stalls >= 3:
             break
-    else:
-        converged = float(jnp.max(jnp.abs(grad))) < tolerance
-    if not converged:
-        converged = float(jnp.max(jnp.abs(grad))) < tolerance
+    distance = _distance_in_se(grad, np.asarray(jac)[:n])
+    converged = converged or distance < tolerance
     if not converged:
         warnings.append(
-            f"not converged after {iterations} iterations: largest gradient entry {float(jnp.max(jnp.abs(grad))):.3g} (tolerance {tolerance:g})"
+            f"not converged after {iterations} iterations: a parameter is {distance:.3g} SEs from the optimum by the "
+            f"gradient (tolerance {tolerance:g}; largest gradient entry {float(jnp.max(jnp.abs(grad))):.3g})"
         )
     if not bool(np.all(np.asarray(done)[:n])):
         n_bad = int(np.sum(~np.asarray(done)[:n]))
@@ -498,7 +534,9 @@ def fit_population(
         typical={k: float(v) for k, v in u.typical.items()},
         iiv_names=layout.iiv_names,
         omega=omega,
-        covariate_effects=tuple(spec.covariate_effects),
+        covariate_effects=tuple(
+            replace(e, exponent=float(u.effect_exponent[k])) for k, e in enumerate(spec.covariate_effects)
+        ),
         residual={
             obs.name: ResidualError(
                 additive=float(u.residual_sd[o, 0]) / float(data.dv_scale[o]), proportional=float(u.residual_sd[o, 1])

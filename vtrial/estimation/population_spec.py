@@ -4,8 +4,16 @@ Individual parameters follow NONMEM's mu-referenced log-normal model, the same e
 as virtual populations (`vtrial.design.population.individual_parameters`):
 $\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$,
 $\eta_i \sim N(0, \Omega)$. The optimiser works on one unconstrained vector
-`[log typical values | Cholesky factor of Omega (log diagonal, then the off-diagonals of
-each block) | log residual SDs]`, so every value it tries is valid.
+`[log typical values | estimated covariate exponents | Cholesky factor of Omega (log
+diagonal, then the off-diagonals of each block) | log residual SDs]` (fixed quantities
+left out), so every value it tries is valid.
+
+Names (as `parameters.csv` has them, and as `fixed` takes them): a typical value by its
+model name, `omega2_<p>` (a variance of Omega), `<observable>.additive` /
+`<observable>.proportional`, `exponent_<p>_<covariate>` (a covariate effect's exponent).
+Fixing a variance of a correlated block fixes the whole block (every variance of it must
+be named): NONMEM's `$OMEGA BLOCK(n) FIX`, as a Cholesky factor cannot hold one entry of a
+block while the others move.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class EstimationSpec:
       of Omega each); others are independent (diagonal);
     - `correlation`: initial correlations within blocks, `{(p1, p2): r}` (default 0);
     - `covariate_effects`: power covariate effects (exponents and references as given);
+    - `estimate_exponents`: `(parameter, covariate)` of the effects whose exponent is
+      estimated (from its value in `covariate_effects`); the others stay as given;
     - `residual`: initial residual error per observable (`ResidualError`: additive SD in
       the DV unit of the dataset, proportional as a fraction); a component given as 0
       is absent from the model, others are estimated unless fixed.
@@ -51,6 +61,17 @@ class EstimationSpec:
     covariate_effects: tuple[CovariateEffect, ...] = ()
     residual: Mapping[str, ResidualError] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()
+    estimate_exponents: tuple[tuple[str, str], ...] = ()
+
+
+def omega_name(iiv_names, i: int, j: int) -> str:
+    """`omega2_<p>` for a variance, `omega_<p1>_<p2>` for a covariance (p1 first in order)."""
+    a, b = iiv_names[min(i, j)], iiv_names[max(i, j)]
+    return f"omega2_{a}" if i == j else f"omega_{a}_{b}"
+
+
+def exponent_name(parameter: str, covariate: str) -> str:
+    return f"exponent_{parameter}_{covariate}"
 
 
 class Layout(NamedTuple):
@@ -60,7 +81,9 @@ class Layout(NamedTuple):
     - `theta_names`: the estimated typical values (the first entries of `x`);
     - `constant_names`: model parameters not estimated (values in `Constants.values`);
     - `iiv_names`: parameters with random effects (order of eta);
+    - `exponents_estimated`: indices into `effects` of the estimated exponents;
     - `chol_entries`: `(i, j)` of the estimated Cholesky entries (diagonal first);
+    - `block_pairs`: `(i, j)`, i > j, of every covariance of Omega's blocks (estimated or fixed);
     - `residual_estimated`: `(observable index, kind index)` of the estimated residual SDs;
     - `effects`: `(parameter, covariate)` of the covariate effects;
     - `covariate_names`: the model's covariates (values per subject, else its reference).
@@ -70,7 +93,9 @@ class Layout(NamedTuple):
     theta_names: tuple[str, ...]
     constant_names: tuple[str, ...]
     iiv_names: tuple[str, ...]
+    exponents_estimated: tuple[int, ...]
     chol_entries: tuple[tuple[int, int], ...]
+    block_pairs: tuple[tuple[int, int], ...]
     residual_estimated: tuple[tuple[int, int], ...]
     effects: tuple[tuple[str, str], ...]
     covariate_names: tuple[str, ...]
@@ -82,7 +107,7 @@ class Layout(NamedTuple):
 
     @property
     def n_x(self) -> int:
-        return len(self.theta_names) + len(self.chol_entries) + len(self.residual_estimated)
+        return len(self.theta_names) + len(self.exponents_estimated) + len(self.chol_entries) + len(self.residual_estimated)
 
     @property
     def n_eta(self) -> int:
@@ -95,14 +120,16 @@ class Constants(NamedTuple):
     values: jnp.ndarray  # (n_constants,) the fixed model parameters
     residual_sd: jnp.ndarray  # (n_observables, 2) all residual SDs; estimated ones are overwritten
     effect_reference: jnp.ndarray
-    effect_exponent: jnp.ndarray
+    effect_exponent: jnp.ndarray  # estimated ones are overwritten
     dv_scale: jnp.ndarray  # (n_observables,)
+    chol: jnp.ndarray  # (n_eta, n_eta) the initial Cholesky factor; estimated entries are overwritten
 
 
 class Unpacked(NamedTuple):
     typical: dict  # every model parameter -> scalar
     chol: jnp.ndarray  # (n_eta, n_eta) lower-triangular factor of Omega
     residual_sd: jnp.ndarray  # (n_observables, 2): additive (DV unit), proportional (fraction)
+    effect_exponent: jnp.ndarray  # (n_effects,) the covariate effects' exponents
 
 
 def _positive(where: str, v) -> float:
@@ -121,9 +148,11 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         if n not in names:
             raise SpecError(f"parameters.{n}", f"not a parameter of model {model.name} (covariates are data); known: {', '.join(names)}")
     residual_names = {f"{o}.{k}" for o in model.observable_names for k in RESIDUAL_KINDS}
+    omega_names = [omega_name(tuple(spec.omega2), i, i) for i in range(len(spec.omega2))]
     for n in spec.fixed:
-        if n not in spec.typical and n not in residual_names:
-            raise SpecError(f"fixed.{n}", f"must name a parameter of [parameters] or a residual component; known: {', '.join(list(spec.typical) + sorted(residual_names))}")
+        if n not in spec.typical and n not in residual_names and n not in omega_names:
+            known = list(spec.typical) + omega_names + sorted(residual_names)
+            raise SpecError(f"fixed.{n}", f"must name a parameter of [parameters], a variance of Omega or a residual component; known: {', '.join(known)}")
     theta_names = tuple(n for n in names if n in spec.typical and n not in spec.fixed)
     x_theta = [math.log(_positive(f"parameters.{n}", spec.typical[n])) for n in theta_names]
     values = dict(model.typical_values())
@@ -161,7 +190,14 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
     except np.linalg.LinAlgError:
         raise SpecError("variability.correlation", "the initial Omega is not positive definite (check the correlations)") from None
     k = len(iiv)
-    entries = [(i, i) for i in range(k)] + [(i, j) for i in range(k) for j in range(i) if iiv[j] in block_of[iiv[i]]]
+    fixed_omega = {n for i, n in enumerate(iiv) if omega_name(iiv, i, i) in spec.fixed}
+    for n in fixed_omega:
+        unfixed = [m for m in block_of[n] if m not in fixed_omega]
+        if unfixed:
+            raise SpecError(f"fixed.omega2_{n}", f"{n} is in a correlated block with {', '.join(unfixed)}: fix every variance of the "
+                                                 "block (the whole block is then fixed, as NONMEM's BLOCK FIX) or none")
+    pairs = [(i, j) for i in range(k) for j in range(i) if iiv[j] in block_of[iiv[i]]]
+    entries = [(i, j) for i, j in [(i, i) for i in range(k)] + pairs if iiv[i] not in fixed_omega]
     x_chol = [math.log(chol[i, j]) if i == j else chol[i, j] for i, j in entries]
 
     n_obs = len(model.observables)
@@ -182,6 +218,12 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
                 estimated.append((o, kind_index))
     x_res = [math.log(residual_sd[o, c]) for o, c in estimated]
 
+    effects = tuple((e.parameter, e.covariate) for e in spec.covariate_effects)
+    for e in spec.estimate_exponents:
+        if tuple(e) not in effects:
+            raise SpecError(f"covariate_effects.{exponent_name(*e)}", "to estimate an exponent, give the covariate effect (its exponent is the initial value)")
+    exponents_estimated = tuple(i for i, e in enumerate(effects) if e in {tuple(e) for e in spec.estimate_exponents})
+    x_exponents = [float(spec.covariate_effects[i].exponent) for i in exponents_estimated]
     for e in spec.covariate_effects:
         if e.parameter not in names:
             raise SpecError(f"covariates.{e.parameter}", f"unknown parameter; known: {', '.join(names)}")
@@ -195,9 +237,11 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         theta_names=theta_names,
         constant_names=constant_names,
         iiv_names=iiv,
+        exponents_estimated=exponents_estimated,
         chol_entries=tuple(entries),
+        block_pairs=tuple(pairs),
         residual_estimated=tuple(estimated),
-        effects=tuple((e.parameter, e.covariate) for e in spec.covariate_effects),
+        effects=effects,
         covariate_names=model.covariate_names,
         n_observables=n_obs,
     )
@@ -207,34 +251,37 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         effect_reference=jnp.asarray([e.reference for e in spec.covariate_effects], float),
         effect_exponent=jnp.asarray([e.exponent for e in spec.covariate_effects], float),
         dv_scale=jnp.asarray(np.asarray(dv_scale, float).reshape(n_obs)),
+        chol=jnp.asarray(chol, float),
     )
-    return layout, constants, np.asarray(x_theta + x_chol + x_res, float)
+    return layout, constants, np.asarray(x_theta + x_exponents + x_chol + x_res, float)
 
 
 def unpack(layout: Layout, constants: Constants, x) -> Unpacked:
     """Model-scale values from the unconstrained vector `x` (JAX, differentiable)."""
-    nt, nc = layout.n_theta, len(layout.chol_entries)
+    nt, ne, nc = layout.n_theta, len(layout.exponents_estimated), len(layout.chol_entries)
     typical = {n: jnp.exp(x[i]) for i, n in enumerate(layout.theta_names)}
     typical.update({n: constants.values[i] for i, n in enumerate(layout.constant_names)})
-    k = layout.n_eta
-    chol = jnp.zeros((k, k), x.dtype)
+    exponents = constants.effect_exponent.astype(x.dtype)
+    for m, i in enumerate(layout.exponents_estimated):
+        exponents = exponents.at[i].set(x[nt + m])
+    chol = constants.chol.astype(x.dtype)
     for m, (i, j) in enumerate(layout.chol_entries):
-        v = x[nt + m]
+        v = x[nt + ne + m]
         chol = chol.at[i, j].set(jnp.exp(v) if i == j else v)
     sd = constants.residual_sd.astype(x.dtype)
     for m, (o, c) in enumerate(layout.residual_estimated):
-        sd = sd.at[o, c].set(jnp.exp(x[nt + nc + m]))
-    return Unpacked(typical, chol, sd)
+        sd = sd.at[o, c].set(jnp.exp(x[nt + ne + nc + m]))
+    return Unpacked(typical, chol, sd, exponents)
 
 
 def reported_names(layout: Layout, observable_names) -> tuple[str, ...]:
     """Names of the estimation-scale quantities (NONMEM's scales): `log_<p>` for typical
-    values (theta of a mu-referenced model), `omega2_<p>` / `omega_<p1>_<p2>` for Omega,
+    values (theta of a mu-referenced model), `exponent_<p>_<covariate>` for covariate
+    exponents, `omega2_<p>` / `omega_<p1>_<p2>` for Omega,
     `<observable>.additive` / `.proportional` for residual SDs."""
     out = [f"log_{n}" for n in layout.theta_names]
-    for i, j in layout.chol_entries:
-        a, b = layout.iiv_names[i], layout.iiv_names[j]
-        out.append(f"omega2_{a}" if i == j else f"omega_{b}_{a}")
+    out += [exponent_name(*layout.effects[i]) for i in layout.exponents_estimated]
+    out += [omega_name(layout.iiv_names, i, j) for i, j in layout.chol_entries]
     out += [f"{observable_names[o]}.{RESIDUAL_KINDS[c]}" for o, c in layout.residual_estimated]
     return tuple(out)
 
@@ -245,6 +292,7 @@ def reported_values(layout: Layout, constants: Constants, x):
     u = unpack(layout, constants, x)
     omega = u.chol @ u.chol.T
     vals = [x[i] for i in range(layout.n_theta)]
+    vals += [u.effect_exponent[i] for i in layout.exponents_estimated]
     vals += [omega[i, j] for i, j in layout.chol_entries]
     vals += [u.residual_sd[o, c] for o, c in layout.residual_estimated]
     return jnp.stack(vals) if vals else jnp.zeros((0,), x.dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.design.population import individual_parameters
-from vtrial.estimation.population_spec import RESIDUAL_KINDS
+from vtrial.estimation.population_spec import RESIDUAL_KINDS, exponent_name, omega_name
 
 
 def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.DataFrame:
@@ -27,18 +27,26 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
         else:
             est = float(u.typical[n])
             rows.append((n, est, math.nan, math.nan, math.nan, math.nan, p.unit, True))
+    for k, (par, covariate) in enumerate(layout.effects):
+        key = exponent_name(par, covariate)
+        if key in by_name:
+            v, s = by_name[key]
+            rows.append((key, v, s, 100 * s / abs(v) if v else math.nan, v - z * s, v + z * s, "", False))
+        else:
+            rows.append((key, float(u.effect_exponent[k]), math.nan, math.nan, math.nan, math.nan, "", True))
     for i, n in enumerate(layout.iiv_names):
-        w, s = by_name[f"omega2_{n}"]
-        rows.append((f"omega2_{n}", w, s, 100 * s / w, w - z * s, w + z * s, "", False))
+        fixed = f"omega2_{n}" not in by_name
+        w, s = (float(omega[i, i]), math.nan) if fixed else by_name[f"omega2_{n}"]
+        rows.append((f"omega2_{n}", w, s, 100 * s / w, w - z * s, w + z * s, "", fixed))
         cv = 100 * math.sqrt(math.expm1(w))
         dcv = 100 * math.exp(w) / (2 * math.sqrt(math.expm1(w)))
         lo, hi = (100 * math.sqrt(math.expm1(max(b, 0.0))) for b in (w - z * s, w + z * s))
-        rows.append((f"cv_pct_{n}", cv, dcv * s, 100 * dcv * s / cv, lo, hi, "%", False))
-    for i, j in layout.chol_entries:
-        if i != j:
-            a, b = layout.iiv_names[j], layout.iiv_names[i]
-            v, s = by_name[f"omega_{a}_{b}"]
-            rows.append((f"omega_{a}_{b}", v, s, 100 * s / abs(v) if v else math.nan, v - z * s, v + z * s, "", False))
+        rows.append((f"cv_pct_{n}", cv, dcv * s, 100 * dcv * s / cv, lo, hi, "%", fixed))
+    for i, j in layout.block_pairs:
+        key = omega_name(layout.iiv_names, i, j)
+        fixed = key not in by_name
+        v, s = (float(omega[i, j]), math.nan) if fixed else by_name[key]
+        rows.append((key, v, s, 100 * s / abs(v) if v else math.nan, v - z * s, v + z * s, "", fixed))
     for o, obs in enumerate(model.observables):
         if obs.name not in spec.residual:
             continue
@@ -66,7 +74,7 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
         base[c.name] = jnp.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
     base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
     indiv = jax.vmap(
-        lambda p, e: individual_parameters(p, layout.effects, constants.effect_reference, constants.effect_exponent, layout.iiv_names, e)
+        lambda p, e: individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e)
     )(base, jnp.asarray(eta))
     shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names]
     for p in shown:

@@ -9,8 +9,12 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
 - `[parameters]`: initial values of the typical values to estimate (every other model
   parameter keeps the model's value);
 - `fixed = [...]`: names kept at their initial values: typical values by their model
-  name, `<observable>.additive` / `<observable>.proportional` (the row names of
-  `parameters.csv`);
+  name, `omega2_<p>` (a variance of Omega; every variance of a correlated block fixes
+  the whole block, as NONMEM's BLOCK FIX), `<observable>.additive` /
+  `<observable>.proportional` (the row names of `parameters.csv`);
+- `[[covariate_effects]]`: as in trial configs (power model: `parameter`, `covariate`,
+  `reference`, `exponent`), plus `estimate = true` to estimate the exponent from its given
+  value (row `exponent_<p>_<covariate>` of `parameters.csv`; default false: as given);
 - `[variability.omega]`: initial variances of the random effects on the log scale
   (or `[variability.cv_percent]`, omega^2 = ln(1 + CV^2));
 - `[[variability.block]]`: correlated random effects, `parameters = [...]` with an
@@ -20,9 +24,9 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
   `time_unit`, `[data.routes]`, `[data.observables.<name>]` with `dvid`/`cmt` and `unit`,
   `[data.covariates]`);
 - `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations` (outer
-  iterations, default 200), `tolerance` (converged when the largest gradient entry of the
-  OFV with respect to the unconstrained, log-scale parameters is below it; default 1e-3),
-  `covariance` (sandwich, r, s);
+  iterations, default 200), `tolerance` (converged when every estimate is within
+  `tolerance` of its standard error from the optimum, by the gradient and the curvature;
+  default 1e-3; see `vtrial.estimation.fit_population`), `covariance` (sandwich, r, s);
 - `[vpc]`: replicates of the visual predictive check and its seed.
 
 See `configs/bolus_2cpt_fit.toml`.
@@ -38,7 +42,7 @@ from pydantic import Field, model_validator
 
 from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError, omega_from_cv
 from vtrial.errors import SpecError
-from vtrial.estimation.population_spec import EstimationSpec
+from vtrial.estimation.population_spec import EstimationSpec, build_layout
 from vtrial.io.config import Strict
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
@@ -71,6 +75,12 @@ class BlockSpec(Strict):
         return self
 
 
+class FitCovariateEffectSpec(CovariateEffectSpec):
+    """A trial config's covariate effect; `estimate = true` estimates its exponent."""
+
+    estimate: bool = False
+
+
 class FitVariabilitySpec(Strict):
     omega: dict[str, Omega2] = {}
     cv_percent: dict[str, Annotated[float, Field(gt=0, le=MAX_CV_PERCENT)]] = {}
@@ -96,7 +106,7 @@ class FitConfig(Strict):
     parameters: dict[str, float] = {}
     fixed: list[str] = []
     variability: FitVariabilitySpec = FitVariabilitySpec()
-    covariate_effects: list[CovariateEffectSpec] = []
+    covariate_effects: list[FitCovariateEffectSpec] = []
     residual: dict[str, ResidualSpec] = {}
     data: DataSpec = DataSpec()
     estimation: EstimationSettings = EstimationSettings()
@@ -136,6 +146,9 @@ class BuiltFit:
             raise SpecError(f"parameters.{bad[0]}", f"must be > 0 to be estimated on the log scale, got {self.typical[bad[0]]!r}")
         self.iiv_names, self.omega, self.blocks = _omega(model, cfg.variability)
         self.covariate_effects = tuple(_effect(model, i, e) for i, e in enumerate(cfg.covariate_effects))
+        self.estimate_exponents = tuple((e.parameter, e.covariate) for e in cfg.covariate_effects if e.estimate)
+        if len(set(self.estimate_exponents)) != len(self.estimate_exponents):
+            raise SpecError("covariate_effects", "an estimated exponent's parameter and covariate may appear once")
         self.residual = {}
         for name, r in cfg.residual.items():
             if name not in model.observable_names:
@@ -165,11 +178,13 @@ class BuiltFit:
         self.tolerance = cfg.estimation.tolerance
         self.covariance = cfg.estimation.covariance
         self.options = cfg.solver.build()
+        # What only the estimation's layout knows (e.g. a block fixed in part), before any data.
+        build_layout(model, self.estimation_spec(), np.ones(len(model.observables)))
 
     def parameter_names(self) -> list[str]:
-        """The names `fixed` may hold: typical values and residual SDs (as `parameters.csv`
-        names their rows)."""
-        names = list(self.typical)
+        """The names `fixed` may hold: typical values, variances of Omega and residual SDs
+        (as `parameters.csv` names their rows)."""
+        names = list(self.typical) + [f"omega2_{p}" for p in self.iiv_names]
         for obs, r in self.residual.items():
             names += [f"{obs}.{kind}" for kind in ("additive", "proportional") if getattr(r, kind) > 0]
         return names
@@ -195,6 +210,7 @@ class BuiltFit:
             covariate_effects=self.covariate_effects,
             residual=dict(self.residual),
             fixed=self.fixed,
+            estimate_exponents=self.estimate_exponents,
         )
 
 

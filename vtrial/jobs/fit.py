@@ -24,6 +24,7 @@ status 3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
 from vtrial.errors import SpecError
 from vtrial.estimation.population_data import PopulationData
+from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
 from vtrial.io.fit_config import BuiltFit, FitConfig, trial_config_fragment
 from vtrial.io.nonmem import read_nonmem
@@ -131,8 +133,9 @@ def run_fit(cfg: FitConfig, ctx: RunContext) -> dict:
 
 def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covariate_effects=()) -> Population:
     """The population a fit estimated, from its `parameters.csv` rows (`name`, `estimate`):
-    typical values, Omega, and residual error in the model's units (an additive SD in the
-    dataset's DV unit is divided by `dv_scale`)."""
+    typical values, Omega, `covariate_effects` with the exponents the fit estimated
+    (rows `exponent_<p>_<covariate>`), and residual error in the model's units (an
+    additive SD in the dataset's DV unit is divided by `dv_scale`)."""
     est = dict(zip(parameters["name"], parameters["estimate"].astype(float)))
     typical = {k: v for k, v in est.items() if k in model.parameter_names}
     iiv = tuple(k.removeprefix("omega2_") for k in est if k.startswith("omega2_"))
@@ -148,8 +151,10 @@ def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covar
         add, prop = est.get(f"{obs}.additive", 0.0), est.get(f"{obs}.proportional", 0.0)
         if add > 0 or prop > 0:
             residual[obs] = ResidualError(add / scale[j], prop)
-    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=tuple(covariate_effects),
-                      residual=residual)
+    effects = tuple(
+        dataclasses.replace(e, exponent=est.get(exponent_name(e.parameter, e.covariate), e.exponent)) for e in covariate_effects
+    )
+    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual)
 
 
 def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
