@@ -31,6 +31,8 @@ included unless the persistent cache has it) and once more compiled. Writes
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 from harness import ROOT, CpuMeter, base_parser, device_info, device_slug, target, wait_idle, write_result
 
@@ -90,7 +92,9 @@ def cia_fits(args, waited, cache) -> dict:
         vtrial.run_config(CIA_TRIAL, out=Path(tmp) / "run", animals_per_arm=10, dataset_out=study)
         for k in range(args.repeats):
             with CpuMeter() as meter:
-                fit = vtrial.fit(CIA_FIT, study)
+                started = time.perf_counter()
+                fit = vtrial.fit(CIA_FIT, study, on_iteration=lambda i, ofv: print(
+                    f"  iteration {i}: OFV {ofv:.3f} ({time.perf_counter() - started:.0f} s)", flush=True))
             runs.append({"wall_s": meter.wall, "interference": meter.interference, "timings_s": fit.timings,
                          "ofv": fit.ofv, "converged": fit.converged, "covariance_step": fit.covariance_step,
                          "iterations": fit.iterations, "warnings": fit.warnings, "estimates": fit.estimates,

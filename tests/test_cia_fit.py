@@ -73,20 +73,23 @@ def test_max_step_h_must_be_positive():
 
 
 # The card's values (the simulation's truth) of what configs/cia_fit.toml estimates.
-CARD_CV_PCT = {"cl_ref": 25, "v1_ref": 30, "s_dis": 30, "paw0": 10}
+CARD_CV_PCT = {"cl_ref": 25, "ka1": 30, "t_onset": 10, "s_dis": 30, "paw0": 10}
 CARD_RESIDUAL = {
     "conc_mg_per_l": ResidualError(additive=0.01, proportional=0.15),
     "paw_volume_ml": ResidualError(additive=0.03, proportional=0.04),
 }
 #: Fixed effects the study informs well (see configs/cia_fit.toml) and the variances
-#: the test holds to 35%.
-WELL_INFORMED = ("cl_ref", "v1_ref", "t_onset", "s_dis", "paw0")
-WELL_INFORMED_VARIANCES = ("cl_ref", "v1_ref", "s_dis", "paw0")
+#: the test holds to 35%. t_onset's variance is estimated but not held: the study was
+#: simulated with the card's random effect on k_grow too (CV 20%), which the fit leaves
+#: out (configs/cia_fit.toml says why), and the onset's random effect takes up part of
+#: that variation in the disease's timing (seen: +55% for a CV of 10%).
+WELL_INFORMED = ("cl_ref", "ka1", "t_onset", "k_grow", "s_dis", "paw0")
+WELL_INFORMED_VARIANCES = ("cl_ref", "ka1", "s_dis", "paw0")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("VTRIAL_LONG_TESTS") != "1",
-                    reason="the CIA-1 round-trip fit runs for tens of minutes on 2 cores; VTRIAL_LONG_TESTS=1 runs it")
+                    reason="the CIA-1 round-trip fit takes about 5 min on 2 cores; VTRIAL_LONG_TESTS=1 runs it")
 def test_cia_round_trip_recovers_the_card(tmp_path):
     """`vtrial run --dataset` of the card's study (4 arms x 10 rats), read back and fitted
     by FOCE-I from the card's values: well-informed fixed effects within 15%, their
