@@ -256,10 +256,10 @@ def test_bad_specs_are_named(model, few_data):
 # -- a one-compartment oral model on data simulated by vtrial --------------------------
 
 
-@pytest.fixture(scope="module")
-def oral_study():
-    """60 rats, oral 10 mg/kg, allometric clearance, combined error; simulated with
-    vtrial's population draws and solver."""
+def oral_population_data(n: int, times, seed: int = 7):
+    """`n` rats, oral 10 mg/kg, allometric clearance, combined error, sampled at `times`;
+    simulated with vtrial's population draws and solver: (model, truth, effects,
+    residual, params, data)."""
     model = one_compartment(absorption=True)
     truth = {"ka": 1.2, "cl": 0.3, "v": 2.0}
     effects = (CovariateEffect("cl", "bw", 0.25, 0.75),)
@@ -272,13 +272,12 @@ def oral_study():
         covariate_effects=effects,
         residual=residual,
     )
-    n = 60
-    params = pop.sample(jax.random.PRNGKey(7), n)
-    times = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 24.0])
+    times = np.asarray(times, float)
+    params = pop.sample(jax.random.PRNGKey(seed), n)
     doses = lower_regimens(model, [Regimen((Bolus(10.0, unit="mg/kg", route="oral"),))] * n)
     sol = simulate_population(model, params, doses, times, states=False)
     conc = sol.observables["conc_mg_per_l"]
-    noise_key = jax.random.PRNGKey(8)
+    noise_key = jax.random.PRNGKey(seed + 1)
     dv = np.asarray(residual["conc_mg_per_l"].sample(noise_key, jnp.asarray(conc)))
     data = PopulationData(
         ids=np.arange(1, n + 1),
@@ -292,6 +291,12 @@ def oral_study():
         obs_row=np.arange(n * times.size).reshape(n, times.size) + 2,
     )
     return model, truth, effects, residual, params, data
+
+
+@pytest.fixture(scope="module")
+def oral_study():
+    """60 rats sampled 9 times over 24 h (`oral_population_data`)."""
+    return oral_population_data(60, [0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 24.0])
 
 
 def test_one_compartment_oral_recovers_the_truth(oral_study):
@@ -393,41 +398,73 @@ def test_individual_fits(bolus_fit, model):
 # -- devices ----------------------------------------------------------------------------
 
 _TWO_DEVICE_FIT = """
-import json, sys
-sys.path.insert(0, {tests!r})
-import jax, numpy as np
+import json
 from test_population_fit import bolus_data, bolus_spec
 from vtrial.estimation import fit_population
 from vtrial.models import two_compartment
-assert jax.device_count() == 2, jax.devices()
-spec = bolus_spec({{"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}}, {{k: 0.15 for k in ("cl", "v1", "q", "v2")}}, 0.3)
+spec = bolus_spec({"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}, {k: 0.15 for k in ("cl", "v1", "q", "v2")}, 0.3)
 fit = fit_population(two_compartment(), bolus_data(12), spec, max_iterations=6)
-print(json.dumps({{"ofv": fit.ofv, "values": fit.estimation_values.tolist(), "eta": fit.individual_frame().filter(like="eta_").to_numpy().tolist(), "se": list(fit.se.values())}}))
+print(json.dumps({"ofv": fit.ofv, "values": fit.estimation_values.tolist(), "eta": fit.individual_frame().filter(like="eta_").to_numpy().tolist(), "se": list(fit.se.values())}))
 """
+
+# 16 rats of 64 observations: each device's 8 CWRES factorisations of 64 x 64 are more
+# work than jaxlib 0.10's LAPACK kernels do on the calling thread (see
+# vtrial.estimation.focei._LAPACK_PARALLEL_WORK): batched, both devices' kernels waited for
+# each other's thread forever.
+_TWO_DEVICE_DENSE_SAMPLING = """
+import json
+import numpy as np
+from test_population_fit import oral_population_data
+from vtrial.design.population import ResidualError
+from vtrial.estimation import EstimationSpec, fit_population
+model, truth, effects, residual, params, data = oral_population_data(16, np.linspace(0.25, 24.0, 64))
+spec = EstimationSpec(typical=truth, omega2={"ka": 0.09, "cl": 0.09, "v": 0.04}, covariate_effects=effects,
+                      residual={"conc_mg_per_l": ResidualError(additive=0.02, proportional=0.1)})
+for method in ("focei", "fo"):
+    fit = fit_population(model, data, spec, method=method, max_iterations=1, covariance=None)
+    assert np.isfinite(fit.predictions_frame()["CWRES"]).all()
+print(json.dumps({"ok": True}))
+"""
+
+
+def _on_two_devices(code: str) -> dict:
+    """Run `code` (which prints one JSON line last) in a process with two CPU devices."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_COMPILATION_CACHE_DIR=str(REPO_ROOT / ".jax_cache"),
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "tests"), env.get("PYTHONPATH", "")]))
+    prelude = "import jax\nassert jax.device_count() == 2, jax.devices()\n"
+    try:
+        done = subprocess.run([sys.executable, "-c", prelude + code], env=env, capture_output=True, text=True, timeout=600,
+                              cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the two-device fit hung (10 min)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_fit_split_over_two_devices_equals_one_device(model):
     """Subjects split over two CPU devices (as `vtrial fit` does on a 2-core machine, and
     over GPUs): the same fit to rounding as on one device, the optimiser's host callback
     running the two-device objective without deadlock."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     spec = bolus_spec({"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}, {k: 0.15 for k in NONMEM_OMEGA2}, 0.3)
     one = fit_population(model, bolus_data(12), spec, max_iterations=6)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_COMPILATION_CACHE_DIR=str(REPO_ROOT / ".jax_cache"))
-    code = _TWO_DEVICE_FIT.format(tests=str(REPO_ROOT / "tests"))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    two = json.loads(done.stdout.strip().splitlines()[-1])
+    two = _on_two_devices(_TWO_DEVICE_FIT)
     assert two["ofv"] == pytest.approx(one.ofv, rel=1e-10)
     np.testing.assert_allclose(two["values"], one.estimation_values, rtol=1e-7)
     np.testing.assert_allclose(two["eta"], one.individual_frame().filter(like="eta_").to_numpy(), atol=1e-7)
     np.testing.assert_allclose(two["se"], list(one.se.values()), rtol=1e-5)
+
+
+def test_dense_sampling_on_two_devices_does_not_hang():
+    """FOCE-I and FO with 64 observations per subject on two devices: the per-subject
+    factorisations (CWRES; FO's objective) stay under jaxlib's parallel LAPACK path."""
+    assert _on_two_devices(_TWO_DEVICE_DENSE_SAMPLING) == {"ok": True}
 
 
 def test_estimated_exponent_and_fixed_variance(oral_study):

@@ -463,7 +463,9 @@ class Problem:
     # once per problem and shapes, and the Newton iteration is not compiled twice. Every
     # one maps subjects to subjects: arguments (x, constants, then per-subject arrays).
     def _compile(self, fn):
-        """jit of `fn(x, constants, *per_subject)`, split over the subjects across the mesh."""
+        """jit of `fn(x, constants, *per_subject)`, split over the subjects across the mesh,
+        each device's subjects taken in chunks small enough for `_LAPACK_PARALLEL_WORK`."""
+        fn = self._in_lapack_safe_chunks(fn)
         if self.mesh is None or self.mesh.size == 1:
             return jax.jit(fn)
         whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
@@ -485,6 +487,30 @@ class Problem:
             return compiled(x, constants, *jax.device_put(per_subject, split_sharding))
 
         return call
+
+    def _lapack_flops_per_subject(self, data: SubjectArrays) -> int:
+        """A bound on the work of one subject's batched linear algebra, derivatives
+        included: FO factorises the (n_obs x n_obs) covariance of the observations, the
+        other methods (n_eta x n_eta) Hessians; forward-mode derivatives in x batch
+        `n_x` tangents on top."""
+        m = data.times.shape[1] if self.method == "fo" else self.layout.n_eta
+        return (self.layout.n_x + 1) * max(m, 1) ** 3
+
+    def _in_lapack_safe_chunks(self, fn):
+        """`fn` over the subjects in chunks (a `lax.map`) whose batched LAPACK calls stay
+        under `_LAPACK_PARALLEL_WORK`, when there are more subjects than that allows."""
+
+        def chunked(x, constants, data, *rest):
+            n = data.times.shape[0]
+            most = max(1, (_LAPACK_PARALLEL_WORK - 1) // self._lapack_flops_per_subject(data))
+            if n <= most:
+                return fn(x, constants, data, *rest)
+            size = max(d for d in range(1, most + 1) if n % d == 0)
+            split = jax.tree_util.tree_map(lambda a: a.reshape((n // size, size) + a.shape[1:]), (data, *rest))
+            out = jax.lax.map(lambda per_subject: fn(x, constants, *per_subject), split)
+            return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+
+        return chunked
 
     @cached_property
     def solve_ebes(self):
@@ -561,11 +587,18 @@ class Problem:
             omega = u.chol @ u.chol.T
             cov = g_lin @ omega @ g_lin.T + jnp.diag(v)
             r = s.mask * (s.dv - (ipred_lin - g_lin @ lin_eta))
-            c = jnp.linalg.cholesky(cov)
-            cwres = jax.scipy.linalg.solve_triangular(c, r, lower=True)
-            return Diagnostics(pred, ipred, jnp.sqrt(v_ipred), cwres, status)
+            return (pred, ipred, jnp.sqrt(v_ipred), status), (cov, r)
 
-        return self._compile(lambda x, constants, data, eta: jax.vmap(lambda s, e: one(x, constants, s, e))(data, eta))
+        def cwres(cov_r):
+            cov, r = cov_r
+            return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(cov), r, lower=True)
+
+        def run(x, constants, data, eta):
+            (pred, ipred, sd, status), cov_r = jax.vmap(lambda s, e: one(x, constants, s, e))(data, eta)
+            # One subject's (n_obs x n_obs) factorisation at a time (`_LAPACK_PARALLEL_WORK`).
+            return Diagnostics(pred, ipred, sd, jax.lax.map(cwres, cov_r), status)
+
+        return self._compile(run)
 
 
 def subject_mesh(options: SolverOptions) -> Mesh | None:
@@ -591,6 +624,15 @@ def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t
     options = dataclasses.replace(options, events="superposition" if closed else "split", adjoint="forward")
     return Problem(model, layout, method, options, float(t0), mesh=mesh)
 
+
+#: jaxlib 0.10's CPU LAPACK kernels (Cholesky, LU, triangular solves, ...) split a batch
+#: whose estimated work exceeds this many flops over XLA's intra-op thread pool and block
+#: until the pieces are done. When every thread of that pool is itself such a kernel (one
+#: per device when the devices are the cores, as `vtrial fit` sets them up) nobody is left
+#: to run the pieces and the process hangs (seen: the CWRES of 20 subjects of 50
+#: observations per device; jaxlib 0.11.1 drops the parallel path). Per-subject linear
+#: algebra is therefore batched under it (`Problem._in_lapack_safe_chunks`).
+_LAPACK_PARALLEL_WORK = 200_000
 
 #: The subject axis is padded to a multiple of this (see `subject_arrays`).
 SUBJECT_BUCKET = 8
