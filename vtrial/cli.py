@@ -282,7 +282,7 @@ def fit_command(
     if not converged:
         fail(f"the fit did not converge after {f.get('iterations')} iterations (last OFV {f.get('ofv')}); its estimates are "
              "not a minimum: see fit.json and parameters.csv, change the initial values or the method", NOT_CONVERGED)
-    if covariance != "ok":
+    if covariance not in ("ok", "not requested"):
         fail(f"covariance step {covariance}: the estimates have no standard errors (see fit.json)", NOT_CONVERGED)
     _print_estimates(record.out_dir / "parameters.csv")
 

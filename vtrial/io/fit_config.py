@@ -26,7 +26,8 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
 - `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations` (outer
   iterations, default 200), `tolerance` (converged when every estimate is within
   `tolerance` of its standard error from the optimum, by the gradient and the curvature;
-  default 1e-3; see `vtrial.estimation.fit_population`), `covariance` (sandwich, r, s);
+  default 1e-3; see `vtrial.estimation.fit_population`), `covariance` (sandwich, r, s;
+  none skips the step, as leaving out NONMEM's `$COV`: no SEs);
 - `[vpc]`: replicates of the visual predictive check and its seed.
 
 See `configs/bolus_2cpt_fit.toml`.
@@ -91,7 +92,7 @@ class EstimationSettings(Strict):
     method: Literal["focei", "foce", "laplace", "fo"] = "focei"
     max_iterations: Annotated[int, Field(ge=1, le=100_000)] = 200
     tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
-    covariance: Literal["sandwich", "r", "s"] = "sandwich"
+    covariance: Literal["sandwich", "r", "s", "none"] = "sandwich"
 
 
 class VpcSpec(Strict):
@@ -176,7 +177,7 @@ class BuiltFit:
             raise SpecError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         self.max_iterations = cfg.estimation.max_iterations
         self.tolerance = cfg.estimation.tolerance
-        self.covariance = cfg.estimation.covariance
+        self.covariance = None if cfg.estimation.covariance == "none" else cfg.estimation.covariance
         self.options = cfg.solver.build()
         # What only the estimation's layout knows (e.g. a block fixed in part), before any data.
         build_layout(model, self.estimation_spec(), np.ones(len(model.observables)))
