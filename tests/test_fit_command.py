@@ -390,6 +390,20 @@ def test_a_failed_fit_writes_its_outputs_and_exits_3(simulated_study, tmp_path, 
         assert "OFV: 123.4" not in result.output  # no numbers printed as if it had succeeded
 
 
+def test_covariance_none_skips_the_step_and_succeeds(simulated_study, tmp_path, monkeypatch):
+    """`covariance = "none"` (a NONMEM run without $COV): the estimator is asked for no
+    covariance step, and a converged fit without one exits 0."""
+    stand_in, calls = _stand_in(True, "not requested")
+    monkeypatch.setattr(vtrial.estimation, "fit_population", stand_in, raising=False)
+    config = tmp_path / "pk_fit.toml"
+    config.write_text(FIT.replace('method = "foce"', 'method = "foce"\ncovariance = "none"').replace("replicates = 5", "replicates = 0"))
+    out = tmp_path / "fit"
+    result = invoke("fit", config, simulated_study / "study.csv", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert calls[0]["covariance"] is None
+    assert json.loads((out / "fit.json").read_text())["covariance_step"] == "not requested"
+
+
 def test_the_real_estimator_stopped_early_says_so_and_exits_3(simulated_study, tmp_path):
     """End to end with the real estimator (no stand-in): `vtrial fit` on the study that
     `vtrial run --dataset` wrote, allowed one outer iteration, cannot converge; it writes
