@@ -34,7 +34,8 @@ import math
 import time
 from pathlib import Path
 
-from harness import ROOT, CpuMeter, base_parser, device_info, device_slug, target, wait_idle, write_result
+from harness import (ROOT, CpuMeter, base_parser, device_info, device_slug, target, use_cores_like_vtrial_run, wait_idle,
+                     write_result)
 
 DATA = ROOT.parent / "shared" / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
 NONMEM = {"ofv": 20167.641, "estimation_s": 71.95, "covariance_s": 28.38}
@@ -80,7 +81,7 @@ CIA_TRIAL = ROOT / "configs" / "cia_rat_liu2011.toml"
 CIA_FIT = ROOT / "configs" / "cia_fit.toml"
 
 
-def cia_fits(args, waited, cache) -> dict:
+def cia_fits(args, waited, cache, suffix="") -> dict:
     """The CIA-1 simulation-estimation round trip (see the module docstring), timed."""
     import tempfile
 
@@ -106,7 +107,7 @@ def cia_fits(args, waited, cache) -> dict:
         "config": "configs/cia_fit.toml", "waited_for_idle_seconds": waited, "persistent_compilation_cache": cache,
         "first": runs[0], "compiled": runs[-1] if len(runs) > 1 else None,
     }
-    path = write_result(report, args.out, f"foce_cia_{device_slug(device_info())}")
+    path = write_result(report, args.out, f"foce_cia_{device_slug(device_info())}{suffix}")
     print(f"-> {path}")
     return report
 
@@ -117,14 +118,19 @@ def main(argv=None) -> dict:
                     help="comma-separated: closed (closed-form PK), ode (diffrax, rtol 1e-8), ode_tol6 (rtol 1e-6, as NONMEM's TOL=6)")
     ap.add_argument("--repeats", type=int, default=2, help="fits per path in this process (the first compiles)")
     ap.add_argument("--cia", action="store_true", help="time only the CIA-1 round-trip fit (configs/cia_fit.toml)")
+    ap.add_argument("--cpu-devices", type=int, default=None,
+                    help="CPU cores exposed as JAX devices (default: all, as `vtrial fit` does; 1: the per-core figure, "
+                         "written as <name>_1dev.json)")
     args = ap.parse_args(argv)
+    use_cores_like_vtrial_run(args.cpu_devices)  # the subjects are split over them, as in `vtrial fit`
+    suffix = "" if args.cpu_devices is None else f"_{args.cpu_devices}dev"
     waited = wait_idle(args.wait_idle)
     import vtrial
     from vtrial.settings import enable_persistent_cache
 
     cache = enable_persistent_cache()  # as `vtrial run` does: a later process loads the executables
     if args.cia:
-        return cia_fits(args, waited, cache)
+        return cia_fits(args, waited, cache, suffix)
     model = vtrial.models.two_compartment()  # one model: the repeats reuse its compiled functions
     data = bolus_data(10 if args.quick else None)
     max_iterations = 4 if args.quick else 200
@@ -151,7 +157,7 @@ def main(argv=None) -> dict:
                        "nlmixr_focei_optimiser_s": NLMIXR_OPTIMISER_S, "nonmem_ofv": NONMEM["ofv"]},
         "targets": {f"{k}_compiled_fit_s": target(v, 10.0, "<") for k, v in best.items()},
     }
-    path = write_result(report, args.out, f"foce_{device_slug(device_info())}" + ("_quick" if args.quick else ""))
+    path = write_result(report, args.out, f"foce_{device_slug(device_info())}{suffix}" + ("_quick" if args.quick else ""))
     print(f"-> {path}")
     return report
 
