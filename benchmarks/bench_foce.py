@@ -21,7 +21,7 @@ Writes `<out>/foce_<platform>_<device>.json`. Measures, never asserts.
     python benchmarks/bench_foce.py --cia           # only the CIA-1 round trip (below)
 
 `--cia` times instead the CIA-1 population fit of issue 14 (tests/test_cia_fit.py): the
-card's reference study with 10 rats per arm (40 rats, 1,500+ observations), simulated by
+card's reference study with 10 rats per arm (40 rats, 2,000 observations), simulated by
 `vtrial run --dataset`, fitted by `vtrial.fit(configs/cia_fit.toml)` (FOCE-I on the ODE
 disease model, closed-form PK, covariance step), once in a fresh process (compilation
 included unless the persistent cache has it) and once more compiled. Writes
