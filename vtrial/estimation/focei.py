@@ -40,26 +40,24 @@ which also gives the per-subject gradients of NONMEM's S matrix.
 
 Subjects are independent: with several devices (GPUs, or the CPU cores
 `vtrial.settings.use_all_cpu_cores` exposes) every per-subject function runs under
-`shard_map`, each device on its own slice of subjects (its own EBE iterations too).
+`shard_map`, each device on its own slice of subjects (its own EBE iterations too;
+`vtrial.estimation.subjects`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
-from vtrial.engine import distributed
-from vtrial.engine.events import DoseRecords
-from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions, is_linear_pk_only, solve_animal, uses_closed_form
+from vtrial.engine.solve import SolverOptions, is_linear_pk_only, solve_animal, uses_closed_form
 from vtrial.estimation.population_spec import Constants, Layout, unpack
+from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
 from vtrial.models.base import Model
 
 METHODS = ("focei", "foce", "laplace", "fo")
@@ -71,17 +69,6 @@ FOCEI_WITHOUT_VARIANCE_TERM = "_focei_without_variance_term"
 _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
 #: Largest change of any eta in one inner step (log scale: a factor e^2).
 _MAX_STEP = 2.0
-
-
-class SubjectArrays(NamedTuple):
-    """Per-subject data as JAX arrays (leading axis: subject)."""
-
-    doses: DoseRecords
-    times: jnp.ndarray  # (n, n_obs) sorted
-    observable: jnp.ndarray  # (n, n_obs) int
-    dv: jnp.ndarray
-    mask: jnp.ndarray  # (n, n_obs) float 1/0
-    covariates: jnp.ndarray  # (n, n_model_covariates)
 
 
 class Diagnostics(NamedTuple):
@@ -463,30 +450,8 @@ class Problem:
     # once per problem and shapes, and the Newton iteration is not compiled twice. Every
     # one maps subjects to subjects: arguments (x, constants, then per-subject arrays).
     def _compile(self, fn):
-        """jit of `fn(x, constants, *per_subject)`, split over the subjects across the mesh,
-        each device's subjects taken in chunks small enough for `_LAPACK_PARALLEL_WORK`."""
-        fn = self._in_lapack_safe_chunks(fn)
-        if self.mesh is None or self.mesh.size == 1:
-            return jax.jit(fn)
-        whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
-
-        def sharded(x, constants, *per_subject):
-            mapped = jax.shard_map(
-                lambda x, constants, per_subject: fn(x, constants, *per_subject),
-                mesh=self.mesh, in_specs=(whole, whole, split), out_specs=split, check_vma=False,
-            )
-            return mapped(x, constants, per_subject)
-
-        compiled = jax.jit(sharded)
-        replicated, split_sharding = NamedSharding(self.mesh, whole), NamedSharding(self.mesh, split)
-
-        def call(x, constants, *per_subject):
-            # Inputs laid out as the outputs are (a no-op for those), so that fresh host
-            # arrays and earlier results hit the same executable.
-            x, constants = jax.device_put((x, constants), replicated)
-            return compiled(x, constants, *jax.device_put(per_subject, split_sharding))
-
-        return call
+        """`fn(x, constants, data, ...)` compiled over the subjects (`compile_over_subjects`)."""
+        return compile_over_subjects(fn, self.mesh, self._lapack_flops_per_subject)
 
     def _lapack_flops_per_subject(self, data: SubjectArrays) -> int:
         """A bound on the work of one subject's batched linear algebra, derivatives
@@ -495,22 +460,6 @@ class Problem:
         `n_x` tangents on top."""
         m = data.times.shape[1] if self.method == "fo" else self.layout.n_eta
         return (self.layout.n_x + 1) * max(m, 1) ** 3
-
-    def _in_lapack_safe_chunks(self, fn):
-        """`fn` over the subjects in chunks (a `lax.map`) whose batched LAPACK calls stay
-        under `_LAPACK_PARALLEL_WORK`, when there are more subjects than that allows."""
-
-        def chunked(x, constants, data, *rest):
-            n = data.times.shape[0]
-            most = max(1, (_LAPACK_PARALLEL_WORK - 1) // self._lapack_flops_per_subject(data))
-            if n <= most:
-                return fn(x, constants, data, *rest)
-            size = max(d for d in range(1, most + 1) if n % d == 0)
-            split = jax.tree_util.tree_map(lambda a: a.reshape((n // size, size) + a.shape[1:]), (data, *rest))
-            out = jax.lax.map(lambda per_subject: fn(x, constants, *per_subject), split)
-            return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)
-
-        return chunked
 
     @cached_property
     def solve_ebes(self):
@@ -595,20 +544,10 @@ class Problem:
 
         def run(x, constants, data, eta):
             (pred, ipred, sd, status), cov_r = jax.vmap(lambda s, e: one(x, constants, s, e))(data, eta)
-            # One subject's (n_obs x n_obs) factorisation at a time (`_LAPACK_PARALLEL_WORK`).
+            # One subject's (n_obs x n_obs) factorisation at a time (subjects._LAPACK_PARALLEL_WORK).
             return Diagnostics(pred, ipred, sd, jax.lax.map(cwres, cov_r), status)
 
         return self._compile(run)
-
-
-def subject_mesh(options: SolverOptions) -> Mesh | None:
-    """The devices a fit splits its subjects over: every local device (None when there is
-    one). Implicit solvers' linear solves (lineax) reject `shard_map`'s per-device types
-    (as in the runner): they run on one device."""
-    devices = jax.local_devices()
-    if len(devices) < 2 or options.solver in IMPLICIT_SOLVERS:
-        return None
-    return distributed.animal_mesh(devices)
 
 
 @lru_cache(maxsize=32)
@@ -623,73 +562,3 @@ def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t
     closed = uses_closed_form(model, options) and is_linear_pk_only(model)
     options = dataclasses.replace(options, events="superposition" if closed else "split", adjoint="forward")
     return Problem(model, layout, method, options, float(t0), mesh=mesh)
-
-
-#: jaxlib 0.10's CPU LAPACK kernels (Cholesky, LU, triangular solves, ...) split a batch
-#: whose estimated work exceeds this many flops over XLA's intra-op thread pool and block
-#: until the pieces are done. When every thread of that pool is itself such a kernel (one
-#: per device when the devices are the cores, as `vtrial fit` sets them up) nobody is left
-#: to run the pieces and the process hangs (seen: the CWRES of 20 subjects of 50
-#: observations per device; jaxlib 0.11.1 drops the parallel path). Per-subject linear
-#: algebra is therefore batched under it (`Problem._in_lapack_safe_chunks`).
-_LAPACK_PARALLEL_WORK = 200_000
-
-#: The subject axis is padded to a multiple of this (see `subject_arrays`).
-SUBJECT_BUCKET = 8
-
-
-def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays, np.ndarray, float]:
-    """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
-    the subject axis padded to a multiple of `SUBJECT_BUCKET` and of `devices` (the
-    mesh's size: each device gets as many subjects; per-subject results: take the first
-    `data.n_subjects`).
-
-    Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
-    """
-    times = np.asarray(data.obs_time_h, float)
-    mask = np.asarray(data.obs_mask, bool)
-    # Padding sorts last (its time is the last real time); a stable sort keeps ties in
-    # file order.
-    key = np.where(mask, times, np.inf)
-    order = np.argsort(key, axis=1, kind="stable")
-    take = lambda a: np.take_along_axis(np.asarray(a), order, axis=1)  # noqa: E731
-    cov_cols = []
-    for name in model.covariate_names:
-        if name in data.covariates:
-            cov_cols.append(np.asarray(data.covariates[name], float))
-        else:
-            ref = next(c.reference for c in model.covariates if c.name == name)
-            cov_cols.append(np.full(times.shape[0], ref))
-    covariates = np.stack(cov_cols, axis=1) if cov_cols else np.zeros((times.shape[0], 0))
-    doses = DoseRecords(*(np.asarray(a) for a in data.doses))
-    t0 = float(min(0.0, np.min(times), np.min(np.asarray(doses.time_h)) if doses.time_h.size else 0.0))
-    sorted_times = take(times)
-    sorted_mask = take(mask)
-    # Padding repeats the subject's last real time, so save times stay non-decreasing.
-    last = np.max(np.where(sorted_mask, sorted_times, -np.inf), axis=1, initial=-np.inf)
-    last = np.where(np.isfinite(last), last, 0.0)
-    sorted_times = np.where(sorted_mask, sorted_times, last[:, None])
-    arrays = SubjectArrays(
-        doses=DoseRecords(
-            jnp.asarray(doses.time_h, float),
-            jnp.asarray(doses.amount, float),
-            jnp.asarray(doses.per_kg, float),
-            jnp.asarray(doses.duration_h, float),
-            jnp.asarray(doses.route, jnp.int32),
-        ),
-        times=jnp.asarray(sorted_times),
-        observable=jnp.asarray(take(data.obs_observable), jnp.int32),
-        dv=jnp.asarray(np.where(take(mask), take(np.asarray(data.dv, float)), 0.0)),
-        mask=jnp.asarray(take(mask), float),
-        covariates=jnp.asarray(covariates),
-    )
-    # Pad the subject axis to a multiple of SUBJECT_BUCKET with subjects that have no
-    # observations (they contribute exactly 0): datasets of nearby sizes then share
-    # compiled functions.
-    n = times.shape[0]
-    pad = -n % math.lcm(SUBJECT_BUCKET, devices)
-    if pad:
-        arrays = jax.tree_util.tree_map(
-            lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), arrays
-        )._replace(mask=jnp.concatenate([arrays.mask, jnp.zeros((pad, arrays.mask.shape[1]))]))
-    return arrays, order, t0

@@ -21,7 +21,8 @@ import pandas as pd
 from vtrial.engine.optimize import minimize_lbfgs
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, uses_closed_form
 from vtrial.errors import SpecError
-from vtrial.estimation.focei import Problem, subject_arrays
+from vtrial.estimation.focei import Problem
+from vtrial.estimation.subjects import subject_arrays
 from vtrial.estimation.population import _check_data
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import EstimationSpec, build_layout, reported_names, unpack

@@ -46,7 +46,8 @@ from vtrial.design.population import Population, ResidualError
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import DataError, SpecError
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
-from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem, subject_arrays, subject_mesh
+from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
+from vtrial.estimation.subjects import subject_arrays, subject_mesh
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import (

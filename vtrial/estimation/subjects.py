@@ -1,0 +1,162 @@
+"""The subject axis of a population fit: a dataset's per-subject JAX arrays (padded to
+shared shapes), the devices they are split over, and per-subject functions compiled
+over them.
+
+Subjects are independent: with several devices (GPUs, or the CPU cores
+`vtrial.settings.use_all_cpu_cores` exposes) a per-subject function runs under
+`shard_map`, each device on its own slice of subjects, and on each device in chunks that
+keep jaxlib's batched linear algebra on the calling thread (`_LAPACK_PARALLEL_WORK`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vtrial.engine import distributed
+from vtrial.engine.events import DoseRecords
+from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions
+from vtrial.models.base import Model
+
+
+class SubjectArrays(NamedTuple):
+    """Per-subject data as JAX arrays (leading axis: subject)."""
+
+    doses: DoseRecords
+    times: jnp.ndarray  # (n, n_obs) sorted
+    observable: jnp.ndarray  # (n, n_obs) int
+    dv: jnp.ndarray
+    mask: jnp.ndarray  # (n, n_obs) float 1/0
+    covariates: jnp.ndarray  # (n, n_model_covariates)
+
+
+#: jaxlib 0.10's CPU LAPACK kernels (Cholesky, LU, triangular solves, ...) split a batch
+#: whose estimated work exceeds this many flops over XLA's intra-op thread pool and block
+#: until the pieces are done. When every thread of that pool is itself such a kernel (one
+#: per device when the devices are the cores, as `vtrial fit` sets them up) nobody is left
+#: to run the pieces and the process hangs (seen: the CWRES of 20 subjects of 50
+#: observations per device; jaxlib 0.11.1 drops the parallel path). Per-subject linear
+#: algebra is therefore batched under it (`in_lapack_safe_chunks`).
+_LAPACK_PARALLEL_WORK = 200_000
+
+
+def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int]):
+    """`fn(x, constants, data, *per_subject)` over the subjects in chunks (a `lax.map`)
+    whose batched LAPACK calls stay under `_LAPACK_PARALLEL_WORK`, when there are more
+    subjects than that allows (`flops_per_subject(data)`: a bound on one subject's work)."""
+
+    def chunked(x, constants, data, *rest):
+        n = data.times.shape[0]
+        most = max(1, (_LAPACK_PARALLEL_WORK - 1) // flops_per_subject(data))
+        if n <= most:
+            return fn(x, constants, data, *rest)
+        size = max(d for d in range(1, most + 1) if n % d == 0)
+        split = jax.tree_util.tree_map(lambda a: a.reshape((n // size, size) + a.shape[1:]), (data, *rest))
+        out = jax.lax.map(lambda per_subject: fn(x, constants, *per_subject), split)
+        return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+
+    return chunked
+
+
+def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[SubjectArrays], int]):
+    """jit of `fn(x, constants, data, *per_subject)` (every output per subject), split over
+    the subjects across `mesh`'s devices, each device's subjects in LAPACK-safe chunks."""
+    fn = in_lapack_safe_chunks(fn, flops_per_subject)
+    if mesh is None or mesh.size == 1:
+        return jax.jit(fn)
+    whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
+
+    def sharded(x, constants, *per_subject):
+        mapped = jax.shard_map(
+            lambda x, constants, per_subject: fn(x, constants, *per_subject),
+            mesh=mesh, in_specs=(whole, whole, split), out_specs=split, check_vma=False,
+        )
+        return mapped(x, constants, per_subject)
+
+    compiled = jax.jit(sharded)
+    replicated, split_sharding = NamedSharding(mesh, whole), NamedSharding(mesh, split)
+
+    def call(x, constants, *per_subject):
+        # Inputs laid out as the outputs are (a no-op for those), so that fresh host
+        # arrays and earlier results hit the same executable.
+        x, constants = jax.device_put((x, constants), replicated)
+        return compiled(x, constants, *jax.device_put(per_subject, split_sharding))
+
+    return call
+
+
+def subject_mesh(options: SolverOptions) -> Mesh | None:
+    """The devices a fit splits its subjects over: every local device (None when there is
+    one). Implicit solvers' linear solves (lineax) reject `shard_map`'s per-device types
+    (as in the runner): they run on one device."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or options.solver in IMPLICIT_SOLVERS:
+        return None
+    return distributed.animal_mesh(devices)
+
+
+#: The subject axis is padded to a multiple of this (see `subject_arrays`).
+SUBJECT_BUCKET = 8
+
+
+def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays, np.ndarray, float]:
+    """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
+    the subject axis padded to a multiple of `SUBJECT_BUCKET` and of `devices` (the
+    mesh's size: each device gets as many subjects; per-subject results: take the first
+    `data.n_subjects`).
+
+    Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
+    """
+    times = np.asarray(data.obs_time_h, float)
+    mask = np.asarray(data.obs_mask, bool)
+    # Padding sorts last (its time is the last real time); a stable sort keeps ties in
+    # file order.
+    key = np.where(mask, times, np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    take = lambda a: np.take_along_axis(np.asarray(a), order, axis=1)  # noqa: E731
+    cov_cols = []
+    for name in model.covariate_names:
+        if name in data.covariates:
+            cov_cols.append(np.asarray(data.covariates[name], float))
+        else:
+            ref = next(c.reference for c in model.covariates if c.name == name)
+            cov_cols.append(np.full(times.shape[0], ref))
+    covariates = np.stack(cov_cols, axis=1) if cov_cols else np.zeros((times.shape[0], 0))
+    doses = DoseRecords(*(np.asarray(a) for a in data.doses))
+    t0 = float(min(0.0, np.min(times), np.min(np.asarray(doses.time_h)) if doses.time_h.size else 0.0))
+    sorted_times = take(times)
+    sorted_mask = take(mask)
+    # Padding repeats the subject's last real time, so save times stay non-decreasing.
+    last = np.max(np.where(sorted_mask, sorted_times, -np.inf), axis=1, initial=-np.inf)
+    last = np.where(np.isfinite(last), last, 0.0)
+    sorted_times = np.where(sorted_mask, sorted_times, last[:, None])
+    arrays = SubjectArrays(
+        doses=DoseRecords(
+            jnp.asarray(doses.time_h, float),
+            jnp.asarray(doses.amount, float),
+            jnp.asarray(doses.per_kg, float),
+            jnp.asarray(doses.duration_h, float),
+            jnp.asarray(doses.route, jnp.int32),
+        ),
+        times=jnp.asarray(sorted_times),
+        observable=jnp.asarray(take(data.obs_observable), jnp.int32),
+        dv=jnp.asarray(np.where(take(mask), take(np.asarray(data.dv, float)), 0.0)),
+        mask=jnp.asarray(take(mask), float),
+        covariates=jnp.asarray(covariates),
+    )
+    # Pad the subject axis to a multiple of SUBJECT_BUCKET with subjects that have no
+    # observations (they contribute exactly 0): datasets of nearby sizes then share
+    # compiled functions.
+    n = times.shape[0]
+    pad = -n % math.lcm(SUBJECT_BUCKET, devices)
+    if pad:
+        arrays = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), arrays
+        )._replace(mask=jnp.concatenate([arrays.mask, jnp.zeros((pad, arrays.mask.shape[1]))]))
+    return arrays, order, t0
