@@ -156,3 +156,26 @@ def test_multiprocess_options_are_checked(tmp_path):
     result = CliRunner().invoke(app, ["run", str(CONFIG), "--out", str(tmp_path / "x"), "--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"])
     assert result.exit_code == 2 and "HOST:PORT" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_lapack_safe_chunks_in_the_runner_change_nothing(monkeypatch):
+    """The runner takes the animals of one device in LAPACK-safe chunks on the CPU
+    (`vtrial.engine.lapack`: a larger batch of CIA-1's 4 x 4 mode factorisations hung
+    `vtrial run` at 10,000 animals per device). With the work bound lowered to 4 animals,
+    batches of 10 go in three chunks (the last one padded); every number is the one-batch one."""
+    from vtrial.engine import lapack, runner
+
+    built = cia(3)
+    inputs = prepare_trial(built.model, [vt.Arm(a.name, a.regimen, 3) for a in built.arms], built.population, times_h=built.times_h, seed=5)
+    reference = simulate_population(built.model, inputs.params, inputs.doses, built.times_h, options=built.options, chunk_size=10)
+    n_pk = len(built.model.linear_pk.states)
+    seen = []
+    real = lapack.map_in_chunks
+    monkeypatch.setattr(lapack, "LAPACK_PARALLEL_WORK", 5 * n_pk**3)
+    monkeypatch.setattr(lapack, "map_in_chunks", lambda fn, n, most, *a: seen.append((n, most)) or real(fn, n, most, *a))
+    runner.clear_compiled()
+    chunked = simulate_population(built.model, inputs.params, inputs.doses, built.times_h, options=built.options, chunk_size=10)
+    runner.clear_compiled()
+    assert seen and all(call == (10, 4) for call in seen)
+    np.testing.assert_allclose(chunked.states, reference.states, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(chunked.status, reference.status)

@@ -45,7 +45,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from vtrial.engine import distributed
+from vtrial.engine import distributed, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
@@ -221,7 +221,23 @@ def batched_solver(
         extras = lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}
         return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
 
-    batched = jax.vmap(one, in_axes=(0, 0, None, 0, None))
+    vmapped = jax.vmap(one, in_axes=(0, 0, None, 0, None))
+    flops = lapack_flops_per_animal(model, options)
+    devices = mesh.devices.flat if mesh is not None else None
+    per_device = 1 if mesh is None or options.solver not in IMPLICIT_SOLVERS else mesh.size
+
+    def batched(p, doses, save_times, lane, shared):
+        # On the CPU, animals in LAPACK-safe chunks (`vtrial.engine.lapack`: a larger batch
+        # of factorisations can hang the process when the devices are the cores).
+        n = jax.tree_util.tree_leaves(doses)[0].shape[0]
+        if flops is None or not lapack.on_cpu(devices):
+            return vmapped(p, doses, save_times, lane, shared)
+        most = lapack.items_per_chunk(flops) * per_device
+        return lapack.map_in_chunks(
+            lambda p, doses, lane, save_times, shared: vmapped(p, doses, save_times, lane, shared),
+            n, most, (p, doses, lane), (save_times, shared),
+        )
+
     if mesh is None or mesh.size == 1 or options.solver in IMPLICIT_SOLVERS:
         # One device needs no shard_map. Implicit solvers' linear solves (lineax) reject
         # shard_map's per-device types, so there the sharded inputs are partitioned by
@@ -229,6 +245,18 @@ def batched_solver(
         return jax.jit(batched)
     split, whole = PartitionSpec(distributed.AXIS), PartitionSpec()
     return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(split, split, whole, split, whole), out_specs=split, check_vma=False))
+
+
+def lapack_flops_per_animal(model: Model, options: SolverOptions) -> int | None:
+    """A bound on one animal's batched LAPACK work in the solve, or None when it has none:
+    the closed-form PK takes its (n_pk x n_pk) mode matrices apart (eigh, inverse), and
+    implicit solvers factorise the (n_states x n_states) Jacobian."""
+    sizes = []
+    if model.linear_pk is not None:
+        sizes.append(len(model.linear_pk.states))
+    if options.solver in IMPLICIT_SOLVERS:
+        sizes.append(model.n_states)
+    return max(sizes) ** 3 if sizes else None
 
 
 #: Compiled executables, most recently used last. Bounded: each holds its machine code

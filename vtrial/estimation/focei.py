@@ -544,7 +544,7 @@ class Problem:
 
         def run(x, constants, data, eta):
             (pred, ipred, sd, status), cov_r = jax.vmap(lambda s, e: one(x, constants, s, e))(data, eta)
-            # One subject's (n_obs x n_obs) factorisation at a time (subjects._LAPACK_PARALLEL_WORK).
+            # One subject's (n_obs x n_obs) factorisation at a time (vtrial.engine.lapack).
             return Diagnostics(pred, ipred, sd, jax.lax.map(cwres, cov_r), status)
 
         return self._compile(run)

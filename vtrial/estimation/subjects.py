@@ -5,7 +5,7 @@ over them.
 Subjects are independent: with several devices (GPUs, or the CPU cores
 `vtrial.settings.use_all_cpu_cores` exposes) a per-subject function runs under
 `shard_map`, each device on its own slice of subjects, and on each device in chunks that
-keep jaxlib's batched linear algebra on the calling thread (`_LAPACK_PARALLEL_WORK`).
+keep jaxlib's batched linear algebra on the calling thread (`vtrial.engine.lapack`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vtrial.engine import distributed
+from vtrial.engine import distributed, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions
 from vtrial.models.base import Model
@@ -36,30 +36,16 @@ class SubjectArrays(NamedTuple):
     covariates: jnp.ndarray  # (n, n_model_covariates)
 
 
-#: jaxlib 0.10's CPU LAPACK kernels (Cholesky, LU, triangular solves, ...) split a batch
-#: whose estimated work exceeds this many flops over XLA's intra-op thread pool and block
-#: until the pieces are done. When every thread of that pool is itself such a kernel (one
-#: per device when the devices are the cores, as `vtrial fit` sets them up) nobody is left
-#: to run the pieces and the process hangs (seen: the CWRES of 20 subjects of 50
-#: observations per device; jaxlib 0.11.1 drops the parallel path). Per-subject linear
-#: algebra is therefore batched under it (`in_lapack_safe_chunks`).
-_LAPACK_PARALLEL_WORK = 200_000
-
-
 def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int]):
     """`fn(x, constants, data, *per_subject)` over the subjects in chunks (a `lax.map`)
-    whose batched LAPACK calls stay under `_LAPACK_PARALLEL_WORK`, when there are more
+    whose batched LAPACK calls stay under jaxlib's parallel threshold
+    (`vtrial.engine.lapack`: above it, one device per core hangs), when there are more
     subjects than that allows (`flops_per_subject(data)`: a bound on one subject's work)."""
 
     def chunked(x, constants, data, *rest):
         n = data.times.shape[0]
-        most = max(1, (_LAPACK_PARALLEL_WORK - 1) // flops_per_subject(data))
-        if n <= most:
-            return fn(x, constants, data, *rest)
-        size = max(d for d in range(1, most + 1) if n % d == 0)
-        split = jax.tree_util.tree_map(lambda a: a.reshape((n // size, size) + a.shape[1:]), (data, *rest))
-        out = jax.lax.map(lambda per_subject: fn(x, constants, *per_subject), split)
-        return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+        most = lapack.items_per_chunk(flops_per_subject(data))
+        return lapack.map_in_chunks(lambda *per_subject: fn(x, constants, *per_subject), n, most, (data, *rest))
 
     return chunked
 
