@@ -9,7 +9,6 @@ by FOCE-I and compares the estimates with the card's values (the truth of the si
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 
 import jax
@@ -87,11 +86,11 @@ WELL_INFORMED = ("cl_ref", "ka1", "t_onset", "k_grow", "s_dis", "paw0")
 WELL_INFORMED_VARIANCES = ("cl_ref", "ka1", "s_dis", "paw0")
 
 
-#: `VTRIAL_LONG_TESTS=1`: the whole round trip, from the card's values (the config's) with
-#: the covariance step (about 5 min on 2 cores). Otherwise the fit starts near the optimum
-#: a long run found (its estimates, rounded) without the covariance step, which keeps the
-#: test to a few minutes: the criteria are the same and the fit must still move.
-LONG = os.environ.get("VTRIAL_LONG_TESTS") == "1"
+#: The round trip is a long validation (`-m long`, run by CI as its second step), in two
+#: forms: the whole round trip, from the card's values (the config's) with the covariance
+#: step (about 5 min on 2 cores), and one that starts near the optimum a long run found
+#: (its estimates, rounded) without the covariance step (a few minutes): the criteria are
+#: the same and the fit must still move.
 NEAR_OPTIMUM = {
     "parameters": {"cl_ref": 0.1, "ka1": 0.35, "t_onset": 330.0, "k_grow": 0.055, "s_dis": 1.3, "paw0": 1.4},
     "variability": {"cv_percent": {"cl_ref": 24, "ka1": 34, "t_onset": 12, "s_dis": 25, "paw0": 11}},
@@ -109,8 +108,9 @@ def _spec(table) -> EstimationSpec:
     )
 
 
-@pytest.mark.slow
-def test_cia_round_trip_recovers_the_card(tmp_path):
+@pytest.mark.long
+@pytest.mark.parametrize("start", ["near_optimum", "card"])
+def test_cia_round_trip_recovers_the_card(tmp_path, start):
     """`vtrial run --dataset` of the card's study (4 arms x 10 rats), read back and fitted
     by FOCE-I: well-informed fixed effects within 15% of the card, their variances within
     35%, the OFV at the truth worse than at the estimate, and the fit moved (its OFV below
@@ -118,12 +118,13 @@ def test_cia_round_trip_recovers_the_card(tmp_path):
     study = tmp_path / "cia_study.csv"
     vtrial.run_config(TRIAL_CONFIG, out=tmp_path / "run", animals_per_arm=10, dataset_out=study)
     table = tomllib.loads(FIT_CONFIG.read_text())
-    if not LONG:
+    whole = start == "card"
+    if not whole:
         table.update(NEAR_OPTIMUM)
         table["estimation"]["covariance"] = "none"
     fit = vtrial.fit(table, study)
     assert fit.converged, fit.warnings
-    assert fit.covariance_step == ("ok" if LONG else "not requested")
+    assert fit.covariance_step == ("ok" if whole else "not requested")
     assert fit.n_subjects == 40
     model = get_model("cia_rat")
     est = fit.estimates
