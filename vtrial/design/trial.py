@@ -125,7 +125,10 @@ def _given_animals(model, population, arms, animals) -> pd.DataFrame:
     if len(animals) == 0:
         raise SpecError("animals", "the table has no animals (only a header); give one row per animal")
     arm_names = [a.name for a in arms]
-    arm_of = animals["arm"].astype(str)
+    blank = animals["arm"].isna().to_numpy()
+    if blank.any():
+        raise SpecError("animals.arm", f"row {int(np.flatnonzero(blank)[0]) + 1}: no arm; name one of: {', '.join(arm_names)}")
+    arm_of = animals["arm"].map(str)
     bad = sorted(set(arm_of) - set(arm_names))
     if bad:
         raise SpecError("animals.arm", f"unknown arm {bad[0]!r}; arms: {', '.join(arm_names)}")
