@@ -219,3 +219,17 @@ def test_the_knockout_switch_is_a_treatment():
 
     model = get_model("ami_mouse")
     assert model.parameter("il1r_ko").treatment and not model.parameter("k_i").treatment
+
+
+def test_endpoints_csv_says_what_each_exposure_endpoint_measures(first_run):
+    """`cmax`/`auc` are plasma in one model and a biophase in another: endpoints.csv names
+    the observable and what it measures (issue 23)."""
+    table = pd.read_csv(first_run.out_dir / "endpoints.csv")
+    cmax = table[table["endpoint"] == "cmax"].iloc[0]
+    assert cmax["observable"] == "conc_mg_per_l" and cmax["measures"] == "plasma concentration"
+    from vtrial.models import get_model
+
+    for name, where in (("alphavirus_bone_mouse", "biophase"), ("msu_peritonitis_mouse", "plasma")):
+        model = get_model(name)
+        e = next(e for e in model.endpoints if e.name == "cmax")
+        assert where in model.observable(e.observable).description and e.observable in e.description

@@ -79,9 +79,14 @@ def endpoint_table(
     times_h,
     reference_arm: str | None = None,
     treated_arms: Sequence[str] | None = None,
+    measures: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per arm and endpoint: `arm`, `endpoint`, `window_days`, `unit`, `n_animals`, `mean`,
-    `p05`, `median`, `p95` (the median and 90% interval of the animals).
+    """Per arm and endpoint: `arm`, `endpoint`, `observable` (what it is computed from),
+    `measures` (what that is, e.g. "plasma anakinra" or "anakinra at the joint
+    (biophase)": endpoints of the same name and unit, such as `cmax`, measure different
+    compartments in different models; from `measures`, observable -> description),
+    `window_days`, `unit`, `n_animals`, `mean`, `p05`, `median`, `p95` (the median and 90%
+    interval of the animals).
 
     An endpoint with an `inhibition` name also gets that row when `reference_arm` is set:
     per animal `100 (1 - x_i / mean x_reference)`, for the arms in `treated_arms` other
@@ -89,6 +94,8 @@ def endpoint_table(
     no treatment (PBS, mock infection) is not defined and gets no row."""
     metrics = {e.name: np.asarray(per_animal[e.name], dtype=float) for e in endpoints}
     labels = {e.name: window_label(e, times_h) for e in endpoints}
+    observables = {e.name: e.observable for e in endpoints} | {e.inhibition: e.observable for e in endpoints if e.inhibition}
+    measures = dict(measures or {})
     all_units = dict(units)
     if reference_arm is not None:
         for e in endpoints:
@@ -108,7 +115,9 @@ def endpoint_table(
         for name, values in metrics.items():
             if name in inhibitions and arm not in compared:
                 continue
-            rows.append({"arm": arm, "endpoint": name, "window_days": labels[name], "unit": all_units.get(name, ""), **_stats(values[sel])})
+            rows.append({"arm": arm, "endpoint": name, "observable": observables[name],
+                         "measures": measures.get(observables[name], ""), "window_days": labels[name],
+                         "unit": all_units.get(name, ""), **_stats(values[sel])})
     return pd.DataFrame(rows)
 
 

@@ -159,7 +159,7 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     treatments = {p.name for p in model.parameters if p.treatment}
     treated = [a.name for a in built.arms if a.regimen.doses or treatments & set(a.parameters)]
     endpoints = endpoint_table(arm_name, arm_order, per_animal, built.endpoints, units, times, cfg.endpoints.reference_arm,
-                               treated_arms=treated)
+                               treated_arms=treated, measures={o.name: o.description for o in model.observables})
     write_csv(endpoints, out / "endpoints.csv")
     for message in nonfinite_endpoints(arm_name, arm_order, per_animal, status == 0):
         warnings.warn(RunWarning(message), stacklevel=1)

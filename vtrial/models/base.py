@@ -190,15 +190,17 @@ def standard_endpoints(
     """The usual exposure and response endpoints of a PK/PD model.
 
     - of `concentration`: `cmax`, `tmax_h` and `auc` over all output times (role exposure);
+      the same names measure plasma in one model and a biophase in another, so
+      `endpoints.csv` states each endpoint's `observable` and what it `measures`;
     - of `response`: `response_auc_window`, its AUC over `window_h`, and `inhibition_pct`,
       its inhibition relative to the reference arm (role response).
     """
     out = []
     if concentration is not None:
         out += [
-            Endpoint("cmax", concentration, "max", role="exposure", description="peak concentration"),
-            Endpoint("tmax_h", concentration, "tmax", role="exposure", description="time of the peak"),
-            Endpoint("auc", concentration, "auc", role="exposure", description="AUC over all output times"),
+            Endpoint("cmax", concentration, "max", role="exposure", description=f"peak of {concentration}"),
+            Endpoint("tmax_h", concentration, "tmax", role="exposure", description=f"time of the peak of {concentration}"),
+            Endpoint("auc", concentration, "auc", role="exposure", description=f"AUC of {concentration} over all output times"),
         ]
     if response is not None:
         if window_h is None:
