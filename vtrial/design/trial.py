@@ -132,10 +132,6 @@ def _given_animals(model, population, arms, animals) -> pd.DataFrame:
     bad = sorted(set(arm_of) - set(arm_names))
     if bad:
         raise SpecError("animals.arm", f"unknown arm {bad[0]!r}; arms: {', '.join(arm_names)}")
-    empty = [n for n in arm_names if n not in set(arm_of)]
-    if empty:
-        raise SpecError("animals.arm", f"arm {empty[0]!r} has no animals in the table; give rows for it, "
-                                       f"or remove the arm from the config (arms in the table: {', '.join(sorted(set(arm_of)))})")
     df = pd.DataFrame({"arm": arm_of.to_numpy(), "animal": animals["animal"].to_numpy()})
     df["arm_index"] = df["arm"].map({n: i for i, n in enumerate(arm_names)}).astype(int)
     duplicated = df.duplicated(["arm_index", "animal"]).to_numpy()
@@ -160,6 +156,10 @@ def _given_animals(model, population, arms, animals) -> pd.DataFrame:
                                                     f"(arms.{a}.parameters); give the arm's value or drop the column")
             df.loc[rows, k] = float(v)
     model.validate_values({k: df[k].to_numpy() for k in needed}, "animals")
+    empty = [n for n in arm_names if n not in set(arm_of)]
+    if empty:
+        raise SpecError("animals.arm", f"arm {empty[0]!r} has no animals in the table; give rows for it, "
+                                       f"or remove the arm from the config (arms in the table: {', '.join(sorted(set(arm_of)))})")
     try:  # animals in ID order within an arm, where the IDs can be ordered (not, e.g., 3 and "R7")
         df = df.sort_values(["arm_index", "animal"], kind="stable")
     except TypeError:
