@@ -249,8 +249,10 @@ def test_vtrial_run(tmp_path, flags, pigs):
     result = runner.invoke(app, ["run", str(CONFIG), "--out", str(out), *flags], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     endpoints = pd.read_csv(out / "endpoints.csv").set_index(["arm", "endpoint"])["median"]
-    for g in GENES:
-        assert ("vehicle", f"{g}_fold_reduction_pct") in endpoints.index
+    for g in GENES:  # inhibitions of the treated arms only, against the vehicle (issue 23)
+        assert ("anakinra 50 mg", f"{g}_fold_reduction_pct") in endpoints.index
+        assert ("full IL-1R block", f"{g}_fold_reduction_pct") in endpoints.index
+        assert ("vehicle", f"{g}_fold_reduction_pct") not in endpoints.index
     assert (out / "report.png").is_file()
     obs = pd.read_parquet(out / "observations.parquet")
     assert sorted(obs.loc[obs["il6_log2_fold"].notna(), "time_h"].unique()) == [3.0]

@@ -97,6 +97,13 @@ def run(
         console.print("  trajectories/observations not written (large population; --trajectories writes them)")
     if record.facts.get("dataset"):
         console.print(f"  dataset: {record.facts['dataset']}")
+    _print_warnings(record.facts)
+
+
+def _print_warnings(facts: dict) -> None:
+    """What a run survived and recorded in run.json (a figure not drawn, endpoints not finite)."""
+    for w in facts.get("warnings") or []:
+        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
 
 
 @app.command()
@@ -205,6 +212,7 @@ def optimize_command(
             fail(str(e))
     f = record.facts
     console.print(f"[green]done[/] optimize -> {record.out_dir}")
+    _print_warnings(f)
     if f["feasible"]:
         console.print(f"  regimen: {f['regimen']}")
     for k in ("agreement", "grid_animal_regimens", "gradient_animal_regimens", "seconds"):
@@ -234,6 +242,7 @@ def power_command(
         except (SpecError, DataError) as e:
             fail(str(e))
     console.print(f"[green]done[/] power -> {record.out_dir}")
+    _print_warnings(record.facts)
     for comparison, n in record.facts["smallest_n"].items():
         console.print(f"  {comparison}: smallest n for power {record.facts['target_power']:g} = {n if n is not None else 'not reached'}")
 

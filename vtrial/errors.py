@@ -44,3 +44,10 @@ class DatasetError(DataError):
         if column is not None:
             where.append(f"column {column}")
         super().__init__(f"{', '.join(where)}: {rule}")
+
+
+class RunWarning(UserWarning):
+    """A problem a run survives and reports: a figure that could not be drawn, endpoint
+    values that are not finite for animals the solver marked `ok`. `vtrial.jobs.run_config`
+    collects these into `run.json`'s `warnings` (and the record's `facts`); the CLI prints
+    them. The numbers of the run are written either way."""

@@ -23,6 +23,10 @@ MAX_ANIMALS = 20_000_000
 MAX_GRID = 10_000
 #: Coefficient of variation (%) of a log-normal variability: 10,000% is omega^2 = ln(10^4 + 1).
 MAX_CV_PERCENT = 10_000.0
+#: Largest single dose, in mg (or mg/kg for doses per body weight): one kilogram of drug.
+#: Beyond it a dose is a typing error, and amounts near the float limit (1e308) overflow
+#: to infinity in the solve and leave every endpoint NaN.
+MAX_DOSE_MG = 1e6
 #: Largest seed (JAX keys take 64-bit seeds; signed for portability).
 MAX_SEED = 2**63 - 1
 
@@ -43,3 +47,11 @@ def grid_size(field: str, start: float, end: float, step: float, limit: int = MA
     if end < start:
         raise SpecError(field, f"ends ({end:g}) before it starts ({start:g})")
     return check_count(field, (end - start) / step + 1, limit, "time points")
+
+
+def check_dose(field: str, mg: float, per_kg: bool) -> None:
+    """A dose's amount in mg (mg/kg when `per_kg`), refused above `MAX_DOSE_MG` naming `field`."""
+    if not mg <= MAX_DOSE_MG:
+        unit, what = ("mg/kg", "a kilogram of drug per kilogram of body weight") if per_kg else ("mg", "a kilogram of drug")
+        raise SpecError(field, f"a dose of {mg:.3g} {unit} exceeds the limit of {MAX_DOSE_MG:.0e} {unit} per dose "
+                               f"({what}); check the amount and its unit")

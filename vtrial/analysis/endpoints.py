@@ -31,8 +31,8 @@ def endpoint_values(endpoints: Sequence[Endpoint], times_h, predictions: Mapping
     out = {}
     for e in endpoints:
         y = predictions[e.observable]
-        if e.statistic == "value":
-            out[e.name] = y[:, int(np.searchsorted(times, e.start_h))]
+        if e.statistic == "value":  # at its time, or at the end of the run
+            out[e.name] = y[:, -1 if e.start_h is None else int(np.searchsorted(times, e.start_h))]
             continue
         mask = _window(times, e)
         t, w = times[mask], y[:, mask]
@@ -52,9 +52,9 @@ def endpoint_values(endpoints: Sequence[Endpoint], times_h, predictions: Mapping
 def window_label(e: Endpoint, times_h) -> str:
     """The endpoint's window in days, as `endpoints.csv` states it (`22-28`, or `0.25` for a
     value at 6 h)."""
-    if e.statistic == "value":
-        return f"{e.start_h / 24.0:g}"
     times = np.asarray(times_h, dtype=float)
+    if e.statistic == "value":
+        return f"{(times[-1] if e.start_h is None else e.start_h) / 24.0:g}"
     lo = times[0] if e.start_h is None else e.start_h
     hi = times[-1] if e.end_h is None else e.end_h
     return f"{lo / 24.0:g}-{hi / 24.0:g}"
@@ -78,14 +78,24 @@ def endpoint_table(
     units: Mapping[str, str],
     times_h,
     reference_arm: str | None = None,
+    treated_arms: Sequence[str] | None = None,
+    measures: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per arm and endpoint: `arm`, `endpoint`, `window_days`, `unit`, `n_animals`, `mean`,
-    `p05`, `median`, `p95` (the median and 90% interval of the animals).
+    """Per arm and endpoint: `arm`, `endpoint`, `observable` (what it is computed from),
+    `measures` (what that is, e.g. "plasma anakinra" or "anakinra at the joint
+    (biophase)": endpoints of the same name and unit, such as `cmax`, measure different
+    compartments in different models; from `measures`, observable -> description),
+    `window_days`, `unit`, `n_animals`, `mean`, `p05`, `median`, `p95` (the median and 90%
+    interval of the animals).
 
     An endpoint with an `inhibition` name also gets that row when `reference_arm` is set:
-    per animal `100 (1 - x_i / mean x_reference)`."""
+    per animal `100 (1 - x_i / mean x_reference)`, for the arms in `treated_arms` other
+    than the reference (default: every other arm). An inhibition of an arm that received
+    no treatment (PBS, mock infection) is not defined and gets no row."""
     metrics = {e.name: np.asarray(per_animal[e.name], dtype=float) for e in endpoints}
     labels = {e.name: window_label(e, times_h) for e in endpoints}
+    observables = {e.name: e.observable for e in endpoints} | {e.inhibition: e.observable for e in endpoints if e.inhibition}
+    measures = dict(measures or {})
     all_units = dict(units)
     if reference_arm is not None:
         for e in endpoints:
@@ -97,9 +107,31 @@ def endpoint_table(
             with np.errstate(divide="ignore", invalid="ignore"):
                 metrics[e.inhibition] = 100.0 * (1.0 - metrics[e.name] / ref_mean)
             labels[e.inhibition], all_units[e.inhibition] = labels[e.name], "%"
+    inhibitions = {e.inhibition for e in endpoints if e.inhibition is not None}
+    compared = set(arm_order if treated_arms is None else treated_arms) - {reference_arm}
     rows = []
     for arm in arm_order:
         sel = arms == arm
         for name, values in metrics.items():
-            rows.append({"arm": arm, "endpoint": name, "window_days": labels[name], "unit": all_units.get(name, ""), **_stats(values[sel])})
+            if name in inhibitions and arm not in compared:
+                continue
+            rows.append({"arm": arm, "endpoint": name, "observable": observables[name],
+                         "measures": measures.get(observables[name], ""), "window_days": labels[name],
+                         "unit": all_units.get(name, ""), **_stats(values[sel])})
     return pd.DataFrame(rows)
+
+
+def nonfinite_endpoints(arms: np.ndarray, arm_order: Sequence[str], per_animal: Mapping[str, np.ndarray], ok: np.ndarray) -> list[str]:
+    """Messages for endpoints that are not finite for animals whose solve succeeded (`ok`):
+    values past the float range (an absurd dose) would otherwise leave an arm's endpoint
+    NaN over 0 animals without a word. Failed animals are expected to be NaN and not named."""
+    out = []
+    for name, values in per_animal.items():
+        bad = ok & ~np.isfinite(np.asarray(values, dtype=float))
+        for arm in arm_order:
+            sel = arms == arm
+            n_bad = int(np.count_nonzero(bad & sel))
+            if n_bad:
+                out.append(f"endpoint {name!r} of arm {arm!r} is not finite for {n_bad} of {int(np.count_nonzero(ok & sel))} "
+                           "animals solved ok (a value beyond the float range?); they are left out of endpoints.csv")
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
-from vtrial.limits import MAX_DOSE_RECORDS, check_count
+from vtrial.limits import MAX_DOSE_RECORDS, check_count, check_dose
 from vtrial.models.base import Model
 from vtrial.units import amount_to_mg, rate_to_mg_per_h
 
@@ -59,6 +59,7 @@ class Bolus:
             raise SpecError(f"{field}.time_h", f"must be a finite time >= 0 h, got {self.time_h!r}")
         _check_repeat(self.time_h, self.every_h, self.count, field)
         mg, per_kg = amount_to_mg(self.amount, self.unit, f"{field}.unit")
+        check_dose(f"{field}.amount", mg, per_kg)
         step = self.every_h or 0.0
         return [(self.time_h + k * step, mg, per_kg, 0.0, self.route) for k in range(self.count)]
 
@@ -97,6 +98,7 @@ class Infusion:
             total = rate * self.duration_h
         else:
             total, per_kg = amount_to_mg(self.amount, self.unit, f"{field}.unit")
+        check_dose(f"{field}.{name}", total, per_kg)
         step = self.every_h or 0.0
         if self.count > 1 and self.duration_h > step:
             raise SpecError(f"{field}.every_h", "repeated infusions must not overlap: every_h >= duration_h")

@@ -103,20 +103,32 @@ def _drawn_animals(model, population, arms, seed, typical) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+#: Columns a run writes into its animals table (`animals.parquet`) that are results, not
+#: inputs: accepted in an animals table (so a run's own file can be fed back) and ignored.
+OUTPUT_COLUMNS = ("status", "n_steps")
+
+
 def _given_animals(model, population, arms, animals) -> pd.DataFrame:
+    """The checked animals table. A column that an arm fixes (`Arm.parameters`) must hold
+    the arm's value for that arm's animals (a run's own animals.parquet does); another
+    value is refused, naming the row, animal, arm and column. Every arm needs animals."""
     needed = list(model.parameter_names) + list(model.covariate_names)
     if not isinstance(animals, pd.DataFrame):
         raise SpecError("animals", "must be a pandas DataFrame")
     for col in ("arm", "animal"):
         if col not in animals.columns:
             raise SpecError(f"animals.{col}", "column missing; the table needs 'arm', 'animal' and parameter columns")
+    animals = animals.drop(columns=[c for c in OUTPUT_COLUMNS if c in animals.columns])
     unknown = [c for c in animals.columns if c not in set(needed) | {"arm", "animal"}]
     if unknown:
         raise SpecError(f"animals.{unknown[0]}", f"unknown parameter of model {model.name}; known: {', '.join(needed)}")
     if len(animals) == 0:
         raise SpecError("animals", "the table has no animals (only a header); give one row per animal")
     arm_names = [a.name for a in arms]
-    arm_of = animals["arm"].astype(str)
+    blank = animals["arm"].isna().to_numpy()
+    if blank.any():
+        raise SpecError("animals.arm", f"row {int(np.flatnonzero(blank)[0]) + 1}: no arm; name one of: {', '.join(arm_names)}")
+    arm_of = animals["arm"].map(str)
     bad = sorted(set(arm_of) - set(arm_names))
     if bad:
         raise SpecError("animals.arm", f"unknown arm {bad[0]!r}; arms: {', '.join(arm_names)}")
@@ -132,11 +144,22 @@ def _given_animals(model, population, arms, animals) -> pd.DataFrame:
             df[k] = _numeric_column(animals[k], f"animals.{k}")
         else:
             df[k] = float(typical[k])
-    for a, arm in enumerate(arms):  # an arm's own values hold unless the table gives the column
+    for a, arm in enumerate(arms):  # an arm's own values hold; a column may repeat them, not change them
+        rows = (df["arm_index"] == a).to_numpy()
         for k, v in arm.parameters.items():
-            if k not in animals.columns:
-                df.loc[df["arm_index"] == a, k] = float(v)
+            if k in animals.columns:
+                differ = rows & ~np.isclose(df[k].to_numpy(), float(v), rtol=1e-12, atol=0.0)
+                if differ.any():
+                    r = int(np.flatnonzero(differ)[0])
+                    raise SpecError(f"animals.{k}", f"row {r + 1}: animal {df['animal'].tolist()[r]!r} of arm {arm.name!r} has "
+                                                    f"{k} = {df[k].iloc[r]:g}, but the arm fixes {k} = {float(v):g} "
+                                                    f"(arms.{a}.parameters); give the arm's value or drop the column")
+            df.loc[rows, k] = float(v)
     model.validate_values({k: df[k].to_numpy() for k in needed}, "animals")
+    empty = [n for n in arm_names if n not in set(arm_of)]
+    if empty:
+        raise SpecError("animals.arm", f"arm {empty[0]!r} has no animals in the table; give rows for it, "
+                                       f"or remove the arm from the config (arms in the table: {', '.join(sorted(set(arm_of)))})")
     try:  # animals in ID order within an arm, where the IDs can be ordered (not, e.g., 3 and "R7")
         df = df.sort_values(["arm_index", "animal"], kind="stable")
     except TypeError:

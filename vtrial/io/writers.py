@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vtrial.errors import RunWarning
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -160,12 +162,26 @@ def write_json(obj, path: str | Path) -> Path:
     return atomic_write(path, w)
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix of `path`) and close it."""
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path | None:
+    """Save a matplotlib figure atomically (format from the suffix of `path`) and close it.
+
+    `fig` is a figure or a function that draws one (so that an error while drawing is
+    caught too). A figure never takes a run down: when drawing or saving fails (extreme
+    values can make matplotlib's tick locators fail), no file is left, a `RunWarning`
+    naming the file and the error is issued (a run records it in `run.json`) and None is
+    returned. Write a run's numbers before its figures."""
+    import warnings
+
     import matplotlib.pyplot as plt
 
     fmt = Path(path).suffix.lstrip(".") or "png"
+    figure = None
     try:
-        return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format=fmt, bbox_inches="tight"))
+        figure = fig() if callable(fig) and not hasattr(fig, "savefig") else fig
+        return atomic_write(path, lambda p: figure.savefig(p, dpi=dpi, format=fmt, bbox_inches="tight"))
+    except Exception as e:  # noqa: BLE001 - any drawing failure becomes a warning, by design
+        warnings.warn(RunWarning(f"{Path(path).name} was not drawn: {type(e).__name__}: {e}"), stacklevel=2)
+        return None
     finally:
-        plt.close(fig)
+        if figure is not None:
+            plt.close(figure)

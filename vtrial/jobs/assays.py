@@ -72,10 +72,10 @@ def _write(ctx: RunContext, files: dict) -> None:
     processes that write nothing draw nothing)."""
     if not ctx.writer:
         return
-    for name, content in files.items():
+    for name, content in sorted(files.items(), key=lambda item: item[0].endswith(".png")):  # numbers, then figures
         path = ctx.out_dir / name
         if name.endswith(".png"):
-            save_figure(content(), path)
+            save_figure(content, path)
         elif name.endswith(".parquet"):
             write_parquet(content, path)
         else:

@@ -64,7 +64,7 @@ def fit_curve_file(
     folder = RunFolder(out_dir, chunks=False)
     try:
         write_csv(table, folder.path / "curve_fit.csv")
-        save_figure(curve_fit_figure(conc, response, fit, conc_unit=unit, title=f"{data.name}: 4PL fit"), folder.path / "curve_fit.png")
+        save_figure(lambda: curve_fit_figure(conc, response, fit, conc_unit=unit, title=f"{data.name}: 4PL fit"), folder.path / "curve_fit.png")
     except BaseException:
         folder.discard()
         raise

@@ -187,7 +187,6 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     written.append(write_csv(fit.individual_frame(), out / "individual.csv"))
     written.append(write_csv(predictions, out / "predictions.csv"))
     written.append(write_json({**fit_facts(fit), "device": distributed.device_summary()}, out / "fit.json"))
-    written.append(save_figure(plot_gof(predictions, title=title), out / "gof.png"))
     model = built.model
     population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
     written.append(atomic_write(out / "trial_seed.toml",
@@ -208,9 +207,12 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
         units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
         units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}
-        figure = plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title)
-        written.append(save_figure(figure, out / "vpc.png"))
-    return written
+    # Figures last: a figure that cannot be drawn is a warning, after every number is written.
+    written.append(save_figure(lambda: plot_gof(predictions, title=title), out / "gof.png"))
+    if replicates > 0:
+        written.append(save_figure(lambda: plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title),
+                                   out / "vpc.png"))
+    return [p for p in written if p is not None]
 
 
 def fit(config: str | Path | Mapping[str, Any], data: str | Path, *, method: str | None = None,

@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.engine import distributed
-from vtrial.errors import SpecError
+from vtrial.errors import RunWarning, SpecError
 from vtrial.io.config import read_toml, validate
 from vtrial.limits import MAX_ANIMALS, MAX_SEED
 from vtrial.io.run_folder import RunFolder
@@ -44,6 +45,9 @@ class RunRecord:
     - `info`: the contents of `run.json` (the job's facts plus version, config, device,
       timings); `facts` is the job's part of it;
     - `resumed_chunks`: finished chunks reused from an interrupted run.
+
+    Problems the run survived (`vtrial.errors.RunWarning`: a figure that could not be
+    drawn, endpoints that are not finite) are listed in `facts["warnings"]` and run.json.
     """
 
     kind: str
@@ -255,7 +259,7 @@ def run_config(
         dataset_out=Path(dataset_out) if dataset_out is not None else None, method=method, on_iteration=on_iteration,
     )
     try:
-        facts = job.run(spec, ctx)
+        facts = _run_collecting_warnings(job, spec, ctx)
     except (KeyboardInterrupt, SystemExit):
         folder.keep_for_resume()  # finished chunks stay for `resume=True`
         raise
@@ -275,6 +279,24 @@ def run_config(
     written = folder.commit(info)
     files = tuple(sorted(p.name for p in written.iterdir())) if written is not None else ()
     return RunRecord(kind, written, files, info, facts, folder.resumed_chunks)
+
+
+def _run_collecting_warnings(job, spec, ctx: RunContext) -> dict:
+    """`job.run(spec, ctx)`, with every `RunWarning` it issues (a figure not drawn, endpoints
+    not finite) added to its facts' `warnings`, so that run.json records them; other
+    warnings pass through as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RunWarning)
+        facts = dict(job.run(spec, ctx) or {})
+    reported = list(facts.get("warnings") or [])
+    for w in caught:
+        if issubclass(w.category, RunWarning):
+            reported.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if reported:
+        facts["warnings"] = reported
+    return facts
 
 
 def _flag(value: bool) -> np.ndarray:

@@ -27,19 +27,20 @@ first), in their original order within a group.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
 
-from vtrial.analysis.endpoints import endpoint_table, endpoint_values
+from vtrial.analysis.endpoints import endpoint_table, endpoint_values, nonfinite_endpoints
 from vtrial.analysis.report import dosing_windows, plot_trial_report
 from vtrial.analysis.summaries import SummaryAccumulator
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
 from vtrial.design.trial import check_observed, check_trial, prepare_trial, sampling_masks, trial_chunks
 from vtrial.engine import distributed
 from vtrial.engine.solve import STATUS_NAMES
-from vtrial.errors import SpecError
+from vtrial.errors import RunWarning, SpecError
 from vtrial.io.nonmem_writer import DatasetWriter, check_dataset_path, dataset_columns
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
 from vtrial.io.writers import ParquetStream, save_figure, write_csv, write_parquet
@@ -155,14 +156,19 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     summary_frame = summary.table()
     write_csv(summary_frame, out / "summary.csv")
     units = {e.name: e.unit(model.observable(e.observable).unit) for e in built.endpoints}
-    endpoints = endpoint_table(arm_name, arm_order, per_animal, built.endpoints, units, times, cfg.endpoints.reference_arm)
+    treatments = {p.name for p in model.parameters if p.treatment}
+    treated = [a.name for a in built.arms if a.regimen.doses or treatments & set(a.parameters)]
+    endpoints = endpoint_table(arm_name, arm_order, per_animal, built.endpoints, units, times, cfg.endpoints.reference_arm,
+                               treated_arms=treated, measures={o.name: o.description for o in model.observables})
     write_csv(endpoints, out / "endpoints.csv")
+    for message in nonfinite_endpoints(arm_name, arm_order, per_animal, status == 0):
+        warnings.warn(RunWarning(message), stacklevel=1)
 
     windows = dosing_windows({a.name: a.regimen.records(model) for a in built.arms})
     title = f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name
     points = pd.concat(report_points, ignore_index=True) if report_points else pd.DataFrame(columns=["arm", "time_h"])
-    figure = plot_trial_report(summary_frame, points, model.report_panels(), windows, title=title, time_unit=model.report_time_unit)
-    save_figure(figure, out / "report.png")
+    save_figure(lambda: plot_trial_report(summary_frame, points, model.report_panels(), windows, title=title,
+                                          time_unit=model.report_time_unit), out / "report.png")
     return {
         **facts,
         "n_failed": int(np.count_nonzero(status)),

@@ -40,7 +40,11 @@ ObservableFn = Callable[[jnp.ndarray, Mapping[str, jnp.ndarray]], jnp.ndarray]
 
 @dataclass(frozen=True)
 class Parameter:
-    """A structural parameter: typical value, unit, allowed closed range and source."""
+    """A structural parameter: typical value, unit, allowed closed range and source.
+
+    `treatment`: the parameter is an intervention, not a property of the animal or its
+    disease (e.g. the knockout switch `il1r_ko`): an arm that fixes it is a treated arm,
+    whose inhibition endpoints are reported against the reference arm."""
 
     name: str
     value: float
@@ -49,6 +53,7 @@ class Parameter:
     upper: float = math.inf
     description: str = ""
     source: str = ""
+    treatment: bool = False
 
     def __post_init__(self):
         if not (self.lower <= self.value <= self.upper):
@@ -127,12 +132,15 @@ STATISTICS = ("value", "auc", "mean", "max", "min", "tmax")
 class Endpoint:
     """A per-animal number computed from one observable at the output times.
 
-    - `statistic`: `value` (at `start_h`), `auc` (trapezoidal, observable unit x h),
+    - `statistic`: `value` (at `start_h`; with no `start_h`, at the last output time, the
+      end of the run as the config sets it), `auc` (trapezoidal, observable unit x h),
       `mean` (time-weighted: AUC / window length), `max`, `min`, `tmax` (h);
     - `start_h`, `end_h`: the window (default: all output times); both ends are added to
       the output times;
     - `inhibition`: also report, under this name, the percent inhibition of this endpoint
-      relative to the mean of the reference arm, `100 (1 - x_i / mean x_ref)`;
+      relative to the mean of the reference arm, `100 (1 - x_i / mean x_ref)`, for the
+      treated arms only (doses, or a `treatment` parameter such as a knockout): for an
+      untreated arm (PBS, mock infection) an inhibition means nothing and is not reported;
     - `role`: `"exposure"` or `"response"` lets a config swap the observable of every
       endpoint of that role (`[endpoints] concentration` / `response`) and the window of
       the response endpoints (`inhibition_window_days`).
@@ -158,8 +166,8 @@ class Endpoint:
             if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
                 raise SpecError(f"{where}.{name}", f"must be a finite time >= 0 h, got {v!r}")
         if self.statistic == "value":
-            if self.start_h is None or self.end_h is not None:
-                raise SpecError(where, "a 'value' endpoint takes its time as start_h (and no end_h)")
+            if self.end_h is not None:
+                raise SpecError(where, "a 'value' endpoint takes its time as start_h (none: the end of the run), and no end_h")
         elif self.start_h is not None and self.end_h is not None and not self.start_h < self.end_h:
             raise SpecError(where, f"the window must have start_h < end_h, got {self.start_h} and {self.end_h}")
 
@@ -182,15 +190,17 @@ def standard_endpoints(
     """The usual exposure and response endpoints of a PK/PD model.
 
     - of `concentration`: `cmax`, `tmax_h` and `auc` over all output times (role exposure);
+      the same names measure plasma in one model and a biophase in another, so
+      `endpoints.csv` states each endpoint's `observable` and what it `measures`;
     - of `response`: `response_auc_window`, its AUC over `window_h`, and `inhibition_pct`,
       its inhibition relative to the reference arm (role response).
     """
     out = []
     if concentration is not None:
         out += [
-            Endpoint("cmax", concentration, "max", role="exposure", description="peak concentration"),
-            Endpoint("tmax_h", concentration, "tmax", role="exposure", description="time of the peak"),
-            Endpoint("auc", concentration, "auc", role="exposure", description="AUC over all output times"),
+            Endpoint("cmax", concentration, "max", role="exposure", description=f"peak of {concentration}"),
+            Endpoint("tmax_h", concentration, "tmax", role="exposure", description=f"time of the peak of {concentration}"),
+            Endpoint("auc", concentration, "auc", role="exposure", description=f"AUC of {concentration} over all output times"),
         ]
     if response is not None:
         if window_h is None:

@@ -70,7 +70,8 @@ def link_parameters(tau: float, tau_source: str = "A") -> tuple[Parameter, ...]:
         Parameter("k_i", K_I_NM, "nM", 1e-12, _INF, "K_I of anakinra at murine IL-1RI", "seed (receptor card): EL4 6.1 Ki 0.21 nM"),
         Parameter("k_l", K_L_NM, "nM", 1e-12, _INF, "K_L of IL-1 alpha/beta at IL-1RI", "P: Kilian 1986, via the receptor card"),
         Parameter("tau", tau, "-", 0.0, _INF, "operational receptor reserve of IL-1 signalling", tau_source),
-        Parameter("il1r_ko", 0.0, "-", 0.0, 1.0, "IL-1R knockout switch: 1 forces IL-1 signalling to 0", "design"),
+        Parameter("il1r_ko", 0.0, "-", 0.0, 1.0, "IL-1R knockout switch: 1 forces IL-1 signalling to 0", "design",
+                  treatment=True),
     )
 
 

@@ -53,7 +53,6 @@ from vtrial.models.il1_link import NM_PER_MG_PER_L, agonist_ratio, antagonist_ra
 _INF = float("inf")
 #: The transcripts: (state name, label).
 TRANSCRIPTS = (("il6", "IL-6"), ("fasl", "Fas ligand"), ("icam1", "ICAM-1"))
-END_OF_NMP_H = 3.0
 
 PARAMETERS = (
     Parameter("v_perf", 0.6, "L", 1e-9, _INF, "circuit volume (perfusate + autologous blood)", "A"),
@@ -148,7 +147,9 @@ def _observables() -> tuple[Observable, ...]:
 
 
 def _endpoints() -> tuple[Endpoint, ...]:
-    end = END_OF_NMP_H
+    # The end of NMP is the end of the run (the config's output.end_h): `value` endpoints
+    # without a time and windows without an end take it.
+    end = None
     out = list(standard_endpoints("perfusate_anakinra_mg_per_l"))
     out.append(Endpoint("perfusate_anakinra_end_nM", "perfusate_anakinra_nM", "value", end, description="perfusate anakinra at the end of NMP"))
     out.append(Endpoint("il1_signal_fraction_end", "il1_signal_fraction", "value", end, description="f_sig at the end of NMP"))
