@@ -511,6 +511,11 @@ def test_vtrial_fit_reads_the_config_and_data_and_calls_the_estimator(simulated_
     seed.update(kind="trial", arms=TRIAL["arms"], output=TRIAL["output"],
                 covariate_effects=[{"parameter": "cl", "covariate": "bw", "reference": 0.25, "exponent": 0.75}])
     assert vt.check_config(seed)["kind"] == "trial"
+    # dv_scale: one number for every observable, or one per observable; anything else is named
+    assert vt.trial_config_from_fit(result, "two_compartment", 1.0) == vt.trial_config_from_fit(result, "two_compartment", [1.0])
+    for bad in ([1.0, 2.0], 0.0, float("nan")):
+        with pytest.raises(SpecError, match="dv_scale"):
+            vt.trial_config_from_fit(result, "two_compartment", bad)
     with pytest.raises(SpecError, match="kind"):
         vt.fit({**table, "kind": "trial"}, simulated_study / "study.csv")
     with pytest.raises(SpecError, match="DATA"):

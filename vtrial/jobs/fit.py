@@ -165,12 +165,19 @@ def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_e
     `path` when given. Add `[[arms]]` and `[output]` to simulate a study of it.
 
     `fit`: a `PopulationFit` (anything with `to_frame()` rows `name`, `estimate`);
-    `dv_scale`: the dataset's DV unit per model unit (`PopulationData.dv_scale`; default 1),
-    which converts an additive residual SD back to the model's unit."""
+    `dv_scale`: the dataset's DV unit per model unit, which converts an additive residual SD
+    back to the model's unit: one number per observable of the model
+    (`PopulationData.dv_scale`) or one number for all (default 1)."""
     from vtrial.models import get_model
 
     model = get_model(model) if isinstance(model, str) else model
-    scale = np.ones(len(model.observables)) if dv_scale is None else dv_scale
+    n = len(model.observables)
+    scale = np.asarray(1.0 if dv_scale is None else dv_scale, float)
+    if scale.ndim == 0:
+        scale = np.full(n, float(scale))
+    if scale.shape != (n,) or not np.all(np.isfinite(scale) & (scale > 0)):
+        raise SpecError("dv_scale", f"give one positive number, or one per observable of {model.name} "
+                                    f"({', '.join(model.observable_names)}); got {dv_scale!r}")
     text = trial_config_fragment(model, estimated_population(model, fit.to_frame(), scale, covariate_effects), source=source)
     if path is not None:
         atomic_write(path, lambda p: p.write_text(text))
