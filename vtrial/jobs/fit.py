@@ -194,8 +194,10 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     written.append(write_csv(fit.individual_frame(), out / "individual.csv"))
     written.append(write_csv(predictions, out / "predictions.csv"))
     written.append(write_json({**fit_facts(fit), "device": distributed.device_summary()}, out / "fit.json"))
-    written.append(save_figure(plot_gof(predictions, title=title), out / "gof.png"))
     model = built.model
+    units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
+    units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}  # the DV units
+    written.append(save_figure(plot_gof(predictions, units=units, title=title), out / "gof.png"))
     population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
     written.append(atomic_write(out / "trial_seed.toml",
                                 lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
@@ -213,8 +215,6 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
                                "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask]})
         dv = points["dv"].to_numpy()
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
-        units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
-        units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}
         figure = plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title)
         written.append(save_figure(figure, out / "vpc.png"))
     return written
