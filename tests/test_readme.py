@@ -14,6 +14,7 @@ How the README is run, as a reader who follows it from the top would:
   slow. Arguments under `../shared/` are reference data outside the
   repository: the command runs when they exist (`conftest.shared_data`: skipped otherwise,
   a failure with CI=true). Commands with an option of `PARSED_ONLY` are parsed, not run.
+- ```toml blocks must parse; plain, text and output blocks are only shown.
 - ```python blocks: each runs in a fresh namespace after the text replacements of
   `PYTHON_SIZES` (exact README text -> smaller size); every replacement must still match
   the README, so a stale entry fails instead of silently running the full size.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -41,8 +43,13 @@ README = REPO_ROOT / "README.md"
 MAX_ANIMALS_PER_ARM = 6
 #: Options that make a command unrunnable on one machine: parsed, not run (the reason).
 PARSED_ONLY = {"--coordinator": "a multi-host run (JAX's distributed runtime on several hosts)"}
-#: Commands of bash blocks that are not vtrial commands and are deliberately not run.
-NOT_VTRIAL = ("pip install", "python -m pytest")
+#: Commands of bash blocks that are not vtrial commands and are deliberately not run:
+#: installing, this very suite, and the benchmarks (minutes each; tests/test_benchmarks.py
+#: runs every script with --quick).
+NOT_VTRIAL = ("pip install", "python -m pytest", "python benchmarks/", "apt-get install")
+#: Fenced blocks by language: run (bash, python), parsed (toml: a config snippet must be
+#: valid TOML), or only shown (output, plain text).
+RUN, PARSED, SHOWN = ("bash", "python"), ("toml",), ("", "text", "console", "output")
 #: Python blocks at small sizes: README text -> what runs instead (each must occur).
 PYTHON_SIZES = {
     "n_animals=500, seed=1": "n_animals=20, seed=1",
@@ -93,17 +100,18 @@ def parse(args: list[str]):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")
-    for name in ("configs", "examples"):
+    for name in ("configs", "examples", "benchmarks"):
         (folder / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
     return folder
 
 
 def test_the_readme_has_runnable_blocks():
-    assert {lang for _, lang, _ in BLOCKS} <= {"bash", "python", ""}, "a block in a language this test does not run"
-    assert all(lang for _, lang, _ in BLOCKS), "every fenced block names its language (bash or python)"
+    unknown = {lang for _, lang, _ in BLOCKS} - set(RUN + PARSED + SHOWN)
+    assert not unknown, f"blocks in {unknown}: run, parse or show them (RUN, PARSED, SHOWN)"
+    assert {lang for _, lang, _ in BLOCKS} >= set(RUN)
     text = README.read_text()
     for old in PYTHON_SIZES:
-        assert text.count(old) == 1, f"PYTHON_SIZES entry {old!r} no longer matches the README once"
+        assert old in text, f"PYTHON_SIZES entry {old!r} no longer matches the README (stale: update or remove it)"
 
 
 def small(args: list[str]) -> list[str]:
@@ -125,7 +133,8 @@ def small(args: list[str]) -> list[str]:
 def _marks(lang: str, body: str):
     """Blocks that compile several models, or fit a reference dataset, take minutes: slow."""
     commands = bash_commands(body) if lang == "bash" else []
-    runs = [c for c in commands if c[:1] == ["vtrial"] and not any(o in c for o in PARSED_ONLY)]
+    runs = [c for c in commands if (c[:1] == ["vtrial"] or c[:3] == ["python", "-m", "vtrial"])
+            and not any(o in c for o in PARSED_ONLY)]
     return [pytest.mark.slow] if len(runs) >= 3 or any(a.startswith("../shared/") for c in runs for a in c) else []
 
 
@@ -133,6 +142,11 @@ def _marks(lang: str, body: str):
                                               for n, lang, body in BLOCKS])
 def test_block_runs(line, lang, body, workspace, monkeypatch):
     monkeypatch.chdir(workspace)
+    if lang in SHOWN:
+        return
+    if lang in PARSED:
+        tomllib.loads(body)
+        return
     if lang == "python":
         code = body
         for old, new in PYTHON_SIZES.items():
@@ -143,6 +157,8 @@ def test_block_runs(line, lang, body, workspace, monkeypatch):
         command = " ".join(words)
         if command.startswith(NOT_VTRIAL):
             continue
+        if words[:3] == ["python", "-m", "vtrial"]:
+            words = ["vtrial", *words[3:]]
         assert words[0] == "vtrial", f"README.md:{line}: {command!r} is not a vtrial command (add it to NOT_VTRIAL?)"
         parse(words[1:])
         if any(option in words for option in PARSED_ONLY):
