@@ -96,7 +96,7 @@ def run(
     if record.facts.get("trajectories") is False:
         console.print("  trajectories/observations not written (large population; --trajectories writes them)")
     if record.facts.get("dataset"):
-        console.print(f"  dataset written to {Path(record.facts['dataset']).resolve()}", highlight=False)
+        console.print(f"  dataset written to {Path(record.facts['dataset']).resolve()}", highlight=False, markup=False)
     _print_assay_results(record.facts)
 
 
@@ -115,11 +115,11 @@ def _print_assay_results(facts: dict) -> None:
 
     for k in ASSAY_RESULTS:
         if facts.get(k) is not None:
-            console.print(f"  {k}: {show(k, facts[k])}", highlight=False)
+            console.print(f"  {k}: {show(k, facts[k])}", highlight=False, markup=False)
     if facts.get("ki_advice"):
-        console.print(f"  ki_advice: {facts['ki_advice']}", highlight=False)
+        console.print(f"  ki_advice: {facts['ki_advice']}", highlight=False, markup=False)
     for w in facts.get("fit_warnings") or []:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print("warning: " + str(w), style="yellow", highlight=False, markup=False)
 
 
 @app.command()
