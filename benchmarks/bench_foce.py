@@ -1,6 +1,6 @@
 """Benchmark: the Bolus_2CPT FOCE-I fit, covariance step included, end to end.
 
-The published comparison problem (../shared/data/bolus_2cpt: 120 subjects, 2,280
+The published comparison problem Bolus_2CPT (Schoemaker et al. 2019; 120 subjects, 2,280
 concentrations, two-compartment, proportional error), fitted by `vtrial.fit_population`
 from NONMEM's initial values, with the sandwich covariance step, on the closed-form PK
 path (the default) and on the diffrax ODE path (`SolverOptions(pk="ode")`). Each path is
@@ -13,7 +13,9 @@ here is a whole fit under 10 s on a 2-core CPU. The same script runs unchanged o
 (the device is recorded). The ODE path runs at vtrial's default tolerance (rtol 1e-8)
 and at NONMEM's (`ode_tol6`, rtol 1e-6).
 
-Writes `<out>/foce_<platform>_<device>.json`. Measures, never asserts.
+Writes `<out>/foce_<platform>_<device>.json`. Measures, never asserts. The dataset is not
+in the repository: it is read from `$VTRIAL_SHARED_DIR/data/bolus_2cpt/` (default
+`../shared/` from the repository root; see the README's "Reference datasets").
 
     python benchmarks/bench_foce.py                 # both paths, two fits each (minutes)
     python benchmarks/bench_foce.py --quick         # 10 subjects, a few iterations: a smoke run
@@ -31,13 +33,14 @@ included unless the persistent cache has it) and once more compiled. Writes
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
 from harness import (ROOT, CpuMeter, base_parser, device_info, device_slug, target, use_cores_like_vtrial_run, wait_idle,
                      write_result)
 
-DATA = ROOT.parent / "shared" / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
+DATA = Path(os.environ.get("VTRIAL_SHARED_DIR") or ROOT.parent / "shared") / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
 NONMEM = {"ofv": 20167.641, "estimation_s": 71.95, "covariance_s": 28.38}
 NLMIXR_OPTIMISER_S = 5.9
 NONMEM_INITIAL = {"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}

@@ -1,7 +1,7 @@
 """Independent numpy/scipy reference implementation of model card CIA-1.
 
 This module is the test oracle for the vtrial CIA-1 model
-(``/work/shared/models/cia_rat.md``).  It deliberately imports neither jax nor
+(model card CIA-1, ``cia_rat.md``).  It deliberately imports neither jax nor
 anything from ``vtrial``: the right-hand side below is written directly from the
 card's equations so that it can be used to check the engine independently.
 

@@ -12,7 +12,10 @@
 - `PK_PATHS` / `solver_options(path, ...)`: the ways a linear PK model is solved, for
   parametrizing: closed-form PK (the default, events as jumps of one solve), the
   diffrax ODE reference path (one solve per event segment), and the ODE path with
-  events as jumps of one solve.
+  events as jumps of one solve;
+- `shared_data(relative)`: reference data kept outside the repository (public datasets,
+  model cards, the seed in `../shared/`): the path, or the test skips saying what is
+  missing, or fails when `CI=true` (CI has the data, so nothing is skipped silently there).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import gc
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import jax
@@ -36,6 +40,29 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import vtrial  # noqa: E402  (after the configuration above)
+
+
+
+def shared_dir() -> Path:
+    """Where the reference data outside the repository live: `$VTRIAL_SHARED_DIR`, or
+    `shared/` next to the repository (`../shared` from its root)."""
+    return Path(os.environ.get("VTRIAL_SHARED_DIR") or REPO_ROOT.parent / "shared")
+
+
+def shared_data(relative: str | os.PathLike) -> Path:
+    """The path of `relative` (e.g. "data/bolus_2cpt/bolus_2cpt_nonmem.csv") under
+    `shared_dir()`, if it exists. Otherwise the calling test (or fixture) is skipped with
+    the reason, and fails instead when the environment says `CI=true`: a fresh clone
+    passes without the data, and CI, which has them, never skips a reference test."""
+    path = shared_dir() / relative
+    if path.exists():
+        return path
+    reason = (f"reference data {path} not present (public data kept outside the repository, "
+              "see README 'Reference datasets'; set VTRIAL_SHARED_DIR to their folder)")
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+    pytest.skip(reason)
+
 
 #: "auto" = closed-form linear PK (the default), "ode" = integrate every state with
 #: diffrax, one solve per event segment; "ode-jumps" = the same in one solve per animal.

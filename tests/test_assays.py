@@ -252,6 +252,11 @@ def test_vtrial_run_typical_writes_outputs(name, tmp_path):
     assert "ic50" in set(table["parameter"])
     facts = json.loads((out / "run.json").read_text())
     assert facts["typical"] is True and facts["n_wells"] >= 1 and "compile_seconds" in facts and "run_seconds" in facts
+    printed = " ".join(result.output.split())  # the results are on the terminal, not only in curve_fit.csv
+    key = "curve_ic50_nm" if name == "pbmc_lps" else "ic50_nm"
+    assert f"{key}: {facts[key]:.4g} nM ({facts[key] * 1e3:.4g} pM)" in printed
+    if name == "el4_displacement":
+        assert "ki_cheng_prusoff_nm:" in printed and "ki_full_model_nm:" in printed
     wells = pd.read_parquet(out / "wells.parquet")
     if name == "el4_displacement":
         assert {"ki_cheng_prusoff", "ki_full_model", "ki_recommended"} <= set(table["parameter"])

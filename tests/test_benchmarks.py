@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 PK_CONFIG = """
 kind = "trial"
@@ -92,6 +94,7 @@ def test_compile(tmp_path):
 
 
 def test_foce(tmp_path):
+    shared_data("data/bolus_2cpt/bolus_2cpt_nonmem.csv")  # the benchmark's dataset (skips without it)
     report = run("bench_foce", "--quick", "--paths", "closed", "--repeats", "1", "--out", str(tmp_path))
     written(tmp_path, "foce")
     first = report["paths"]["closed"]["first"]

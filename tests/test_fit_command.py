@@ -27,11 +27,11 @@ from vtrial.errors import SpecError
 from vtrial.io.nonmem import read_nonmem
 from vtrial.models import get_model
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_data
 
 runner = CliRunner()
 CONFIG = REPO_ROOT / "configs" / "bolus_2cpt_fit.toml"
-BOLUS = REPO_ROOT.parent / "shared" / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
+BOLUS = "data/bolus_2cpt/bolus_2cpt_nonmem.csv"  # reference data outside the repository (shared_data)
 BOLUS_TABLE = tomllib.loads(CONFIG.read_text())
 
 
@@ -51,12 +51,14 @@ def invoke(*args):
 # configs
 
 
-def test_the_shipped_fit_config_checks_with_and_without_its_dataset():
+def test_the_shipped_fit_config_checks_without_its_dataset():
     summary = vt.check_config(CONFIG)
     assert summary["kind"] == "fit" and summary["random_effects"] == ["cl", "v1", "q", "v2"]
-    if BOLUS.is_file():
-        summary = vt.check_config(CONFIG, data=BOLUS)
-        assert (summary["n_subjects"], summary["n_observations"]) == (120, 2280)
+
+
+def test_the_shipped_fit_config_checks_with_its_dataset():
+    summary = vt.check_config(CONFIG, data=shared_data(BOLUS))
+    assert (summary["n_subjects"], summary["n_observations"]) == (120, 2280)
 
 
 def _set(table, path, value):
@@ -235,11 +237,6 @@ def test_fit_command_refuses_bad_input_with_exit_2(tmp_path):
     out = tmp_path / "out"
     result = invoke("fit", CONFIG, tmp_path / "missing.csv", "--out", out)
     assert result.exit_code == 2 and "missing.csv" in result.output
-    if BOLUS.is_file():
-        result = invoke("fit", CONFIG, BOLUS, "--out", out, "--method", "saem")
-        assert result.exit_code == 2 and "--method" in result.output
-        result = invoke("fit", REPO_ROOT / "configs" / "cia_power.toml", BOLUS, "--out", out)
-        assert result.exit_code == 2 and "kind" in result.output
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,TIME,AMT,EVID,CMT,DV,MDV\n1,0,100,1,1,.,1\n1,1,.,0,1,.,0\n")
     result = invoke("fit", CONFIG, bad, "--out", out)
@@ -249,6 +246,15 @@ def test_fit_command_refuses_bad_input_with_exit_2(tmp_path):
     assert result.exit_code == 2  # DATA is required
     result = invoke("run", CONFIG, "--out", out)
     assert result.exit_code == 2 and "DATA" in result.output
+
+
+def test_fit_command_refuses_a_bad_method_or_kind_with_a_good_dataset(tmp_path):
+    bolus, out = shared_data(BOLUS), tmp_path / "out"
+    result = invoke("fit", CONFIG, bolus, "--out", out, "--method", "saem")
+    assert result.exit_code == 2 and "--method" in result.output
+    result = invoke("fit", REPO_ROOT / "configs" / "cia_power.toml", bolus, "--out", out)
+    assert result.exit_code == 2 and "kind" in result.output
+    assert not out.exists()
 
 
 def test_check_accepts_a_fit_config_and_its_dataset(tmp_path):
@@ -505,6 +511,11 @@ def test_vtrial_fit_reads_the_config_and_data_and_calls_the_estimator(simulated_
     seed.update(kind="trial", arms=TRIAL["arms"], output=TRIAL["output"],
                 covariate_effects=[{"parameter": "cl", "covariate": "bw", "reference": 0.25, "exponent": 0.75}])
     assert vt.check_config(seed)["kind"] == "trial"
+    # dv_scale: one number for every observable, or one per observable; anything else is named
+    assert vt.trial_config_from_fit(result, "two_compartment", 1.0) == vt.trial_config_from_fit(result, "two_compartment", [1.0])
+    for bad in ([1.0, 2.0], 0.0, float("nan")):
+        with pytest.raises(SpecError, match="dv_scale"):
+            vt.trial_config_from_fit(result, "two_compartment", bad)
     with pytest.raises(SpecError, match="kind"):
         vt.fit({**table, "kind": "trial"}, simulated_study / "study.csv")
     with pytest.raises(SpecError, match="DATA"):

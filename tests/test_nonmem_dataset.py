@@ -14,9 +14,9 @@ from vtrial.io.nonmem import DataSpec, read_nonmem
 from vtrial.io.nonmem_writer import dose_cmt
 from vtrial.models import get_model
 
-from conftest import REPO_ROOT
+from conftest import shared_data
 
-BOLUS = REPO_ROOT.parent / "shared" / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
+BOLUS = "data/bolus_2cpt/bolus_2cpt_nonmem.csv"  # reference data outside the repository (shared_data)
 IV = get_model("two_compartment")
 ORAL = get_model("one_compartment_absorption")
 
@@ -262,14 +262,14 @@ def test_written_dose_cmt_numbers_states_and_names_ambiguous_routes():
     assert len(dose_cmt(msu)) == len(msu.routes)
 
 
-@pytest.mark.skipif(not BOLUS.is_file(), reason="reference data ../shared/data/bolus_2cpt not present")
 def test_the_bolus_2cpt_reference_set_reads_into_120_subjects_and_2280_observations():
-    d = read_nonmem(BOLUS, IV, DataSpec(amt_unit="ug", observables={"conc_mg_per_l": {"unit": "ug/L"}}))
+    bolus = shared_data(BOLUS)
+    d = read_nonmem(bolus, IV, DataSpec(amt_unit="ug", observables={"conc_mg_per_l": {"unit": "ug/L"}}))
     assert d.ids.tolist() == list(range(1, 121))
     assert int(d.obs_mask.sum()) == 2280
     import pandas as pd
 
-    raw = pd.read_csv(BOLUS, na_values=".")
+    raw = pd.read_csv(bolus, na_values=".")
     np.testing.assert_allclose(d.doses.amount[:, 0], 1e-3 * raw.loc[raw.EVID == 1, "AMT"].to_numpy())
     np.testing.assert_array_equal(d.dv[d.obs_mask], raw.loc[raw.EVID == 0, "DV"].to_numpy())
     np.testing.assert_array_equal(d.obs_time_h[d.obs_mask], raw.loc[raw.EVID == 0, "TIME"].to_numpy())

@@ -156,9 +156,11 @@ def test_the_command_exits_with_status_4_when_infeasible(tmp_path):
             value = value[part]
         lines += [f"[{table}]"] + [f"{k} = {json.dumps(v)}" for k, v in value.items()]
     config.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(app, ["optimize", str(config), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["optimize", str(config), "--out", str(tmp_path / "out"), "--animals-per-arm", str(CHUNK // 2)])
     assert result.exit_code == 4, result.output
     assert "best attainable PTA" in result.output and (tmp_path / "out" / "optimal_regimen.json").is_file()
+    summary = json.loads((tmp_path / "out" / "optimal_regimen.json").read_text())
+    assert summary["animals"]["training"] == CHUNK // 2  # --animals-per-arm overrides the config's animals
 
 
 def test_bad_input_names_the_field(tmp_path):

@@ -1,7 +1,8 @@
 """Population estimation (FOCE-I, FOCE, Laplace, FO) against NONMEM's published fit of
 Bolus_2CPT, exact gradients against central differences, and recovery of a simulated truth.
 
-The reference numbers are NONMEM 7's (../shared/data/bolus_2cpt/README.md).
+The reference numbers are NONMEM 7's, from the Bolus_2CPT reference set (Schoemaker et al. 2019;
+kept outside the repository: the tests that need it skip without it, see conftest.shared_data).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from vtrial.estimation.focei import FOCEI_WITHOUT_VARIANCE_TERM
 from vtrial.io.nonmem import read_nonmem
 from vtrial.models import get_model, one_compartment, two_compartment
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_data
 
-BOLUS_CSV = REPO_ROOT.parent / "shared" / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
+BOLUS_CSV = "data/bolus_2cpt/bolus_2cpt_nonmem.csv"
 
 # NONMEM 7 FOCE-I (README): log typical values, omega^2, proportional SD, and their SEs.
 NONMEM_THETA = {"cl": 1.37034, "v1": 4.19815, "q": 1.38003, "v2": 3.87657}
@@ -48,7 +49,7 @@ BOLUS_MAPPING = {"amt_unit": "ug", "routes": {"iv": [1]}, "observables": {"conc_
 def bolus_data(n_subjects: int | None = None) -> PopulationData:
     """Bolus_2CPT read by the NONMEM reader (AMT ug -> mg, DV ug/L against the model's
     mg/L: dv_scale 1000), its first `n_subjects` subjects."""
-    data = read_nonmem(BOLUS_CSV, get_model("two_compartment"), BOLUS_MAPPING)
+    data = read_nonmem(shared_data(BOLUS_CSV), get_model("two_compartment"), BOLUS_MAPPING)
     return data if n_subjects is None else data.take(slice(0, n_subjects))
 
 

@@ -96,8 +96,31 @@ def run(
     if record.facts.get("trajectories") is False:
         console.print("  trajectories/observations not written (large population; --trajectories writes them)")
     if record.facts.get("dataset"):
-        console.print(f"  dataset: {record.facts['dataset']}")
+        console.print(f"  dataset written to {Path(record.facts['dataset']).resolve()}", highlight=False, markup=False)
+    _print_assay_results(record.facts)
     _print_warnings(record.facts)
+
+
+#: An assay run's results worth reading on the terminal (all are in run.json and curve_fit.csv).
+ASSAY_RESULTS = ("ic50_nm", "hill", "ki_cheng_prusoff_nm", "ki_full_model_nm", "ki_recommended", "target_ic50_nm",
+                 "curve_ic50_nm", "ic50_ng_per_ml", "ic50_closed_form_ng_per_ml", "median_reduction_percent")
+
+
+def _print_assay_results(facts: dict) -> None:
+    def show(key, v):
+        if isinstance(v, float) and key.endswith("_nm"):
+            return f"{v:.4g} nM ({v * 1e3:.4g} pM)"
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {show(key, x)}" for k, x in v.items())
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    for k in ASSAY_RESULTS:
+        if facts.get(k) is not None:
+            console.print(f"  {k}: {show(k, facts[k])}", highlight=False, markup=False)
+    if facts.get("ki_advice"):
+        console.print(f"  ki_advice: {facts['ki_advice']}", highlight=False, markup=False)
+    for w in facts.get("fit_warnings") or []:
+        err_console.print("warning: " + str(w), style="yellow", highlight=False, markup=False)
 
 
 def _print_warnings(facts: dict) -> None:
@@ -196,6 +219,7 @@ INFEASIBLE = 4
 def optimize_command(
     config: Annotated[Path, typer.Argument(help="dose optimisation config (kind = optimize; see configs/cia_dose_optimization.toml)")],
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-<timestamp>)")] = None,
+    animals_per_arm: Annotated[Optional[int], typer.Option("--animals-per-arm", help="training animals and fresh (verification) animals (overrides the config)")] = None,
 ):
     """Find the least-drug regimen that meets a target attainment (grid sweep and gradient search);
     exit status 4 when no regimen in the space meets it."""
@@ -206,8 +230,8 @@ def optimize_command(
     with _progress_bar(f"optimize: {config.stem}") as bar:
         task = bar.add_task(f"optimize: {config.stem}", total=None)
         try:
-            record = run_config(config, out=out, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                command=" ".join(sys.argv))
+            record = run_config(config, out=out, animals_per_arm=animals_per_arm, command=" ".join(sys.argv),
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
         except (SpecError, DataError) as e:
             fail(str(e))
     f = record.facts

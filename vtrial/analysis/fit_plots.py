@@ -25,9 +25,10 @@ VPC_PERCENTILES = (5.0, 50.0, 95.0)
 VPC_MAX_BINS = 20
 
 
-def plot_gof(predictions: pd.DataFrame, *, title: str = ""):
+def plot_gof(predictions: pd.DataFrame, *, units: dict[str, str] | None = None, title: str = ""):
     """Goodness-of-fit panels from a fit's `predictions.csv` (columns `observable`, `TIME`,
-    `DV`, `PRED`, `IPRED`, `CWRES`)."""
+    `DV`, `PRED`, `IPRED`, `CWRES`); `units`: each observable's DV unit (the dataset's, in
+    which DV, PRED and IPRED are drawn) for the axes."""
     observables = list(dict.fromkeys(predictions["observable"]))
     fig, axes = plt.subplots(len(observables), 4, figsize=(16, 3.8 * len(observables)), squeeze=False)
     for row, name in zip(axes, observables):
@@ -45,9 +46,11 @@ def plot_gof(predictions: pd.DataFrame, *, title: str = ""):
                 ax.axhline(0.0, color="k", lw=1)
                 for level in (-2.0, 2.0):
                     ax.axhline(level, color="k", lw=0.6, ls="--")
-            ax.set_xlabel(x if x != "TIME" else "time (h)")
-            ax.set_ylabel(y)
-            ax.set_title(f"{name}: {y} vs {x}", fontsize=9)
+            unit = (units or {}).get(name)
+            axis = {"TIME": "time (h)", "CWRES": "CWRES (SD units)"}
+            ax.set_xlabel(axis.get(x, f"{x} ({unit})" if unit else x))
+            ax.set_ylabel(axis.get(y, f"{y} ({unit})" if unit else y))
+            ax.set_title(f"{name}, DV in {unit}: {y} vs {x}" if unit else f"{name}: {y} vs {x}", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -127,8 +130,8 @@ def plot_vpc(table: pd.DataFrame, *, points: pd.DataFrame | None = None, units: 
             ax.set_yscale("log")
         ax.set_xlabel("time (h)")
         unit = (units or {}).get(name, "")
-        ax.set_ylabel(f"{name} ({unit})" if unit else name)
-        ax.set_title(f"VPC: {name}", fontsize=10)
+        ax.set_ylabel(f"DV ({unit})" if unit else "DV")  # drawn in the dataset's DV unit, not the model's
+        ax.set_title(f"VPC: {name}, DV in {unit}" if unit else f"VPC: {name}", fontsize=10)
         ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)

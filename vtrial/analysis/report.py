@@ -61,7 +61,8 @@ def plot_trial_report(
     axes[0, 0].legend(fontsize=8, loc="best")
     axes[-1, 0].set_xlabel("time (days)" if time_unit == "day" else "time (h)")
     if title:
-        axes[0, 0].set_title(title + "\nlines: median; bands: 90% of animals; points: simulated observations; shading: dosing")
+        points = "; points: simulated observations" if any(p.observable in observations.columns for p in panels) else ""
+        axes[0, 0].set_title(title + f"\nlines: median; bands: 90% of animals{points}; shading: dosing")
     return fig
 
 

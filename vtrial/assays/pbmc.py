@@ -19,7 +19,7 @@ from vtrial.assays.common import config_keys, config_names, curve_table, fit_log
 from vtrial.assays.specs import PbmcSpec
 from vtrial.estimation.curvefit import logistic4
 from vtrial.estimation.least_squares import FitResult
-from vtrial.models.binding import receptor_nm
+from vtrial.models.binding import MW_KDA, receptor_nm
 from vtrial.models.pbmc_well import CYTOKINES, pbmc_model
 from vtrial.design.population import Population
 
@@ -186,25 +186,39 @@ def fit_pbmc_curve(spec: PbmcSpec, result: PbmcResult) -> PbmcCurveFit:
     return PbmcCurveFit(fit_logistic4_scaled(conc, resp, conc_unit="nM", response_unit="%"), conc, resp, spec)
 
 
+def condition_label(condition) -> str:
+    """A condition as a reader says it: "LPS 100 pg/mL + anakinra 500 ng/mL", "medium"."""
+    parts = []
+    if condition.lps_pg_per_ml > 0:
+        parts.append(f"LPS {condition.lps_pg_per_ml:g} pg/mL")
+    if condition.anakinra_nm > 0:
+        parts.append(f"anakinra {condition.anakinra_nm * MW_KDA['anakinra']:.3g} ng/mL")
+    return " + ".join(parts) or "medium"
+
+
 def time_course_figure(spec: PbmcSpec, result: PbmcResult):
-    """Median (over donors) observed time courses per condition, one panel per cytokine."""
+    """Observed time courses per condition, one panel per cytokine: the median over the
+    donors (the one donor's with one), as the subtitle says."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharex=True)
     w = result.wells
+    labels = {c.name: condition_label(c) for c in spec.conditions}
     for ax, c in zip(axes, CYTOKINES):
         for i, cond in enumerate(dict.fromkeys(w["condition"])):
             g = w[w["condition"] == cond].groupby("time_h")[f"{c}_pg_per_ml"].median()
-            ax.plot(g.index, g.to_numpy(), marker="o", ms=3, color=f"C{i}", label=cond)
+            ax.plot(g.index, g.to_numpy(), marker="o", ms=3, color=f"C{i}", label=labels.get(cond, cond))
         for t in spec.readout_times_h:
             ax.axvline(t, color="0.7", lw=0.8, ls=":")
         ax.set_title(LABELS[c])
         ax.set_xlabel("time (h)")
         ax.set_ylabel("pg/mL")
     axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle(spec.title)
+    n = w["donor"].nunique()
+    shown = f"donor {w['donor'].iloc[0]} (the only one)" if n == 1 else f"median over {n} donors"
+    fig.suptitle(f"{spec.title}\n{shown}; dotted lines: read-out times", fontsize=10)
     fig.tight_layout()
     return fig

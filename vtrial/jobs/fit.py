@@ -165,12 +165,19 @@ def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_e
     `path` when given. Add `[[arms]]` and `[output]` to simulate a study of it.
 
     `fit`: a `PopulationFit` (anything with `to_frame()` rows `name`, `estimate`);
-    `dv_scale`: the dataset's DV unit per model unit (`PopulationData.dv_scale`; default 1),
-    which converts an additive residual SD back to the model's unit."""
+    `dv_scale`: the dataset's DV unit per model unit, which converts an additive residual SD
+    back to the model's unit: one number per observable of the model
+    (`PopulationData.dv_scale`) or one number for all (default 1)."""
     from vtrial.models import get_model
 
     model = get_model(model) if isinstance(model, str) else model
-    scale = np.ones(len(model.observables)) if dv_scale is None else dv_scale
+    n = len(model.observables)
+    scale = np.asarray(1.0 if dv_scale is None else dv_scale, float)
+    if scale.ndim == 0:
+        scale = np.full(n, float(scale))
+    if scale.shape != (n,) or not np.all(np.isfinite(scale) & (scale > 0)):
+        raise SpecError("dv_scale", f"give one positive number, or one per observable of {model.name} "
+                                    f"({', '.join(model.observable_names)}); got {dv_scale!r}")
     text = trial_config_fragment(model, estimated_population(model, fit.to_frame(), scale, covariate_effects), source=source)
     if path is not None:
         atomic_write(path, lambda p: p.write_text(text))
@@ -188,6 +195,8 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     written.append(write_csv(predictions, out / "predictions.csv"))
     written.append(write_json({**fit_facts(fit), "device": distributed.device_summary()}, out / "fit.json"))
     model = built.model
+    units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
+    units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}  # the DV units
     population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
     written.append(atomic_write(out / "trial_seed.toml",
                                 lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
@@ -205,10 +214,8 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
                                "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask]})
         dv = points["dv"].to_numpy()
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
-        units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
-        units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}
     # Figures last: a figure that cannot be drawn is a warning, after every number is written.
-    written.append(save_figure(lambda: plot_gof(predictions, title=title), out / "gof.png"))
+    written.append(save_figure(lambda: plot_gof(predictions, units=units, title=title), out / "gof.png"))
     if replicates > 0:
         written.append(save_figure(lambda: plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title),
                                    out / "vpc.png"))

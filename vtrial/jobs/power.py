@@ -66,5 +66,6 @@ def run_power(cfg: PowerConfig, ctx: RunContext) -> dict:
         "endpoint": {"name": e.name, "observable": e.observable, "statistic": e.statistic, "start_h": e.start_h, "end_h": e.end_h},
     }, out / "study_size.json")
     title = f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name
-    save_figure(lambda: plot_power(result.table, cfg.target_power, title=title), out / "power.png")
+    comparisons = len(cfg.arms) - 1 if len(cfg.arms) > 2 and cfg.correction != "none" else 1
+    save_figure(lambda: plot_power(result.table, cfg.target_power, title=title, alpha=cfg.alpha, comparisons=comparisons), out / "power.png")
     return facts

@@ -4,8 +4,8 @@ r"""ALPHA-1: Ross River (RRV) and chikungunya (CHIKV) virus arthritis in mice, b
 71:1185) found that anakinra reduced RRV- and CHIKV-induced bone loss (P < 0.001 and
 P < 0.05) without changing disease score, weight loss or viraemia; Chen 2014 (PNAS) and
 2015 (J Virol) tie the loss to a raised RANKL/OPG ratio. Dose, schedule, mouse age and
-effect sizes were not visible, so every number of card ALPHA-1
-(`../shared/models/alphavirus_bone_mouse.md`) is an assumption (source `A`, or `A*`
+effect sizes were not visible, so every number of model card ALPHA-1 (the project's
+design document for this model) is an assumption (source `A`, or `A*`
 where recalled from the Mahalingam lab but not seen) except K_I and K_L of the shared
 IL-1RI link (`vtrial.models.il1_link`); the PK is the mouse module MPK-1
 (`vtrial.models.mouse_pk`, i.p. depot, biophase $C_e$), itself all assumptions.
@@ -49,6 +49,9 @@ so each virus has its config).
 - the titre floors $V$ at $10^{-12}$ inside the logarithm, so a mock animal ($V \equiv 0$)
   reads $V_{pk,log} - 12$ instead of $-\infty$; infected animals stay far above it;
 - anakinra "days 1-14" means an i.p. bolus at 24, 48, ..., 336 h (the configs' arms).
+
+References (the labels in this docstring and in the parameters' `source` fields):
+[O9] Chen W, ..., Mahalingam S. Arthritis Rheumatol 2019;71:1185-1190 (anakinra and bone loss in alphavirus arthritis).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 r"""AMI-1: permanent coronary ligation in CD-1 mice, anakinra 1 vs 100 mg/kg/day, 7 vs 14 days.
 
-**A reconstruction, not a published model.** Card `../shared/models/ami_mouse.md` (with
-the shared pieces of `il1_link_and_mouse_pk.md`). Published, as direction: anakinra
+**A reconstruction, not a published model.** Model card AMI-1 (the project's design
+document for this model; with the shared IL-1 link `vtrial.models.il1_link` and mouse PK
+`vtrial.models.mouse_pk`). Published, as direction: anakinra
 1 mg/kg/day inhibits apoptosis and remodelling after infarction [O5], 100 mg/kg adds
 nothing and 2 weeks of treatment beat 1 week at 4 weeks [O6]; IL-1R1 knockout at day 7
 reduces the LVEDD increase by 20%, the LVEF decrease by 50% and apoptosis by 50% [O7]
@@ -44,6 +45,12 @@ regimens of one animal, which a twin of the untreated states alone cannot give.
 Assumptions of this implementation (beyond the card's): `j0` (1 = ligation, 0 = sham)
 is a design parameter so a sham arm can be added; 1 mg/L = 57.803 nM (the card writes
 57.8); $f_{sig}$ uses the closed form that stays defined at $D = 0$ (see `il1_link`).
+
+References (the labels in this docstring and in the parameters' `source` fields):
+[O5] Abbate A, Salloum FN, Vecile E, et al. Circulation 2008;117:2670-2683 (anakinra inhibits apoptosis in experimental acute myocardial infarction).
+[O6] Salloum FN, Chau V, Varma A, et al., Abbate A. Cardiovasc Drugs Ther 2009;23:129-135 (does dosage or duration of treatment matter?).
+[O7] Abbate A, Salloum FN, Van Tassell BW, et al. PLoS One 2011;6:e27923 (the IL-1/IL-1Ra balance and cardiac remodelling in the mouse).
+[O8] Abbate lab, AHA abstract 10389 (CD-1 males, 32-37 g, anakinra i.p.).
 """
 
 from __future__ import annotations

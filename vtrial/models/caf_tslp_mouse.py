@@ -3,8 +3,8 @@ r"""CAF-1 (5b): TSLP of human CAFs in orthotopic pancreatic tumours in immunodef
 **A reconstruction, not a published model.** Brunetto et al. 2019 (J Immunother Cancer
 7:45) co-injected human IL-1⁺ pancreatic cancer cells and CAFs orthotopically into
 immunodeficient mice and found that anakinra significantly reduced tumour TSLP. Strain,
-dose, schedule and read-out were not visible, so, as in card CAF-1
-(`../shared/models/caf_tslp.md`), every number is an assumption (source `A`) except K_I
+dose, schedule and read-out were not visible, so, as in model card CAF-1 (the project's
+design document for the CAF models), every number is an assumption (source `A`) except K_I
 and K_L of the shared IL-1RI link (`vtrial.models.il1_link`); the PK is the mouse module
 MPK-1 (`vtrial.models.mouse_pk`: i.p. depot and biophase $C_e$, itself all assumptions).
 

@@ -4,7 +4,7 @@ r"""CAF-1 (5a): one well of primary pancreatic cancer-associated fibroblasts (CA
 7:45) showed that IL-1α/β from pancreatic cancer cells make CAFs secrete TSLP and that
 anakinra blocks it; De Monte 2011 and an AACR abstract add TNF-α as an IL-1R-independent
 stimulus. Concentrations, incubation time and effect sizes were not visible, so every
-number of card CAF-1 (`../shared/models/caf_tslp.md`) is an assumption (source `A`)
+number of model card CAF-1 (the project's design document for the CAF models) is an assumption (source `A`)
 except K_I and K_L of the shared IL-1RI link (`vtrial.models.il1_link`). The assay
 (plates, donors, fits) is `vtrial.assays.tslp`.
 

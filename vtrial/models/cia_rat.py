@@ -8,7 +8,8 @@ logistic growth, and an indirect response (inhibited production) of paw volume w
 $I_{max} = 0.28$. The paper's full parameter table is not available, so only `imax`
 (Liu 2011), `t_onset` (13.9 d) and `kout` (Earp 2009, Pharm Res 26:196) are published
 values (source "P"); every other value is an assumption (source "A") chosen so the
-model reproduces the published behaviour (see `../shared/models/cia_rat.md`). Any
+model reproduces the published behaviour (model card CIA-1, the project's design
+document for this model, whose parameter table the `source` fields repeat). Any
 value can be replaced from a config.
 
 Time is in hours after collagen immunisation (day 0). With $C = A_c / V_1$ (mg/L) and

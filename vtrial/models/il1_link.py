@@ -1,6 +1,9 @@
 r"""The IL-1RI occupancy -> signalling link shared by the mouse, pig and CAF cards (§0.1).
 
-Source: `../shared/models/il1_link_and_mouse_pk.md` §0.1 (a reconstruction; see there).
+Source: §0.1 of the project's model card for the IL-1 link and the mouse PK, a
+reconstruction: K_I 0.21 nM (anakinra at murine IL-1RI, EL4 cells; the seed) and K_L
+0.26 nM (IL-1α, Kilian et al. 1986, J Immunol 136:4509) are published, `tau` is an
+assumption of each card.
 Anakinra (A) and IL-1 (alpha + beta, L) compete for IL-1RI at equilibrium, and the
 IL-1-occupied fraction is transduced by an operational model with receptor reserve
 $\tau$:

@@ -1,6 +1,7 @@
 r"""MPK-1: anakinra PK in the mouse, as building blocks a card's model composes (§0.2).
 
-Source: `../shared/models/il1_link_and_mouse_pk.md` §0.2. **No mouse anakinra PK was
+Source: model card MPK-1 (§0.2 of the project's design document for the IL-1 link and the
+mouse PK). **No mouse anakinra PK was
 found**, so MPK-1 is CIA-1's rat PK scaled to the mouse with CIA-1's allometric rules
 (reference 0.2 kg -> 0.025 kg), plus first-order absorption for bolus routes. Every
 value is an assumption (source "A"); in particular the effect-site rate `ke0` is the

@@ -1,7 +1,8 @@
 r"""MSU-1: monosodium urate crystal peritonitis in BALB/c mice, anakinra 200 ug i.p.
 
-**A reconstruction, not a published model.** Card `../shared/models/msu_peritonitis_mouse.md`
-(with the shared pieces of `il1_link_and_mouse_pk.md`). The qualitative facts are
+**A reconstruction, not a published model.** Model card MSU-1 (the project's design
+document for this model; with the shared IL-1 link `vtrial.models.il1_link` and mouse PK
+`vtrial.models.mouse_pk`). The qualitative facts are
 published (IL-1 blockade or IL-1R deficiency prevents the neutrophil influx MSU crystals
 cause [O1-O3]; C5a drives an IL-1R-independent part [O4]); "200 ug i.p." and "BALB/c"
 come from the seed, the crystal dose, lavage volume and 6-h read-out are recalled, not
@@ -49,6 +50,12 @@ Assumptions of this implementation (beyond the card's): the site concentration u
 scaled with body weight (the card gives no rule); the s.c. pre-dose of arm 6 ("1 h
 before the crystals") is expressed by moving the crystals to `t_msu_h = 1`, since doses
 cannot precede t = 0.
+
+References (the labels in this docstring and in the parameters' `source` fields):
+[O1] So A, De Smedt T, Revaz S, Tschopp J. Arthritis Res Ther 2007;9:R28 (IL-1 inhibition by anakinra in acute gout).
+[O2] Martinon F, Pétrilli V, Mayor A, Tardivel A, Tschopp J. Nature 2006;440:237-241 (uric acid crystals activate the NALP3 inflammasome).
+[O3] Chen CJ, Shi Y, Hearn A, et al., Rock KL. J Clin Invest 2006;116:2262-2271 (MyD88-dependent IL-1R signalling in gouty inflammation).
+[O4] Khameneh HJ et al. Front Pharmacol 2017;8:10 (C5a in MSU crystal-induced peritonitis).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ r"""NMP-1: porcine kidney normothermic machine perfusion (NMP) with a 50 mg anak
 2024 paper (doi 10.1111/aor.14909): paired porcine kidneys, 15 min warm ischaemia, 2 h
 cold storage, NMP with autologous blood, anakinra or vehicle into the arterial line at
 the start. Only its abstract was visible, so every number here is an assumption (source
-`A`) of card NMP-1 (`../shared/models/renal_nmp_pig.md`) except the 50 mg dose (seed),
+`A`) of model card NMP-1 (the project's design document for this model) except the 50 mg dose (seed),
 K_I and K_L (the shared IL-1RI link, `vtrial.models.il1_link`). The perfusion time
 (3 h) is `A*` (the same group's model, J Transl Med 2015;13:207).
 
@@ -41,6 +41,9 @@ $1 - e^{-t/t_g}$); RBF recovers with the same time constant as GFR (the card giv
 only the steady state); the two kidneys of a pair are one animal's parameters given to
 both arms, which a config expresses with `--animals` (independent draws per arm
 otherwise; the tests pair them).
+
+References (the labels in this docstring and in the parameters' `source` fields):
+[O14] Porcine kidneys, 22 h cold ischaemia, 6 h ex vivo reperfusion with or without Cytosorb (PMC5657103; control RBF 120 +/- 35 mL/min/100 g).
 """
 
 from __future__ import annotations
