@@ -417,7 +417,7 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         _check_single_dvid(model, res, t, is_obs, dvid_cells)
 
     covariates = _covariates(model, res, t, subject, starts)
-    require_covariates(model, res, t, covariates, required_covariates or {})
+    require_covariates(res, t, covariates, required_covariates or {})
     if res.per_kg and "bw" not in covariates:
         raise t.error(None, res.covariate_columns.get("bw", "BW"), "amounts are per kg (data.amt_unit); the dataset needs a body-weight column")
 

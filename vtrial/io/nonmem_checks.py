@@ -17,7 +17,6 @@ import numpy as np
 
 from vtrial.errors import DataError, DatasetError
 from vtrial.limits import MAX_DATA_VALUE, MAX_TIME_H
-from vtrial.models.base import Model
 
 
 def check_shape(path: Path) -> list[str]:
@@ -88,7 +87,7 @@ def check_magnitudes(t, res, time, time_h, amt, rate, ii, addl, dv, is_dose, is_
                                  f"{MAX_TIME_H:g} h; give the rate in amount per time unit (data.amt_unit per data.time_unit)")
 
 
-def require_covariates(model: Model, res, t, covariates: Mapping, required: Mapping[str, str]) -> None:
+def require_covariates(res, t, covariates: Mapping, required: Mapping[str, str]) -> None:
     """Covariates that something needs (`required`: name -> who needs it, e.g. a covariate
     effect) and the dataset lacks are an error naming them and the columns present."""
     for cov, needed_by in required.items():
