@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vtrial.errors import DataError, SpecError
@@ -34,8 +35,21 @@ def _root():
 
 
 def fail(message: str, code: int = BAD_INPUT):
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `error: <message>` on stderr and exit with `code`; the message is printed
+    literally (its `[data.routes]`-style key names are text, not rich markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print `warning: <message>` on stderr, the message literally."""
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+
+
+def say(text: str, *, done: str | None = None, to=None) -> None:
+    """Print a line of user text literally (paths, keys and values may hold brackets), after
+    a green `done` label when given."""
+    (to or console).print((f"[green]{done}[/] " if done else "") + escape(str(text)), highlight=False)
 
 
 def _progress_bar(description: str, enabled: bool = True) -> Progress:
@@ -81,20 +95,20 @@ def run(
             fail(str(e))
         except KeyboardInterrupt:
             if out is not None and (partial_folder(out) / "chunks").is_dir():
-                err_console.print(f"interrupted: finished chunks kept in {partial_folder(out)}; "
-                                  "run the same command with --resume to continue", highlight=False)
+                say(f"interrupted: finished chunks kept in {partial_folder(out)}; "
+                    "run the same command with --resume to continue", to=err_console)
             raise
     if record.out_dir is None:
-        err_console.print(f"process {process_id}: done", highlight=False)
+        say(f"process {process_id}: done", to=err_console)
         return
     if record.resumed_chunks:
-        err_console.print(f"resumed {record.resumed_chunks} finished chunks", highlight=False)
-    console.print(f"[green]done[/] {record.kind} -> {record.out_dir}")
+        say(f"resumed {record.resumed_chunks} finished chunks", to=err_console)
+    say(f"{record.kind} -> {record.out_dir}", done="done")
     for k in ("n_animals", "n_failed", "compile_seconds", "run_seconds", "chunks_resumed", "lockstep_waste"):
         if k in record.facts:
-            console.print(f"  {k}: {record.facts[k]}")
+            say(f"  {k}: {record.facts[k]}")
     if record.facts.get("trajectories") is False:
-        console.print("  trajectories/observations not written (large population; --trajectories writes them)")
+        say("  trajectories/observations not written (large population; --trajectories writes them)")
     if record.facts.get("dataset"):
         console.print(f"  dataset written to {Path(record.facts['dataset']).resolve()}", highlight=False, markup=False)
     _print_assay_results(record.facts)
@@ -120,13 +134,13 @@ def _print_assay_results(facts: dict) -> None:
     if facts.get("ki_advice"):
         console.print(f"  ki_advice: {facts['ki_advice']}", highlight=False, markup=False)
     for w in facts.get("fit_warnings") or []:
-        err_console.print("warning: " + str(w), style="yellow", highlight=False, markup=False)
+        warn(w)
 
 
 def _print_warnings(facts: dict) -> None:
     """What a run survived and recorded in run.json (a figure not drawn, endpoints not finite)."""
     for w in facts.get("warnings") or []:
-        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+        warn(w)
 
 
 @app.command()
@@ -149,9 +163,9 @@ def check(
                                chunk_size=chunk_size, data=data, method=method)
     except (SpecError, DataError) as e:
         fail(str(e))
-    console.print(f"[green]ok[/] {config} ({summary.pop('kind')})")
+    say(f"{config} ({summary.pop('kind')})", done="ok")
     for k, v in summary.items():
-        console.print(f"  {k}: {v}", highlight=False)
+        say(f"  {k}: {v}")
 
 
 @app.command("fit-curve")
@@ -172,15 +186,15 @@ def fit_curve(
         record = fit_curve_file(data, out=out, ligand_nm=ligand_nm, kd_nm=kd_nm, mw_kda=mw_kda)
     except (SpecError, DataError) as e:
         fail(str(e) if str(data) in str(e) else f"{data}: {e}")
-    t = Table(title=f"{data.name}: {record.n_points} points, concentrations in {record.conc_unit}")
+    t = Table(title=escape(f"{data.name}: {record.n_points} points, concentrations in {record.conc_unit}"))
     for col in ("parameter", "estimate", "se", "ci_low", "ci_high", "unit"):
         t.add_column(col, justify="left" if col in ("parameter", "unit") else "right")
     for r in record.table.itertuples(index=False):
-        t.add_row(r.parameter, *(f"{v:.4g}" for v in (r.estimate, r.se, r.ci_low, r.ci_high)), r.unit)
+        t.add_row(escape(r.parameter), *(f"{v:.4g}" for v in (r.estimate, r.se, r.ci_low, r.ci_high)), escape(r.unit))
     console.print(t)
     for w in record.fit.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    console.print(f"[green]done[/] fit-curve -> {record.out_dir}")
+        warn(w)
+    say(f"fit-curve -> {record.out_dir}", done="done")
 
 
 @app.command("calibrate")
@@ -200,16 +214,16 @@ def calibrate_command(
             write_calibrated_value(config, result.parameter, result.value)
     except (SpecError, DataError) as e:
         fail(str(e))
-    t = Table(title=f"calibration of {config.name}")
+    t = Table(title=escape(f"calibration of {config.name}"))
     for col in ("parameter", "config value", "calibrated", "target IC50 (nM)", "simulated IC50 (nM)", "rounds"):
         t.add_column(col)
-    t.add_row(result.parameter, f"{result.initial:.6g}", f"{result.value:.6g}", f"{result.target_ic50_nm:.6g}",
+    t.add_row(escape(result.parameter), f"{result.initial:.6g}", f"{result.value:.6g}", f"{result.target_ic50_nm:.6g}",
               f"{result.ic50_nm:.6g}", str(len(result.rounds)))
     console.print(t)
     if write:
-        console.print(f"[green]wrote[/] parameters.{result.parameter} = {result.value:.6g} into {config}")
+        say(f"parameters.{result.parameter} = {result.value:.6g} into {config}", done="wrote")
     else:
-        console.print("(dry run: pass --write to update the config)")
+        say("(dry run: pass --write to update the config)")
 
 
 INFEASIBLE = 4
@@ -235,13 +249,13 @@ def optimize_command(
         except (SpecError, DataError) as e:
             fail(str(e))
     f = record.facts
-    console.print(f"[green]done[/] optimize -> {record.out_dir}")
+    say(f"optimize -> {record.out_dir}", done="done")
     _print_warnings(f)
     if f["feasible"]:
-        console.print(f"  regimen: {f['regimen']}")
+        say(f"  regimen: {f['regimen']}")
     for k in ("agreement", "grid_animal_regimens", "gradient_animal_regimens", "seconds"):
         if f.get(k) is not None:
-            console.print(f"  {k}: {f[k]}")
+            say(f"  {k}: {f[k]}")
     if not f["feasible"]:
         best = f["best_attainable"] or {}
         fail(f"no regimen in the space meets the target; best attainable PTA {best.get('pta')} with {best.get('regimen')} "
@@ -265,10 +279,10 @@ def power_command(
                                 command=" ".join(sys.argv))
         except (SpecError, DataError) as e:
             fail(str(e))
-    console.print(f"[green]done[/] power -> {record.out_dir}")
+    say(f"power -> {record.out_dir}", done="done")
     _print_warnings(record.facts)
     for comparison, n in record.facts["smallest_n"].items():
-        console.print(f"  {comparison}: smallest n for power {record.facts['target_power']:g} = {n if n is not None else 'not reached'}")
+        say(f"  {comparison}: smallest n for power {record.facts['target_power']:g} = {n if n is not None else 'not reached'}")
 
 
 NOT_CONVERGED = 3
@@ -304,14 +318,14 @@ def fit_command(
         except (SpecError, DataError) as e:
             fail(str(e))
     f = record.facts
-    console.print(f"[green]done[/] fit -> {record.out_dir}")
+    say(f"fit -> {record.out_dir}", done="done")
     for k in ("method", "n_subjects", "n_observations", "iterations", "seconds"):
-        console.print(f"  {k}: {f.get(k)}", highlight=False)
+        say(f"  {k}: {f.get(k)}")
     converged, covariance = bool(f.get("converged")), str(f.get("covariance_step"))
     if converged:
-        console.print(f"  OFV: {f.get('ofv')} (with the N log 2 pi constant: {f.get('ofv_with_constant')})", highlight=False)
+        say(f"  OFV: {f.get('ofv')} (with the N log 2 pi constant: {f.get('ofv_with_constant')})")
     for w in f.get("warnings") or []:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        warn(w)
     if not converged:
         fail(f"the fit did not converge after {f.get('iterations')} iterations (last OFV {f.get('ofv')}); its estimates are "
              "not a minimum: see fit.json and parameters.csv, change the initial values or the method", NOT_CONVERGED)
@@ -331,7 +345,7 @@ def _print_estimates(path: Path) -> None:
     for r in table.itertuples(index=False):
         fixed = str(r.fixed).lower() == "true"
         numbers = [f"{v:.4g}" if pd.notna(v) else "-" for v in (r.estimate, r.se, r.rse_pct, r.ci_low, r.ci_high)]
-        t.add_row(r.name + (" (fixed)" if fixed else ""), *numbers, "" if pd.isna(r.unit) else str(r.unit))
+        t.add_row(escape(r.name + (" (fixed)" if fixed else "")), *numbers, "" if pd.isna(r.unit) else escape(str(r.unit)))
     console.print(t)
 
 

@@ -130,7 +130,9 @@ def check_power_study(
     **Returns:** `(sorted study sizes, mask of the output times at which the endpoint's
     observable is sampled)`."""
     sizes = _check(arms, control, animals_per_arm, replicates, alpha, tuple(tests), correction, target_power)
-    check_count("replicates", replicates * sizes[-1] * len(arms), MAX_ANIMALS, "animals (replicates x largest n x arms)")
+    # Name the factor at fault: the larger of the replicates and the largest study size.
+    check_count("animals_per_arm" if sizes[-1] > replicates else "replicates", replicates * sizes[-1] * len(arms), MAX_ANIMALS,
+                f"animals ({replicates:,} replicates x largest n {sizes[-1]:,} x {len(arms)} arms)")
     if population.model is not model:
         raise SpecError("population", "was built for a different model")
     check_endpoints(model, [endpoint], "endpoint")

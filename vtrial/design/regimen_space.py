@@ -31,7 +31,7 @@ import numpy as np
 
 from vtrial.design.dosing import Bolus, Infusion, Regimen
 from vtrial.errors import SpecError
-from vtrial.limits import MAX_DOSE_RECORDS, check_count
+from vtrial.limits import MAX_DOSE_MG_PER_KG, MAX_DOSE_RECORDS, check_count
 from vtrial.models.base import Model
 
 #: Dosing intervals by their prescription names (hours).
@@ -188,6 +188,17 @@ class RegimenSpace:
         return tuple(out)
 
     def check(self, model: Model) -> None:
+        """Every shape against `model`, and the most drug any candidate gives bounded by
+        `MAX_DOSE_MG_PER_KG` (named by the config key that asks for it)."""
+        lo, hi = self.daily_dose_range
+        days = max(self.duration_h) / 24.0
+        if not hi * days <= MAX_DOSE_MG_PER_KG:
+            raise SpecError("space.daily_dose_mg_per_kg", f"{hi:g} mg/kg/day for {days:g} days is {hi * days:.3g} mg/kg per animal; "
+                                                          f"the limit is {MAX_DOSE_MG_PER_KG:g} mg/kg")
+        for j, loading in enumerate(self.loading_dose_days):
+            if not loading * hi <= MAX_DOSE_MG_PER_KG:
+                raise SpecError(f"space.loading_dose_days.{j}", f"a loading dose of {loading:g} days of {hi:g} mg/kg/day is "
+                                                                f"{loading * hi:.3g} mg/kg; the limit is {MAX_DOSE_MG_PER_KG:g} mg/kg")
         for i, shape in enumerate(self.shapes()):
             shape.check(model, f"space.shapes.{i} ({shape.label})")
 

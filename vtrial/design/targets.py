@@ -105,7 +105,7 @@ def requirement_times(requirements: Sequence[Requirement], every_h: float) -> np
         if e.statistic == "value":
             times.append([e.start_h])
         else:
-            grid_size("output.every_h", e.start_h, e.end_h, every_h)  # bounded before it is made
+            grid_size("output.every_h", e.start_h, e.end_h, every_h, keys=False)  # bounded before it is made
             times.append(np.append(np.arange(e.start_h, e.end_h, every_h), e.end_h))
     return np.unique(np.concatenate(times))
 

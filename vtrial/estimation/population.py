@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings as warnings_module
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -48,7 +49,7 @@ from vtrial.errors import DataError, SpecError
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
 from vtrial.estimation.subjects import subject_arrays, subject_mesh
-from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame
+from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import (
     EstimationSpec,
@@ -368,6 +369,21 @@ def _distance_in_se(grad, subject_gradients) -> float:
     return float(np.max(g / np.sqrt(2.0 * _curvature(subject_gradients)))) if g.size else 0.0
 
 
+def _unfit_detail(model, data, prep, x, bad_ids) -> str:
+    """The first observation that makes the objective not finite, with its row and the
+    likely cause (`unfit_observation`); empty when the diagnostics cannot tell."""
+    n = data.n_subjects
+    eta0 = jnp.zeros((prep.arrays.times.shape[0], prep.layout.n_eta))
+    try:
+        diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, prep.constants, prep.arrays, eta0))
+        with warnings_module.catch_warnings():
+            warnings_module.simplefilter("ignore")
+            frame, _ = predictions_frame(model, data, prep.order, diag)
+    except Exception:  # noqa: BLE001 - the message without the detail rather than a second failure
+        return ""
+    return unfit_observation(frame, bad_ids)
+
+
 def fit_population(
     model: Model,
     data: PopulationData,
@@ -414,11 +430,13 @@ def fit_population(
     eta = jnp.zeros((arrays.times.shape[0], layout.n_eta))
     value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
     if not np.isfinite(float(value)) or not np.all(np.isfinite(np.asarray(grad))):
-        bad = [str(data.ids[i]) for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)[:n]))][:10]
+        bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)[:n]))][:10]
+        why = _unfit_detail(model, data, prep, x, bad) if bad else ""
         raise SpecError(
             "parameters",
             "the objective is not finite at the initial values"
-            + (f" (subjects {', '.join(bad)}: the solve failed or a prediction is 0 with a proportional error only)" if bad else ""),
+            + (f" (subjects {', '.join(map(str, bad))})" if bad else "")
+            + (f": {why}" if why else (": the solve failed or a prediction is 0 with a proportional error only" if bad else "")),
         )
     opt, step, context = _step_function(prep.problem)
     context.clear()

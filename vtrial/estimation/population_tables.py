@@ -21,9 +21,10 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
     for p in model.parameters:
         n = p.name
         if f"log_{n}" in by_name:
-            lv, s = by_name[f"log_{n}"]
-            est = math.exp(lv)
-            rows.append((n, est, est * s, 100 * s, math.exp(lv - z * s), math.exp(lv + z * s), p.unit, False))
+            lv, s = (np.float64(v) for v in by_name[f"log_{n}"])
+            with np.errstate(over="ignore", invalid="ignore"):  # an absurd estimate shows as inf, never raises
+                est, lo, hi = np.exp(lv), np.exp(lv - z * s), np.exp(lv + z * s)
+                rows.append((n, float(est), float(est * s), float(100 * s), float(lo), float(hi), p.unit, False))
         else:
             est = float(u.typical[n])
             rows.append((n, est, math.nan, math.nan, math.nan, math.nan, p.unit, True))
@@ -31,22 +32,19 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
         key = exponent_name(par, covariate)
         if key in by_name:
             v, s = by_name[key]
-            rows.append((key, v, s, 100 * s / abs(v) if v else math.nan, v - z * s, v + z * s, "", False))
+            rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", False))
         else:
             rows.append((key, float(u.effect_exponent[k]), math.nan, math.nan, math.nan, math.nan, "", True))
     for i, n in enumerate(layout.iiv_names):
         fixed = f"omega2_{n}" not in by_name
         w, s = (float(omega[i, i]), math.nan) if fixed else by_name[f"omega2_{n}"]
-        rows.append((f"omega2_{n}", w, s, 100 * s / w, w - z * s, w + z * s, "", fixed))
-        cv = 100 * math.sqrt(math.expm1(w))
-        dcv = 100 * math.exp(w) / (2 * math.sqrt(math.expm1(w)))
-        lo, hi = (100 * math.sqrt(math.expm1(max(b, 0.0))) for b in (w - z * s, w + z * s))
-        rows.append((f"cv_pct_{n}", cv, dcv * s, 100 * dcv * s / cv, lo, hi, "%", fixed))
+        rows.append((f"omega2_{n}", w, s, _ratio_pct(s, w), w - z * s, w + z * s, "", fixed))
+        rows.append((f"cv_pct_{n}", *cv_pct_row(w, s, z), "%", fixed))
     for i, j in layout.block_pairs:
         key = omega_name(layout.iiv_names, i, j)
         fixed = key not in by_name
         v, s = (float(omega[i, j]), math.nan) if fixed else by_name[key]
-        rows.append((key, v, s, 100 * s / abs(v) if v else math.nan, v - z * s, v + z * s, "", fixed))
+        rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", fixed))
     for o, obs in enumerate(model.observables):
         if obs.name not in spec.residual:
             continue
@@ -58,10 +56,31 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
             unit = "DV unit" if kind == "additive" else "fraction"
             if key in by_name:
                 v, s = by_name[key]
-                rows.append((key, v, s, 100 * s / v, v - z * s, v + z * s, unit, False))
+                rows.append((key, v, s, _ratio_pct(s, v), v - z * s, v + z * s, unit, False))
             else:
                 rows.append((key, sd, math.nan, math.nan, math.nan, math.nan, unit, True))
     return pd.DataFrame(rows, columns=["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed"])
+
+
+def _ratio_pct(se: float, estimate: float) -> float:
+    """RSE% = 100 se / estimate; NaN for an estimate of 0 (never a ZeroDivisionError)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return float(100 * np.float64(se) / np.float64(estimate)) if estimate else math.nan
+
+
+def cv_pct_row(w: float, s: float, z: float) -> tuple[float, float, float, float, float]:
+    """(CV%, its SE by the delta method, RSE%, CI low, CI high) of a log-normal random
+    effect of variance `w` with SE `s`: CV% = 100 sqrt(exp(w) - 1). Computed in numpy so
+    that extreme variances give inf or NaN in the table (never an OverflowError): a
+    variance above ~709 has an infinite CV%, one of 0 an undefined SE."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        w, s = np.float64(w), np.float64(s)
+        cv = 100 * np.sqrt(np.expm1(w))
+        dcv = 100 * np.exp(w) / (2 * np.sqrt(np.expm1(w)))
+        se = dcv * s
+        lo, hi = (100 * np.sqrt(np.expm1(max(b, 0.0))) for b in (w - z * s, w + z * s))
+        rse = 100 * se / cv
+    return float(cv), float(se), float(rse), float(lo), float(hi)
 
 
 def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_shrink) -> pd.DataFrame:
@@ -113,3 +132,33 @@ def predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str,
         for name in frame.observable.unique()
     }
     return frame, shrink
+
+
+def unfit_observation(frame: pd.DataFrame, bad_ids) -> str:
+    """Why the objective is not finite at the initial values, from the predictions table
+    there (`predictions_frame` at eta = 0): the first observation of the subjects `bad_ids`
+    whose prediction or residual is not finite (else the one farthest from its
+    prediction), with its row, and the likely cause; empty when nothing stands out."""
+    rows = frame[frame["ID"].isin(list(bad_ids))].reset_index(drop=True)
+    ipred, iwres = rows["IPRED"].to_numpy(float), rows["IWRES"].to_numpy(float)
+
+    def where(k: int) -> str:
+        return f"row {int(rows['row'][k])} (ID {rows['ID'][k]}, TIME {rows['TIME'][k]:g} h, DV {rows['DV'][k]:g})"
+
+    failed = np.flatnonzero(~np.isfinite(ipred) | ~np.isfinite(iwres))
+    if failed.size == 0:  # finite at eta = 0, yet the EBE search ran off: the data are far from the model there
+        if not iwres.size or np.abs(iwres).max() < 100:
+            return ""
+        k = int(np.argmax(np.abs(iwres)))
+        return (f"{where(k)} is {abs(iwres[k]):.3g} residual SDs from the prediction {ipred[k]:.3g} at the initial values; "
+                "check the units (data.time_unit, data.amt_unit, the DV unit in [data.observables]) and the initial values")
+    k = int(failed[0])
+    if not np.isfinite(ipred[k]):
+        return (f"{where(k)}: the prediction is {ipred[k]} at the initial values, the solve failed there; check the initial "
+                "values in [parameters] and the subject's doses (AMT, RATE, their units)")
+    if ipred[k] == 0:
+        return (f"{where(k)}: the prediction is 0 at the initial values, and with a proportional residual error only its "
+                "variance is 0; check the units (data.time_unit, data.amt_unit), the subject's doses and the initial values, "
+                "or give an additive SD too")
+    return (f"{where(k)}: the residual is not finite (prediction {ipred[k]:g}); check the units of DV and the residual "
+            "error's initial values")

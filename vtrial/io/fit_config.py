@@ -47,7 +47,8 @@ from vtrial.estimation.population_spec import EstimationSpec, build_layout
 from vtrial.io.config import Strict
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
-from vtrial.limits import MAX_CV_PERCENT, MAX_SEED
+from vtrial.limits import (INITIAL_VALUE_RANGE, MAX_CV_PERCENT, MAX_SEED, MIN_INITIAL_CV_PERCENT, MIN_INITIAL_OMEGA2,
+                           PROPORTIONAL_SD_RANGE)
 from vtrial.models import Model, get_model
 
 #: Estimation methods (`vtrial.estimation.fit_population`).
@@ -55,7 +56,7 @@ METHODS = ("focei", "foce", "laplace", "fo")
 #: Covariance steps: R^-1 S R^-1 (NONMEM's default), R^-1, S^-1.
 COVARIANCES = ("sandwich", "r", "s")
 
-Omega2 = Annotated[float, Field(gt=0, le=MAX_OMEGA2)]
+Omega2 = Annotated[float, Field(ge=MIN_INITIAL_OMEGA2, le=MAX_OMEGA2)]
 
 
 class BlockSpec(Strict):
@@ -84,7 +85,7 @@ class FitCovariateEffectSpec(CovariateEffectSpec):
 
 class FitVariabilitySpec(Strict):
     omega: dict[str, Omega2] = {}
-    cv_percent: dict[str, Annotated[float, Field(gt=0, le=MAX_CV_PERCENT)]] = {}
+    cv_percent: dict[str, Annotated[float, Field(ge=MIN_INITIAL_CV_PERCENT, le=MAX_CV_PERCENT)]] = {}
     block: list[BlockSpec] = []
 
 
@@ -142,9 +143,11 @@ class BuiltFit:
             raise SpecError("parameters", f"missing: give initial values of the parameters to estimate; model {model.name} has: "
                                           f"{', '.join(model.parameter_names)}")
         self.typical = dict(cfg.parameters)  # estimated (unless fixed); other parameters keep the model's values
-        bad = [k for k, v in self.typical.items() if not v > 0]
+        lo, hi = INITIAL_VALUE_RANGE
+        bad = [k for k, v in self.typical.items() if not lo <= v <= hi]
         if bad:
-            raise SpecError(f"parameters.{bad[0]}", f"must be > 0 to be estimated on the log scale, got {self.typical[bad[0]]!r}")
+            raise SpecError(f"parameters.{bad[0]}", f"an initial value estimated on the log scale must lie in [{lo:g}, {hi:g}] "
+                                                    f"(in the parameter's unit), got {self.typical[bad[0]]!r}")
         self.iiv_names, self.omega, self.blocks = _omega(model, cfg.variability)
         self.covariate_effects = tuple(_effect(model, i, e) for i, e in enumerate(cfg.covariate_effects))
         self.estimate_exponents = tuple((e.parameter, e.covariate) for e in cfg.covariate_effects if e.estimate)
@@ -156,6 +159,11 @@ class BuiltFit:
                 raise SpecError(f"residual.{name}", f"unknown observable of model {model.name}; known: {', '.join(model.observable_names)}")
             if r.additive == 0 and r.proportional == 0:
                 raise SpecError(f"residual.{name}", "give an initial additive or proportional SD > 0 (0 for both is no error model)")
+            for kind, value, (lo, hi) in (("additive", r.additive, INITIAL_VALUE_RANGE),
+                                          ("proportional", r.proportional, PROPORTIONAL_SD_RANGE)):
+                if value != 0 and not lo <= value <= hi:
+                    raise SpecError(f"residual.{name}.{kind}", f"an initial SD must be 0 (none) or lie in [{lo:g}, {hi:g}], "
+                                                               f"got {value!r}")
             self.residual[name] = ResidualError(r.additive, r.proportional)
         if not self.residual:
             raise SpecError("residual", "missing: give [residual.<observable>] initial values for each fitted observable "
@@ -175,6 +183,9 @@ class BuiltFit:
         self.method = method or cfg.estimation.method
         if self.method not in METHODS:
             raise SpecError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method != "fo" and not self.iiv_names:  # the estimator's own rule, found here so `check` finds it
+            raise SpecError("variability.omega", f"method {self.method} needs random effects: give at least one initial "
+                                                 "variance in [variability.omega] or [variability.cv_percent]")
         self.max_iterations = cfg.estimation.max_iterations
         self.tolerance = cfg.estimation.tolerance
         self.covariance = None if cfg.estimation.covariance == "none" else cfg.estimation.covariance
@@ -269,8 +280,10 @@ def _omega(model: Model, v: FitVariabilitySpec) -> tuple[tuple[str, ...], np.nda
             raise SpecError(f"{where}", "correlations must lie strictly between -1 and 1")
         covariance_blocks[str(b)] = (b, corr, list(block.parameters))
     for p, var in variances.items():
-        if not 0 < var <= MAX_OMEGA2:
-            raise SpecError(f"variability.omega.{p}", f"initial variance must lie in (0, {MAX_OMEGA2:g}], got {var!r}")
+        if not MIN_INITIAL_OMEGA2 <= var <= MAX_OMEGA2:
+            raise SpecError(f"variability.omega.{p}", f"initial variance must lie in [{MIN_INITIAL_OMEGA2:g}, {MAX_OMEGA2:g}] "
+                                                      f"(a CV of {MIN_INITIAL_CV_PERCENT:g}% to {MAX_CV_PERCENT:g}%), got {var!r}; "
+                                                      "leave a random effect this small out")
     names = tuple(variances)
     sd = np.sqrt([variances[n] for n in names])
     corr = np.eye(len(names))

@@ -41,6 +41,7 @@ from pydantic import Field
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
+from vtrial.io.nonmem_checks import check_magnitudes, check_shape, require_covariates
 from vtrial.limits import MAX_DOSE_RECORDS
 from vtrial.models.base import Model
 from vtrial.schema import Strict
@@ -208,18 +209,15 @@ class _Table:
         self.file = str(path)
         if not path.is_file():
             raise DataError(f"{path}: file not found")
+        header = check_shape(path)
         try:
             raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
         except Exception as e:  # pandas raises many types for unreadable files
             raise DataError(f"{path}: cannot be read as CSV ({e})") from None
-        self.names: dict[str, str] = {}
-        for c in raw.columns:
-            name = str(c).strip()
-            if name.upper() in self.names:
-                raise DatasetError(self.file, None, name, f"the column appears twice (as {self.names[name.upper()]!r} too); "
-                                                          "column names are not case-sensitive")
-            self.names[name.upper()] = name
-        raw.columns = [str(c).strip() for c in raw.columns]
+        if len(raw.columns) != len(header):
+            raise DataError(f"{path}: cannot be read as CSV ({len(raw.columns)} columns read, {len(header)} in the header)")
+        raw.columns = [name or str(c).strip() for name, c in zip(header, raw.columns)]  # pandas names unnamed columns
+        self.names: dict[str, str] = {str(c).upper(): str(c) for c in raw.columns}
         self.raw = raw
         self.n = len(raw)
         if self.n == 0:
@@ -264,7 +262,8 @@ def _first_row(ids: np.ndarray) -> np.ndarray:
     return np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, bool)
 
 
-def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None) -> PopulationData:
+def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None, *,
+                required_covariates: Mapping[str, str] | None = None, max_dose_records: int = MAX_DOSE_RECORDS) -> PopulationData:
     """Read a NONMEM-style CSV dataset for `model` (see the module's table of columns).
 
     **Arguments:**
@@ -273,7 +272,12 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
       covariates and units);
     - `data`: how the dataset maps onto the model (`DataSpec`, or the `[data]` table of
       a fit config as a mapping): units of AMT, TIME and DV, CMT/DVID values of routes
-      and observables, covariate columns.
+      and observables, covariate columns;
+    - `required_covariates`: covariate -> what needs it (e.g. "covariate_effects.0"): a
+      covariate the dataset lacks is an error then (otherwise the model's reference value
+      stands in for it, which the caller reports);
+    - `max_dose_records`: dose records per subject after ADDL expansion (a fit passes its
+      own, lower limit).
 
     **Returns:** `PopulationData`, subjects in file order; dose amounts in mg (mg/kg
     with `per_kg` 1 when `amt_unit` is per kg), observations sorted as in the file, each
@@ -378,9 +382,10 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     bad = np.flatnonzero(is_dose & (addl > 0) & (ii <= 0))
     if bad.size:
         raise t.error(bad[0], "II", f"ADDL = {int(addl[bad[0]])} additional doses need an interdose interval II > 0")
-    bad = np.flatnonzero(is_dose & (addl + 1 > MAX_DOSE_RECORDS))
+    limit = f"{max_dose_records:,}" + ("" if max_dose_records == MAX_DOSE_RECORDS else " in a fit (see the README's fit limits)")
+    bad = np.flatnonzero(is_dose & (addl + 1 > max_dose_records))
     if bad.size:
-        raise t.error(bad[0], "ADDL", f"{int(addl[bad[0]])} additional doses; the limit is {MAX_DOSE_RECORDS - 1:,}")
+        raise t.error(bad[0], "ADDL", f"{int(addl[bad[0]])} additional doses; the limit of dose records per subject is {limit}")
 
     cmt_cells = t.text("CMT") if t.has("CMT") else np.full(n, ".", dtype=object)
     route = np.zeros(n, np.int64)
@@ -408,9 +413,15 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
             observable_of[key] = _observable(model, res, t, i, *key)
         observable[i] = observable_of[key]
 
+    if res.observable_by == "single" and dvid_cells is not None:
+        _check_single_dvid(model, res, t, is_obs, dvid_cells)
+
     covariates = _covariates(model, res, t, subject, starts)
+    require_covariates(res, t, covariates, required_covariates or {})
     if res.per_kg and "bw" not in covariates:
         raise t.error(None, res.covariate_columns.get("bw", "BW"), "amounts are per kg (data.amt_unit); the dataset needs a body-weight column")
+
+    check_magnitudes(t, res, time, time_h, amt, rate, ii, addl, dv, is_dose, is_obs)
 
     # -- padding -------------------------------------------------------------------------
     n_subjects = starts.size
@@ -421,10 +432,10 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         for k in range(int(addl[i]) + 1):
             dose_rows[subject[i]].append((time_h[i] + k * ii[i] * res.time_factor, mg, float(res.per_kg), duration, route[i]))
     n_records = max(len(r) for r in dose_rows)
-    if n_records > MAX_DOSE_RECORDS:
+    if n_records > max_dose_records:
         s = int(np.argmax([len(r) for r in dose_rows]))
         raise t.error(starts[s], "ADDL", f"subject {id_cells[starts[s]]} has {n_records:,} dose records after ADDL expansion; "
-                                         f"the limit is {MAX_DOSE_RECORDS:,}")
+                                         f"the limit is {limit}")
     arrays = [np.zeros((n_subjects, n_records)) for _ in range(4)] + [np.zeros((n_subjects, n_records), np.int32)]
     for s, recs in enumerate(dose_rows):
         for j, rec in enumerate(sorted(recs, key=lambda r: r[0])):
@@ -519,7 +530,7 @@ def _dose_route(model: Model, res: _Resolved, t: _Table, i: int, cell: str) -> i
 def _observable(model: Model, res: _Resolved, t: _Table, i: int, cmt: str, dvid: str | None) -> int:
     names = model.observable_names
     if res.observable_by == "single":
-        return res.observable_of_key[""]
+        return res.observable_of_key[""]  # rows with other DVID values are refused by `_check_single_dvid`
     if res.observable_by in ("dvid", "cmt"):
         column = res.observable_by.upper()
         cell = dvid if column == "DVID" else cmt
@@ -545,6 +556,21 @@ def _observable(model: Model, res: _Resolved, t: _Table, i: int, cmt: str, dvid:
         return [o.lower() for o in names].index(_key(cmt))
     raise t.error(i, "DVID", f"model {model.name} has several observables ({', '.join(names)}): say which this row is "
                              "with a DVID column, or map CMT/DVID values in [data.observables]")
+
+
+def _check_single_dvid(model: Model, res: _Resolved, t: _Table, is_obs: np.ndarray, dvid_cells: np.ndarray) -> None:
+    """With one observable in [data.observables] and no `dvid`/`cmt` there, every
+    observation is that observable: a DVID column that tells several apart contradicts it."""
+    name = model.observable_names[res.observable_of_key[""]]
+    rows = np.flatnonzero(is_obs & ~np.isin(dvid_cells, (".", "")))
+    keys = [_key(dvid_cells[i]) for i in rows]
+    if len(set(keys)) > 1:
+        first = keys[0]
+        i = rows[next(k for k, key in enumerate(keys) if key != first)]
+        raise t.error(i, "DVID", f"DVID {dvid_cells[i]} differs from DVID {dvid_cells[rows[0]]} of row {rows[0] + 1}, but "
+                                 f"[data.observables] maps every observation to {name!r} (it gives no dvid); say which DVID "
+                                 f"values are {name!r}: dvid = [{dvid_cells[rows[0]]}] (rows with other DVID values are then "
+                                 "refused: set their MDV = 1 to leave them out)")
 
 
 def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:

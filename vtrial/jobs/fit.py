@@ -37,7 +37,7 @@ from vtrial.analysis.fit_plots import plot_gof, plot_vpc, vpc_table
 from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
-from vtrial.errors import SpecError
+from vtrial.errors import DataError, SpecError
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
@@ -45,6 +45,7 @@ from vtrial.io.fit_config import BuiltFit, FitConfig, trial_config_fragment
 from vtrial.io.nonmem import read_nonmem
 from vtrial.io.writers import atomic_write, save_figure, write_csv, write_json
 from vtrial.jobs.context import RunContext
+from vtrial.limits import MAX_FIT_DOSE_RECORDS
 from vtrial.models.base import Model
 
 #: Keys of `fit.json` taken from the fit result.
@@ -60,13 +61,33 @@ def _refuse_trial_options(ctx: RunContext) -> None:
             raise SpecError(option, "does not apply to a fit config (a fit reads its subjects from the dataset)")
 
 
-def check_data(built: BuiltFit, data: PopulationData) -> None:
-    """Every observable the dataset observes has a residual error model."""
+def check_data(built: BuiltFit, data: PopulationData, file: str = "the dataset") -> None:
+    """Every observable the dataset observes has a residual error model; every subject
+    observed nonzero has a dose when the model's predictions come from doses alone."""
     names = built.model.observable_names
     for j in np.unique(np.asarray(data.obs_observable)[np.asarray(data.obs_mask)]):
         if names[j] not in built.residual:
             raise SpecError(f"residual.{names[j]}", f"the dataset observes {names[j]!r}; give its residual error model "
                                                     f"[residual.{names[j]}] (initial additive and/or proportional SD)")
+    _check_undosed_subjects(built.model, data, file)
+
+
+def _check_undosed_subjects(model: Model, data: PopulationData, file: str) -> None:
+    """A model whose states are all linear PK compartments starts empty and moves only by
+    doses: a subject without a dose of positive amount is predicted 0 throughout, so its
+    nonzero observations cannot be fitted (a proportional error then has zero variance)."""
+    if model.linear_pk is None or set(model.state_names) != set(model.linear_pk.states):
+        return  # other states (disease, baseline) may explain observations without a dose
+    dosed = np.any(np.asarray(data.doses.amount) > 0, axis=1)
+    mask = np.asarray(data.obs_mask) & (np.asarray(data.dv) != 0)
+    undosed = np.flatnonzero(~dosed & mask.any(axis=1))
+    if undosed.size:
+        i = undosed[0]
+        row = int(np.asarray(data.obs_row)[i][mask[i]][0])
+        ids = ", ".join(str(data.ids[k]) for k in undosed[:10]) + (" ..." if undosed.size > 10 else "")
+        raise DataError(f"{file}, row {row} (line {row + 1} of the file): subject(s) {ids} have no dose with AMT > 0 but "
+                        f"observations other than 0; model {model.name} has only PK compartments, which start empty, so it "
+                        "predicts 0 for them: add their doses, or leave these subjects out")
 
 
 def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationData | None]:
@@ -76,9 +97,18 @@ def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationDa
     _refuse_trial_options(ctx)
     if ctx.data is None:
         return built, None
-    data = read_nonmem(ctx.data, built.model, cfg.data)
-    check_data(built, data)
+    needs = {e.covariate: f"covariate_effects.{i} ({e.parameter} ~ {e.covariate})" for i, e in enumerate(cfg.covariate_effects)}
+    data = read_nonmem(ctx.data, built.model, cfg.data, required_covariates=needs, max_dose_records=MAX_FIT_DOSE_RECORDS)
+    check_data(built, data, str(ctx.data))
     return built, data
+
+
+def covariate_defaults(model: Model, data: PopulationData) -> dict[str, str]:
+    """The model's covariates the dataset lacks, each at the model's reference value for
+    every subject (what `vtrial check` reports; a covariate effect's covariate is never
+    among them: the dataset must have it)."""
+    return {c.name: f"{c.reference:g} {c.unit} (the model's reference; not in the dataset)"
+            for c in model.covariates if c.name not in data.covariates}
 
 
 def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
@@ -88,6 +118,9 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
            "random_effects": list(built.iiv_names)}
     if data is not None:
         out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()))
+        defaults = covariate_defaults(built.model, data)
+        if defaults:
+            out["covariates_not_in_dataset"] = defaults
     else:
         out["dataset"] = "not given (vtrial fit CONFIG DATA.csv reads one)"
     return out

@@ -107,12 +107,39 @@ def _kind_of(table: dict) -> str:
     raise SpecError("kind", f"missing: say which job this config describes, kind = one of {', '.join(repr(k) for k in JOBS)}")
 
 
-def _prepare(config, *, seed, animals_per_arm, chunk_size, animals) -> _Prepared:
-    """The validated config and overrides, before any JAX work or file is written."""
+def _kind_hint(table: dict, kind: str, guessed: bool) -> str | None:
+    """Why a config that fails its schema may have the wrong `kind`: it has none (read as
+    a trial config), or its keys are those of another job."""
+    keys = set(table)
+    unknown = keys - set(JOBS[kind].schema.model_fields)
+    fits = [k for k, job in JOBS.items() if k != kind and unknown and not keys - set(job.schema.model_fields)]
+    if guessed:
+        return (f"the config has no `kind`, so it was read as a trial config; if it describes another job, say which: "
+                f"kind = {' or '.join(repr(k) for k in fits) if fits else 'one of ' + ', '.join(repr(k) for k in JOBS)}")
+    if fits:
+        return f"its keys are those of a {' or '.join(repr(k) for k in fits)} config: is `kind = {kind!r}` right?"
+    return None
+
+
+def _prepare(config, *, seed, animals_per_arm, chunk_size, animals, expected_kind: str | None = None) -> _Prepared:
+    """The validated config and overrides, before any JAX work or file is written.
+    `expected_kind`: the job the command takes (`vtrial fit`: "fit"); a config of another
+    kind, or without `kind`, is refused naming `kind` before its keys are validated."""
     table, config_hash, config_name, config_label = _read_config(config)
+    if expected_kind is not None and table.get("kind") != expected_kind:
+        if "kind" not in table:
+            raise SpecError("kind", f"missing: this command takes kind = {expected_kind!r} configs; add kind = \"{expected_kind}\"")
+        raise SpecError("kind", f"this is a {table['kind']!r} config; this command takes kind = {expected_kind!r}")
+    guessed = "kind" not in table
     kind = _kind_of(table)
     job = get_job(kind)
-    spec = validate(job.schema, table)
+    try:
+        spec = validate(job.schema, table)
+    except SpecError as e:
+        hint = _kind_hint(table, kind, guessed)
+        if hint is None:
+            raise
+        raise SpecError(e.field, f"{e.problem}\n({hint})") from None
     _check_positive("--animals-per-arm", animals_per_arm)
     _check_positive("--chunk-size", chunk_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
@@ -139,6 +166,19 @@ def _check(prepared: _Prepared, *, typical: bool, data=None, method=None, datase
     return prepared.job.check(prepared.spec, ctx) or {}
 
 
+def _check_data_file(prepared: _Prepared, data, option: str) -> None:
+    """An input data file applies only to jobs that read one (a fit's dataset); it must exist."""
+    if data is None:
+        return
+    if not prepared.job.needs_data:
+        readers = ", ".join(repr(k) for k, job in JOBS.items() if job.needs_data)
+        raise SpecError(option, f"a dataset applies to configs that read one (kind = {readers}); this config is a "
+                                f"{prepared.kind!r} job (to write a trial's simulated study as a dataset: vtrial run "
+                                "CONFIG --dataset FILE)")
+    if not Path(data).is_file():
+        raise SpecError(option, f"{data}: file not found")
+
+
 def check_config(
     config: str | Path | Mapping[str, Any],
     *,
@@ -154,8 +194,7 @@ def check_config(
     writing anything: every `SpecError`/`DataError` a run would raise before its first
     solve is raised here. Returns what the run would be (kind and the job's summary)."""
     prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals)
-    if data is not None and not Path(data).is_file():
-        raise SpecError("DATA", f"{data}: file not found")
+    _check_data_file(prepared, data, "--data")
     return {"kind": prepared.kind, **_check(prepared, typical=typical, data=data, method=method)}
 
 
@@ -207,14 +246,12 @@ def run_config(
     **Returns:** a `RunRecord`. **Raises:** `SpecError` / `DataError` naming the field,
     file, row or column, before anything is written.
     """
-    prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals)
-    if kind is not None and prepared.kind != kind:
-        raise SpecError("kind", f"this is a {prepared.kind!r} config; this command takes kind = {kind!r}")
+    prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals,
+                        expected_kind=kind)
     job, spec, kind = prepared.job, prepared.spec, prepared.kind
     config_hash, config_name, config_label = prepared.config_sha256, prepared.config_name, prepared.config_label
     animal_table, animals_hash = prepared.animals, prepared.animals_sha256
-    if data is not None and not Path(data).is_file():
-        raise SpecError("DATA", f"{data}: file not found")
+    _check_data_file(prepared, data, "DATA")
     if data is None and job.needs_data:
         raise SpecError("DATA", f"a {kind!r} job reads a data file: vtrial {kind} CONFIG DATA (run_config(..., data=...))")
     if dataset_out is not None and kind != "trial":
