@@ -6,6 +6,7 @@ covariates, units, case, "." as missing), and the Bolus_2CPT reference set reads
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -61,7 +62,8 @@ def test_column_names_are_not_case_sensitive(tmp_path):
     a = read_nonmem(write(tmp_path, GOOD), IV, {"covariates": {"bw": "wt"}})
     b = read_nonmem(write(tmp_path, lower, "lower.csv"), IV)  # bw found by its own name, any case
     for x, y in zip(a[:6], b[:6]):
-        np.testing.assert_array_equal(np.asarray(x, dtype=object), np.asarray(y, dtype=object))
+        for u, v in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y), strict=True):
+            np.testing.assert_array_equal(np.asarray(u, dtype=object), np.asarray(v, dtype=object))
     np.testing.assert_array_equal(a.covariates["bw"], b.covariates["bw"])
 
 
@@ -160,16 +162,18 @@ MALFORMED = [
     ("1,1,.,.,0,1,.,0,.,.,.,70", "DV", "needs a value"),
     ("1,.,.,.,0,1,3,0,.,.,.,70", "TIME", "needs a time"),
     ("1,-1,.,.,0,1,3,0,.,.,.,70", "TIME", "negative"),
-    ("1,1,10,-1,1,1,.,1,.,.,.,70", "RATE", "modelled rate"),
+    ("1,1,10,-1,1,1,.,1,.,.,.,70", "RATE", "modelled rate"),  # the route names no rate
     ("1,1,10,-2,1,1,.,1,.,.,.,70", "RATE", "modelled duration"),
     ("1,1,10,-3,1,1,.,1,.,.,.,70", "RATE", "negative"),
     ("1,1,10,.,7,1,.,1,.,.,.,70", "EVID", "event type"),
-    ("1,1,10,.,3,1,.,1,.,.,.,70", "EVID", "reset"),
+    ("1,1,10,.,3,1,.,1,.,.,.,70", "AMT", "not a dose (EVID 3)"),
     ("1,1,10,.,2,1,.,1,.,.,.,70", "AMT", "not a dose (EVID 2)"),
     ("1,1,10,.,1,1,.,0,.,.,.,70", "MDV", "MDV = 1"),
     ("1,1,-5,.,1,1,.,1,.,.,.,70", "AMT", "amount >= 0"),
     ("1,1,5,.,0,1,3,0,.,.,.,70", "AMT", "not a dose"),
-    ("1,1,10,.,1,1,.,1,.,.,1,70", "SS", "steady-state"),
+    ("1,1,10,.,1,1,.,1,.,.,1,70", "SS", "needs its interdose interval"),
+    ("1,1,10,.,1,1,.,1,12,.,3,70", "SS", "SS = 3"),
+    ("1,1,.,.,0,1,3,0,.,.,1,70", "SS", "not a dose"),
     ("1,1,10,.,1,1,.,1,.,2,.,70", "II", "interdose interval"),
     ("1,1,10,.,1,1,.,1,12,1.5,.,70", "ADDL", "whole number"),
     ("1,1,.,.,0,1,3,0,12,.,.,70", "II", "not a dose"),

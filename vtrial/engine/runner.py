@@ -337,7 +337,7 @@ class PopulationChunks:
         self.model, self.options, self.t0, self.states, self.store = model, options, float(t0), states, store
         self.dtype = np.float64 if options.dtype == "float64" else np.float32
         self.params = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()}
-        self.doses = DoseRecords(*(np.asarray(a) for a in doses))
+        self.doses = DoseRecords(*doses).map(np.asarray)
         self.times_h = np.asarray(times_h, dtype=float)
         self._split, replicated = distributed.shardings(self.mesh)
         self._save_times = distributed.to_global(self.times_h.astype(self.dtype), replicated)

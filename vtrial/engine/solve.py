@@ -47,7 +47,7 @@ import numpy as np
 
 from vtrial.engine import linear_pk
 from vtrial.errors import SpecError
-from vtrial.engine.events import DoseRecords, build_event_table
+from vtrial.engine.events import DoseRecords, build_event_table, rates_after_events, seen_at_their_time
 from vtrial.models.base import Model
 
 SOLVERS = {
@@ -363,8 +363,12 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     zero = jnp.zeros((1, n_states), dtype)
     # Row k: the sum of the boluses and the input rate after the first k events.
     jumped = jnp.concatenate([zero, jnp.cumsum(events.bolus.astype(dtype), axis=0)])
-    rate = jnp.concatenate([zero, jnp.cumsum(events.rate_delta.astype(dtype), axis=0)])
+    rate = rates_after_events(events, dtype)
     y0 = model.initial_state(p).astype(dtype)
+    # A reset (EVID 3/4, SS = 1) sets the states, a jump that depends on them: the
+    # closed-form PK takes it exactly, states integrated here cannot (the animal is
+    # marked failed; the split path, `events="split"`, takes resets of any state).
+    resets = jnp.zeros(event_t.shape, bool) if events.reset is None else events.reset
 
     def after(t):  # events at or before t (right-continuous: the value just after t)
         return jnp.searchsorted(event_t, t, side="right", method="compare_all")
@@ -384,13 +388,13 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
         pk_rate = rate[:, pk_idx]
 
         def to_next_event(pk, xs):
-            t_from, t_to, r, bolus = xs
-            pk = linear_pk.propagate(modes, pk, r, t_to - t_from) + bolus
+            t_from, t_to, r, bolus, reset = xs
+            pk = jnp.where(reset, y0[pk_idx], linear_pk.propagate(modes, pk, r, t_to - t_from)) + bolus
             return pk, pk
 
         starts = jnp.concatenate([t0[None], event_t])
         _, pk_after = jax.lax.scan(
-            to_next_event, y0[pk_idx], (starts[:-1], event_t, pk_rate[:-1], events.bolus[:, pk_idx].astype(dtype))
+            to_next_event, y0[pk_idx], (starts[:-1], event_t, pk_rate[:-1], events.bolus[:, pk_idx].astype(dtype), resets)
         )
         pk_start = jnp.concatenate([y0[pk_idx][None], pk_after])
         alpha, beta = pk_start @ modes.s_inv.T, pk_rate @ modes.s_inv.T
@@ -402,7 +406,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
 
         # After every event that changes the PK's amounts or input, steps end exactly at
         # growing multiples of the fastest mode's time constant (see `_KICK_STEPS`).
-        kicks = jnp.any(events.bolus[:, pk_idx] != 0, axis=1) | jnp.any(events.rate_delta[:, pk_idx] != 0, axis=1)
+        kicks = jnp.any(events.bolus[:, pk_idx] != 0, axis=1) | jnp.any(events.rate_delta[:, pk_idx] != 0, axis=1) | resets
         tau = jnp.asarray(_KICK_STEPS, dtype) / jnp.max(jnp.abs(modes.lam))
         kick_t = jnp.where(kicks[:, None], event_t[:, None] + tau[None, :], t0)
         step_ts = jnp.sort(jnp.clip(kick_t.reshape(-1), t0, t_end))
@@ -415,6 +419,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     if solved.size == 0:  # nothing left to integrate: the PK is the whole model
         out = jax.vmap(full_state)(save_times, before(save_times), jnp.zeros((save_times.shape[0], 0), dtype))
         out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+        out = seen_at_their_time(events, save_times, out, y0)
         return AnimalSolution(out, jnp.where(jnp.all(jnp.isfinite(out)), 0, 3), jnp.asarray(0))
 
     def f(t, y_solved, args):
@@ -445,7 +450,9 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     )
     out = jax.vmap(full_state)(save_times, before(save_times), sol.ys)
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+    out = seen_at_their_time(events, save_times, out, y0)
     status = _result_code(sol.result)
+    status = jnp.where((status == 0) & jnp.any(resets & (event_t < t_end)), 2, status)
     status = jnp.where((status == 0) & ~jnp.all(jnp.isfinite(out)), 3, status)
     return AnimalSolution(out, status, sol.stats["num_steps"])
 
@@ -471,11 +478,14 @@ def _solve_split(model: Model, p, doses, save_times, t0, options: SolverOptions)
     bound_t = jnp.concatenate([save_times[grid], jnp.clip(events.time_h.astype(dtype), t0, t_end)])
     bound_bolus = jnp.concatenate([jnp.zeros((grid.size, n_states), dtype), events.bolus.astype(dtype)])
     bound_rate = jnp.concatenate([jnp.zeros((grid.size, n_states), dtype), events.rate_delta.astype(dtype)])
+    event_reset = jnp.zeros(events.time_h.shape, bool) if events.reset is None else events.reset
+    bound_reset = jnp.concatenate([jnp.zeros(grid.size, bool), event_reset])
     order = jnp.argsort(bound_t, stable=True)
     ends = bound_t[order]
     starts = jnp.concatenate([t0[None], ends[:-1]])
     bolus = jnp.concatenate([jnp.zeros((1, n_states), dtype), bound_bolus[order][:-1]])
     rate_delta = jnp.concatenate([jnp.zeros((1, n_states), dtype), bound_rate[order][:-1]])
+    reset = jnp.concatenate([jnp.zeros(1, bool), bound_reset[order][:-1]])
     # The saves of segment (a, b] are the (at most k) save times after a, up to b.
     first_save = jnp.searchsorted(save_times, starts, side="right")
     slots = jnp.minimum(first_save[:, None] + jnp.arange(k)[None, :], n_save - 1)
@@ -483,27 +493,30 @@ def _solve_split(model: Model, p, doses, save_times, t0, options: SolverOptions)
     seg_ts = jnp.where(in_segment, save_times[slots], ends[:, None])
 
     advance = (_closed_form_advance if uses_closed_form(model, options) else _ode_advance)(model, p, options)
+    y0 = model.initial_state(p).astype(dtype)
 
     def segment(carry, xs):
         y, rate, dt_guess, status, steps = carry
-        a, b, add, drate, ts = xs
-        y = y + add
-        rate = rate + drate
-        y_end, ys, code, n = advance(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)), add, drate)
+        a, b, add, drate, reset, ts = xs
+        # A reset (EVID 3/4, SS = 1) restarts from the initial state with no input.
+        y = jnp.where(reset, y0, y) + add
+        rate = jnp.where(reset, 0.0, rate) + drate
+        kick = jnp.where(reset, 1.0, add)  # a reset kicks the PK like a dose (`_KICK_STEPS`)
+        y_end, ys, code, n = advance(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)), kick, drate)
         # The next segment starts from (twice) this one's mean step instead of a fresh
         # step-size search at every boundary.
         dt_guess = jnp.where(n > 0, 2.0 * (b - a) / jnp.maximum(n, 1), dt_guess)
         status = jnp.where(status == 0, code, status)
         return (y_end, rate, dt_guess, status, steps + n), ys
 
-    y0 = model.initial_state(p).astype(dtype)
     dt_first = jnp.maximum(t_end - t0, 1.0) * 1e-3
     init = (y0, jnp.zeros(n_states, dtype), dt_first, jnp.asarray(0), jnp.asarray(0))
-    (_, _, _, status, steps), seg_ys = jax.lax.scan(segment, init, (starts, ends, bolus, rate_delta, seg_ts))
+    (_, _, _, status, steps), seg_ys = jax.lax.scan(segment, init, (starts, ends, bolus, rate_delta, reset, seg_ts))
     # Save time i lies in the first segment ending at or after it, in slot i - first_save.
     seg_of = jnp.searchsorted(ends, save_times, side="left")
     slot_of = jnp.arange(n_save) - first_save[seg_of]
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], seg_ys[seg_of, jnp.clip(slot_of, 0, k - 1)])
+    out = seen_at_their_time(events, save_times, out, y0)
     status = jnp.where((status == 0) & ~jnp.all(jnp.isfinite(out)), 3, status)
     return AnimalSolution(out, status, steps)
 
@@ -526,12 +539,21 @@ def _solve_superposition(model: Model, p, doses, save_times, t0, options: Solver
     beta = events.rate_delta[:, pk_idx].astype(dtype) @ modes.s_inv.T
     tau = save_times[:, None] - event_t[None, :]  # (n_times, n_events)
     after = (tau > 0)[:, :, None]
+    start = t0
+    if events.reset is not None:
+        # A reset wipes what came before it: only the events from the last reset
+        # before t count, and the initial state restarts at that reset.
+        index = jnp.arange(event_t.shape[0])
+        last = jnp.max(jnp.where(events.reset[None, :] & after[:, :, 0], index[None, :], -1), axis=1)
+        after = after & (index[None, :] >= last[:, None])[:, :, None]
+        start = jnp.where(last >= 0, event_t[jnp.maximum(last, 0)], t0)
     tau = jnp.where(after, tau[:, :, None], 0.0)  # (n_times, n_events, 1)
     lam = modes.lam[None, None, :]
     terms = jnp.exp(lam * tau) * alpha[None, :, :] + linear_pk.phi(lam, tau) * beta[None, :, :]
     coords = jnp.sum(jnp.where(after, terms, 0.0), axis=1)
-    tau0 = jnp.maximum(save_times - t0, 0.0)[:, None]
+    tau0 = jnp.maximum(save_times - start, 0.0)[:, None]
     coords = coords + jnp.exp(modes.lam[None, :] * tau0) * (modes.s_inv @ y0[pk_idx])[None, :]
     out = (coords @ modes.s.T)[:, unsort]
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+    out = seen_at_their_time(events, save_times, out, y0)
     return AnimalSolution(out, jnp.where(jnp.all(jnp.isfinite(out)), 0, 3), jnp.asarray(0))

@@ -7,15 +7,15 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `ID` | subject; its rows must be contiguous (as NONMEM reads them) |
 | `TIME` | time in `time_unit` (h by default), >= 0, non-decreasing within a subject |
 | `AMT` | dose amount in `amt_unit` (mg by default; "ug", "mg/kg", ...) |
-| `RATE` | infusion rate in `amt_unit` per `time_unit`; 0 or "." for a bolus; -1/-2 (modelled rate/duration) are refused |
-| `EVID` | 0 observation, 1 dose, 2 other (ignored), 3 reset, 4 reset and dose (3 and 4 only as a subject's first row, where a reset changes nothing); without `EVID`: a row with AMT > 0 is a dose, MDV = 1 other, else an observation |
+| `RATE` | infusion rate in `amt_unit` per `time_unit` (the duration is F x AMT / RATE); 0 or "." for a bolus; -1: the rate comes from the model (the route's `rate`), -2: the duration does (the route's `duration`) |
+| `EVID` | 0 observation, 1 dose, 2 other (ignored), 3 reset (states to their initial values, infusions and pending doses cancelled), 4 reset and dose; anywhere in a subject; without `EVID`: a row with AMT > 0 is a dose, MDV = 1 other, else an observation |
 | `MDV` | 1: DV missing; an EVID 0 row with MDV = 1 is ignored (an excluded observation) |
 | `CMT` | dose compartment (number: the model's state, 1-based; or a route or state name), or the observable of an observation row |
 | `DVID` | which observable an observation is (default: the model's observables numbered from 1) |
 | `DV` | the observation, in the observable's DV unit |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
-| `SS` | steady state: only 0 (or missing) is accepted |
-| any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject |
+| `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); needs a model that is linear PK throughout; SS = 3 is refused |
+| any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject, except a covariate a route names as its lag, bioavailability, rate or duration: each dose record takes its own row's value (e.g. `LAGT` feeding ALAG2) |
 
 "." and empty cells are missing values. Every malformed row raises a `DatasetError`
 naming the file, the row, the column and the rule it breaks, before anything is compiled.
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from vtrial.engine.events import DoseRecords
+from vtrial.engine.events import DoseRecords, NonmemItems
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
 from vtrial.limits import MAX_DOSE_RECORDS
@@ -264,7 +264,9 @@ def _first_row(ids: np.ndarray) -> np.ndarray:
     return np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, bool)
 
 
-def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None) -> PopulationData:
+def read_nonmem(
+    path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None, *, dv_required: bool = True
+) -> PopulationData:
     """Read a NONMEM-style CSV dataset for `model` (see the module's table of columns).
 
     **Arguments:**
@@ -273,7 +275,9 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
       covariates and units);
     - `data`: how the dataset maps onto the model (`DataSpec`, or the `[data]` table of
       a fit config as a mapping): units of AMT, TIME and DV, CMT/DVID values of routes
-      and observables, covariate columns.
+      and observables, covariate columns;
+    - `dv_required`: False accepts observation rows without a DV (their `dv` is NaN):
+      records to predict rather than fit.
 
     **Returns:** `PopulationData`, subjects in file order; dose amounts in mg (mg/kg
     with `per_kg` 1 when `amt_unit` is per kg), observations sorted as in the file, each
@@ -322,12 +326,13 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         t.whole("EVID", evid, evid_missing, 0, 4, "an event type 0-4 (0 observation, 1 dose, 2 other, 3 reset, 4 reset and dose)")
     else:  # NONMEM without EVID: a row with an amount is a dose, MDV = 1 marks other rows
         evid = np.where(amt > 0, 1.0, np.where(mdv == 1, 2.0, 0.0))
-    for i in np.flatnonzero(evid >= 3):
-        if i not in starts:
-            raise t.error(i, "EVID", f"EVID {int(evid[i])} resets the system in the middle of a subject, which is not supported; "
-                                     "give the records after the reset their own ID")
     evid_given = evid
-    evid = np.where(evid == 4, 1.0, np.where(evid == 3, 2.0, evid))  # a reset at a subject's first row changes nothing
+    first = np.zeros(n, bool)
+    first[starts] = True
+    # A reset (EVID 3, or 4: reset and dose) is a record of its own; at a subject's first
+    # row it changes nothing.
+    is_reset = (evid >= 3) & ~first
+    evid = np.where(evid == 4, 1.0, np.where(evid == 3, 2.0, evid))
     is_dose = evid == 1
     is_obs = (evid == 0) & (mdv == 0)
 
@@ -349,23 +354,24 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     bad = np.flatnonzero(~is_dose & ~amt_missing & (amt != 0))
     if bad.size:
         raise t.error(bad[0], "AMT", f"amount {amt[bad[0]]:g} on a row that is not a dose (EVID {int(evid_given[bad[0]])}); "
-                                     "give EVID 1 or set AMT to 0 or '.'")
+                                     "give EVID 1 (or 4) or set AMT to 0 or '.'")
     rate, rate_missing = t.numbers("RATE", 0.0)
-    for code, what in ((-1, "modelled rate (RATE = -1)"), (-2, "modelled duration (RATE = -2)")):
-        bad = np.flatnonzero(is_dose & (rate == code))
-        if bad.size:
-            raise t.error(bad[0], "RATE", f"{what} is not supported; give the infusion rate (amount per time unit) in RATE")
-    bad = np.flatnonzero(rate < 0)
+    bad = np.flatnonzero((rate < 0) & ~(is_dose & np.isin(rate, (-1.0, -2.0))))
     if bad.size:
-        raise t.error(bad[0], "RATE", f"rate {rate[bad[0]]:g} is negative; give 0 for a bolus or the infusion rate")
+        raise t.error(bad[0], "RATE", f"rate {rate[bad[0]]:g} is negative; give 0 for a bolus, the infusion rate, or -1/-2 "
+                                      "on a dose row (rate/duration from the model)")
     bad = np.flatnonzero(~is_dose & (rate != 0))
     if bad.size:
         raise t.error(bad[0], "RATE", "a rate on a row that is not a dose")
     ss, ss_missing = t.numbers("SS", 0.0)
-    bad = np.flatnonzero(ss != 0)
+    t.whole("SS", ss, ss_missing, 0, 3, "a steady-state flag 0, 1 or 2")
+    bad = np.flatnonzero(ss == 3)
     if bad.size:
-        raise t.error(bad[0], "SS", "steady-state doses (SS = 1, 2 or 3) are not supported; write the doses leading to "
-                                    "steady state out (e.g. with ADDL and II from the first dose)")
+        raise t.error(bad[0], "SS", "SS = 3 (steady state added to the current amounts with a reset of PREDPP's "
+                                    "steady-state bookkeeping) is not supported; use SS = 1 or 2")
+    bad = np.flatnonzero(~is_dose & (ss != 0))
+    if bad.size:
+        raise t.error(bad[0], "SS", "a steady-state flag on a row that is not a dose")
     ii, _ = t.numbers("II", 0.0)
     addl, addl_missing = t.numbers("ADDL", 0.0)
     t.whole("ADDL", addl, addl_missing, 0, None, "a whole number of additional doses >= 0")
@@ -375,6 +381,16 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     bad = np.flatnonzero(~is_dose & ((ii != 0) | (addl != 0)))
     if bad.size:
         raise t.error(bad[0], "II" if ii[bad[0]] != 0 else "ADDL", "II/ADDL on a row that is not a dose")
+    constant_ss = (ss > 0) & (ii == 0) & (amt == 0) & (rate > 0)  # an infusion at steady state, never stopping
+    bad = np.flatnonzero(is_dose & (ss > 0) & (ii <= 0) & ~constant_ss)
+    if bad.size:
+        raise t.error(bad[0], "SS", f"a steady-state dose (SS = {int(ss[bad[0]])}) needs its interdose interval II > 0 "
+                                    "(or AMT = 0 with RATE > 0 and II = 0: an infusion at steady state)")
+    bad = np.flatnonzero(is_dose & (ss > 0))
+    pk = set(model.linear_pk.states) if model.linear_pk is not None else set()
+    if bad.size and pk != set(model.state_names):
+        raise t.error(bad[0], "SS", f"steady-state doses need a model that is linear PK throughout (its steady state is "
+                                    f"computed in closed form); model {model.name} is not")
     bad = np.flatnonzero(is_dose & (addl > 0) & (ii <= 0))
     if bad.size:
         raise t.error(bad[0], "II", f"ADDL = {int(addl[bad[0]])} additional doses need an interdose interval II > 0")
@@ -389,12 +405,18 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         if cmt_cells[i] not in routes_of:
             routes_of[cmt_cells[i]] = _dose_route(model, res, t, i, cmt_cells[i])
         route[i] = routes_of[cmt_cells[i]]
+    for code, attr, what in ((-1, "rate", "rate"), (-2, "duration", "duration")):
+        for i in np.flatnonzero(is_dose & (rate == code)):
+            r = model.routes[route[i]]
+            if getattr(r, attr) is None:
+                raise t.error(i, "RATE", f"RATE = {code} takes the infusion's modelled {what} from the model, but route "
+                                         f"{r.name!r} of model {model.name} names no {what} (Route.{attr}); give the rate in RATE")
 
     # -- observations ------------------------------------------------------------------
     dv, dv_missing = t.numbers("DV")
     if not t.has("DV") and is_obs.any():
         raise t.error(None, "DV", "required column missing: the dataset has observation rows")
-    bad = np.flatnonzero(is_obs & dv_missing)
+    bad = np.flatnonzero(is_obs & dv_missing) if dv_required else np.zeros(0, int)
     if bad.size:
         raise t.error(bad[0], "DV", "an observation row (EVID 0, MDV 0) needs a value; set MDV = 1 to leave it out")
     if not is_obs.any():
@@ -408,30 +430,18 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
             observable_of[key] = _observable(model, res, t, i, *key)
         observable[i] = observable_of[key]
 
-    covariates = _covariates(model, res, t, subject, starts)
+    record_items = {c.name for c in model.covariates} & {
+        getattr(r, a) for r in model.routes for a in ("bioavailability", "lag", "rate", "duration")
+    }
+    covariates, row_covariates = _covariates(model, res, t, subject, starts, record_items)
     if res.per_kg and "bw" not in covariates:
         raise t.error(None, res.covariate_columns.get("bw", "BW"), "amounts are per kg (data.amt_unit); the dataset needs a body-weight column")
 
     # -- padding -------------------------------------------------------------------------
-    n_subjects = starts.size
-    dose_rows = [[] for _ in range(n_subjects)]
-    for i in np.flatnonzero(is_dose):
-        mg = amt[i] * res.amt_factor
-        duration = amt[i] / rate[i] * res.time_factor if rate[i] > 0 else 0.0
-        for k in range(int(addl[i]) + 1):
-            dose_rows[subject[i]].append((time_h[i] + k * ii[i] * res.time_factor, mg, float(res.per_kg), duration, route[i]))
-    n_records = max(len(r) for r in dose_rows)
-    if n_records > MAX_DOSE_RECORDS:
-        s = int(np.argmax([len(r) for r in dose_rows]))
-        raise t.error(starts[s], "ADDL", f"subject {id_cells[starts[s]]} has {n_records:,} dose records after ADDL expansion; "
-                                         f"the limit is {MAX_DOSE_RECORDS:,}")
-    arrays = [np.zeros((n_subjects, n_records)) for _ in range(4)] + [np.zeros((n_subjects, n_records), np.int32)]
-    for s, recs in enumerate(dose_rows):
-        for j, rec in enumerate(sorted(recs, key=lambda r: r[0])):
-            for a, v in zip(arrays, rec):
-                a[s, j] = v
-    doses = DoseRecords(*arrays)
+    doses = _dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, addl, route, is_dose, is_reset,
+                          row_covariates, record_items)
 
+    n_subjects = starts.size
     obs_rows = np.flatnonzero(is_obs)
     per_subject = np.bincount(subject[obs_rows], minlength=n_subjects)
     n_obs = int(per_subject.max())
@@ -547,8 +557,13 @@ def _observable(model: Model, res: _Resolved, t: _Table, i: int, cmt: str, dvid:
                              "with a DVID column, or map CMT/DVID values in [data.observables]")
 
 
-def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
-    out = {}
+def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray,
+                record_items: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(per subject: its first value; per row: the row's value, missing cells carried
+    forward within the subject from its first value). A covariate that a route names
+    (lag, bioavailability, rate, duration) may change within a subject: each dose takes
+    its own row's value."""
+    out, per_row = {}, {}
     for cov in model.covariate_names:
         column = res.covariate_columns.get(cov, cov).upper()
         if cov == "bw" and "bw" not in res.covariate_columns and not t.has("BW") and t.has("WT"):
@@ -564,14 +579,76 @@ def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, st
             s = subject[i]
             if first_row[s] < 0:
                 first[s], first_row[s] = values[i], i
-            elif values[i] != first[s]:
+            elif values[i] != first[s] and cov not in record_items:
                 raise t.error(i, column, f"{values[i]:g} differs from the subject's {first[s]:g} (row {first_row[s] + 1}); "
-                                         "time-varying covariates are not supported: give one value per subject")
+                                         "time-varying covariates are not supported (except the dose items a route names: "
+                                         "lag, bioavailability, rate, duration): give one value per subject")
         lacking = np.flatnonzero(first_row < 0)
         if lacking.size:
             raise t.error(starts[lacking[0]], column, f"subject {t.text('ID')[starts[lacking[0]]]} has no value of covariate {cov}")
-        bad = np.flatnonzero(~(first > 0))
-        if bad.size:
-            raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+        if cov == "bw" or cov not in record_items:
+            bad = np.flatnonzero(~(first > 0))
+            if bad.size:
+                raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+        else:
+            bad = np.flatnonzero(~missing & (values < 0))
+            if bad.size:
+                raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: dose item {cov} must be >= 0")
         out[cov] = first
-    return out
+        filled = pd.Series(np.where(missing, np.nan, values)).groupby(subject).ffill().to_numpy()
+        per_row[cov] = np.where(np.isnan(filled), first[subject], filled)
+    return out, per_row
+
+
+def _dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, addl, route, is_dose, is_reset,
+                  row_covariates, record_items) -> DoseRecords:
+    """Dose records of every subject (ADDL expanded, sorted by time, padded). PREDPP's items
+    (`NonmemItems`) are kept only when a record needs them: steady state, a modelled rate
+    or duration, a reset after a subject's first row, a dose item (lag, F, rate, duration)
+    from a covariate that changes within a subject, or a given RATE into a route with a
+    bioavailability (NONMEM then scales the duration, not the rate); otherwise the records
+    are plain (as a config's regimen), which compile to fewer events."""
+    n_subjects = starts.size
+    f_routes = np.array([r.bioavailability is not None for r in model.routes] or [False])
+    varying = any(np.any(row_covariates[c][is_dose | is_reset] != _subject_value(row_covariates[c], subject)[is_dose | is_reset])
+                  for c in record_items if c in row_covariates)
+    with_items = bool(np.any(is_dose & (ss > 0)) or np.any(is_dose & (rate < 0)) or np.any(is_reset) or varying
+                      or np.any(is_dose & (rate > 0) & f_routes[route]))
+    names = model.covariate_names if with_items and record_items else ()
+    rows = [[] for _ in range(n_subjects)]
+    for i in np.flatnonzero(is_dose | is_reset):
+        mg = amt[i] * res.amt_factor if is_dose[i] else 0.0
+        given = rate[i] * res.amt_factor / res.time_factor if rate[i] > 0 else 0.0
+        duration = amt[i] / rate[i] * res.time_factor if rate[i] > 0 and not with_items else 0.0
+        modelled = {-1.0: 1, -2.0: 2}.get(float(rate[i]), 0) if is_dose[i] else 0
+        cov = tuple(row_covariates[c][i] if c in row_covariates else np.nan for c in names)
+        n_doses = int(addl[i]) + 1 if is_dose[i] else 1
+        for k in range(n_doses):
+            first = k == 0
+            rows[subject[i]].append((
+                time_h[i] + k * ii[i] * res.time_factor, mg, float(res.per_kg), duration, route[i],
+                given, modelled, int(ss[i]) if first and is_dose[i] else 0, ii[i] * res.time_factor if first else 0.0,
+                int(is_reset[i] and first), cov,
+            ))
+    n_records = max(len(r) for r in rows)
+    if n_records > MAX_DOSE_RECORDS:
+        s = int(np.argmax([len(r) for r in rows]))
+        raise t.error(starts[s], "ADDL", f"subject {t.text('ID')[starts[s]]} has {n_records:,} dose records after ADDL "
+                                         f"expansion; the limit is {MAX_DOSE_RECORDS:,}")
+    shape = (n_subjects, n_records)
+    arrays = [np.zeros(shape) for _ in range(4)] + [np.zeros(shape, np.int32)]
+    items = NonmemItems.plain(shape)._replace(covariates=np.full((*shape, len(names)), np.nan))
+    for s, recs in enumerate(rows):
+        # Sorted by time; at equal times in file order (a reset after the doses before it).
+        for j, rec in enumerate(sorted(recs, key=lambda r: r[0])):
+            for a, v in zip(arrays, rec[:5]):
+                a[s, j] = v
+            for a, v in zip(items, rec[5:]):
+                a[s, j] = v
+    return DoseRecords(*arrays, items if with_items else None)
+
+
+def _subject_value(values: np.ndarray, subject: np.ndarray) -> np.ndarray:
+    """Each row's subject's first value."""
+    first = np.r_[True, subject[1:] != subject[:-1]]
+    return values[np.flatnonzero(first)][subject]
