@@ -35,6 +35,18 @@ from vtrial.models.base import Model
 MAX_SS_OVERLAP = 6
 
 
+class CovariateChanges(NamedTuple):
+    """Covariates that change within a subject, as events (one animal: `(n_changes,)`):
+    from `time_h` on (right after it) the covariates are `values` (`(n_changes,
+    n_covariates)`, the model's `covariate_names` order; NaN: the animal's value), until
+    the next change. Sorted by time; padded by repeating the last change. NONMEM's
+    next-observation-carried-back (a record's value holds for the interval that ends at
+    the record) becomes a change at the previous record's time (`vtrial.io.nonmem`)."""
+
+    time_h: Any
+    values: Any
+
+
 class NonmemItems(NamedTuple):
     """PREDPP's dosing items of each record (arrays of shape `(..., n_records)`):
 
@@ -52,7 +64,9 @@ class NonmemItems(NamedTuple):
       their initial values, running infusions stopped, pending doses of earlier records
       (lagged, additional, infusion ends) cancelled;
     - `covariates`: `(..., n_records, n_covariates)`, the record's covariate values
-      (the model's `covariate_names` order; NaN: the animal's value), or width 0.
+      (the model's `covariate_names` order; NaN: the animal's value), or width 0;
+    - `changes`: `CovariateChanges` when covariates change within a subject, else None
+      (part of the pytree's structure: without changes nothing else compiles).
     """
 
     rate: Any
@@ -61,6 +75,7 @@ class NonmemItems(NamedTuple):
     ii_h: Any
     reset: Any
     covariates: Any
+    changes: CovariateChanges | None = None
 
     @classmethod
     def plain(cls, shape: tuple[int, ...]) -> "NonmemItems":
@@ -99,7 +114,10 @@ class DoseRecords(NamedTuple):
 
     def map(self, fn) -> "DoseRecords":
         """`fn` applied to every array (the items' too)."""
-        items = None if self.nonmem is None else NonmemItems(*(fn(a) for a in self.nonmem))
+        items = None
+        if self.nonmem is not None:
+            changes = self.nonmem.changes
+            items = NonmemItems(*(fn(a) for a in self.nonmem[:6]), None if changes is None else CovariateChanges(*map(fn, changes)))
         return DoseRecords(*(fn(a) for a in self[:5]), items)
 
     def take(self, index) -> "DoseRecords":
@@ -144,6 +162,30 @@ def rates_after_events(events: EventTable, dtype) -> jnp.ndarray:
 
     _, rate = jax.lax.associative_scan(combine, (events.reset, delta))
     return jnp.concatenate([zero, rate])
+
+
+def covariate_changes(doses: DoseRecords) -> CovariateChanges | None:
+    """The animal's covariate changes, or None (static: from the pytree's structure)."""
+    return None if doses.nonmem is None else doses.nonmem.changes
+
+
+def parameters_at(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords, t, *, after: bool = True) -> dict:
+    """The parameter values in effect at times `t` (`(n,)`): the animal's `p` with the
+    covariates of the last change at or before `t` (`after=True`: just after any change
+    at `t`, what the dynamics from `t` on use) or strictly before `t` (`after=False`:
+    what an observation at `t` sees, NONMEM's next observation carried back). Values
+    `(n,)` where they change; `p` itself without changes. The one place the parameters
+    at a time are formed (a model's own mapping of covariates to parameters would apply
+    to its result)."""
+    changes = covariate_changes(doses)
+    if changes is None:
+        return dict(p)
+    k = jnp.searchsorted(changes.time_h, t, side="right" if after else "left") - 1
+    q = dict(p)
+    for i, name in enumerate(model.covariate_names):
+        v = changes.values[jnp.maximum(k, 0), i]
+        q[name] = jnp.where((k >= 0) & ~jnp.isnan(v), v, p[name])
+    return q
 
 
 def record_parameters(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords) -> dict[str, jnp.ndarray]:
@@ -321,6 +363,12 @@ def build_event_table(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRec
         times += [start, start + duration_h]
         boluses += [onehot * bolus_mg[:, None], jnp.zeros_like(onehot)]
         rates += [onehot * rate[:, None], -onehot * rate[:, None]]
+    changes = covariate_changes(doses)
+    if changes is not None:  # every change ends a segment: the solver meets it exactly
+        times.append(jnp.asarray(changes.time_h, dtype))
+        boluses.append(jnp.zeros((changes.time_h.shape[0], n_states), dtype))
+        rates.append(jnp.zeros((changes.time_h.shape[0], n_states), dtype))
+        resets.append(jnp.zeros(changes.time_h.shape[0], bool))
     for ev in model.events:
         onehot = (jnp.arange(n_states) == model.state_index(ev.state)).astype(dtype)
         times.append(jnp.reshape(p[ev.time], (1,)).astype(dtype))

@@ -49,7 +49,7 @@ from vtrial.engine import distributed
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
-from vtrial.engine.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, solve_animal
+from vtrial.engine.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, observe_animal, solve_animal
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def batched_solver(
 
     def one(p, doses, save_times, lane, shared):
         sol = solve_animal(model, p, doses, save_times, t0=t0, options=options)
-        obs = jax.vmap(lambda y: model.observe(y, p))(sol.states)
+        obs = observe_animal(model, p, doses, sol.states, save_times)
         extras = lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}
         return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
 

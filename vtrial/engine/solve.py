@@ -47,7 +47,9 @@ import numpy as np
 
 from vtrial.engine import linear_pk
 from vtrial.errors import SpecError
-from vtrial.engine.events import DoseRecords, build_event_table, rates_after_events, seen_at_their_time
+from vtrial.engine.events import (
+    DoseRecords, build_event_table, covariate_changes, parameters_at, rates_after_events, seen_at_their_time,
+)
 from vtrial.models.base import Model
 
 SOLVERS = {
@@ -283,6 +285,11 @@ def solve_animal(
     p = {k: jnp.asarray(v, dtype) for k, v in p.items()}
     save_times = jnp.asarray(save_times, dtype)
     t0 = jnp.asarray(t0, dtype)
+    if covariate_changes(DoseRecords(*doses)) is not None:
+        # Covariates that change within the animal switch the parameters at their
+        # times: the split path takes every change as a segment end (the closed-form PK
+        # per segment where the model declares it), whatever `events` asks for.
+        return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
     if options.events == "superposition":
         if not (uses_closed_form(model, options) and is_linear_pk_only(model)):
             raise SpecError("solver.events", f"'superposition' needs a model that is linear PK alone; {model.name} is not")
@@ -290,6 +297,19 @@ def solve_animal(
     if uses_jumps(model, options):
         return _jumps_with_split_gradients(model, options)(p, DoseRecords(*doses), save_times, t0)
     return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
+
+
+def observe_animal(model: Model, p, doses, states: jnp.ndarray, save_times: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Observables `(n_times,)` of one animal's states at its save times, each with the
+    parameters an observation at that time sees (covariates that change within the
+    animal: the value of the interval ending there, NONMEM's next observation carried
+    back)."""
+    doses = DoseRecords(*doses)
+    if covariate_changes(doses) is None:
+        return jax.vmap(lambda y: model.observe(y, p))(states)
+    q = parameters_at(model, p, doses, save_times, after=False)
+    per_time = {k: jnp.broadcast_to(v, save_times.shape) for k, v in q.items()}
+    return jax.vmap(model.observe)(states, per_time)
 
 
 def _jumps_with_split_gradients(model: Model, options: SolverOptions):
@@ -492,17 +512,22 @@ def _solve_split(model: Model, p, doses, save_times, t0, options: SolverOptions)
     in_segment = (first_save[:, None] + jnp.arange(k)[None, :] < n_save) & (save_times[slots] <= ends[:, None])
     seg_ts = jnp.where(in_segment, save_times[slots], ends[:, None])
 
-    advance = (_closed_form_advance if uses_closed_form(model, options) else _ode_advance)(model, p, options)
+    make_advance = _closed_form_advance if uses_closed_form(model, options) else _ode_advance
+    varying = covariate_changes(doses) is not None
+    advance = None if varying else make_advance(model, p, options)
     y0 = model.initial_state(p).astype(dtype)
 
     def segment(carry, xs):
         y, rate, dt_guess, status, steps = carry
         a, b, add, drate, reset, ts = xs
+        step = advance
+        if varying:  # the parameters in effect from a on (the segment ends at the next change)
+            step = make_advance(model, parameters_at(model, p, doses, a), options)
         # A reset (EVID 3/4, SS = 1) restarts from the initial state with no input.
         y = jnp.where(reset, y0, y) + add
         rate = jnp.where(reset, 0.0, rate) + drate
         kick = jnp.where(reset, 1.0, add)  # a reset kicks the PK like a dose (`_KICK_STEPS`)
-        y_end, ys, code, n = advance(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)), kick, drate)
+        y_end, ys, code, n = step(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)), kick, drate)
         # The next segment starts from (twice) this one's mean step instead of a fresh
         # step-size search at every boundary.
         dt_guess = jnp.where(n > 0, 2.0 * (b - a) / jnp.maximum(n, 1), dt_guess)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from vtrial.engine.events import DoseRecords, NonmemItems
+from vtrial.engine.events import CovariateChanges, DoseRecords, NonmemItems
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
 from vtrial.limits import MAX_DOSE_RECORDS
@@ -560,9 +560,9 @@ def _observable(model: Model, res: _Resolved, t: _Table, i: int, cmt: str, dvid:
 def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray,
                 record_items: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(per subject: its first value; per row: the row's value, missing cells carried
-    forward within the subject from its first value). A covariate that a route names
-    (lag, bioavailability, rate, duration) may change within a subject: each dose takes
-    its own row's value."""
+    forward within the subject from its first value). Covariates may change within a
+    subject (`_dose_records` makes the changes events); a covariate that a route names
+    (lag, bioavailability, rate, duration) is taken by each dose from its own row."""
     out, per_row = {}, {}
     for cov in model.covariate_names:
         column = res.covariate_columns.get(cov, cov).upper()
@@ -579,17 +579,13 @@ def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, st
             s = subject[i]
             if first_row[s] < 0:
                 first[s], first_row[s] = values[i], i
-            elif values[i] != first[s] and cov not in record_items:
-                raise t.error(i, column, f"{values[i]:g} differs from the subject's {first[s]:g} (row {first_row[s] + 1}); "
-                                         "time-varying covariates are not supported (except the dose items a route names: "
-                                         "lag, bioavailability, rate, duration): give one value per subject")
         lacking = np.flatnonzero(first_row < 0)
         if lacking.size:
             raise t.error(starts[lacking[0]], column, f"subject {t.text('ID')[starts[lacking[0]]]} has no value of covariate {cov}")
         if cov == "bw" or cov not in record_items:
-            bad = np.flatnonzero(~(first > 0))
+            bad = np.flatnonzero(~missing & ~(values > 0))
             if bad.size:
-                raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+                raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
         else:
             bad = np.flatnonzero(~missing & (values < 0))
             if bad.size:
@@ -610,11 +606,10 @@ def _dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, add
     are plain (as a config's regimen), which compile to fewer events."""
     n_subjects = starts.size
     f_routes = np.array([r.bioavailability is not None for r in model.routes] or [False])
-    varying = any(np.any(row_covariates[c][is_dose | is_reset] != _subject_value(row_covariates[c], subject)[is_dose | is_reset])
-                  for c in record_items if c in row_covariates)
+    varying = {c for c, v in row_covariates.items() if np.any(v != _subject_value(v, subject))}
     with_items = bool(np.any(is_dose & (ss > 0)) or np.any(is_dose & (rate < 0)) or np.any(is_reset) or varying
                       or np.any(is_dose & (rate > 0) & f_routes[route]))
-    names = model.covariate_names if with_items and record_items else ()
+    names = model.covariate_names if with_items and (record_items or varying) else ()
     rows = [[] for _ in range(n_subjects)]
     for i in np.flatnonzero(is_dose | is_reset):
         mg = amt[i] * res.amt_factor if is_dose[i] else 0.0
@@ -645,7 +640,32 @@ def _dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, add
                 a[s, j] = v
             for a, v in zip(items, rec[5:]):
                 a[s, j] = v
+    if varying - record_items:  # covariates the dynamics or observables use change: events
+        items = items._replace(changes=_covariate_changes(model, row_covariates, subject, starts, time_h))
     return DoseRecords(*arrays, items if with_items else None)
+
+
+def _covariate_changes(model, row_covariates, subject, starts, time_h) -> CovariateChanges:
+    """NONMEM's next observation carried back as events: the values on a row hold for the
+    interval that ends at it, so where a row's values differ from the row before, they
+    take effect at that earlier row's time. Padded by repeating a subject's last change
+    (its first row's values at its first time when it has none)."""
+    n = len(model.covariate_names)
+    values = np.stack([row_covariates.get(c, np.full(subject.size, np.nan)) for c in model.covariate_names], axis=1)
+    per_subject = []
+    for s, start in enumerate(starts):
+        rows = np.flatnonzero(subject == s)
+        v = values[rows]
+        differs = np.flatnonzero(np.any((v[1:] != v[:-1]) & ~(np.isnan(v[1:]) & np.isnan(v[:-1])), axis=1)) + 1
+        per_subject.append([(time_h[rows[k - 1]], v[k]) for k in differs] or [(time_h[start], values[start])])
+    m = max(len(c) for c in per_subject)
+    times = np.zeros((starts.size, m))
+    vals = np.full((starts.size, m, n), np.nan)
+    for s, changes in enumerate(per_subject):
+        changes = changes + [changes[-1]] * (m - len(changes))
+        times[s] = [c[0] for c in changes]
+        vals[s] = [c[1] for c in changes]
+    return CovariateChanges(times, vals)
 
 
 def _subject_value(values: np.ndarray, subject: np.ndarray) -> np.ndarray:
