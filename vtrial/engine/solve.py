@@ -28,7 +28,16 @@ Inside either, a model's declared linear PK is propagated in closed form
 (`vtrial.engine.linear_pk`) and diffrax integrates only the remaining states; with
 `SolverOptions(pk="ode")`, or for models without linear PK, diffrax integrates
 everything. Outputs are saved at the requested times only. An output requested at
-exactly an event time is the value just *before* the event (the NONMEM convention).
+exactly an event time is the value just *before* the event; for dose records read from
+a NONMEM dataset with PREDPP's items (`NonmemItems`: steady state, resets, modelled
+rates) it is the value just after, as NONMEM's observation records see the dose records
+before them and the lagged and additional doses they imply (`seen_at_their_time`).
+
+Resets (EVID 3/4, SS = 1) set the state, a jump that depends on it: the split path and
+the closed-form PK take them exactly; on the one-solve path states integrated by diffrax
+cannot, and the animal is marked failed (use the split path). Covariates that change
+within an animal (`CovariateChanges`) switch the parameters at their times: such animals
+are always solved by the split path, each change ending a segment.
 
 This module knows nothing about batching: `vtrial.engine.runner` vmaps, chunks and shards.
 """
