@@ -32,7 +32,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,11 @@ class DataSpec(Strict):
       without it, DVID k (or, with no DVID column, every observation) is the model's
       k-th observable (its only one) in the model's unit;
     - `covariates`: model covariate -> dataset column (default: the column of the same
-      name, any case).
+      name, any case);
+    - `bioavailability_scales`: what a route's bioavailability F scales in an infusion
+      given by RATE > 0: "duration" (default, NONMEM: the rate is kept, the infusion lasts
+      F x AMT / RATE) or "rate" (vtrial's regimens and the datasets `vtrial run --dataset`
+      writes: the duration AMT / RATE is kept, the rate is F x RATE).
     """
 
     amt_unit: str = "mg"
@@ -92,6 +96,7 @@ class DataSpec(Strict):
     routes: dict[str, list[CmtValue]] = {}
     observables: dict[str, ObservableData] = {}
     covariates: dict[str, str] = {}
+    bioavailability_scales: Literal["duration", "rate"] = "duration"
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class _Resolved:
     observable_of_key: dict[str, int]
     dv_scale: np.ndarray
     covariate_columns: dict[str, str]
+    rate_kept: bool = True  # F scales a given RATE's duration (NONMEM), not its rate
 
 
 def _resolve(model: Model, spec: DataSpec) -> _Resolved:
@@ -158,7 +164,7 @@ def _resolve(model: Model, spec: DataSpec) -> _Resolved:
         if cov not in model.covariate_names:
             raise SpecError(f"data.covariates.{cov}", f"unknown covariate of model {model.name}; known: {', '.join(model.covariate_names) or 'none'}")
     return _Resolved(amt_factor, per_kg, time_factor, route_of_cmt, observable_by, observable_of_key, dv_scale,
-                     dict(spec.covariates))
+                     dict(spec.covariates), spec.bioavailability_scales == "duration")
 
 
 def check_data_spec(model: Model, spec: DataSpec) -> None:

@@ -77,19 +77,21 @@ def dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, addl
     (`NonmemItems`) are kept only when a record needs them: steady state, a modelled rate
     or duration, a reset after a subject's first row, a dose item (lag, F, rate, duration)
     from a covariate that changes within a subject, or a given RATE into a route with a
-    bioavailability (NONMEM then scales the duration, not the rate); otherwise the records
+    bioavailability (NONMEM then scales the duration, not the rate; unless `[data]
+    bioavailability_scales = "rate"`); otherwise the records
     are plain (as a config's regimen), which compile to fewer events."""
     n_subjects = starts.size
     f_routes = np.array([r.bioavailability is not None for r in model.routes] or [False])
     varying = {c for c, v in row_covariates.items() if np.any(v != _subject_value(v, subject))}
     with_items = bool(np.any(is_dose & (ss > 0)) or np.any(is_dose & (rate < 0)) or np.any(is_reset) or varying
-                      or np.any(is_dose & (rate > 0) & f_routes[route]))
+                      or (res.rate_kept and np.any(is_dose & (rate > 0) & f_routes[route])))
     names = model.covariate_names if with_items and (record_items or varying) else ()
     rows = [[] for _ in range(n_subjects)]
     for i in np.flatnonzero(is_dose | is_reset):
         mg = amt[i] * res.amt_factor if is_dose[i] else 0.0
-        given = rate[i] * res.amt_factor / res.time_factor if rate[i] > 0 else 0.0
-        duration = amt[i] / rate[i] * res.time_factor if rate[i] > 0 and not with_items else 0.0
+        keep_rate = rate[i] > 0 and with_items and res.rate_kept
+        given = rate[i] * res.amt_factor / res.time_factor if keep_rate else 0.0
+        duration = amt[i] / rate[i] * res.time_factor if rate[i] > 0 and not keep_rate else 0.0
         modelled = {-1.0: 1, -2.0: 2}.get(float(rate[i]), 0) if is_dose[i] else 0
         cov = tuple(row_covariates[c][i] if c in row_covariates else np.nan for c in names)
         n_doses = int(addl[i]) + 1 if is_dose[i] else 1
