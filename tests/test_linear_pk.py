@@ -96,7 +96,7 @@ def test_closed_form_gradient_matches_finite_differences():
     p0 = {k: jnp.asarray(v) for k, v in model.typical_values().items()}
     doses = tuple(jnp.asarray(a[0]) for a in vt.design.dosing.lower_regimens(
         model, [vt.Regimen((vt.Infusion(duration_h=100.0, start_h=400.0, rate=50.0, unit="mg/kg/day", route="sc"),))]
-    ))
+    )[:5])
     times = jnp.array([450.0, 520.0])
 
     def paw_at_end(ka1):

@@ -6,6 +6,7 @@ covariates, units, case, "." as missing), and the Bolus_2CPT reference set reads
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -61,7 +62,8 @@ def test_column_names_are_not_case_sensitive(tmp_path):
     a = read_nonmem(write(tmp_path, GOOD), IV, {"covariates": {"bw": "wt"}})
     b = read_nonmem(write(tmp_path, lower, "lower.csv"), IV)  # bw found by its own name, any case
     for x, y in zip(a[:6], b[:6]):
-        np.testing.assert_array_equal(np.asarray(x, dtype=object), np.asarray(y, dtype=object))
+        for u, v in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y), strict=True):
+            np.testing.assert_array_equal(np.asarray(u, dtype=object), np.asarray(v, dtype=object))
     np.testing.assert_array_equal(a.covariates["bw"], b.covariates["bw"])
 
 
@@ -160,22 +162,23 @@ MALFORMED = [
     ("1,1,.,.,0,1,.,0,.,.,.,70", "DV", "needs a value"),
     ("1,.,.,.,0,1,3,0,.,.,.,70", "TIME", "needs a time"),
     ("1,-1,.,.,0,1,3,0,.,.,.,70", "TIME", "negative"),
-    ("1,1,10,-1,1,1,.,1,.,.,.,70", "RATE", "modelled rate"),
+    ("1,1,10,-1,1,1,.,1,.,.,.,70", "RATE", "modelled rate"),  # the route names no rate
     ("1,1,10,-2,1,1,.,1,.,.,.,70", "RATE", "modelled duration"),
     ("1,1,10,-3,1,1,.,1,.,.,.,70", "RATE", "negative"),
     ("1,1,10,.,7,1,.,1,.,.,.,70", "EVID", "event type"),
-    ("1,1,10,.,3,1,.,1,.,.,.,70", "EVID", "reset"),
+    ("1,1,10,.,3,1,.,1,.,.,.,70", "AMT", "not a dose (EVID 3)"),
     ("1,1,10,.,2,1,.,1,.,.,.,70", "AMT", "not a dose (EVID 2)"),
     ("1,1,10,.,1,1,.,0,.,.,.,70", "MDV", "MDV = 1"),
     ("1,1,-5,.,1,1,.,1,.,.,.,70", "AMT", "amount >= 0"),
     ("1,1,5,.,0,1,3,0,.,.,.,70", "AMT", "not a dose"),
-    ("1,1,10,.,1,1,.,1,.,.,1,70", "SS", "steady-state"),
+    ("1,1,10,.,1,1,.,1,.,.,1,70", "SS", "needs its interdose interval"),
+    ("1,1,10,.,1,1,.,1,12,.,3,70", "SS", "SS = 3"),
+    ("1,1,.,.,0,1,3,0,.,.,1,70", "SS", "not a dose"),
     ("1,1,10,.,1,1,.,1,.,2,.,70", "II", "interdose interval"),
     ("1,1,10,.,1,1,.,1,12,1.5,.,70", "ADDL", "whole number"),
     ("1,1,.,.,0,1,3,0,12,.,.,70", "II", "not a dose"),
     ("1,1,10,.,1,9,.,1,.,.,.,70", "CMT", "does not exist"),
     ("1,1,10,.,1,gut,.,1,.,.,.,70", "CMT", "neither a route"),
-    ("1,1,.,.,0,1,3,0,.,.,.,75", "WT", "time-varying"),
     ("1,1,.,.,0,1,3,2,.,.,.,70", "MDV", "0 or 1"),
 ]
 
@@ -305,3 +308,64 @@ def test_text_ids_are_kept_as_written_and_numeric_ids_compare_by_value(tmp_path)
     assert d.ids.tolist() == ["R1", "r1"]
     d = read_nonmem(write(tmp_path, "ID,TIME,EVID,DV,MDV\n7,1,0,1,0\n7.0,2,0,2,0\n"), IV)
     assert d.ids.tolist() == [7] and int(d.obs_mask.sum()) == 2
+
+
+def _nmtests_model(**kw):
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "models"))
+    from nmtests_model import nmtests_model
+
+    return nmtests_model(**kw)
+
+
+def test_plain_datasets_stay_plain_dose_records(tmp_path):
+    """Without PREDPP's items the records are as a config's regimen (same events, same numbers)."""
+    assert read_nonmem(write(tmp_path, GOOD), IV).doses.nonmem is None
+
+
+def test_predpp_records_lower_to_items(tmp_path):
+    model = _nmtests_model()
+    d = read_nonmem(write(tmp_path, """
+        ID,TIME,AMT,RATE,EVID,CMT,SS,II,ADDL,LAGT,BIOAV,DUR2,DV,MDV
+        1,0,100,-2,1,2,1,12,1,0.5,0.6,3,.,1
+        1,5,.,.,0,2,0,.,.,0.5,0.6,3,1.0,0
+        1,30,0,.,3,2,0,.,.,0.5,0.6,3,.,1
+        1,31,50,10,4,2,0,.,.,0.7,0.8,3,.,1
+        1,40,.,.,0,2,0,.,.,0.7,0.8,3,.,0
+    """), model, dv_required=False)
+    items = d.doses.nonmem
+    assert d.doses.time_h.tolist() == [[0.0, 12.0, 30.0, 31.0]]
+    assert items.ss.tolist() == [[1, 0, 0, 0]] and items.ii_h[0, 0] == 12.0
+    assert items.modelled.tolist() == [[2, 2, 0, 0]] and items.rate[0, 3] == 10.0
+    assert items.reset.tolist() == [[0, 0, 1, 1]] and d.doses.amount.tolist() == [[100.0, 100.0, 0.0, 50.0]]
+    lagt, bioav = model.covariate_names.index("lagt"), model.covariate_names.index("bioav")
+    assert items.covariates[0, :, lagt].tolist() == [0.5, 0.5, 0.5, 0.7]  # each record its own row's value
+    assert items.covariates[0, :, bioav].tolist() == [0.6, 0.6, 0.6, 0.8]
+    assert np.isnan(d.dv[0, 1])  # a DV to predict
+
+
+def test_covariates_that_change_become_events_at_the_previous_rows_time(tmp_path):
+    model = _nmtests_model(weight=True)
+    d = read_nonmem(write(tmp_path, """
+        ID,TIME,AMT,EVID,CMT,WT,DV,MDV
+        1,0,100,1,1,60,.,1
+        1,4,.,0,2,60,1,0
+        1,8,.,0,2,80,1,0
+        1,12,.,0,2,70,1,0
+        2,0,100,1,1,50,.,1
+        2,4,.,0,2,50,1,0
+    """), model)
+    changes = d.doses.nonmem.changes
+    wt = model.covariate_names.index("wt")
+    assert changes.time_h.tolist() == [[4.0, 8.0], [0.0, 0.0]]  # 80 from 4 h (NOCB), 70 from 8 h; subject 2 padded
+    assert changes.values[0, :, wt].tolist() == [80.0, 70.0] and changes.values[1, :, wt].tolist() == [50.0, 50.0]
+    assert d.covariates["wt"].tolist() == [60.0, 50.0]
+
+
+def test_steady_state_needs_a_linear_pk_model(tmp_path):
+    model = get_model("cia_rat")  # PK with a disease model: its steady state has no closed form
+    path = write(tmp_path, "ID,TIME,AMT,RATE,EVID,CMT,DV,MDV,II,ADDL,SS\n1,0,10,.,1,1,.,1,.,.,.\n1,1,10,.,1,1,.,1,12,.,1\n")
+    with pytest.raises(DatasetError) as info:
+        read_nonmem(path, model)
+    assert (info.value.row, info.value.column) == (2, "SS") and "linear PK throughout" in info.value.rule, str(info.value)

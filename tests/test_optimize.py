@@ -33,7 +33,6 @@ from vtrial.cli import app
 from vtrial.design.gradient_search import _lane_margins
 from vtrial.design.dosing import lower_regimens
 from vtrial.design.regimen_space import interval_hours
-from vtrial.engine.events import DoseRecords
 from vtrial.io.config import read_toml, validate
 from vtrial.io.optimize_config import BuiltOptimization, OptimizeConfig
 from vtrial.limits import MAX_ANIMALS
@@ -105,7 +104,7 @@ def test_gradient_slopes_equal_finite_differences():
     fn = _lane_margins(PK, reqs, times, vt.SolverOptions())
     unit = lower_regimens(PK, [shape.regimen(1.0)])
     p = {k: jnp.asarray([v]) for k, v in {**PK.typical_values(), "cl": 0.13}.items()}
-    args = (p, DoseRecords(*(jnp.asarray(a) for a in unit)), jnp.ones((1, 2)))
+    args = (p, unit.map(jnp.asarray), jnp.ones((1, 2)))
     u, h = math.log(3.0), 1e-5
     _, slopes, status = fn(jnp.asarray([u]), *args)
     plus, minus = fn(jnp.asarray([u + h]), *args)[0], fn(jnp.asarray([u - h]), *args)[0]

@@ -9,7 +9,7 @@ import vtrial as vt
 from vtrial.engine.solve import SAVES_PER_SEGMENT, solve_animal
 
 MODEL = vt.models.one_compartment(cl=0.1, v=1.0)
-DOSES = tuple(jnp.asarray(a[0]) for a in vt.design.dosing.lower_regimens(MODEL, [vt.Regimen((vt.Bolus(1.0, time_h=1.0),))]))
+DOSES = tuple(jnp.asarray(a[0]) for a in vt.design.dosing.lower_regimens(MODEL, [vt.Regimen((vt.Bolus(1.0, time_h=1.0),))])[:5])
 P = {k: jnp.asarray(v) for k, v in MODEL.typical_values().items()}
 K = SAVES_PER_SEGMENT
 

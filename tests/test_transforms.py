@@ -81,7 +81,7 @@ def assert_equal_to_rounding(actual, desired):
 
 
 def animal(params, doses, i):
-    return {k: v[i] for k, v in params.items()}, tuple(jnp.asarray(a[i]) for a in doses)
+    return {k: v[i] for k, v in params.items()}, tuple(jnp.asarray(a[i]) for a in doses[:5])
 
 
 def test_population_really_varies(animals, batched):

@@ -218,7 +218,7 @@ class _Evaluator:
             args = (
                 jnp.asarray(u[s]),
                 {name: jnp.asarray(v[a]) for name, v in self.params.items()},
-                DoseRecords(*(jnp.asarray(x[shape_idx[s]]) for x in self.unit)),
+                self.unit.map(lambda x: jnp.asarray(x[shape_idx[s]])),
                 jnp.asarray(self.vehicle[a]),
             )
             t = time.perf_counter()

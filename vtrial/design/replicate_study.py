@@ -70,7 +70,7 @@ def simulate_replicate_studies(
         eta = rng.standard_normal((n, k)) @ chol.T
         for j, name in enumerate(population.iiv_names):
             params[name] = params[name] * np.exp(eta[:, j])
-    tiled = DoseRecords(*(np.tile(np.asarray(a), (replicates, 1)) for a in doses))
+    tiled = DoseRecords(*doses).map(lambda a: np.tile(np.asarray(a), (replicates,) + (1,) * (np.ndim(a) - 1)))
     solution = simulate_population(model, params, tiled, times, options=options, chunk_size=chunk_size, states=False, order="input")
     column = np.searchsorted(times, obs_time_h)  # (n_subjects, n_obs)
     out = np.full((replicates, n_subjects, obs_time_h.shape[1]), np.nan)

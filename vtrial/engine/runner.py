@@ -49,7 +49,7 @@ from vtrial.engine import distributed, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
-from vtrial.engine.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, solve_animal
+from vtrial.engine.solve import IMPLICIT_SOLVERS, STATUS_NAMES, SolverOptions, observe_animal, solve_animal
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def batched_solver(
 
     def one(p, doses, save_times, lane, shared):
         sol = solve_animal(model, p, doses, save_times, t0=t0, options=options)
-        obs = jax.vmap(lambda y: model.observe(y, p))(sol.states)
+        obs = observe_animal(model, p, doses, sol.states, save_times)
         extras = lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}
         return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
 
@@ -365,7 +365,7 @@ class PopulationChunks:
         self.model, self.options, self.t0, self.states, self.store = model, options, float(t0), states, store
         self.dtype = np.float64 if options.dtype == "float64" else np.float32
         self.params = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()}
-        self.doses = DoseRecords(*(np.asarray(a) for a in doses))
+        self.doses = DoseRecords(*doses).map(np.asarray)
         self.times_h = np.asarray(times_h, dtype=float)
         self._split, replicated = distributed.shardings(self.mesh)
         self._save_times = distributed.to_global(self.times_h.astype(self.dtype), replicated)

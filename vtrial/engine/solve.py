@@ -28,7 +28,16 @@ Inside either, a model's declared linear PK is propagated in closed form
 (`vtrial.engine.linear_pk`) and diffrax integrates only the remaining states; with
 `SolverOptions(pk="ode")`, or for models without linear PK, diffrax integrates
 everything. Outputs are saved at the requested times only. An output requested at
-exactly an event time is the value just *before* the event (the NONMEM convention).
+exactly an event time is the value just *before* the event; for dose records read from
+a NONMEM dataset with PREDPP's items (`NonmemItems`: steady state, resets, modelled
+rates) it is the value just after, as NONMEM's observation records see the dose records
+before them and the lagged and additional doses they imply (`seen_at_their_time`).
+
+Resets (EVID 3/4, SS = 1) set the state, a jump that depends on it: the split path and
+the closed-form PK take them exactly; on the one-solve path states integrated by diffrax
+cannot, and the animal is marked failed (use the split path). Covariates that change
+within an animal (`CovariateChanges`) switch the parameters at their times: such animals
+are always solved by the split path, each change ending a segment.
 
 This module knows nothing about batching: `vtrial.engine.runner` vmaps, chunks and shards.
 """
@@ -47,7 +56,9 @@ import numpy as np
 
 from vtrial.engine import linear_pk
 from vtrial.errors import SpecError
-from vtrial.engine.events import DoseRecords, build_event_table
+from vtrial.engine.events import (
+    DoseRecords, build_event_table, covariate_changes, parameters_at, rates_after_events, seen_at_their_time,
+)
 from vtrial.models.base import Model
 
 SOLVERS = {
@@ -283,6 +294,11 @@ def solve_animal(
     p = {k: jnp.asarray(v, dtype) for k, v in p.items()}
     save_times = jnp.asarray(save_times, dtype)
     t0 = jnp.asarray(t0, dtype)
+    if covariate_changes(DoseRecords(*doses)) is not None:
+        # Covariates that change within the animal switch the parameters at their
+        # times: the split path takes every change as a segment end (the closed-form PK
+        # per segment where the model declares it), whatever `events` asks for.
+        return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
     if options.events == "superposition":
         if not (uses_closed_form(model, options) and is_linear_pk_only(model)):
             raise SpecError("solver.events", f"'superposition' needs a model that is linear PK alone; {model.name} is not")
@@ -290,6 +306,19 @@ def solve_animal(
     if uses_jumps(model, options):
         return _jumps_with_split_gradients(model, options)(p, DoseRecords(*doses), save_times, t0)
     return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
+
+
+def observe_animal(model: Model, p, doses, states: jnp.ndarray, save_times: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Observables `(n_times,)` of one animal's states at its save times, each with the
+    parameters an observation at that time sees (covariates that change within the
+    animal: the value of the interval ending there, NONMEM's next observation carried
+    back)."""
+    doses = DoseRecords(*doses)
+    if covariate_changes(doses) is None:
+        return jax.vmap(lambda y: model.observe(y, p))(states)
+    q = parameters_at(model, p, doses, save_times, after=False)
+    per_time = {k: jnp.broadcast_to(v, save_times.shape) for k, v in q.items()}
+    return jax.vmap(model.observe)(states, per_time)
 
 
 def _jumps_with_split_gradients(model: Model, options: SolverOptions):
@@ -363,8 +392,12 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     zero = jnp.zeros((1, n_states), dtype)
     # Row k: the sum of the boluses and the input rate after the first k events.
     jumped = jnp.concatenate([zero, jnp.cumsum(events.bolus.astype(dtype), axis=0)])
-    rate = jnp.concatenate([zero, jnp.cumsum(events.rate_delta.astype(dtype), axis=0)])
+    rate = rates_after_events(events, dtype)
     y0 = model.initial_state(p).astype(dtype)
+    # A reset (EVID 3/4, SS = 1) sets the states, a jump that depends on them: the
+    # closed-form PK takes it exactly, states integrated here cannot (the animal is
+    # marked failed; the split path, `events="split"`, takes resets of any state).
+    resets = jnp.zeros(event_t.shape, bool) if events.reset is None else events.reset
 
     def after(t):  # events at or before t (right-continuous: the value just after t)
         return jnp.searchsorted(event_t, t, side="right", method="compare_all")
@@ -384,13 +417,13 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
         pk_rate = rate[:, pk_idx]
 
         def to_next_event(pk, xs):
-            t_from, t_to, r, bolus = xs
-            pk = linear_pk.propagate(modes, pk, r, t_to - t_from) + bolus
+            t_from, t_to, r, bolus, reset = xs
+            pk = jnp.where(reset, y0[pk_idx], linear_pk.propagate(modes, pk, r, t_to - t_from)) + bolus
             return pk, pk
 
         starts = jnp.concatenate([t0[None], event_t])
         _, pk_after = jax.lax.scan(
-            to_next_event, y0[pk_idx], (starts[:-1], event_t, pk_rate[:-1], events.bolus[:, pk_idx].astype(dtype))
+            to_next_event, y0[pk_idx], (starts[:-1], event_t, pk_rate[:-1], events.bolus[:, pk_idx].astype(dtype), resets)
         )
         pk_start = jnp.concatenate([y0[pk_idx][None], pk_after])
         alpha, beta = pk_start @ modes.s_inv.T, pk_rate @ modes.s_inv.T
@@ -402,7 +435,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
 
         # After every event that changes the PK's amounts or input, steps end exactly at
         # growing multiples of the fastest mode's time constant (see `_KICK_STEPS`).
-        kicks = jnp.any(events.bolus[:, pk_idx] != 0, axis=1) | jnp.any(events.rate_delta[:, pk_idx] != 0, axis=1)
+        kicks = jnp.any(events.bolus[:, pk_idx] != 0, axis=1) | jnp.any(events.rate_delta[:, pk_idx] != 0, axis=1) | resets
         tau = jnp.asarray(_KICK_STEPS, dtype) / jnp.max(jnp.abs(modes.lam))
         kick_t = jnp.where(kicks[:, None], event_t[:, None] + tau[None, :], t0)
         step_ts = jnp.sort(jnp.clip(kick_t.reshape(-1), t0, t_end))
@@ -415,6 +448,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     if solved.size == 0:  # nothing left to integrate: the PK is the whole model
         out = jax.vmap(full_state)(save_times, before(save_times), jnp.zeros((save_times.shape[0], 0), dtype))
         out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+        out = seen_at_their_time(events, save_times, out, y0)
         return AnimalSolution(out, jnp.where(jnp.all(jnp.isfinite(out)), 0, 3), jnp.asarray(0))
 
     def f(t, y_solved, args):
@@ -445,7 +479,9 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     )
     out = jax.vmap(full_state)(save_times, before(save_times), sol.ys)
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+    out = seen_at_their_time(events, save_times, out, y0)
     status = _result_code(sol.result)
+    status = jnp.where((status == 0) & jnp.any(resets & (event_t < t_end)), 2, status)
     status = jnp.where((status == 0) & ~jnp.all(jnp.isfinite(out)), 3, status)
     return AnimalSolution(out, status, sol.stats["num_steps"])
 
@@ -471,39 +507,50 @@ def _solve_split(model: Model, p, doses, save_times, t0, options: SolverOptions)
     bound_t = jnp.concatenate([save_times[grid], jnp.clip(events.time_h.astype(dtype), t0, t_end)])
     bound_bolus = jnp.concatenate([jnp.zeros((grid.size, n_states), dtype), events.bolus.astype(dtype)])
     bound_rate = jnp.concatenate([jnp.zeros((grid.size, n_states), dtype), events.rate_delta.astype(dtype)])
+    event_reset = jnp.zeros(events.time_h.shape, bool) if events.reset is None else events.reset
+    bound_reset = jnp.concatenate([jnp.zeros(grid.size, bool), event_reset])
     order = jnp.argsort(bound_t, stable=True)
     ends = bound_t[order]
     starts = jnp.concatenate([t0[None], ends[:-1]])
     bolus = jnp.concatenate([jnp.zeros((1, n_states), dtype), bound_bolus[order][:-1]])
     rate_delta = jnp.concatenate([jnp.zeros((1, n_states), dtype), bound_rate[order][:-1]])
+    reset = jnp.concatenate([jnp.zeros(1, bool), bound_reset[order][:-1]])
     # The saves of segment (a, b] are the (at most k) save times after a, up to b.
     first_save = jnp.searchsorted(save_times, starts, side="right")
     slots = jnp.minimum(first_save[:, None] + jnp.arange(k)[None, :], n_save - 1)
     in_segment = (first_save[:, None] + jnp.arange(k)[None, :] < n_save) & (save_times[slots] <= ends[:, None])
     seg_ts = jnp.where(in_segment, save_times[slots], ends[:, None])
 
-    advance = (_closed_form_advance if uses_closed_form(model, options) else _ode_advance)(model, p, options)
+    make_advance = _closed_form_advance if uses_closed_form(model, options) else _ode_advance
+    varying = covariate_changes(doses) is not None
+    advance = None if varying else make_advance(model, p, options)
+    y0 = model.initial_state(p).astype(dtype)
 
     def segment(carry, xs):
         y, rate, dt_guess, status, steps = carry
-        a, b, add, drate, ts = xs
-        y = y + add
-        rate = rate + drate
-        y_end, ys, code, n = advance(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)), add, drate)
+        a, b, add, drate, reset, ts = xs
+        step = advance
+        if varying:  # the parameters in effect from a on (the segment ends at the next change)
+            step = make_advance(model, parameters_at(model, p, doses, a), options)
+        # A reset (EVID 3/4, SS = 1) restarts from the initial state with no input.
+        y = jnp.where(reset, y0, y) + add
+        rate = jnp.where(reset, 0.0, rate) + drate
+        kick = jnp.where(reset, 1.0, add)  # a reset kicks the PK like a dose (`_KICK_STEPS`)
+        y_end, ys, code, n = step(a, b, y, rate, ts, jnp.maximum(dt_guess, 1e-9 * (b - a)), kick, drate)
         # The next segment starts from (twice) this one's mean step instead of a fresh
         # step-size search at every boundary.
         dt_guess = jnp.where(n > 0, 2.0 * (b - a) / jnp.maximum(n, 1), dt_guess)
         status = jnp.where(status == 0, code, status)
         return (y_end, rate, dt_guess, status, steps + n), ys
 
-    y0 = model.initial_state(p).astype(dtype)
     dt_first = jnp.maximum(t_end - t0, 1.0) * 1e-3
     init = (y0, jnp.zeros(n_states, dtype), dt_first, jnp.asarray(0), jnp.asarray(0))
-    (_, _, _, status, steps), seg_ys = jax.lax.scan(segment, init, (starts, ends, bolus, rate_delta, seg_ts))
+    (_, _, _, status, steps), seg_ys = jax.lax.scan(segment, init, (starts, ends, bolus, rate_delta, reset, seg_ts))
     # Save time i lies in the first segment ending at or after it, in slot i - first_save.
     seg_of = jnp.searchsorted(ends, save_times, side="left")
     slot_of = jnp.arange(n_save) - first_save[seg_of]
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], seg_ys[seg_of, jnp.clip(slot_of, 0, k - 1)])
+    out = seen_at_their_time(events, save_times, out, y0)
     status = jnp.where((status == 0) & ~jnp.all(jnp.isfinite(out)), 3, status)
     return AnimalSolution(out, status, steps)
 
@@ -526,12 +573,21 @@ def _solve_superposition(model: Model, p, doses, save_times, t0, options: Solver
     beta = events.rate_delta[:, pk_idx].astype(dtype) @ modes.s_inv.T
     tau = save_times[:, None] - event_t[None, :]  # (n_times, n_events)
     after = (tau > 0)[:, :, None]
+    start = t0
+    if events.reset is not None:
+        # A reset wipes what came before it: only the events from the last reset
+        # before t count, and the initial state restarts at that reset.
+        index = jnp.arange(event_t.shape[0])
+        last = jnp.max(jnp.where(events.reset[None, :] & after[:, :, 0], index[None, :], -1), axis=1)
+        after = after & (index[None, :] >= last[:, None])[:, :, None]
+        start = jnp.where(last >= 0, event_t[jnp.maximum(last, 0)], t0)
     tau = jnp.where(after, tau[:, :, None], 0.0)  # (n_times, n_events, 1)
     lam = modes.lam[None, None, :]
     terms = jnp.exp(lam * tau) * alpha[None, :, :] + linear_pk.phi(lam, tau) * beta[None, :, :]
     coords = jnp.sum(jnp.where(after, terms, 0.0), axis=1)
-    tau0 = jnp.maximum(save_times - t0, 0.0)[:, None]
+    tau0 = jnp.maximum(save_times - start, 0.0)[:, None]
     coords = coords + jnp.exp(modes.lam[None, :] * tau0) * (modes.s_inv @ y0[pk_idx])[None, :]
     out = (coords @ modes.s.T)[:, unsort]
     out = jnp.where((save_times <= t0)[:, None], y0[None, :], out)
+    out = seen_at_their_time(events, save_times, out, y0)
     return AnimalSolution(out, jnp.where(jnp.all(jnp.isfinite(out)), 0, 3), jnp.asarray(0))

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
-from vtrial.engine.solve import SolverOptions, is_linear_pk_only, solve_animal, uses_closed_form
+from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
 from vtrial.models.base import Model
@@ -180,7 +180,8 @@ class Problem:
     def observe(self, p, constants: Constants, s):
         """Solve the model: predictions in DV units at the subject's observation times; status."""
         sol = solve_animal(self.model, p, s.doses, s.times, t0=self.t0, options=self.options)
-        obs = jax.vmap(lambda y: jnp.stack([o.fn(y, p) for o in self.model.observables]))(sol.states)
+        observed = observe_animal(self.model, p, s.doses, sol.states, s.times)
+        obs = jnp.stack([observed[o.name] for o in self.model.observables], axis=1)
         f = jnp.take_along_axis(obs, s.observable[:, None], axis=1)[:, 0] * constants.dv_scale[s.observable]
         return f, sol.status
 

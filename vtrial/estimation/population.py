@@ -109,7 +109,7 @@ def _check_data(model: Model, data: PopulationData, spec: EstimationSpec) -> Non
     if len(data.ids) != n_subjects:
         raise DataError(f"data.ids: {len(data.ids)} IDs for {n_subjects} subjects")
     for name, arr in data.doses._asdict().items():
-        if np.shape(arr)[:1] != (n_subjects,):
+        if arr is not None and name != "nonmem" and np.shape(arr)[:1] != (n_subjects,):
             raise DataError(f"data.doses.{name}: leading axis must be the {n_subjects} subjects, got shape {np.shape(arr)}")
     mask = np.asarray(data.obs_mask, bool)
     rows = np.asarray(data.obs_row)

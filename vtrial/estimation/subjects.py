@@ -114,7 +114,7 @@ def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays,
             ref = next(c.reference for c in model.covariates if c.name == name)
             cov_cols.append(np.full(times.shape[0], ref))
     covariates = np.stack(cov_cols, axis=1) if cov_cols else np.zeros((times.shape[0], 0))
-    doses = DoseRecords(*(np.asarray(a) for a in data.doses))
+    doses = DoseRecords(*data.doses).map(np.asarray)
     t0 = float(min(0.0, np.min(times), np.min(np.asarray(doses.time_h)) if doses.time_h.size else 0.0))
     sorted_times = take(times)
     sorted_mask = take(mask)
@@ -123,13 +123,7 @@ def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays,
     last = np.where(np.isfinite(last), last, 0.0)
     sorted_times = np.where(sorted_mask, sorted_times, last[:, None])
     arrays = SubjectArrays(
-        doses=DoseRecords(
-            jnp.asarray(doses.time_h, float),
-            jnp.asarray(doses.amount, float),
-            jnp.asarray(doses.per_kg, float),
-            jnp.asarray(doses.duration_h, float),
-            jnp.asarray(doses.route, jnp.int32),
-        ),
+        doses=doses.map(lambda a: jnp.asarray(a, jnp.int32 if np.issubdtype(a.dtype, np.integer) else float)),
         times=jnp.asarray(sorted_times),
         observable=jnp.asarray(take(data.obs_observable), jnp.int32),
         dv=jnp.asarray(np.where(take(mask), take(np.asarray(data.dv, float)), 0.0)),

@@ -7,15 +7,15 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `ID` | subject; its rows must be contiguous (as NONMEM reads them) |
 | `TIME` | time in `time_unit` (h by default), >= 0, non-decreasing within a subject |
 | `AMT` | dose amount in `amt_unit` (mg by default; "ug", "mg/kg", ...) |
-| `RATE` | infusion rate in `amt_unit` per `time_unit`; 0 or "." for a bolus; -1/-2 (modelled rate/duration) are refused |
-| `EVID` | 0 observation, 1 dose, 2 other (ignored), 3 reset, 4 reset and dose (3 and 4 only as a subject's first row, where a reset changes nothing); without `EVID`: a row with AMT > 0 is a dose, MDV = 1 other, else an observation |
+| `RATE` | infusion rate in `amt_unit` per `time_unit` (the duration is F x AMT / RATE); 0 or "." for a bolus; -1: the rate comes from the model (the route's `rate`), -2: the duration does (the route's `duration`) |
+| `EVID` | 0 observation, 1 dose, 2 other (ignored), 3 reset (states to their initial values, infusions and pending doses cancelled), 4 reset and dose; anywhere in a subject; without `EVID`: a row with AMT > 0 is a dose, MDV = 1 other, else an observation |
 | `MDV` | 1: DV missing; an EVID 0 row with MDV = 1 is ignored (an excluded observation) |
 | `CMT` | dose compartment (number: the model's state, 1-based; or a route or state name), or the observable of an observation row |
 | `DVID` | which observable an observation is (default: the model's observables numbered from 1) |
 | `DV` | the observation, in the observable's DV unit |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
-| `SS` | steady state: only 0 (or missing) is accepted |
-| any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject |
+| `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); needs a model that is linear PK throughout; SS = 3 is refused |
+| any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject, except a covariate a route names as its lag, bioavailability, rate or duration: each dose record takes its own row's value (e.g. `LAGT` feeding ALAG2) |
 
 "." and empty cells are missing values. Every malformed row raises a `DatasetError`
 naming the file, the row, the column and the rule it breaks, before anything is compiled.
@@ -32,16 +32,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from vtrial.engine.events import DoseRecords
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
 from vtrial.io.nonmem_checks import check_magnitudes, check_shape, require_covariates
+from vtrial.io.nonmem_records import dose_records, dose_route
+from vtrial.io.nonmem_records import value_key as _key
 from vtrial.limits import MAX_DOSE_RECORDS
 from vtrial.models.base import Model
 from vtrial.schema import Strict
@@ -84,7 +85,11 @@ class DataSpec(Strict):
       without it, DVID k (or, with no DVID column, every observation) is the model's
       k-th observable (its only one) in the model's unit;
     - `covariates`: model covariate -> dataset column (default: the column of the same
-      name, any case).
+      name, any case);
+    - `bioavailability_scales`: what a route's bioavailability F scales in an infusion
+      given by RATE > 0: "duration" (default, NONMEM: the rate is kept, the infusion lasts
+      F x AMT / RATE) or "rate" (vtrial's regimens and the datasets `vtrial run --dataset`
+      writes: the duration AMT / RATE is kept, the rate is F x RATE).
     """
 
     amt_unit: str = "mg"
@@ -92,23 +97,7 @@ class DataSpec(Strict):
     routes: dict[str, list[CmtValue]] = {}
     observables: dict[str, ObservableData] = {}
     covariates: dict[str, str] = {}
-
-
-def _key(value) -> str:
-    """A CMT/DVID value as compared: integral numbers as integers ("1", "1.0" -> "1"),
-    names in lower case."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text.lower()
-    return str(int(number)) if math.isfinite(number) and number.is_integer() else text.lower()
+    bioavailability_scales: Literal["duration", "rate"] = "duration"
 
 
 @dataclass(frozen=True)
@@ -123,6 +112,7 @@ class _Resolved:
     observable_of_key: dict[str, int]
     dv_scale: np.ndarray
     covariate_columns: dict[str, str]
+    rate_kept: bool = True  # F scales a given RATE's duration (NONMEM), not its rate
 
 
 def _resolve(model: Model, spec: DataSpec) -> _Resolved:
@@ -175,7 +165,7 @@ def _resolve(model: Model, spec: DataSpec) -> _Resolved:
         if cov not in model.covariate_names:
             raise SpecError(f"data.covariates.{cov}", f"unknown covariate of model {model.name}; known: {', '.join(model.covariate_names) or 'none'}")
     return _Resolved(amt_factor, per_kg, time_factor, route_of_cmt, observable_by, observable_of_key, dv_scale,
-                     dict(spec.covariates))
+                     dict(spec.covariates), spec.bioavailability_scales == "duration")
 
 
 def check_data_spec(model: Model, spec: DataSpec) -> None:
@@ -262,8 +252,10 @@ def _first_row(ids: np.ndarray) -> np.ndarray:
     return np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, bool)
 
 
-def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None, *,
-                required_covariates: Mapping[str, str] | None = None, max_dose_records: int = MAX_DOSE_RECORDS) -> PopulationData:
+def read_nonmem(
+    path: str | os.PathLike, model: Model, data: DataSpec | Mapping | None = None, *, dv_required: bool = True,
+    required_covariates: Mapping[str, str] | None = None, max_dose_records: int = MAX_DOSE_RECORDS,
+) -> PopulationData:
     """Read a NONMEM-style CSV dataset for `model` (see the module's table of columns).
 
     **Arguments:**
@@ -278,6 +270,8 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
       stands in for it, which the caller reports);
     - `max_dose_records`: dose records per subject after ADDL expansion (a fit passes its
       own, lower limit).
+    - `dv_required`: False accepts observation rows without a DV (their `dv` is NaN):
+      records to predict rather than fit.
 
     **Returns:** `PopulationData`, subjects in file order; dose amounts in mg (mg/kg
     with `per_kg` 1 when `amt_unit` is per kg), observations sorted as in the file, each
@@ -326,12 +320,13 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
         t.whole("EVID", evid, evid_missing, 0, 4, "an event type 0-4 (0 observation, 1 dose, 2 other, 3 reset, 4 reset and dose)")
     else:  # NONMEM without EVID: a row with an amount is a dose, MDV = 1 marks other rows
         evid = np.where(amt > 0, 1.0, np.where(mdv == 1, 2.0, 0.0))
-    for i in np.flatnonzero(evid >= 3):
-        if i not in starts:
-            raise t.error(i, "EVID", f"EVID {int(evid[i])} resets the system in the middle of a subject, which is not supported; "
-                                     "give the records after the reset their own ID")
     evid_given = evid
-    evid = np.where(evid == 4, 1.0, np.where(evid == 3, 2.0, evid))  # a reset at a subject's first row changes nothing
+    first = np.zeros(n, bool)
+    first[starts] = True
+    # A reset (EVID 3, or 4: reset and dose) is a record of its own; at a subject's first
+    # row it changes nothing.
+    is_reset = (evid >= 3) & ~first
+    evid = np.where(evid == 4, 1.0, np.where(evid == 3, 2.0, evid))
     is_dose = evid == 1
     is_obs = (evid == 0) & (mdv == 0)
 
@@ -353,23 +348,24 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     bad = np.flatnonzero(~is_dose & ~amt_missing & (amt != 0))
     if bad.size:
         raise t.error(bad[0], "AMT", f"amount {amt[bad[0]]:g} on a row that is not a dose (EVID {int(evid_given[bad[0]])}); "
-                                     "give EVID 1 or set AMT to 0 or '.'")
+                                     "give EVID 1 (or 4) or set AMT to 0 or '.'")
     rate, rate_missing = t.numbers("RATE", 0.0)
-    for code, what in ((-1, "modelled rate (RATE = -1)"), (-2, "modelled duration (RATE = -2)")):
-        bad = np.flatnonzero(is_dose & (rate == code))
-        if bad.size:
-            raise t.error(bad[0], "RATE", f"{what} is not supported; give the infusion rate (amount per time unit) in RATE")
-    bad = np.flatnonzero(rate < 0)
+    bad = np.flatnonzero((rate < 0) & ~(is_dose & np.isin(rate, (-1.0, -2.0))))
     if bad.size:
-        raise t.error(bad[0], "RATE", f"rate {rate[bad[0]]:g} is negative; give 0 for a bolus or the infusion rate")
+        raise t.error(bad[0], "RATE", f"rate {rate[bad[0]]:g} is negative; give 0 for a bolus, the infusion rate, or -1/-2 "
+                                      "on a dose row (rate/duration from the model)")
     bad = np.flatnonzero(~is_dose & (rate != 0))
     if bad.size:
         raise t.error(bad[0], "RATE", "a rate on a row that is not a dose")
     ss, ss_missing = t.numbers("SS", 0.0)
-    bad = np.flatnonzero(ss != 0)
+    t.whole("SS", ss, ss_missing, 0, 3, "a steady-state flag 0, 1 or 2")
+    bad = np.flatnonzero(ss == 3)
     if bad.size:
-        raise t.error(bad[0], "SS", "steady-state doses (SS = 1, 2 or 3) are not supported; write the doses leading to "
-                                    "steady state out (e.g. with ADDL and II from the first dose)")
+        raise t.error(bad[0], "SS", "SS = 3 (steady state added to the current amounts with a reset of PREDPP's "
+                                    "steady-state bookkeeping) is not supported; use SS = 1 or 2")
+    bad = np.flatnonzero(~is_dose & (ss != 0))
+    if bad.size:
+        raise t.error(bad[0], "SS", "a steady-state flag on a row that is not a dose")
     ii, _ = t.numbers("II", 0.0)
     addl, addl_missing = t.numbers("ADDL", 0.0)
     t.whole("ADDL", addl, addl_missing, 0, None, "a whole number of additional doses >= 0")
@@ -379,6 +375,16 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     bad = np.flatnonzero(~is_dose & ((ii != 0) | (addl != 0)))
     if bad.size:
         raise t.error(bad[0], "II" if ii[bad[0]] != 0 else "ADDL", "II/ADDL on a row that is not a dose")
+    constant_ss = (ss > 0) & (ii == 0) & (amt == 0) & (rate > 0)  # an infusion at steady state, never stopping
+    bad = np.flatnonzero(is_dose & (ss > 0) & (ii <= 0) & ~constant_ss)
+    if bad.size:
+        raise t.error(bad[0], "SS", f"a steady-state dose (SS = {int(ss[bad[0]])}) needs its interdose interval II > 0 "
+                                    "(or AMT = 0 with RATE > 0 and II = 0: an infusion at steady state)")
+    bad = np.flatnonzero(is_dose & (ss > 0))
+    pk = set(model.linear_pk.states) if model.linear_pk is not None else set()
+    if bad.size and pk != set(model.state_names):
+        raise t.error(bad[0], "SS", f"steady-state doses need a model that is linear PK throughout (its steady state is "
+                                    f"computed in closed form); model {model.name} is not")
     bad = np.flatnonzero(is_dose & (addl > 0) & (ii <= 0))
     if bad.size:
         raise t.error(bad[0], "II", f"ADDL = {int(addl[bad[0]])} additional doses need an interdose interval II > 0")
@@ -392,14 +398,20 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     routes_of: dict[str, int] = {}  # each distinct CMT is resolved once, at its first row (which errors name)
     for i in np.flatnonzero(is_dose):
         if cmt_cells[i] not in routes_of:
-            routes_of[cmt_cells[i]] = _dose_route(model, res, t, i, cmt_cells[i])
+            routes_of[cmt_cells[i]] = dose_route(model, res, t, i, cmt_cells[i])
         route[i] = routes_of[cmt_cells[i]]
+    for code, attr, what in ((-1, "rate", "rate"), (-2, "duration", "duration")):
+        for i in np.flatnonzero(is_dose & (rate == code)):
+            r = model.routes[route[i]]
+            if getattr(r, attr) is None:
+                raise t.error(i, "RATE", f"RATE = {code} takes the infusion's modelled {what} from the model, but route "
+                                         f"{r.name!r} of model {model.name} names no {what} (Route.{attr}); give the rate in RATE")
 
     # -- observations ------------------------------------------------------------------
     dv, dv_missing = t.numbers("DV")
     if not t.has("DV") and is_obs.any():
         raise t.error(None, "DV", "required column missing: the dataset has observation rows")
-    bad = np.flatnonzero(is_obs & dv_missing)
+    bad = np.flatnonzero(is_obs & dv_missing) if dv_required else np.zeros(0, int)
     if bad.size:
         raise t.error(bad[0], "DV", "an observation row (EVID 0, MDV 0) needs a value; set MDV = 1 to leave it out")
     if not is_obs.any():
@@ -416,7 +428,10 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
     if res.observable_by == "single" and dvid_cells is not None:
         _check_single_dvid(model, res, t, is_obs, dvid_cells)
 
-    covariates = _covariates(model, res, t, subject, starts)
+    record_items = {c.name for c in model.covariates} & {
+        getattr(r, a) for r in model.routes for a in ("bioavailability", "lag", "rate", "duration")
+    }
+    covariates, row_covariates = _covariates(model, res, t, subject, starts, record_items)
     require_covariates(res, t, covariates, required_covariates or {})
     if res.per_kg and "bw" not in covariates:
         raise t.error(None, res.covariate_columns.get("bw", "BW"), "amounts are per kg (data.amt_unit); the dataset needs a body-weight column")
@@ -425,23 +440,13 @@ def read_nonmem(path: str | os.PathLike, model: Model, data: DataSpec | Mapping 
 
     # -- padding -------------------------------------------------------------------------
     n_subjects = starts.size
-    dose_rows = [[] for _ in range(n_subjects)]
-    for i in np.flatnonzero(is_dose):
-        mg = amt[i] * res.amt_factor
-        duration = amt[i] / rate[i] * res.time_factor if rate[i] > 0 else 0.0
-        for k in range(int(addl[i]) + 1):
-            dose_rows[subject[i]].append((time_h[i] + k * ii[i] * res.time_factor, mg, float(res.per_kg), duration, route[i]))
-    n_records = max(len(r) for r in dose_rows)
-    if n_records > max_dose_records:
-        s = int(np.argmax([len(r) for r in dose_rows]))
-        raise t.error(starts[s], "ADDL", f"subject {id_cells[starts[s]]} has {n_records:,} dose records after ADDL expansion; "
-                                         f"the limit is {limit}")
-    arrays = [np.zeros((n_subjects, n_records)) for _ in range(4)] + [np.zeros((n_subjects, n_records), np.int32)]
-    for s, recs in enumerate(dose_rows):
-        for j, rec in enumerate(sorted(recs, key=lambda r: r[0])):
-            for a, v in zip(arrays, rec):
-                a[s, j] = v
-    doses = DoseRecords(*arrays)
+    records = np.bincount(subject[is_dose], weights=addl[is_dose] + 1, minlength=n_subjects)
+    if records.size and records.max() > max_dose_records:
+        s = int(np.argmax(records))
+        raise t.error(starts[s], "ADDL", f"subject {id_cells[starts[s]]} has {int(records[s]):,} dose records after ADDL "
+                                         f"expansion; the limit is {limit}")
+    doses = dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, addl, route, is_dose, is_reset,
+                         row_covariates, record_items)
 
     obs_rows = np.flatnonzero(is_obs)
     per_subject = np.bincount(subject[obs_rows], minlength=n_subjects)
@@ -487,44 +492,6 @@ def _id_values(cells: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         return np.asarray(cells, dtype=object)
     return values.astype(np.int64) if np.all(values == np.round(values)) else values
-
-
-def _dose_route(model: Model, res: _Resolved, t: _Table, i: int, cell: str) -> int:
-    routes = model.routes
-    if not routes:
-        raise t.error(i, "EVID", f"a dose, but model {model.name} takes no doses")
-    if cell in (".", ""):
-        targets = sorted(set(res.route_of_cmt.values()))
-        if len(targets) == 1:
-            return targets[0]
-        if len(routes) == 1:
-            return 0
-        raise t.error(i, "CMT", f"a dose row needs a compartment: model {model.name} has routes "
-                                f"{', '.join(r.name for r in routes)} (map CMT values to them in [data.routes])")
-    k = _key(cell)
-    if k in res.route_of_cmt:
-        return res.route_of_cmt[k]
-    if res.route_of_cmt:
-        raise t.error(i, "CMT", f"CMT {cell} is not mapped to a route in [data.routes] (mapped: {', '.join(res.route_of_cmt)})")
-    if k.isdigit():
-        number = int(k)
-        if not 1 <= number <= model.n_states:
-            raise t.error(i, "CMT", f"compartment {number} does not exist; model {model.name} has {model.n_states} states "
-                                    f"({', '.join(model.state_names)})")
-        state = model.state_names[number - 1]
-    else:
-        for j, r in enumerate(routes):
-            if r.name.lower() == k:
-                return j
-        if k not in [s.lower() for s in model.state_names]:
-            raise t.error(i, "CMT", f"{cell!r} is neither a route ({', '.join(r.name for r in routes)}) nor a state "
-                                    f"({', '.join(model.state_names)}) of model {model.name}")
-        state = model.state_names[[s.lower() for s in model.state_names].index(k)]
-    for j, r in enumerate(routes):
-        if r.state == state:
-            return j
-    raise t.error(i, "CMT", f"no route of model {model.name} doses its state {state!r} (routes: "
-                            f"{', '.join(f'{r.name} -> {r.state}' for r in routes)})")
 
 
 def _observable(model: Model, res: _Resolved, t: _Table, i: int, cmt: str, dvid: str | None) -> int:
@@ -573,8 +540,13 @@ def _check_single_dvid(model: Model, res: _Resolved, t: _Table, is_obs: np.ndarr
                                  "refused: set their MDV = 1 to leave them out)")
 
 
-def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
-    out = {}
+def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, starts: np.ndarray,
+                record_items: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(per subject: its first value; per row: the row's value, missing cells carried
+    forward within the subject from its first value). Covariates may change within a
+    subject (`_dose_records` makes the changes events); a covariate that a route names
+    (lag, bioavailability, rate, duration) is taken by each dose from its own row."""
+    out, per_row = {}, {}
     for cov in model.covariate_names:
         column = res.covariate_columns.get(cov, cov).upper()
         if cov == "bw" and "bw" not in res.covariate_columns and not t.has("BW") and t.has("WT"):
@@ -590,14 +562,19 @@ def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, st
             s = subject[i]
             if first_row[s] < 0:
                 first[s], first_row[s] = values[i], i
-            elif values[i] != first[s]:
-                raise t.error(i, column, f"{values[i]:g} differs from the subject's {first[s]:g} (row {first_row[s] + 1}); "
-                                         "time-varying covariates are not supported: give one value per subject")
         lacking = np.flatnonzero(first_row < 0)
         if lacking.size:
             raise t.error(starts[lacking[0]], column, f"subject {t.text('ID')[starts[lacking[0]]]} has no value of covariate {cov}")
-        bad = np.flatnonzero(~(first > 0))
-        if bad.size:
-            raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+        if cov == "bw" or cov not in record_items:
+            bad = np.flatnonzero(~missing & ~(values > 0))
+            if bad.size:
+                raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+        else:
+            bad = np.flatnonzero(~missing & (values < 0))
+            if bad.size:
+                raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: dose item {cov} must be >= 0")
         out[cov] = first
-    return out
+        filled = pd.Series(np.where(missing, np.nan, values)).groupby(subject).ffill().to_numpy()
+        per_row[cov] = np.where(np.isnan(filled), first[subject], filled)
+    return out, per_row
+

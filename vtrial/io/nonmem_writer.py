@@ -58,7 +58,7 @@ def dataset_columns(
     m = len(ids)
     cmt_of_route = np.asarray(dose_cmt(model), dtype=object) if model.routes else np.zeros(0, object)
     bw = np.asarray(covariates["bw"], float) if "bw" in covariates else np.ones(m)
-    time, amount, per_kg, duration, route = (np.asarray(a) for a in doses)
+    time, amount, per_kg, duration, route = (np.asarray(a) for a in doses[:5])
     s_dose, j_dose = np.nonzero(amount > 0)
     mg = amount[s_dose, j_dose] * np.where(per_kg[s_dose, j_dose] > 0, bw[s_dose], 1.0)
     dur = duration[s_dose, j_dose]

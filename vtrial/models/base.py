@@ -88,15 +88,22 @@ class Covariate:
 class Route:
     """A dose route: which state receives the dose, with optional bioavailability and lag.
 
-    `bioavailability` and `lag` name parameters of the model (or are None for 1 and 0).
-    A bolus adds `F * amount` to `state`; an infusion adds `F * amount / duration` per
-    hour over its duration (the duration is kept, the rate scaled).
+    `bioavailability` and `lag` name parameters or covariates of the model (or are None
+    for 1 and 0); a covariate is taken from each dose record's own row (NONMEM's F and
+    ALAG from data items). A bolus adds `F * amount` to `state`; an infusion of a
+    regimen adds `F * amount / duration` per hour over its duration (the duration is
+    kept, the rate scaled); a dataset's RATE is kept and the duration scaled instead
+    (NONMEM). `rate` and `duration` name the parameter or covariate that gives the
+    infusion rate (mg/h) of a record with RATE = -1 and the duration (h) of one with
+    RATE = -2 (NONMEM's R and D; None: such records are refused).
     """
 
     name: str
     state: str
     bioavailability: str | None = None
     lag: str | None = None
+    rate: str | None = None
+    duration: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,7 +267,7 @@ class Model:
         for r in self.routes:
             if r.state not in states:
                 raise SpecError(f"{self.name}.routes.{r.name}", f"unknown state {r.state!r}")
-            for ref in (r.bioavailability, r.lag):
+            for ref in (r.bioavailability, r.lag, r.rate, r.duration):
                 if ref is not None and ref not in known:
                     raise SpecError(f"{self.name}.routes.{r.name}", f"unknown parameter {ref!r}")
         for e in self.events:
