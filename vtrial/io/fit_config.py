@@ -15,8 +15,15 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
 - `[[covariate_effects]]`: as in trial configs (power model: `parameter`, `covariate`,
   `reference`, `exponent`), plus `estimate = true` to estimate the exponent from its given
   value (row `exponent_<p>_<covariate>` of `parameters.csv`; default false: as given);
+- `[bounds]`: `name = [lower, upper]` (`inf`/`-inf` for none) of an estimated typical
+  value, as NONMEM's `$THETA (low, init, up)`: within the model's range of the
+  parameter (the default); they set the scale it is estimated on (log for (0, inf),
+  logit for a finite range, identity for none: `vtrial.estimation.population_spec`);
 - `[variability.omega]`: initial variances of the random effects on the log scale
   (or `[variability.cv_percent]`, omega^2 = ln(1 + CV^2));
+- `[variability.kind]`: `name = "exponential"` (default: NONMEM's `CL = THETA*EXP(ETA)`,
+  log-normal; omega on the log scale) or `"additive"` (`THETA + ETA`, normal; omega in
+  the parameter's unit squared, given in `[variability.omega]`);
 - `[[variability.block]]`: correlated random effects, `parameters = [...]` with an
   initial `correlation` (a number for every pair, or the full matrix), or the block's
   full `covariance` matrix (then its variances are not given in omega/cv_percent);
@@ -55,8 +62,6 @@ METHODS = ("focei", "foce", "laplace", "fo")
 #: Covariance steps: R^-1 S R^-1 (NONMEM's default), R^-1, S^-1.
 COVARIANCES = ("sandwich", "r", "s")
 
-Omega2 = Annotated[float, Field(gt=0, le=MAX_OMEGA2)]
-
 
 class BlockSpec(Strict):
     """Correlated random effects: `parameters` with an initial `correlation` (one number
@@ -83,9 +88,10 @@ class FitCovariateEffectSpec(CovariateEffectSpec):
 
 
 class FitVariabilitySpec(Strict):
-    omega: dict[str, Omega2] = {}
+    omega: dict[str, Annotated[float, Field(gt=0)]] = {}
     cv_percent: dict[str, Annotated[float, Field(gt=0, le=MAX_CV_PERCENT)]] = {}
     block: list[BlockSpec] = []
+    kind: dict[str, Literal["exponential", "additive"]] = {}
 
 
 class EstimationSettings(Strict):
@@ -105,6 +111,7 @@ class FitConfig(Strict):
     description: str = ""
     model: str
     parameters: dict[str, float] = {}
+    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = {}
     fixed: list[str] = []
     variability: FitVariabilitySpec = FitVariabilitySpec()
     covariate_effects: list[FitCovariateEffectSpec] = []
@@ -142,10 +149,17 @@ class BuiltFit:
             raise SpecError("parameters", f"missing: give initial values of the parameters to estimate; model {model.name} has: "
                                           f"{', '.join(model.parameter_names)}")
         self.typical = dict(cfg.parameters)  # estimated (unless fixed); other parameters keep the model's values
-        bad = [k for k, v in self.typical.items() if not v > 0]
-        if bad:
-            raise SpecError(f"parameters.{bad[0]}", f"must be > 0 to be estimated on the log scale, got {self.typical[bad[0]]!r}")
+        for name in cfg.bounds:
+            if name not in self.typical:
+                raise SpecError(f"bounds.{name}", f"bounds apply to the typical values of [parameters]; given: {', '.join(self.typical)}")
+        self.bounds = {k: (float(v[0]), float(v[1])) for k, v in cfg.bounds.items()}
         self.iiv_names, self.omega, self.blocks = _omega(model, cfg.variability)
+        for name, kind in cfg.variability.kind.items():
+            if name not in self.iiv_names:
+                raise SpecError(f"variability.kind.{name}", f"{name!r} has no random effect; give its variance in [variability.omega]")
+            if kind == "additive" and name in cfg.variability.cv_percent:
+                raise SpecError(f"variability.kind.{name}", "an additive random effect has no CV%: give its variance in [variability.omega]")
+        self.additive = tuple(n for n in self.iiv_names if cfg.variability.kind.get(n) == "additive")
         self.covariate_effects = tuple(_effect(model, i, e) for i, e in enumerate(cfg.covariate_effects))
         self.estimate_exponents = tuple((e.parameter, e.covariate) for e in cfg.covariate_effects if e.estimate)
         if len(set(self.estimate_exponents)) != len(self.estimate_exponents):
@@ -212,6 +226,8 @@ class BuiltFit:
             residual=dict(self.residual),
             fixed=self.fixed,
             estimate_exponents=self.estimate_exponents,
+            bounds=dict(self.bounds),
+            additive=self.additive,
         )
 
 
@@ -269,6 +285,10 @@ def _omega(model: Model, v: FitVariabilitySpec) -> tuple[tuple[str, ...], np.nda
             raise SpecError(f"{where}", "correlations must lie strictly between -1 and 1")
         covariance_blocks[str(b)] = (b, corr, list(block.parameters))
     for p, var in variances.items():
+        if v.kind.get(p) == "additive":
+            if not (0 < var < math.inf):
+                raise SpecError(f"variability.omega.{p}", f"initial variance must be a finite number > 0, got {var!r}")
+            continue  # in the parameter's unit squared: the log-scale cap does not apply
         if not 0 < var <= MAX_OMEGA2:
             raise SpecError(f"variability.omega.{p}", f"initial variance must lie in (0, {MAX_OMEGA2:g}], got {var!r}")
     names = tuple(variances)
@@ -317,6 +337,10 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
     if names:
         lines += ["", "[variability.omega2]  # variances of the random effects (log scale)"]
         lines += [f"{p} = {_number(omega[i, i])}" for i, p in enumerate(names)]
+        additive = [p for p in names if p in getattr(population, "additive", ())]
+        if additive:
+            lines += ["", "[variability.kind]  # their omega2 is in the parameter's unit squared"]
+            lines += [f"{p} = \"additive\"" for p in additive]
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
                 if omega[i, j] != 0:

@@ -570,8 +570,9 @@ def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, st
         lacking = np.flatnonzero(first_row < 0)
         if lacking.size:
             raise t.error(starts[lacking[0]], column, f"subject {t.text('ID')[starts[lacking[0]]]} has no value of covariate {cov}")
-        bad = np.flatnonzero(~(first > 0))
+        not_allowed, rule = model.covariate(cov).check(first)  # the model's own rule (> 0, any number, codes)
+        bad = np.flatnonzero(not_allowed)
         if bad.size:
-            raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
+            raise t.error(first_row[bad[0]], column, f"{first[bad[0]]:g} is not allowed: {rule}")
         out[cov] = first
     return out

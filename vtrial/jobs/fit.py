@@ -131,7 +131,7 @@ def run_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     return facts
 
 
-def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covariate_effects=()) -> Population:
+def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covariate_effects=(), additive=()) -> Population:
     """The population a fit estimated, from its `parameters.csv` rows (`name`, `estimate`):
     typical values, Omega, `covariate_effects` with the exponents the fit estimated
     (rows `exponent_<p>_<covariate>`), and residual error in the model's units (an
@@ -154,7 +154,8 @@ def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covar
     effects = tuple(
         dataclasses.replace(e, exponent=est.get(exponent_name(e.parameter, e.covariate), e.exponent)) for e in covariate_effects
     )
-    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual)
+    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual,
+                      additive=tuple(p for p in additive if p in iiv))
 
 
 def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
@@ -189,7 +190,7 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     written.append(write_json({**fit_facts(fit), "device": distributed.device_summary()}, out / "fit.json"))
     written.append(save_figure(plot_gof(predictions, title=title), out / "gof.png"))
     model = built.model
-    population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
+    population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects, built.additive)
     written.append(atomic_write(out / "trial_seed.toml",
                                 lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
     replicates = built.cfg.vpc.replicates
