@@ -140,3 +140,22 @@ def test_gradient_with_a_negative_bounded_theta_and_an_additive_effect(model, tm
             values.append(population_objective(model, few, spec, x=x, eta=r.eta, gradient=False).ofv)
         fd.append((values[0] - values[1]) / 2e-5)
     np.testing.assert_allclose(r.gradient, fd, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fit_config_gives_nonmem_initial_values_and_bounds(model, monkeypatch):
+    """tests/models/pheno_fit.toml lowers to the spec the fit above starts from. (The
+    config names its model as `"pheno.py:pheno"`; until configs load model files, the
+    registry lookup is replaced by the file's factory here.)"""
+    import tomllib
+
+    from vtrial.io import fit_config
+    from vtrial.io.config import validate
+
+    table = tomllib.loads((MODEL_FILE.parent / "pheno_fit.toml").read_text())
+    assert table.pop("kind") == "fit" and table["model"] == "pheno.py:pheno"
+    monkeypatch.setattr(fit_config, "get_model", lambda name: model)
+    spec = fit_config.BuiltFit(validate(fit_config.FitConfig, table)).estimation_spec()
+    expected = pheno_spec(INITIAL_THETA, INITIAL_OMEGA2, INITIAL_SIGMA)
+    assert spec.typical == expected.typical and spec.omega2 == pytest.approx(expected.omega2, rel=1e-14)
+    assert spec.residual["conc_mg_per_l"].proportional == pytest.approx(math.sqrt(INITIAL_SIGMA), rel=1e-15)
+    assert spec.bounds == {"apgr_v": (-0.99, math.inf)} and spec.additive == ()

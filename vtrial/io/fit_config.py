@@ -111,7 +111,8 @@ class FitConfig(Strict):
     description: str = ""
     model: str
     parameters: dict[str, float] = {}
-    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = {}
+    # [lower, upper]; inf / -inf for none (NaN is refused when the bounds are checked)
+    bounds: dict[str, Annotated[list[Annotated[float, Field(allow_inf_nan=True)]], Field(min_length=2, max_length=2)]] = {}
     fixed: list[str] = []
     variability: FitVariabilitySpec = FitVariabilitySpec()
     covariate_effects: list[FitCovariateEffectSpec] = []
