@@ -2,9 +2,11 @@
 
 Outputs (written atomically into the run folder):
 - `parameters.csv`: `name`, `estimate`, `se`, `rse_pct`, `ci_low`, `ci_high`, `unit`,
-  `fixed`: every typical value by its model name, `omega2_<p>` and `cv_pct_<p>`,
-  `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
-- `individual.csv`: per ID the EBEs, individual parameters and shrinkage;
+  `fixed`, `scale`: every typical value by its model name (on its natural scale; `scale`
+  names the one it was estimated on), `omega2_<p>` and `cv_pct_<p>` (exponential random
+  effects only), `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
+- `individual.csv`: per ID the EBEs, individual parameters, the model's derived
+  quantities and shrinkage;
 - `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES;
 - `fit.json`: `ofv`, `ofv_with_constant`, `aic`, `bic`, `n_subjects`, `n_observations`,
   `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`,
