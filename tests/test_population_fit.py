@@ -204,7 +204,7 @@ def test_shrinkage_and_diagnostics_match_nonmem(bolus_fit):
 def test_parameter_table(bolus_fit):
     fit, _ = bolus_fit
     table = fit.to_frame()
-    assert list(table.columns) == ["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed"]
+    assert list(table.columns) == ["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed", "scale"]
     names = list(table.name)
     assert names[:4] == ["cl", "v1", "q", "v2"]
     assert {"omega2_cl", "cv_pct_cl", "omega2_v2", "conc_mg_per_l.proportional"} <= set(names)
@@ -212,6 +212,8 @@ def test_parameter_table(bolus_fit):
     assert cl.unit == "L/h" and not cl.fixed
     assert cl.ci_low < cl.estimate < cl.ci_high
     assert cl.rse_pct == pytest.approx(100 * fit.se["log_cl"])
+    assert cl.scale == "log"  # bounds (0, inf): NONMEM's mu-referenced exp(THETA)
+    assert cl.ci_low == pytest.approx(cl.estimate * math.exp(-1.959963984540054 * fit.se["log_cl"]))
     cv = table.set_index("name").loc["cv_pct_cl"]
     assert cv.estimate == pytest.approx(100 * math.sqrt(math.expm1(fit.estimates["omega2_cl"])))
     corr = fit.correlation_frame()

@@ -52,7 +52,7 @@ def _value_and_derivative(model: Model, readout: Readout, wrt: str, options: Sol
 
     def one(theta, p, t_end):
         def value(th):
-            q = {**p, wrt: th}
+            q = model.derive({**p, wrt: th})  # a well model's own derived quantities, if any
             sol = dfx.diffeqsolve(
                 dfx.ODETerm(term), solver, 0.0, t_end, None, model.initial_state(q), args=q,
                 saveat=dfx.SaveAt(t1=True), stepsize_controller=controller, max_steps=options.max_steps,

@@ -1,9 +1,12 @@
 r"""Virtual populations: typical values, inter-animal variability, covariates, residual error.
 
 Individual parameters are drawn as
-$\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$ with
+$\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$ (exponential
+random effects, log-normal parameters: NONMEM's `CL = THETA * EXP(ETA)`) or
+$\theta_{typ} \prod_c (\cdot) + \eta_i$ (additive, normal: `THETA + ETA`) with
 $\eta_i \sim N(0, \Omega)$ (diagonal or full), covariates $x_{ic}$ log-normal around
-their median. Variability may be given as CV% ($\omega^2 = \ln(1 + CV^2)$) or as
+their median. The model's own `individual` function (NONMEM's $PK) then computes its
+derived quantities from these parameters and the covariates, inside the solve. Variability may be given as CV% ($\omega^2 = \ln(1 + CV^2)$) or as
 $\omega^2$ directly.
 
 Randomness: animal `i` uses `fold_in(key, i)` and nothing else, so an animal's draws do
@@ -106,7 +109,10 @@ class Population:
 
     - `typical`: overrides of the model's typical values;
     - `iiv_names` / `omega`: the parameters with random effects and their covariance
-      (log scale); build with `Population.build` from CV% or variances;
+      (log scale for exponential effects, the parameter's unit for additive ones); build
+      with `Population.build` from CV% or variances;
+    - `additive`: those of `iiv_names` whose random effect is additive (the others are
+      exponential);
     - `covariates`: distributions of covariates (others sit at their reference);
     - `covariate_effects`: power relations added on top of the model's own equations;
     - `residual`: residual error per observable name.
@@ -119,6 +125,7 @@ class Population:
     covariates: tuple[CovariateDistribution, ...] = ()
     covariate_effects: tuple[CovariateEffect, ...] = ()
     residual: Mapping[str, ResidualError] = field(default_factory=dict)
+    additive: tuple[str, ...] = ()
 
     def __post_init__(self):
         m = self.model
@@ -126,6 +133,9 @@ class Population:
         for n in self.iiv_names:
             if n not in m.parameter_names:
                 raise SpecError(f"population.iiv.{n}", f"unknown parameter; known: {', '.join(m.parameter_names)}")
+        for n in self.additive:
+            if n not in self.iiv_names:
+                raise SpecError(f"variability.kind.{n}", "an additive random effect needs a variance (omega2) > 0")
         omega = np.asarray(self.omega, dtype=float)
         k = len(self.iiv_names)
         if omega.shape != (k, k):
@@ -163,8 +173,14 @@ class Population:
         covariates=(),
         covariate_effects=(),
         residual: Mapping[str, ResidualError] | None = None,
+        additive: tuple[str, ...] = (),
     ) -> "Population":
-        """Population from CV% and/or variances plus optional pairwise correlations."""
+        """Population from CV% and/or variances plus optional pairwise correlations;
+        `additive`: parameters whose random effect is additive (variance in the
+        parameter's unit squared, given as omega2, not CV%)."""
+        for k in additive:
+            if k in (cv_percent or {}):
+                raise SpecError(f"variability.cv_percent.{k}", "an additive random effect has no CV%; give its variance in omega2")
         for k, v in (cv_percent or {}).items():
             if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_CV_PERCENT):
                 raise SpecError(f"variability.cv_percent.{k}", f"must be a number in [0, {MAX_CV_PERCENT:g}] %, got {v!r}")
@@ -174,6 +190,8 @@ class Population:
                 raise SpecError(f"population.iiv.{k}", "given both as CV% and as omega^2; give one")
             variances[k] = v
         for k, v in variances.items():
+            if k in additive and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf:
+                continue  # in the parameter's unit: no log-scale cap
             if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_OMEGA2):
                 raise SpecError(f"variability.omega2.{k}", f"variance on the log scale must lie in [0, {MAX_OMEGA2:g}], got {v!r}")
         names = tuple(k for k, v in variances.items() if v > 0)
@@ -196,6 +214,7 @@ class Population:
             covariates=tuple(covariates),
             covariate_effects=tuple(covariate_effects),
             residual=dict(residual or {}),
+            additive=tuple(n for n in additive if n in names),
         )
 
     def typical_parameters(self) -> dict[str, float]:
@@ -220,6 +239,7 @@ class Population:
             tuple(c.name for c in self.covariates),
             tuple((e.parameter, e.covariate) for e in self.covariate_effects),
             self.iiv_names,
+            tuple(self.additive),
         )
         draws = draw(
             key,
@@ -238,8 +258,9 @@ class Population:
         return {k: np.full(n_animals, v, dtype=float) for k, v in self.typical_parameters().items()}
 
 
-def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta):
-    r"""One animal's parameters: $\theta_i = \theta_{typ} \prod_c (x_c/x_{c,ref})^{e_c} \exp(\eta)$.
+def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive=()):
+    r"""One animal's parameters: $\theta_i = \theta_{typ} \prod_c (x_c/x_{c,ref})^{e_c} \exp(\eta)$
+    (or `+ eta` for the names in `additive`, static).
 
     - `p`: typical values and this animal's covariates, name -> scalar;
     - `effects`: `(parameter, covariate)` pairs (static); `eff_ref`, `eff_exp`: their
@@ -253,12 +274,12 @@ def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta):
     for j, (par, cov) in enumerate(effects):
         p[par] = p[par] * (p[cov] / eff_ref[j]) ** eff_exp[j]
     for j, n in enumerate(iiv_names):
-        p[n] = p[n] * jnp.exp(eta[j])
+        p[n] = p[n] + eta[j] if n in additive else p[n] * jnp.exp(eta[j])
     return p
 
 
 @lru_cache(maxsize=64)
-def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], iiv_names: tuple[str, ...]):
+def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], iiv_names: tuple[str, ...], additive: tuple[str, ...] = ()):
     """The jitted, vmapped draw of animals for one population *structure*.
 
     All numbers (typical values, covariate medians and spreads, effect references and
@@ -274,7 +295,7 @@ def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], 
             for j, c in enumerate(covariates):
                 p[c] = cov_median[j] * jnp.exp(cov_sigma[j] * z[j])
         eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(iiv_names),)) if iiv_names else None
-        return individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta)
+        return individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive)
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None, None, None, None)))
 

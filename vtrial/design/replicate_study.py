@@ -69,7 +69,7 @@ def simulate_replicate_studies(
         chol = np.linalg.cholesky(np.asarray(population.omega, float) + 1e-300 * np.eye(k))
         eta = rng.standard_normal((n, k)) @ chol.T
         for j, name in enumerate(population.iiv_names):
-            params[name] = params[name] * np.exp(eta[:, j])
+            params[name] = params[name] + eta[:, j] if name in population.additive else params[name] * np.exp(eta[:, j])
     tiled = DoseRecords(*doses).map(lambda a: np.tile(np.asarray(a), (replicates,) + (1,) * (np.ndim(a) - 1)))
     solution = simulate_population(model, params, tiled, times, options=options, chunk_size=chunk_size, states=False, order="input")
     column = np.searchsorted(times, obs_time_h)  # (n_subjects, n_obs)

@@ -175,8 +175,8 @@ def parameters_at(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords
     at `t`, what the dynamics from `t` on use) or strictly before `t` (`after=False`:
     what an observation at `t` sees, NONMEM's next observation carried back). Values
     `(n,)` where they change; `p` itself without changes. The one place the parameters
-    at a time are formed (a model's own mapping of covariates to parameters would apply
-    to its result)."""
+    at a time are formed (the model's own mapping of covariates to parameters,
+    `Model.derive`, is applied to its result)."""
     changes = covariate_changes(doses)
     if changes is None:
         return dict(p)
@@ -185,7 +185,7 @@ def parameters_at(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords
     for i, name in enumerate(model.covariate_names):
         v = changes.values[jnp.maximum(k, 0), i]
         q[name] = jnp.where((k >= 0) & ~jnp.isnan(v), v, p[name])
-    return q
+    return model.derive(q)  # the model's own quantities from the covariates in effect
 
 
 def record_parameters(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords) -> dict[str, jnp.ndarray]:
@@ -198,6 +198,7 @@ def record_parameters(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRec
         for i, name in enumerate(model.covariate_names):
             c = doses.nonmem.covariates[..., i]
             q[name] = jnp.where(jnp.isnan(c), p[name], c)
+        return model.derive(q)  # the model's own quantities from the record's covariates
     return q
 
 

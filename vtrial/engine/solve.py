@@ -280,7 +280,8 @@ def solve_animal(
 
     **Arguments:**
     - `model`: the model;
-    - `p`: every parameter and covariate of this animal, scalars;
+    - `p`: every parameter and covariate of this animal, scalars (the model's derived
+      quantities, `Model.derive`, are added here);
     - `doses`: this animal's `DoseRecords` (shape `(n_records,)` each; a plain 5-tuple in
       that order is accepted too);
     - `save_times`: shape `(n_times,)`, non-decreasing, >= `t0` (h);
@@ -291,7 +292,9 @@ def solve_animal(
     (reverse mode; see the module docstring).
     """
     dtype = options.jnp_dtype
-    p = {k: jnp.asarray(v, dtype) for k, v in p.items()}
+    # The model's own individual parameters (NONMEM's $PK) join p once, here: everything
+    # below (vector field, linear PK, routes' lag/F, events, initial states) reads them.
+    p = model.derive({k: jnp.asarray(v, dtype) for k, v in p.items()})
     save_times = jnp.asarray(save_times, dtype)
     t0 = jnp.asarray(t0, dtype)
     if covariate_changes(DoseRecords(*doses)) is not None:

@@ -28,7 +28,8 @@ The model is solved, and differentiated, once per subject and evaluation for all
 this: the OFV and its gradient depend on the predictions only through their value and
 first two derivatives (three for `laplace`, whose $\tilde H$ is itself a Hessian) with
 respect to the subject's log individual parameters $\phi$ (the estimated typical values
-and those with random effects; $x$ and $\eta$ enter only through $\phi$). Those
+and those with random effects; a parameter that may be <= 0 enters itself, not its log:
+`Problem.log_varying`; $x$ and $\eta$ enter only through $\phi$). Those
 derivatives, taken by nested forward mode through diffrax (`ForwardMode`) or the closed
 form at the EBE, make a Taylor polynomial of the predictions in $\phi$ (`Expansion`);
 the objective evaluated on that polynomial has, at the EBE, exactly the value and
@@ -162,6 +163,21 @@ class Problem:
         moving |= {self.layout.effects[i][0] for i in self.layout.exponents_estimated}
         return tuple(n for n in self.layout.parameter_names if n in moving)
 
+    @cached_property
+    def log_varying(self) -> tuple[bool, ...]:
+        """Per `varying` parameter: whether the expansion's variable is its log (a
+        parameter kept > 0: bounded below by 0 and, if it has one, an exponential random
+        effect) or the parameter itself (an additive random effect, or a typical value
+        that may be 0 or negative, e.g. a fractional change bounded to (-0.99, inf)).
+        Either is exact at the expansion's point; the log is today's choice."""
+        bounds = dict(zip(self.layout.theta_names, self.layout.theta_bounds))
+        lower = {p.name: bounds.get(p.name, (p.lower, p.upper))[0] for p in self.model.parameters}
+        return tuple(n not in self.layout.additive and lower[n] >= 0 for n in self.varying)
+
+    def _phi_of(self, p):
+        """The expansion's variables of the parameters `p` (`log_varying`)."""
+        return jnp.stack([jnp.log(p[n]) if log else p[n] for n, log in zip(self.varying, self.log_varying)])
+
     @property
     def order(self) -> int:
         """Derivatives of the predictions the objective's gradient needs (module docstring)."""
@@ -174,7 +190,7 @@ class Problem:
         for c, name in enumerate(self.layout.covariate_names):
             p[name] = s.covariates[c]
         return individual_parameters(
-            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta
+            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive
         )
 
     def observe(self, p, constants: Constants, s):
@@ -190,7 +206,7 @@ class Problem:
         p = self.individual(u, constants, s, eta)
         if expansion is None:
             return self.observe(p, constants, s)
-        return expansion.at(jnp.stack([jnp.log(p[n]) for n in self.varying])), expansion.status
+        return expansion.at(self._phi_of(p)), expansion.status
 
     def expand(self, u, constants: Constants, s, eta, order: int | None = None) -> Expansion:
         """The subject's `Expansion` at eta (one solve, differentiated `order` times,
@@ -201,12 +217,12 @@ class Problem:
 
         def f_of(delta):
             q = dict(p)
-            for i, n in enumerate(self.varying):
-                q[n] = base[i] * jnp.exp(delta[i])
+            for i, (n, log) in enumerate(zip(self.varying, self.log_varying)):
+                q[n] = base[i] * jnp.exp(delta[i]) if log else base[i] + delta[i]
             return self.observe(q, constants, s)
 
         tensors, status = _taylor(f_of, jnp.zeros(len(self.varying), base.dtype), order)
-        return Expansion(jnp.log(base), *tensors[:3], tensors[3] if order == 3 else None, status)
+        return Expansion(self._phi_of(p), *tensors[:3], tensors[3] if order == 3 else None, status)
 
     def fg(self, u, constants, s, eta, expansion=None):
         def fun(e):

@@ -25,7 +25,7 @@ from vtrial.estimation.focei import Problem
 from vtrial.estimation.subjects import subject_arrays
 from vtrial.estimation.population import _check_data
 from vtrial.estimation.population_data import PopulationData
-from vtrial.estimation.population_spec import EstimationSpec, build_layout, reported_names, unpack
+from vtrial.estimation.population_spec import EstimationSpec, build_layout, from_estimation_scale, reported_names, unpack
 from vtrial.models.base import Model
 
 
@@ -69,7 +69,7 @@ def fit_individuals(
     unconstrained scale below `tolerance` x max(1, |ofv|))."""
     if not (isinstance(max_iterations, int) and max_iterations >= 1):
         raise SpecError("estimation.max_iterations", f"must be a whole number >= 1, got {max_iterations!r}")
-    alone = dataclasses.replace(spec, omega2={}, blocks=(), correlation={}, covariate_effects=())
+    alone = dataclasses.replace(spec, omega2={}, blocks=(), correlation={}, covariate_effects=(), additive=())
     layout, constants, x0 = build_layout(model, alone, data.dv_scale)
     if layout.n_x == 0:
         raise SpecError("parameters", "nothing to estimate: every value is fixed")
@@ -80,7 +80,10 @@ def fit_individuals(
     names = reported_names(layout, model.observable_names)
     out = {"ID": np.asarray(data.ids)}
     for k, name in enumerate(names):
-        out[name[4:] if name.startswith("log_") else name] = np.exp(x[:, k])
+        if k < layout.n_theta:  # a typical value, from its estimation scale (`theta_scale`)
+            out[layout.theta_names[k]] = np.asarray(jax.vmap(lambda v: from_estimation_scale(v, *layout.theta_bounds[k]))(jnp.asarray(x[:, k])))
+        else:  # a log residual SD
+            out[name] = np.exp(x[:, k])
     out["ofv"] = value
     out["n_observations"] = np.asarray(data.obs_mask, bool).sum(axis=1)
     out["iterations"] = steps

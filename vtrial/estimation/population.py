@@ -13,9 +13,13 @@ How the numbers map to NONMEM's:
 - `ofv` is NONMEM's OBJECTIVE FUNCTION VALUE (-2 log-likelihood without
   $N_{obs} \log 2\pi$); `ofv_with_constant` adds it (nlmixr2's "OBJF with constant";
   AIC and BIC are computed from it);
-- typical values are estimated on the log scale (THETA of a mu-referenced model,
-  `CL = exp(THETA(1) + ETA(1))`); the table reports `exp` of it, with the SE by the delta
-  method and a log-normal 95% interval; `covariance_frame()` has the log scale;
+- typical values are estimated on the scale their bounds imply (NONMEM's bounded THETA:
+  log for (0, inf), logit for a finite range, identity for none; see
+  `vtrial.estimation.population_spec`); the table reports them on their natural scale
+  with the scale named (`scale`), the SE by the delta method and the 95% interval
+  transformed from the estimation scale; `covariance_frame()` has the estimation scales;
+- random effects are exponential (`CL = THETA * EXP(ETA)`) or additive (`THETA + ETA`,
+  `EstimationSpec.additive`);
 - `omega2_<p>` is OMEGA(p,p), `omega_<p1>_<p2>` the off-diagonal, `cv_pct_<p>` is
   $100\sqrt{e^{\omega^2} - 1}$; residual SDs are SIGMA's square roots (or THETA when
   SIGMA is fixed to 1);
@@ -140,9 +144,14 @@ def _check_data(model: Model, data: PopulationData, spec: EstimationSpec) -> Non
         v = np.asarray(values, float)
         if v.shape != (n_subjects,):
             raise DataError(f"data.covariates.{name}: expected one value per subject ({n_subjects}), got shape {v.shape}")
-        if name in model.covariate_names and not np.all(np.isfinite(v) & (v > 0)):
-            i = int(np.flatnonzero(~(np.isfinite(v) & (v > 0)))[0])
-            raise DataError(f"ID {data.ids[i]}, covariate {name}: {v[i]!r} must be a finite number > 0")
+        if name not in model.covariate_names:
+            continue
+        bad, rule = model.covariate(name).check(v)
+        if name in {e.covariate for e in spec.covariate_effects}:
+            bad, rule = bad | ~(v > 0), f"{name} has a power covariate effect: values must be finite and > 0"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"ID {data.ids[i]}, covariate {name}: {v[i]!r} is not allowed; {rule}")
 
 
 def _prepare(model, data, spec, method, solver) -> _Prepared:
@@ -239,6 +248,7 @@ class PopulationFit:
     typical: dict[str, float] = field(repr=False)
     iiv_names: tuple[str, ...] = field(repr=False)
     omega: np.ndarray = field(repr=False)
+    additive: tuple[str, ...] = field(repr=False)
     covariate_effects: tuple = field(repr=False)
     residual: dict = field(repr=False)
     table: pd.DataFrame = field(repr=False)
@@ -259,10 +269,13 @@ class PopulationFit:
             omega=self.omega,
             covariate_effects=self.covariate_effects,
             residual=dict(self.residual),
+            additive=self.additive,
         )
 
     def to_frame(self) -> pd.DataFrame:
-        """Columns name, estimate, se, rse_pct, ci_low, ci_high, unit, fixed; one row per
+        """Columns name, estimate, se, rse_pct, ci_low, ci_high, unit, fixed, scale (the
+        scale a typical value was estimated on, `vtrial.estimation.population_spec.scale_label`;
+        `identity` for the others, whose intervals are Wald intervals); one row per
         typical value (model name), `omega2_<p>`, `cv_pct_<p>`, `omega_<p1>_<p2>`,
         `<observable>.additive` / `<observable>.proportional`."""
         return self.table.copy()
@@ -553,6 +566,7 @@ def fit_population(
         typical={k: float(v) for k, v in u.typical.items()},
         iiv_names=layout.iiv_names,
         omega=omega,
+        additive=layout.additive,
         covariate_effects=tuple(
             replace(e, exponent=float(u.effect_exponent[k])) for k, e in enumerate(spec.covariate_effects)
         ),

@@ -1,12 +1,20 @@
 r"""What a population fit estimates, and how it is packed into one unconstrained vector.
 
-Individual parameters follow NONMEM's mu-referenced log-normal model, the same equation
-as virtual populations (`vtrial.design.population.individual_parameters`):
-$\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$,
-$\eta_i \sim N(0, \Omega)$. The optimiser works on one unconstrained vector
-`[log typical values | estimated covariate exponents | Cholesky factor of Omega (log
-diagonal, then the off-diagonals of each block) | log residual SDs]` (fixed quantities
-left out), so every value it tries is valid.
+Individual parameters follow NONMEM's mu-referenced model, the same equation as virtual
+populations (`vtrial.design.population.individual_parameters`):
+$\theta_i = \theta_{typ} \prod_c (x_{ic}/x_{c,ref})^{e_c} \exp(\eta_i)$ (exponential
+random effects) or $\ldots + \eta_i$ (additive, `EstimationSpec.additive`),
+$\eta_i \sim N(0, \Omega)$; the model's own `individual` function (NONMEM's $PK) maps
+them and the covariates to what it solves with. The optimiser works on one unconstrained
+vector `[typical values on their estimation scales | estimated covariate exponents |
+Cholesky factor of Omega (log diagonal, then the off-diagonals of each block) | log
+residual SDs]` (fixed quantities left out), so every value it tries is valid.
+
+Typical values are estimated on the scale their bounds imply, as NONMEM's bounded THETA
+(`theta_scale`, the one place this is decided): `log` for (0, inf), `log(x - a)` for
+(a, inf), `log(b - x)` for (-inf, b), `logit` of (x - a)/(b - a) for a finite (a, b),
+`identity` for (-inf, inf). The bounds are the model parameter's range unless
+`EstimationSpec.bounds` narrows them; an initial value must lie strictly inside.
 
 Names (as `parameters.csv` has them, and as `fixed` takes them): a typical value by its
 model name, `omega2_<p>` (a variance of Omega), `<observable>.additive` /
@@ -23,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,8 +50,13 @@ class EstimationSpec:
       every other model parameter stays at the model's value;
     - `fixed`: names held at their initial value: typical parameters of `typical`, or
       residual components `"<observable>.additive"` / `"<observable>.proportional"`;
-    - `omega2`: initial variances of the log-normal random effects (log scale), one
-      per parameter with inter-individual variability, in this order;
+    - `omega2`: initial variances of the random effects, one per parameter with
+      inter-individual variability, in this order (log scale for exponential effects,
+      the parameter's unit squared for additive ones);
+    - `bounds`: `(lower, upper)` of estimated typical values, within the model's range
+      (default: the model parameter's range); they choose the estimation scale;
+    - `additive`: parameters of `omega2` whose random effect is additive (normal:
+      `p = typical + eta`); the others are exponential (log-normal: `typical * exp(eta)`);
     - `blocks`: groups of those parameters whose effects are correlated (a full block
       of Omega each); others are independent (diagonal);
     - `correlation`: initial correlations within blocks, `{(p1, p2): r}` (default 0);
@@ -56,12 +70,79 @@ class EstimationSpec:
 
     typical: Mapping[str, float]
     omega2: Mapping[str, float] = field(default_factory=dict)
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    additive: tuple[str, ...] = ()
     blocks: tuple[tuple[str, ...], ...] = ()
     correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
     covariate_effects: tuple[CovariateEffect, ...] = ()
     residual: Mapping[str, ResidualError] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()
     estimate_exponents: tuple[tuple[str, str], ...] = ()
+
+
+THETA_SCALES = ("identity", "log", "log_lower", "log_upper", "logit")
+
+
+def theta_scale(lower: float, upper: float) -> str:
+    """The estimation scale of a typical value bounded to (lower, upper), as NONMEM's
+    bounded THETA: `log` for (0, inf), `log_lower` (log(x - a)) for (a, inf),
+    `log_upper` (log(b - x)) for (-inf, b), `logit` for a finite (a, b), `identity`
+    for (-inf, inf)."""
+    lo, hi = math.isfinite(lower), math.isfinite(upper)
+    if lo and hi:
+        return "logit"
+    if lo:
+        return "log" if lower == 0 else "log_lower"
+    return "log_upper" if hi else "identity"
+
+
+def scale_label(lower: float, upper: float) -> str:
+    """How `parameters.csv` names a scale: `log`, `log(x + 0.99)`, `log(5 - x)`,
+    `logit`, `logit((x - 1)/(3 - 1))`, `identity`."""
+    kind = theta_scale(lower, upper)
+    if kind == "log_lower":
+        return f"log(x {'-' if lower > 0 else '+'} {abs(lower):g})"
+    if kind == "log_upper":
+        return f"log({upper:g} - x)"
+    if kind == "logit" and (lower, upper) != (0.0, 1.0):
+        return f"logit((x - {lower:g})/({upper:g} - {lower:g}))"
+    return kind
+
+
+def to_estimation_scale(value: float, lower: float, upper: float) -> float:
+    """The estimation-scale value of a typical value strictly inside (lower, upper)."""
+    kind = theta_scale(lower, upper)
+    if kind == "log":
+        return math.log(value)
+    if kind == "log_lower":
+        return math.log(value - lower)
+    if kind == "log_upper":
+        return math.log(upper - value)
+    if kind == "logit":
+        return math.log((value - lower) / (upper - value))
+    return float(value)
+
+
+def from_estimation_scale(x, lower: float, upper: float):
+    """The typical value of an estimation-scale value `x` (JAX, differentiable; the
+    inverse of `to_estimation_scale`)."""
+    kind = theta_scale(lower, upper)
+    if kind == "log":
+        return jnp.exp(x)
+    if kind == "log_lower":
+        return lower + jnp.exp(x)
+    if kind == "log_upper":
+        return upper - jnp.exp(x)
+    if kind == "logit":
+        return lower + (upper - lower) * jax.nn.sigmoid(x)
+    return x
+
+
+def estimation_name(name: str, lower: float, upper: float) -> str:
+    """The covariance matrix's name of a typical value's estimation-scale entry:
+    `log_<p>` (log scales, shifted or not), `logit_<p>`, `<p>` (identity)."""
+    kind = theta_scale(lower, upper)
+    return {"identity": name, "logit": f"logit_{name}"}.get(kind, f"log_{name}")
 
 
 def omega_name(iiv_names, i: int, j: int) -> str:
@@ -79,8 +160,10 @@ class Layout(NamedTuple):
 
     - `parameter_names`: every model parameter, in model order;
     - `theta_names`: the estimated typical values (the first entries of `x`);
+    - `theta_bounds`: `(lower, upper)` of each, which set its scale (`theta_scale`);
     - `constant_names`: model parameters not estimated (values in `Constants.values`);
     - `iiv_names`: parameters with random effects (order of eta);
+    - `additive`: those of them whose random effect is additive;
     - `exponents_estimated`: indices into `effects` of the estimated exponents;
     - `chol_entries`: `(i, j)` of the estimated Cholesky entries (diagonal first);
     - `block_pairs`: `(i, j)`, i > j, of every covariance of Omega's blocks (estimated or fixed);
@@ -100,6 +183,8 @@ class Layout(NamedTuple):
     effects: tuple[tuple[str, str], ...]
     covariate_names: tuple[str, ...]
     n_observables: int
+    theta_bounds: tuple[tuple[float, float], ...] = ()
+    additive: tuple[str, ...] = ()
 
     @property
     def n_theta(self) -> int:
@@ -138,6 +223,30 @@ def _positive(where: str, v) -> float:
     return float(v)
 
 
+def _bounds(model: Model, spec: EstimationSpec, name: str) -> tuple[float, float]:
+    """An estimated typical value's (lower, upper): the model's range, or the narrower
+    bounds of `spec.bounds`; its initial value strictly inside (as NONMEM's THETA)."""
+    par = model.parameter(name)
+    lower, upper = par.lower, par.upper
+    where = f"parameters.{name}"
+    if name in spec.bounds:
+        where = f"bounds.{name}"
+        b = spec.bounds[name]
+        ok = isinstance(b, tuple | list) and len(b) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v) for v in b)
+        if not ok:
+            raise SpecError(where, f"must be [lower, upper] (numbers; inf and -inf for none), got {b!r}")
+        lower, upper = float(b[0]), float(b[1])
+        if not lower < upper:
+            raise SpecError(where, f"lower must be < upper, got [{lower:g}, {upper:g}]")
+        if lower < par.lower or upper > par.upper:
+            raise SpecError(where, f"[{lower:g}, {upper:g}] reaches outside the model's range of {name}, [{par.lower:g}, {par.upper:g}] {par.unit}")
+    v = spec.typical[name]
+    if isinstance(v, bool) or not isinstance(v, int | float) or not (lower < v < upper):
+        raise SpecError(f"parameters.{name}", f"initial value {v!r} must lie strictly inside its bounds ({lower:g}, {upper:g}) to be "
+                                              f"estimated (on the {scale_label(lower, upper)} scale); fix it or widen the bounds")
+    return lower, upper
+
+
 def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, Constants, np.ndarray]:
     """Check `spec` against `model`; return the layout, the constants and the initial `x`."""
     names = model.parameter_names
@@ -154,7 +263,11 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
             known = list(spec.typical) + omega_names + sorted(residual_names)
             raise SpecError(f"fixed.{n}", f"must name a parameter of [parameters], a variance of Omega or a residual component; known: {', '.join(known)}")
     theta_names = tuple(n for n in names if n in spec.typical and n not in spec.fixed)
-    x_theta = [math.log(_positive(f"parameters.{n}", spec.typical[n])) for n in theta_names]
+    theta_bounds = tuple(_bounds(model, spec, n) for n in theta_names)
+    for n in spec.bounds:
+        if n not in theta_names:
+            raise SpecError(f"bounds.{n}", f"bounds apply to estimated typical values; estimated: {', '.join(theta_names) or 'none'}")
+    x_theta = [to_estimation_scale(float(spec.typical[n]), *b) for n, b in zip(theta_names, theta_bounds)]
     values = dict(model.typical_values())
     values.update(spec.typical)
     constant_names = tuple(n for n in names if n not in theta_names)
@@ -164,6 +277,9 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         if n not in names:
             raise SpecError(f"variability.omega.{n}", f"not a parameter of model {model.name}; known: {', '.join(names)}")
         _positive(f"variability.omega.{n}", spec.omega2[n])
+    for n in spec.additive:
+        if n not in iiv:
+            raise SpecError(f"variability.kind.{n}", "an additive random effect needs an initial variance in [variability.omega]")
     block_of = {n: (n,) for n in iiv}
     for b, block in enumerate(spec.blocks):
         for n in block:
@@ -244,6 +360,8 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         effects=effects,
         covariate_names=model.covariate_names,
         n_observables=n_obs,
+        theta_bounds=theta_bounds,
+        additive=tuple(n for n in iiv if n in spec.additive),
     )
     constants = Constants(
         values=jnp.asarray([float(values[n]) for n in constant_names], float),
@@ -259,7 +377,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
 def unpack(layout: Layout, constants: Constants, x) -> Unpacked:
     """Model-scale values from the unconstrained vector `x` (JAX, differentiable)."""
     nt, ne, nc = layout.n_theta, len(layout.exponents_estimated), len(layout.chol_entries)
-    typical = {n: jnp.exp(x[i]) for i, n in enumerate(layout.theta_names)}
+    typical = {n: from_estimation_scale(x[i], *layout.theta_bounds[i]) for i, n in enumerate(layout.theta_names)}
     typical.update({n: constants.values[i] for i, n in enumerate(layout.constant_names)})
     exponents = constants.effect_exponent.astype(x.dtype)
     for m, i in enumerate(layout.exponents_estimated):
@@ -275,11 +393,11 @@ def unpack(layout: Layout, constants: Constants, x) -> Unpacked:
 
 
 def reported_names(layout: Layout, observable_names) -> tuple[str, ...]:
-    """Names of the estimation-scale quantities (NONMEM's scales): `log_<p>` for typical
-    values (theta of a mu-referenced model), `exponent_<p>_<covariate>` for covariate
-    exponents, `omega2_<p>` / `omega_<p1>_<p2>` for Omega,
-    `<observable>.additive` / `.proportional` for residual SDs."""
-    out = [f"log_{n}" for n in layout.theta_names]
+    """Names of the estimation-scale quantities (NONMEM's scales): typical values on
+    their estimation scales (`estimation_name`: `log_<p>`, `logit_<p>` or `<p>`),
+    `exponent_<p>_<covariate>` for covariate exponents, `omega2_<p>` / `omega_<p1>_<p2>`
+    for Omega, `<observable>.additive` / `.proportional` for residual SDs."""
+    out = [estimation_name(n, *b) for n, b in zip(layout.theta_names, layout.theta_bounds)]
     out += [exponent_name(*layout.effects[i]) for i in layout.exponents_estimated]
     out += [omega_name(layout.iiv_names, i, j) for i, j in layout.chol_entries]
     out += [f"{observable_names[o]}.{RESIDUAL_KINDS[c]}" for o, c in layout.residual_estimated]

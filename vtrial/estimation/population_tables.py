@@ -10,41 +10,59 @@ import numpy as np
 import pandas as pd
 
 from vtrial.design.population import individual_parameters
-from vtrial.estimation.population_spec import RESIDUAL_KINDS, exponent_name, omega_name
+from vtrial.estimation.population_spec import (
+    RESIDUAL_KINDS,
+    estimation_name,
+    exponent_name,
+    from_estimation_scale,
+    omega_name,
+    scale_label,
+)
 
 
 def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.DataFrame:
+    """One row per reported quantity, on its natural scale. `scale`: the scale its
+    interval is symmetric on: a typical value's estimation scale (`scale_label`; the
+    estimate and the interval's ends transformed back, the SE by the delta method), else
+    `identity` (Wald: estimate +- 1.96 SE)."""
     se = np.sqrt(np.diag(cov)) if cov is not None else np.full(len(names), math.nan)
     by_name = dict(zip(names, zip(values, se)))
     rows = []
     z = 1.959963984540054
+    bounds = dict(zip(layout.theta_names, layout.theta_bounds))
     for p in model.parameters:
         n = p.name
-        if f"log_{n}" in by_name:
-            lv, s = (np.float64(v) for v in by_name[f"log_{n}"])
+        if n in bounds:
+            lo, hi = bounds[n]
+            xv, s = by_name[estimation_name(n, lo, hi)]
+            natural = lambda x: from_estimation_scale(x, lo, hi)  # noqa: E731
             with np.errstate(over="ignore", invalid="ignore"):  # an absurd estimate shows as inf, never raises
-                est, lo, hi = np.exp(lv), np.exp(lv - z * s), np.exp(lv + z * s)
-                rows.append((n, float(est), float(est * s), float(100 * s), float(lo), float(hi), p.unit, False))
+                est = float(natural(xv))
+                d = abs(float(jax.grad(natural)(float(xv))))
+                ends = sorted(float(natural(xv + k * z * s)) for k in (-1.0, 1.0)) if np.isfinite(s) else [math.nan, math.nan]
+            rows.append((n, est, d * s, _ratio_pct(d * s, abs(est)), ends[0], ends[1], p.unit, False, scale_label(lo, hi)))
         else:
             est = float(u.typical[n])
-            rows.append((n, est, math.nan, math.nan, math.nan, math.nan, p.unit, True))
+            rows.append((n, est, math.nan, math.nan, math.nan, math.nan, p.unit, True, ""))
     for k, (par, covariate) in enumerate(layout.effects):
         key = exponent_name(par, covariate)
         if key in by_name:
             v, s = by_name[key]
-            rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", False))
+            rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", False, "identity"))
         else:
-            rows.append((key, float(u.effect_exponent[k]), math.nan, math.nan, math.nan, math.nan, "", True))
+            rows.append((key, float(u.effect_exponent[k]), math.nan, math.nan, math.nan, math.nan, "", True, ""))
     for i, n in enumerate(layout.iiv_names):
         fixed = f"omega2_{n}" not in by_name
         w, s = (float(omega[i, i]), math.nan) if fixed else by_name[f"omega2_{n}"]
-        rows.append((f"omega2_{n}", w, s, _ratio_pct(s, w), w - z * s, w + z * s, "", fixed))
-        rows.append((f"cv_pct_{n}", *cv_pct_row(w, s, z), "%", fixed))
+        rows.append((f"omega2_{n}", w, s, _ratio_pct(s, w), w - z * s, w + z * s, "", fixed, "" if fixed else "identity"))
+        if n in layout.additive:
+            continue  # a normal random effect has no CV%: its SD is sqrt(omega2), in the parameter's unit
+        rows.append((f"cv_pct_{n}", *cv_pct_row(w, s, z), "%", fixed, ""))
     for i, j in layout.block_pairs:
         key = omega_name(layout.iiv_names, i, j)
         fixed = key not in by_name
         v, s = (float(omega[i, j]), math.nan) if fixed else by_name[key]
-        rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", fixed))
+        rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", fixed, "" if fixed else "identity"))
     for o, obs in enumerate(model.observables):
         if obs.name not in spec.residual:
             continue
@@ -56,10 +74,10 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
             unit = "DV unit" if kind == "additive" else "fraction"
             if key in by_name:
                 v, s = by_name[key]
-                rows.append((key, v, s, _ratio_pct(s, v), v - z * s, v + z * s, unit, False))
+                rows.append((key, v, s, _ratio_pct(s, v), v - z * s, v + z * s, unit, False, "identity"))
             else:
-                rows.append((key, sd, math.nan, math.nan, math.nan, math.nan, unit, True))
-    return pd.DataFrame(rows, columns=["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed"])
+                rows.append((key, sd, math.nan, math.nan, math.nan, math.nan, unit, True, ""))
+    return pd.DataFrame(rows, columns=["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed", "scale"])
 
 
 def _ratio_pct(se: float, estimate: float) -> float:
@@ -93,10 +111,12 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
         base[c.name] = jnp.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
     base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
     indiv = jax.vmap(
-        lambda p, e: individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e)
+        lambda p, e: model.derive(
+            individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive)
+        )
     )(base, jnp.asarray(eta))
     shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names]
-    for p in shown:
+    for p in (*shown, *model.derived_names):  # the derived ones: NONMEM's $PK variables (CL, V)
         out[p] = np.asarray(indiv[p])
     for name in layout.iiv_names:
         out[f"shrinkage_pct_{name}"] = np.full(n, eta_shrink[name])

@@ -15,8 +15,15 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
 - `[[covariate_effects]]`: as in trial configs (power model: `parameter`, `covariate`,
   `reference`, `exponent`), plus `estimate = true` to estimate the exponent from its given
   value (row `exponent_<p>_<covariate>` of `parameters.csv`; default false: as given);
+- `[bounds]`: `name = [lower, upper]` (`inf`/`-inf` for none) of an estimated typical
+  value, as NONMEM's `$THETA (low, init, up)`: within the model's range of the
+  parameter (the default); they set the scale it is estimated on (log for (0, inf),
+  logit for a finite range, identity for none: `vtrial.estimation.population_spec`);
 - `[variability.omega]`: initial variances of the random effects on the log scale
   (or `[variability.cv_percent]`, omega^2 = ln(1 + CV^2));
+- `[variability.kind]`: `name = "exponential"` (default: NONMEM's `CL = THETA*EXP(ETA)`,
+  log-normal; omega on the log scale) or `"additive"` (`THETA + ETA`, normal; omega in
+  the parameter's unit squared, given in `[variability.omega]`);
 - `[[variability.block]]`: correlated random effects, `parameters = [...]` with an
   initial `correlation` (a number for every pair, or the full matrix), or the block's
   full `covariance` matrix (then its variances are not given in omega/cv_percent);
@@ -56,8 +63,6 @@ METHODS = ("focei", "foce", "laplace", "fo")
 #: Covariance steps: R^-1 S R^-1 (NONMEM's default), R^-1, S^-1.
 COVARIANCES = ("sandwich", "r", "s")
 
-Omega2 = Annotated[float, Field(ge=MIN_INITIAL_OMEGA2, le=MAX_OMEGA2)]
-
 
 class BlockSpec(Strict):
     """Correlated random effects: `parameters` with an initial `correlation` (one number
@@ -84,9 +89,12 @@ class FitCovariateEffectSpec(CovariateEffectSpec):
 
 
 class FitVariabilitySpec(Strict):
-    omega: dict[str, Omega2] = {}
+    # Additive random effects' variances are in the parameter's unit squared: the caps of
+    # log-scale variances apply in `_omega`, by kind.
+    omega: dict[str, Annotated[float, Field(gt=0)]] = {}
     cv_percent: dict[str, Annotated[float, Field(ge=MIN_INITIAL_CV_PERCENT, le=MAX_CV_PERCENT)]] = {}
     block: list[BlockSpec] = []
+    kind: dict[str, Literal["exponential", "additive"]] = {}
 
 
 class EstimationSettings(Strict):
@@ -106,6 +114,8 @@ class FitConfig(Strict):
     description: str = ""
     model: str
     parameters: dict[str, float] = {}
+    # [lower, upper]; inf / -inf for none (NaN is refused when the bounds are checked)
+    bounds: dict[str, Annotated[list[Annotated[float, Field(allow_inf_nan=True)]], Field(min_length=2, max_length=2)]] = {}
     fixed: list[str] = []
     variability: FitVariabilitySpec = FitVariabilitySpec()
     covariate_effects: list[FitCovariateEffectSpec] = []
@@ -143,12 +153,23 @@ class BuiltFit:
             raise SpecError("parameters", f"missing: give initial values of the parameters to estimate; model {model.name} has: "
                                           f"{', '.join(model.parameter_names)}")
         self.typical = dict(cfg.parameters)  # estimated (unless fixed); other parameters keep the model's values
+        for name in cfg.bounds:
+            if name not in self.typical:
+                raise SpecError(f"bounds.{name}", f"bounds apply to the typical values of [parameters]; given: {', '.join(self.typical)}")
+        self.bounds = {k: (float(v[0]), float(v[1])) for k, v in cfg.bounds.items()}
         lo, hi = INITIAL_VALUE_RANGE
-        bad = [k for k, v in self.typical.items() if not lo <= v <= hi]
+        log_scale = [k for k in self.typical if _log_like(self.bounds.get(k, (model.parameter(k).lower, model.parameter(k).upper)))]
+        bad = [k for k in log_scale if not lo <= self.typical[k] <= hi]
         if bad:
             raise SpecError(f"parameters.{bad[0]}", f"an initial value estimated on the log scale must lie in [{lo:g}, {hi:g}] "
                                                     f"(in the parameter's unit), got {self.typical[bad[0]]!r}")
         self.iiv_names, self.omega, self.blocks = _omega(model, cfg.variability)
+        for name, kind in cfg.variability.kind.items():
+            if name not in self.iiv_names:
+                raise SpecError(f"variability.kind.{name}", f"{name!r} has no random effect; give its variance in [variability.omega]")
+            if kind == "additive" and name in cfg.variability.cv_percent:
+                raise SpecError(f"variability.kind.{name}", "an additive random effect has no CV%: give its variance in [variability.omega]")
+        self.additive = tuple(n for n in self.iiv_names if cfg.variability.kind.get(n) == "additive")
         self.covariate_effects = tuple(_effect(model, i, e) for i, e in enumerate(cfg.covariate_effects))
         self.estimate_exponents = tuple((e.parameter, e.covariate) for e in cfg.covariate_effects if e.estimate)
         if len(set(self.estimate_exponents)) != len(self.estimate_exponents):
@@ -223,6 +244,8 @@ class BuiltFit:
             residual=dict(self.residual),
             fixed=self.fixed,
             estimate_exponents=self.estimate_exponents,
+            bounds=dict(self.bounds),
+            additive=self.additive,
         )
 
 
@@ -233,6 +256,12 @@ def _effect(model: Model, i: int, e: CovariateEffectSpec) -> CovariateEffect:
         raise SpecError(f"covariate_effects.{i}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: "
                                                            f"{', '.join(model.covariate_names) or 'none'}")
     return CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent)
+
+
+def _log_like(bounds: tuple[float, float]) -> bool:
+    """Whether a typical value with these bounds is estimated on a log scale, (0, inf) or
+    (a small a >= 0, inf), where initial values far from 1 overflow the likelihood."""
+    return bounds[0] >= 0 and bounds[1] == math.inf
 
 
 def _omega(model: Model, v: FitVariabilitySpec) -> tuple[tuple[str, ...], np.ndarray, tuple[tuple[str, ...], ...]]:
@@ -280,6 +309,10 @@ def _omega(model: Model, v: FitVariabilitySpec) -> tuple[tuple[str, ...], np.nda
             raise SpecError(f"{where}", "correlations must lie strictly between -1 and 1")
         covariance_blocks[str(b)] = (b, corr, list(block.parameters))
     for p, var in variances.items():
+        if v.kind.get(p) == "additive":
+            if not (0 < var < math.inf):
+                raise SpecError(f"variability.omega.{p}", f"initial variance must be a finite number > 0, got {var!r}")
+            continue  # in the parameter's unit squared: the log-scale bounds do not apply
         if not MIN_INITIAL_OMEGA2 <= var <= MAX_OMEGA2:
             raise SpecError(f"variability.omega.{p}", f"initial variance must lie in [{MIN_INITIAL_OMEGA2:g}, {MAX_OMEGA2:g}] "
                                                       f"(a CV of {MIN_INITIAL_CV_PERCENT:g}% to {MAX_CV_PERCENT:g}%), got {var!r}; "
@@ -330,6 +363,10 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
     if names:
         lines += ["", "[variability.omega2]  # variances of the random effects (log scale)"]
         lines += [f"{p} = {_number(omega[i, i])}" for i, p in enumerate(names)]
+        additive = [p for p in names if p in getattr(population, "additive", ())]
+        if additive:
+            lines += ["", "[variability.kind]  # their omega2 is in the parameter's unit squared"]
+            lines += [f"{p} = \"additive\"" for p in additive]
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
                 if omega[i, j] != 0:

@@ -565,14 +565,16 @@ def _covariates(model: Model, res: _Resolved, t: _Table, subject: np.ndarray, st
         lacking = np.flatnonzero(first_row < 0)
         if lacking.size:
             raise t.error(starts[lacking[0]], column, f"subject {t.text('ID')[starts[lacking[0]]]} has no value of covariate {cov}")
-        if cov == "bw" or cov not in record_items:
-            bad = np.flatnonzero(~missing & ~(values > 0))
-            if bad.size:
-                raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: covariate {cov} must be > 0")
-        else:
-            bad = np.flatnonzero(~missing & (values < 0))
+        if cov in record_items and cov != "bw":
+            bad = np.flatnonzero(~missing & ~(values >= 0))
             if bad.size:
                 raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: dose item {cov} must be >= 0")
+        else:
+            # The model's own rule (> 0, any number, codes), on every row's value.
+            not_allowed, rule = model.covariate(cov).check(values)
+            bad = np.flatnonzero(~missing & not_allowed)
+            if bad.size:
+                raise t.error(bad[0], column, f"{values[bad[0]]:g} is not allowed: {rule}")
         out[cov] = first
         filled = pd.Series(np.where(missing, np.nan, values)).groupby(subject).ffill().to_numpy()
         per_row[cov] = np.where(np.isnan(filled), first[subject], filled)

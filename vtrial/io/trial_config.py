@@ -19,7 +19,7 @@ from vtrial.limits import MAX_ANIMALS, MAX_CV_PERCENT, MAX_DOSE_RECORDS, MAX_SEE
 from vtrial.io.config import Strict
 from vtrial.models import Model, get_model
 from vtrial.models.base import Endpoint, check_endpoints, standard_endpoints
-from vtrial.design.population import MAX_OMEGA2, CovariateDistribution, CovariateEffect, Population, ResidualError
+from vtrial.design.population import CovariateDistribution, CovariateEffect, Population, ResidualError
 from vtrial.engine.solve import SolverOptions
 from vtrial.design.trial import Arm
 
@@ -100,8 +100,10 @@ class CorrelationSpec(Strict):
 
 class VariabilitySpec(Strict):
     cv_percent: dict[str, CvPercent] = {}
-    omega2: dict[str, Annotated[float, Field(ge=0, le=MAX_OMEGA2)]] = {}
+    omega2: dict[str, Annotated[float, Field(ge=0)]] = {}  # <= MAX_OMEGA2 for exponential effects (Population.build)
     correlation: list[CorrelationSpec] = []
+    # NONMEM's CL = THETA*EXP(ETA) ("exponential", default) or THETA + ETA ("additive")
+    kind: dict[str, Literal["exponential", "additive"]] = {}
 
 
 class OutputSpec(Strict):
@@ -305,6 +307,9 @@ def build_population(model: Model, cfg: PopulationSpec) -> Population:
     unknown = [c for c in cfg.covariates if c not in model.covariate_names]
     if unknown:
         raise SpecError(f"covariates.{unknown[0]}", f"unknown covariate; model {model.name} has: {', '.join(model.covariate_names) or 'none'}")
+    for k in cfg.variability.kind:
+        if k not in cfg.variability.omega2 or not cfg.variability.omega2[k] > 0:
+            raise SpecError(f"variability.kind.{k}", f"{k!r} has no random effect; give its variance in [variability.omega2]")
     for where, names in (("variability.cv_percent", cfg.variability.cv_percent), ("variability.omega2", cfg.variability.omega2)):
         for k in names:
             if k not in model.parameter_names:
@@ -315,6 +320,7 @@ def build_population(model: Model, cfg: PopulationSpec) -> Population:
         cv_percent=cfg.variability.cv_percent,
         omega2=cfg.variability.omega2,
         correlation={(c.a, c.b): c.r for c in cfg.variability.correlation},
+        additive=tuple(k for k, v in cfg.variability.kind.items() if v == "additive"),
         covariates=[CovariateDistribution(k, c.median, c.cv_percent / 100.0, c.unit) for k, c in cfg.covariates.items()],
         covariate_effects=[CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent) for e in cfg.covariate_effects],
         residual={k: ResidualError(r.additive, r.proportional) for k, r in cfg.residual.items()},

@@ -2,9 +2,11 @@
 
 Outputs (written atomically into the run folder):
 - `parameters.csv`: `name`, `estimate`, `se`, `rse_pct`, `ci_low`, `ci_high`, `unit`,
-  `fixed`: every typical value by its model name, `omega2_<p>` and `cv_pct_<p>`,
-  `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
-- `individual.csv`: per ID the EBEs, individual parameters and shrinkage;
+  `fixed`, `scale`: every typical value by its model name (on its natural scale; `scale`
+  names the one it was estimated on), `omega2_<p>` and `cv_pct_<p>` (exponential random
+  effects only), `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
+- `individual.csv`: per ID the EBEs, individual parameters, the model's derived
+  quantities and shrinkage;
 - `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES;
 - `fit.json`: `ofv`, `ofv_with_constant`, `aic`, `bic`, `n_subjects`, `n_observations`,
   `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`,
@@ -164,7 +166,7 @@ def run_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     return facts
 
 
-def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covariate_effects=()) -> Population:
+def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covariate_effects=(), additive=()) -> Population:
     """The population a fit estimated, from its `parameters.csv` rows (`name`, `estimate`):
     typical values, Omega, `covariate_effects` with the exponents the fit estimated
     (rows `exponent_<p>_<covariate>`), and residual error in the model's units (an
@@ -187,7 +189,8 @@ def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covar
     effects = tuple(
         dataclasses.replace(e, exponent=est.get(exponent_name(e.parameter, e.covariate), e.exponent)) for e in covariate_effects
     )
-    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual)
+    return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual,
+                      additive=tuple(p for p in additive if p in iiv))
 
 
 def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
@@ -230,7 +233,7 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     model = built.model
     units = {name: (o.unit if o.unit is not None else model.observable(name).unit) for name, o in built.data.observables.items()}
     units = {name: units.get(name, model.observable(name).unit) for name in model.observable_names}  # the DV units
-    population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects)
+    population = estimated_population(model, parameters, data.dv_scale, built.covariate_effects, built.additive)
     written.append(atomic_write(out / "trial_seed.toml",
                                 lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
     replicates = built.cfg.vpc.replicates

@@ -36,6 +36,7 @@ from vtrial.models.linear_pk import LinearPK
 
 VectorField = Callable[[jnp.ndarray, jnp.ndarray, Mapping[str, jnp.ndarray], jnp.ndarray], jnp.ndarray]
 ObservableFn = Callable[[jnp.ndarray, Mapping[str, jnp.ndarray]], jnp.ndarray]
+IndividualFn = Callable[[Mapping[str, jnp.ndarray]], Mapping[str, jnp.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,39 @@ class State:
 
 @dataclass(frozen=True)
 class Covariate:
-    """A per-animal covariate the model reads (e.g. body weight `bw`, kg)."""
+    """A per-animal covariate the model reads (e.g. body weight `bw`, kg).
+
+    - numeric (default): `positive=True` requires values > 0 (a weight, an age; what a
+      power effect needs), `positive=False` takes any finite number (e.g. a centred age);
+    - categorical: `levels` lists the allowed integer codes (e.g. `(0, 1)` for sex,
+      `tuple(range(1, 11))` for an Apgar score); the model's `individual` function reads
+      the code (`jnp.where(p["sex"] == 1, ...)`).
+
+    `reference` is the value used where no value is given (it must itself be allowed).
+    """
 
     name: str
     unit: str
     reference: float
     description: str = ""
+    positive: bool = True
+    levels: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in self.levels):
+            raise SpecError(f"covariate {self.name}.levels", f"must be integer codes, got {self.levels!r}")
+        bad, rule = self.check(np.asarray(self.reference, dtype=float))
+        if bad.any():
+            raise SpecError(f"covariate {self.name}.reference", f"{self.reference!r} is not allowed; {rule}")
+
+    def check(self, values: np.ndarray) -> tuple[np.ndarray, str]:
+        """(which of `values` are not allowed, the rule), host side."""
+        finite = np.isfinite(values)
+        if self.levels:
+            return ~(finite & np.isin(values, self.levels)), f"{self.name} is categorical: one of the codes {', '.join(map(str, self.levels))}"
+        if self.positive:
+            return ~(finite & (values > 0)), "covariates must be finite and > 0"
+        return ~finite, "covariates must be finite numbers"
 
 
 @dataclass(frozen=True)
@@ -252,6 +280,7 @@ class Model:
     endpoints: tuple[Endpoint, ...] = ()
     panels: tuple[Panel, ...] = ()
     report_time_unit: str = "day"
+    individual: IndividualFn | None = None
 
     def __post_init__(self):
         _check_unique("states", [s.name for s in self.states])
@@ -259,7 +288,8 @@ class Model:
         _check_unique("parameters and covariates", names)
         _check_unique("observables", [o.name for o in self.observables])
         _check_unique("routes", [r.name for r in self.routes])
-        known = set(names)
+        object.__setattr__(self, "_derived", self._check_individual(set(names)))
+        known = set(names) | set(self._derived)
         states = set(self.state_names)
         for s in self.states:
             if isinstance(s.initial, str) and s.initial not in known:
@@ -280,6 +310,10 @@ class Model:
             for name in self.linear_pk.states:
                 if name not in states:
                     raise SpecError(f"{self.name}.linear_pk", f"unknown state {name!r}")
+            try:
+                self.linear_pk.constants(self.derive({k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()}))
+            except KeyError as e:
+                raise SpecError(f"{self.name}.linear_pk", f"its constants read {e.args[0]!r}, which is no parameter, covariate or derived quantity") from None
         check_endpoints(self, self.endpoints, f"{self.name}.endpoints")
         for panel in self.panels:
             if panel.observable not in self.observable_names:
@@ -304,6 +338,11 @@ class Model:
     @property
     def observable_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.observables)
+
+    @property
+    def derived_names(self) -> tuple[str, ...]:
+        """The quantities `individual` computes (NONMEM's $PK variables), in its order."""
+        return self._derived
 
     @property
     def n_states(self) -> int:
@@ -350,12 +389,26 @@ class Model:
         return self.routes.index(self.route(name))
 
     # -- values ------------------------------------------------------------------------
+    def derive(self, p: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+        """`p` (one animal's parameters, random effects applied, and covariates) with the
+        quantities the model's `individual` function computes from them added: what the
+        vector field, the linear PK, routes, events, initial states and observables read.
+        Pure and idempotent (a derived name is recomputed from the same inputs), so it
+        may be applied per record, under jit, vmap and grad."""
+        if self.individual is None:
+            return dict(p)
+        out = dict(p)
+        out.update(self.individual(p))
+        return out
+
     def initial_state(self, p: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
         """The state vector at the start of the solve for parameters `p`."""
         return jnp.stack([jnp.asarray(p[s.initial] if isinstance(s.initial, str) else s.initial, dtype=float) for s in self.states])
 
     def observe(self, y: jnp.ndarray, p: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-        """Observables of one state vector `y` (shape `(n_states,)`)."""
+        """Observables of one state vector `y` (shape `(n_states,)`); `p` with or without
+        the derived quantities (`derive`)."""
+        p = self.derive(p)
         return {o.name: o.fn(y, p) for o in self.observables}
 
     def validate_values(self, values: Mapping[str, float], where: str) -> None:
@@ -376,7 +429,7 @@ class Model:
             except (TypeError, ValueError):
                 raise SpecError(f"{where}.{name}", f"must be a number, got {value!r}") from None
             if name in covs:
-                bad, rule = ~(np.isfinite(arr) & (arr > 0)), "covariates must be finite and > 0"
+                bad, rule = self.covariate(name).check(arr)
             else:
                 spec = known[name]
                 bad = ~(np.isfinite(arr) & (arr >= spec.lower) & (arr <= spec.upper))
@@ -387,10 +440,42 @@ class Model:
                 row = f"row {i + 1}: " if arr.ndim else ""
                 raise SpecError(f"{where}.{name}", f"{row}{flat[i]!r} is not allowed; {rule}")
 
+    def covariate(self, name: str) -> Covariate:
+        for c in self.covariates:
+            if c.name == name:
+                return c
+        raise SpecError(name, f"unknown covariate of model {self.name}; known: {', '.join(self.covariate_names) or 'none'}")
+
+    def _check_individual(self, inputs: set[str]) -> tuple[str, ...]:
+        """The derived names: `individual` evaluated at the typical values (covariates at
+        their references) must return new names mapped to finite scalars."""
+        if self.individual is None:
+            return ()
+        where = f"{self.name}.individual"
+        if not callable(self.individual):
+            raise SpecError(where, "must be a function of the parameters and covariates returning a dict of derived quantities")
+        p = {k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()}
+        try:
+            out = self.individual(p)
+        except Exception as e:  # the model author's code: name it, whatever it raised
+            raise SpecError(where, f"failed at the typical values: {type(e).__name__}: {e}") from None
+        if not isinstance(out, Mapping) or not out:
+            raise SpecError(where, f"must return a non-empty dict name -> value, got {type(out).__name__}")
+        for k, v in out.items():
+            if not isinstance(k, str) or not k:
+                raise SpecError(where, f"derived names must be strings, got {k!r}")
+            if k in inputs:
+                raise SpecError(f"{where}.{k}", "is already a parameter or covariate of the model; give the derived quantity its own name")
+            if jnp.shape(v) != ():
+                raise SpecError(f"{where}.{k}", f"must be a scalar for one animal, got shape {jnp.shape(v)}")
+            if not bool(jnp.isfinite(v)):
+                raise SpecError(f"{where}.{k}", f"is {float(v)!r} at the typical values (covariates at their references)")
+        return tuple(out)
+
     def _check_rate_is_used(self) -> None:
         if not self.routes:
             return
-        p = {k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()}
+        p = self.derive({k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()})
         y = self.initial_state(p)
         n = self.n_states
         base = self.vector_field(0.0, y, p, jnp.zeros(n))
