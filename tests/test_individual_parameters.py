@@ -132,7 +132,7 @@ def test_trial_path_closed_form_and_ode_use_the_derived_parameters(model, pk):
 
 def test_jit_vmap_and_grad_through_the_pk_block(model):
     times = jnp.array([2.0, 6.0])
-    dose = DoseRecords(*(jnp.asarray(a[0]) for a in one_dose()))
+    dose = one_dose().map(lambda a: jnp.asarray(a[0]))
 
     def conc(sex_cl, sex):
         p = {k: jnp.asarray(v, float) for k, v in model.typical_values().items()}

@@ -15,7 +15,7 @@ from vtrial.io.nonmem import DataSpec, read_nonmem
 from vtrial.io.nonmem_writer import dose_cmt
 from vtrial.models import get_model
 
-from conftest import shared_data
+from conftest import REPO_ROOT, shared_data
 
 BOLUS = "data/bolus_2cpt/bolus_2cpt_nonmem.csv"  # reference data outside the repository (shared_data)
 IV = get_model("two_compartment")

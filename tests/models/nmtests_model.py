@@ -32,7 +32,7 @@ def nmtests_model(weight: bool = False) -> Model:
         return MammillaryConstants(jnp.stack([p["ka"]]), cl(p), p["v"], jnp.zeros(0), jnp.zeros(0))
 
     covariates = (
-        Covariate("lagt", "h", 0.0, "lag time of doses into the central compartment (ALAG2)"),
+        Covariate("lagt", "h", 0.0, "lag time of doses into the central compartment (ALAG2)", positive=False),
         Covariate("bioav", "-", 1.0, "bioavailability of doses into the central compartment (F2)"),
         Covariate("rat2", "mg/h", 1.0, "infusion rate of RATE = -1 records (R2)"),
         Covariate("dur2", "h", 1.0, "infusion duration of RATE = -2 records (D2)"),
