@@ -49,8 +49,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 def _modules():
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE)
-        if rel.parts == ("__init__.py",):
-            continue  # the public facade re-exports from every layer
+        if rel.parts in (("__init__.py",), ("__main__.py",)):
+            continue  # the public facade re-exports from every layer; `python -m vtrial` runs the CLI
         yield path, rel.parts[0].removesuffix(".py")
 
 
