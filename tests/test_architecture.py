@@ -49,8 +49,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 def _modules():
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE)
-        if rel.parts == ("__init__.py",):
-            continue  # the public facade re-exports from every layer
+        if rel.parts in (("__init__.py",), ("__main__.py",)):
+            continue  # the public facade re-exports from every layer; `python -m vtrial` runs the CLI
         yield path, rel.parts[0].removesuffix(".py")
 
 
@@ -102,3 +102,22 @@ def test_generic_code_never_names_a_model_observable():
         if part in ("models", "assays"):
             continue
         assert "paw" not in path.read_text(), path
+
+
+def test_import_vtrial_loads_no_heavy_library_and_every_public_name_resolves():
+    """`import vtrial` stays under a second: JAX, pandas, matplotlib, pydantic and the CLI's
+    libraries load only when a name that needs them is used (issue 22)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, vtrial; print(sorted({'jax', 'diffrax', 'pandas', 'matplotlib', 'pyarrow', 'pydantic', 'scipy', "
+            "'typer', 'rich', 'optax', 'pint'} & set(sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    for name in vt.__all__:
+        assert getattr(vt, name) is not None, name
+    assert set(vt.__all__) <= set(dir(vt))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        vt.nonexistent  # noqa: B018

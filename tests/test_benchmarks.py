@@ -93,6 +93,18 @@ def test_compile(tmp_path):
     assert report["targets"]["cold_compile_seconds"]["pass"] in (True, False)
 
 
+def test_latency(tmp_path):
+    report = run("bench_latency", "--quick", "--out", str(tmp_path))
+    written(tmp_path, "latency")
+    assert set(report["rows"]) == {"import", "help", "run_cia_200"}
+    assert set(report["rows"]["run_cia_200"]) >= {"command", "cold", "warm"}
+    for row in report["rows"].values():
+        for phase in ("cold", "warm"):
+            if phase in row:
+                assert finite(row[phase]["median_wall_s"]) and finite(row[phase]["median_cpu_s"]), row
+    assert report["targets"]["import_warm_s"]["pass"] in (True, False)
+
+
 def test_foce(tmp_path):
     shared_data("data/bolus_2cpt/bolus_2cpt_nonmem.csv")  # the benchmark's dataset (skips without it)
     report = run("bench_foce", "--quick", "--paths", "closed", "--repeats", "1", "--out", str(tmp_path))

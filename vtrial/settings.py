@@ -25,13 +25,18 @@ For the command line (library users call these themselves, before JAX starts):
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("EQX_ON_ERROR", "nan")
 
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
+# float64 without importing JAX here (importing it costs about a second, which `import
+# vtrial` and `vtrial --help` should not pay): JAX reads JAX_ENABLE_X64 when it is first
+# imported; if it already is, its configuration is updated instead.
+if "jax" in sys.modules:
+    sys.modules["jax"].config.update("jax_enable_x64", True)
+else:
+    os.environ["JAX_ENABLE_X64"] = "1"
 
 _HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
@@ -43,6 +48,8 @@ def enable_persistent_cache() -> str | None:
     where = os.environ.get("VTRIAL_CACHE_DIR", str(Path.home() / ".cache" / "vtrial" / "jax"))
     if where.lower() in ("off", "0", "none", ""):
         return None
+    import jax
+
     try:
         Path(where).mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -52,6 +59,14 @@ def enable_persistent_cache() -> str | None:
     # under JAX's default 1 s threshold but still cost a cold start.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     return where
+
+
+def trace_settings() -> tuple:
+    """The process-wide settings that change what a traced function computes (equinox's
+    error mode, x64): part of the key of a traced solve kept on disk."""
+    import jax
+
+    return os.environ.get("EQX_ON_ERROR"), bool(jax.config.jax_enable_x64)
 
 
 def use_all_cpu_cores() -> int | None:

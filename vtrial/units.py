@@ -10,14 +10,29 @@ import math
 import re
 from functools import lru_cache
 
-import pint
-
 from vtrial.errors import SpecError
 
 
 @lru_cache(maxsize=1)
-def _registry() -> pint.UnitRegistry:
+def _registry():
+    import pint  # here: importing pint and building its registry cost ~0.7 s of CPU
+
     return pint.UnitRegistry()
+
+
+#: Factors of the units nearly every config and dataset uses, exactly as pint computes
+#: them (tests/test_units.py checks each against pint), so that a run with only
+#: these never pays for pint; any other unit goes to pint.
+_COMMON = {
+    ("mg", "mg"): 1.0, ("ug", "mg"): 0.001, ("µg", "mg"): 0.001, ("μg", "mg"): 0.001, ("g", "mg"): 1000.0,
+    ("ng", "mg"): 1.0000000000000002e-06, ("mcg", "mg"): 0.001,
+    ("mg/h", "mg/hour"): 1.0, ("mg/hour", "mg/hour"): 1.0, ("mg/day", "mg/hour"): 0.041666666666666664,
+    ("mg/min", "mg/hour"): 60.0, ("ug/h", "mg/hour"): 0.001, ("ug/day", "mg/hour"): 4.1666666666666665e-05,
+    ("ug/min", "mg/hour"): 0.06, ("g/day", "mg/hour"): 41.666666666666664, ("g/h", "mg/hour"): 1000.0,
+    ("h", "h"): 1.0, ("hour", "h"): 1.0, ("day", "h"): 24.0, ("min", "h"): 0.016666666666666666, ("week", "h"): 168.0,
+    ("mg/L", "ug/L"): 1000.0, ("ug/L", "mg/L"): 0.001, ("mg/L", "ng/mL"): 999.9999999999999, ("ng/mL", "mg/L"): 0.001,
+    ("mg/L", "mg/L"): 1.0, ("mg/L", "ug/mL"): 1.0, ("ug/mL", "mg/L"): 1.0,
+}
 
 
 #: What a dose unit may look like: names separated by "/" (mg, ug, mg/kg, mg/kg/day): no
@@ -41,6 +56,8 @@ def _factor(unit: str, target: str) -> float | None:
     """How many `target` one `unit` is (None if pint cannot convert). Dose units are
     proportional (no offsets), so the factor is parsed once per unit: a dose
     optimisation lowers thousands of candidate regimens."""
+    if (unit, target) in _COMMON:
+        return _COMMON[(unit, target)]
     try:
         return float(_registry().Quantity(1.0, unit).to(target).magnitude)
     except Exception:

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from vtrial.errors import DataError
-from vtrial.estimation.curvefit import MIN_DISTINCT_CONCENTRATIONS
 
 # unit token in a column name (lower-cased) -> canonical unit string
 CONC_UNITS = {
@@ -120,6 +119,8 @@ def _parse_table(frame: pd.DataFrame, *, is_csv: bool) -> tuple[pd.DataFrame, st
         raise DataError(f"column {column!r}, {_row(i, is_csv)}: negative concentration {conc[i]}; "
                         "concentrations must be >= 0 (use 0 for vehicle/no-drug wells).")
     n_levels = np.unique(conc).size
+    from vtrial.estimation.curvefit import MIN_DISTINCT_CONCENTRATIONS  # here: the estimation code loads only for curve fits
+
     if n_levels < MIN_DISTINCT_CONCENTRATIONS:
         raise DataError(f"column {column!r} has only {n_levels} distinct concentrations; the 4-parameter "
                         f"logistic needs at least {MIN_DISTINCT_CONCENTRATIONS}.")

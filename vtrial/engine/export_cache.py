@@ -1,0 +1,108 @@
+"""Traced solves kept on disk (`jax.export`), beside JAX's persistent compilation cache.
+
+JAX's persistent cache stores compiled executables, but finding one needs the lowered
+program, so every new process first traces the solve again: for the CIA-1 model that
+is most of a warm `vtrial run` (seconds of Python tracing diffrax, against a tenth of a
+second of solving). Here the traced and lowered program is serialized with
+`jax.export` the first time, keyed by everything the trace depends on, and later
+processes deserialize it instead of tracing; compiling it then hits the persistent cache.
+
+Keyed by: the model (only shipped models, whose whole definition is vtrial's source;
+any other model is traced as before), the solver options, the start time, the device
+mesh and backend, which outputs are kept, the per-animal outputs computed in the solve, the shapes,
+dtypes and shardings of the arguments, the versions of vtrial (a digest of its source
+files), JAX, jaxlib, diffrax, equinox and lineax, and the settings that change a trace
+(`vtrial.settings.trace_settings`). A stale or unreadable file is ignored and rewritten. Off when the
+persistent cache is off, or with `VTRIAL_EXPORT_CACHE=0`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import jax
+
+from vtrial.engine.events import DoseRecords
+from vtrial.settings import trace_settings
+
+FOLDER = "vtrial_exports"
+
+# The solve's arguments hold the dose records (a named tuple): its pytree node must be
+# serializable by name.
+jax.export.register_namedtuple_serialization(DoseRecords, serialized_name="vtrial.engine.events.DoseRecords")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> str:
+    """Versions and source digest: a change of either invalidates every entry."""
+    versions = []
+    for package in ("jax", "jaxlib", "diffrax", "equinox", "lineax"):
+        try:
+            versions.append(f"{package}={version(package)}")
+        except PackageNotFoundError:
+            versions.append(f"{package}=?")
+    source = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        source.update(str(path.relative_to(root)).encode())
+        source.update(path.read_bytes())
+    return ";".join(versions) + f";vtrial={source.hexdigest()}"
+
+
+def entry_path(model, key: tuple, args) -> Path | None:
+    """Where the export of `model`'s function with `key` (hashable parts whose repr is
+    stable across processes) for the arguments `args` lives; None when not cacheable."""
+    cache_dir = jax.config.jax_compilation_cache_dir
+    if not cache_dir or os.environ.get("VTRIAL_EXPORT_CACHE", "1").lower() in ("0", "off", "false", "no"):
+        return None
+    from vtrial.models import REGISTRY, get_model
+
+    if model.name not in REGISTRY or get_model(model.name) is not model:
+        return None  # a model built elsewhere may differ from the shipped one of that name
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    layout = tuple((tuple(a.shape), str(a.dtype), str(getattr(getattr(a, "sharding", None), "spec", None))) for a in leaves)
+    # The backend too: an export lowered for the CPU cannot run on a GPU (one device, no mesh in the key).
+    material = repr((_environment(), jax.default_backend(), trace_settings(), model.name, key,
+                     str(treedef), layout))
+    return Path(cache_dir) / FOLDER / f"{model.name}-{hashlib.sha256(material.encode()).hexdigest()[:40]}.jaxexport"
+
+
+def compile_exported(jitted: Callable, path: Path | None, args):
+    """`jitted` compiled for `args`, through the export at `path`: read if there (no
+    tracing), else traced, written and used (so the first and later processes compile
+    the same program and share its persistent-cache entry). Without an entry path, or
+    when the function cannot be exported (e.g. `flatbuffers` missing), it is traced and
+    compiled as usual."""
+    if path is None:
+        return jitted.lower(*args).compile()
+    exported = None
+    if path.is_file():
+        try:
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # written by another version, truncated: trace afresh
+            exported = None
+    if exported is None:
+        try:
+            exported = jax.export.export(jitted)(*args)
+            blob = exported.serialize()
+        except Exception:  # not exportable here: the usual path
+            return jitted.lower(*args).compile()
+        _write_atomic(path, blob)
+    return jax.jit(exported.call).lower(*args).compile()
+
+
+def _write_atomic(path: Path, blob: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder: the solve still runs, it is only traced again next time
