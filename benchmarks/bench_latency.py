@@ -9,8 +9,9 @@ of `--repeats` (3) runs, every cold run with a fresh cache. Rows (issue 22's tab
 - `import`: `python -c "import vtrial"` (no cache involved);
 - `help`: `vtrial --help`;
 - `run_cia_200`: `vtrial run configs/cia_rat_liu2011.toml --animals-per-arm 50` (200 rats);
-- `fit_oral_12`: `vtrial fit configs/oral_1cpt_fit.toml` on 12 subjects x 11 samples
-  simulated by `vtrial run configs/oral_1cpt_study.toml --dataset` (FOCE-I, covariance step);
+- `fit_oral_12`: `vtrial fit configs/oral_pk_fit.toml` (the README's quick start) on 12 rats
+  x 9 samples simulated by `vtrial run configs/oral_pk_study.toml --animals-per-arm 6
+  --dataset` (FOCE-I, covariance step);
 - `fit_bolus_2cpt_closed` / `fit_bolus_2cpt_ode`: `vtrial fit configs/bolus_2cpt_fit.toml`
   on ../shared/data/bolus_2cpt (120 subjects), closed-form PK and `[solver] pk = "ode"`.
 
@@ -69,13 +70,13 @@ def commands(tmp: Path, quick: bool) -> dict[str, list[str] | None]:
     ode = tmp / "bolus_2cpt_fit_ode.toml"
     ode.write_text((CONFIGS / "bolus_2cpt_fit.toml").read_text() + '\n[solver]\npk = "ode"\n')
     oral_data = tmp / "oral_study.csv"
-    run_args = (["run", str(CONFIGS / "oral_1cpt_study.toml"), "--animals-per-arm", "3"] if quick else
+    run_args = (["run", str(CONFIGS / "oral_pk_study.toml"), "--animals-per-arm", "3"] if quick else
                 ["run", str(CONFIGS / "cia_rat_liu2011.toml"), "--animals-per-arm", "50"])
     return {
         "import": py + ["-c", "import vtrial"],
         "help": py + ["-m", "vtrial", "--help"],
         "run_cia_200": py + ["-m", "vtrial", *run_args, "--out", out],
-        "fit_oral_12": py + ["-m", "vtrial", "fit", str(CONFIGS / "oral_1cpt_fit.toml"), str(oral_data), "--out", out],
+        "fit_oral_12": py + ["-m", "vtrial", "fit", str(CONFIGS / "oral_pk_fit.toml"), str(oral_data), "--out", out],
         "fit_bolus_2cpt_closed": py + ["-m", "vtrial", "fit", str(CONFIGS / "bolus_2cpt_fit.toml"), str(BOLUS), "--out", out],
         "fit_bolus_2cpt_ode": py + ["-m", "vtrial", "fit", str(ode), str(BOLUS), "--out", out],
     }
@@ -83,8 +84,8 @@ def commands(tmp: Path, quick: bool) -> dict[str, list[str] | None]:
 
 def simulate_oral_study(tmp: Path) -> None:
     """The 12-subject dataset the oral fit reads (not timed)."""
-    cmd = [sys.executable, "-m", "vtrial", "run", str(CONFIGS / "oral_1cpt_study.toml"), "--out", str(tmp / "oral_run"),
-           "--dataset", str(tmp / "oral_study.csv")]
+    cmd = [sys.executable, "-m", "vtrial", "run", str(CONFIGS / "oral_pk_study.toml"), "--animals-per-arm", "6",
+           "--out", str(tmp / "oral_run"), "--dataset", str(tmp / "oral_study.csv")]
     timed(cmd, cli_env(tmp / "oral_cache"))
 
 
