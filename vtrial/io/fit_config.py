@@ -44,11 +44,12 @@ from pydantic import Field, model_validator
 from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError, omega_from_cv
 from vtrial.errors import SpecError
 from vtrial.estimation.population_spec import EstimationSpec, build_layout
-from vtrial.io.config import Strict
+from vtrial.io.config import NamesModel, Strict
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
 from vtrial.limits import MAX_CV_PERCENT, MAX_SEED
-from vtrial.models import Model, get_model
+from vtrial.models import Model
+from vtrial.models.loader import model_reference
 
 #: Estimation methods (`vtrial.estimation.fit_population`).
 METHODS = ("focei", "foce", "laplace", "fo")
@@ -100,7 +101,7 @@ class VpcSpec(Strict):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
 
 
-class FitConfig(Strict):
+class FitConfig(NamesModel):
     name: str = "fit"
     description: str = ""
     model: str
@@ -130,7 +131,7 @@ class BuiltFit:
     def __init__(self, cfg: FitConfig, method: str | None = None):
         self.cfg = cfg
         try:
-            self.model: Model = get_model(cfg.model)
+            self.model: Model = cfg.load_model()
         except SpecError as e:
             raise SpecError("model", e.problem) from None
         model = self.model
@@ -308,7 +309,7 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
     `vtrial.jobs.fit.estimated_population` of a fit)."""
     lines = [f"# Estimates of {source}, as the population of a trial config (kind = \"trial\").",
              "# Add [[arms]] and [output] to simulate a study of the fitted population.",
-             f"model = \"{model.name}\"", "", "[parameters]"]
+             f"model = \"{model_reference(model)}\"", "", "[parameters]"]
     units = {p.name: p.unit for p in model.parameters}
     for k, v in population.typical.items():
         lines.append(f"{k} = {_number(v)}  # {units.get(k, '')}")

@@ -62,15 +62,17 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_config(config) -> tuple[dict, str, str, str]:
-    """(data, sha256, name for titles and folders, what run.json records as the config)."""
+def _read_config(config) -> tuple[dict, str, str, str, Path | None]:
+    """(data, sha256, name for titles and folders, what run.json records as the config,
+    the folder file references in it are relative to: the config file's, or None for a
+    table in memory: the current folder)."""
     if isinstance(config, Mapping):
         data = json.loads(json.dumps(dict(config), default=str))
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         name = str(data.get("name") or "run")
-        return data, digest, name, "(in memory)"
+        return data, digest, name, "(in memory)", None
     data, digest = read_toml(config)
-    return data, digest, Path(config).stem, str(config)
+    return data, digest, Path(config).stem, str(config), Path(config).parent
 
 
 def _check_positive(name: str, value) -> None:
@@ -105,10 +107,10 @@ def _kind_of(table: dict) -> str:
 
 def _prepare(config, *, seed, animals_per_arm, chunk_size, animals) -> _Prepared:
     """The validated config and overrides, before any JAX work or file is written."""
-    table, config_hash, config_name, config_label = _read_config(config)
+    table, config_hash, config_name, config_label, folder = _read_config(config)
     kind = _kind_of(table)
     job = get_job(kind)
-    spec = validate(job.schema, table)
+    spec = validate(job.schema, table, folder)
     _check_positive("--animals-per-arm", animals_per_arm)
     _check_positive("--chunk-size", chunk_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
