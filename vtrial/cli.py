@@ -4,7 +4,7 @@ Exit status: 0 on success, 2 on bad input (config, data file, option), with one 
 naming the field, file, row or column and no output folder left behind; 3 when `vtrial
 fit` did not converge or its covariance step failed (its output folder is written and
 says so); 4 when `vtrial optimize` finds no regimen meeting the target (its output folder
-is written).
+is written); 5 when a check of `vtrial model` fails.
 """
 
 from __future__ import annotations
@@ -300,6 +300,51 @@ def _print_estimates(path: Path) -> None:
         numbers = [f"{v:.4g}" if pd.notna(v) else "-" for v in (r.estimate, r.se, r.rse_pct, r.ci_low, r.ci_high)]
         t.add_row(r.name + (" (fixed)" if fixed else ""), *numbers, "" if pd.isna(r.unit) else str(r.unit))
     console.print(t)
+
+
+MODEL_CHECK_FAILED = 5
+
+
+@app.command("model")
+def model_command(
+    model: Annotated[str, typer.Argument(help="a model name (vtrial model --list), 'file.py:factory' or an entry point")],
+    check: Annotated[bool, typer.Option("--check/--no-check", help="solve and differentiate the model to check its code")] = True,
+    list_models: Annotated[bool, typer.Option("--list", help="list the models a name reaches (shipped and entry points)")] = False,
+):
+    """Print a model's card (states, parameters, routes, observables, covariates, endpoints) and check it:
+    jit and vmap, gradients against central differences, linear PK against the ODE solve.
+    Exit status 2 for a broken model, 5 when a check fails. Loading a file runs its Python."""
+    from rich.table import Table
+
+    from vtrial.jobs.model_check import check_model_code, model_card
+    from vtrial.models.loader import available_models, load_model
+
+    if list_models:
+        for name, source in available_models().items():
+            console.print(f"{name}  ({source})", highlight=False)
+        return
+    try:
+        loaded = load_model(model)
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    console.print(f"[bold]{loaded.name}[/]: {loaded.description}", highlight=False)
+    for section, rows in model_card(loaded).items():
+        if not rows:
+            continue
+        t = Table(title=section, title_justify="left")
+        for col in rows[0]:
+            t.add_column(col)
+        for row in rows:
+            t.add_row(*row.values())
+        console.print(t)
+    if not check:
+        return
+    results = check_model_code(loaded)
+    for r in results:
+        mark = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
+        console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
+    if not all(r.passed for r in results):
+        fail(f"model {model}: {sum(not r.passed for r in results)} check(s) failed", MODEL_CHECK_FAILED)
 
 
 def main():  # pragma: no cover - console entry point
