@@ -302,6 +302,32 @@ def _print_estimates(path: Path) -> None:
     console.print(t)
 
 
+@app.command("predict")
+def predict_command(
+    config: Annotated[Path, typer.Argument(help="a fit config (its values as given, as NONMEM's MAXEVAL=0) or a trial config")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset whose records to predict")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-predict-<timestamp>)")] = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="simulated studies with variability and residual error (SIM_DV, long form with REP)")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="random seed of the simulated studies")] = 0,
+    individual: Annotated[Optional[Path], typer.Option("--individual", help="individual parameter values per ID for IPRED (a fit's individual.csv)")] = None,
+):
+    """Predict a dataset's own records: PRED, IPRED and, with --replicates, simulated DVs (predictions.csv
+    keeps the dataset's rows, order and columns)."""
+    import sys
+
+    from vtrial.jobs.predict import predict_to_folder
+
+    try:
+        folder, facts = predict_to_folder(config, data, out=out, individual=individual, replicates=replicates, seed=seed,
+                                          command=" ".join(sys.argv))
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    console.print(f"[green]done[/] predict -> {folder}")
+    for k in ("rows", "ipred", "ofv_at_config_values", "replicates"):
+        if facts.get(k) is not None:
+            console.print(f"  {k}: {facts[k]}", highlight=False)
+
+
 MODEL_CHECK_FAILED = 5
 
 
