@@ -69,10 +69,8 @@ def _population(prepared) -> tuple[object, Population, DataSpec, object, object]
         population = Population(built.model, typical=built.typical, iiv_names=built.iiv_names, omega=built.omega,
                                 covariate_effects=built.covariate_effects, residual=dict(built.residual))
         return built.model, population, built.data, built.options, built
-    if prepared.kind == "trial":
-        built = BuiltTrial(prepared.spec)
-        return built.model, built.population, DataSpec(), built.options, None
-    raise SpecError("kind", f"vtrial predict takes a fit or trial config; this is a {prepared.kind!r} config")
+    built = BuiltTrial(prepared.spec)
+    return built.model, built.population, DataSpec(), built.options, None
 
 
 def _id_key(v) -> str:
@@ -116,7 +114,7 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
     """Predictions of a fit or trial config's model for the records of a NONMEM-style
     dataset (see the module docstring). **Raises** `SpecError`/`DataError` naming the key,
     file, row or column, before anything is compiled."""
-    from vtrial.jobs.run import _prepare
+    from vtrial.jobs.run import _kind_of, _prepare, _read_config
 
     if isinstance(replicates, bool) or not isinstance(replicates, int) or not 0 <= replicates <= MAX_REPLICATES:
         raise SpecError("--replicates", f"must be a whole number in [0, {MAX_REPLICATES:,}], got {replicates!r}")
@@ -124,6 +122,9 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
         raise SpecError("--seed", f"must be a whole number in [0, {MAX_SEED}], got {seed!r}")
     if not Path(data).is_file():
         raise SpecError("DATA", f"{data}: file not found")
+    kind = _kind_of(_read_config(config)[0])
+    if kind not in ("fit", "trial"):
+        raise SpecError("kind", f"vtrial predict takes a fit or trial config; this is a {kind!r} config")
     prepared = _prepare(config, seed=None, animals_per_arm=None, chunk_size=None, animals=None)
     model, population, spec, options, built = _population(prepared)
     dataset = read_nonmem(data, model, spec)
@@ -142,8 +143,6 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
                                           replicates=n, seed=seed, options=options)
         return sims[:, mask] * obs_scale[None]
 
-    typical_only = replace(population, iiv_names=(), omega=np.zeros((0, 0)), residual={})
-    pred = simulate(typical_only, dataset.covariates)[0]
     given, source = {}, ""
     if individual is not None:
         if not Path(individual).is_file():
@@ -154,7 +153,10 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
         source = f"individual values of {Path(individual).name}"
     else:
         given = _individual_values(model, dataset.ids, rows, str(data), per_row=True)
-        source = f"individual values in the dataset's columns {', '.join(given)}" if given else ""
+        columns = [c for c in rows.columns if c.lower() in given]
+        source = f"individual values in the dataset's columns {', '.join(columns)}" if given else ""
+    typical_only = replace(population, iiv_names=(), omega=np.zeros((0, 0)), residual={})
+    pred = simulate(typical_only, dataset.covariates)[0]
     ofv = None
     if given:
         effects = tuple(e for e in population.covariate_effects if e.parameter not in given)
