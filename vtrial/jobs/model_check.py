@@ -158,7 +158,10 @@ def _check_linear_pk(model: Model, times, p0, y0, options: SolverOptions) -> Che
     if model.linear_pk is None:
         return CheckResult("linear_pk", True, "no linear-PK block declared (the ODE solve is the only path)")
     ode = SolverOptions(**{**options.__dict__, "pk": "ode"})
-    y_ode, status = jax.jit(_observe_fn(model, times, ode))(p0)
+    try:
+        y_ode, status = jax.jit(_observe_fn(model, times, ode))(p0)
+    except Exception as e:
+        return CheckResult("linear_pk", False, f"the ODE solve fails: {type(e).__name__}: {str(e).splitlines()[0]}")
     y_ode = np.asarray(y_ode)
     scale = np.max(np.abs(y_ode), axis=1, keepdims=True) + 1e-300
     err = np.abs(y0 - y_ode) / scale
