@@ -1,6 +1,7 @@
 """Schema of a population-fit config (`kind = "fit"`), and its lowering to library objects.
 
-A fit config says which registry model to fit, where its estimation starts and what it
+A fit config says which model to fit (a registry name, an entry point, or
+`"file.py:factory"` relative to the config's folder: `vtrial.models.load_model`), where its estimation starts and what it
 estimates; the dataset is given separately (`vtrial fit CONFIG DATA.csv`). It shares the
 trial config's pieces: `[parameters]`, `[variability.cv_percent]`, `[[covariate_effects]]`,
 `[residual.<observable>]` and `[solver]` mean the same (initial values here; residual SDs:
