@@ -333,7 +333,7 @@ MODEL_CHECK_FAILED = 5
 
 @app.command("model")
 def model_command(
-    model: Annotated[str, typer.Argument(help="a model name (vtrial model --list), 'file.py:factory' or an entry point")],
+    model: Annotated[Optional[str], typer.Argument(help="a model name (vtrial model --list), 'file.py:factory' or an entry point")] = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="solve and differentiate the model to check its code")] = True,
     list_models: Annotated[bool, typer.Option("--list", help="list the models a name reaches (shipped and entry points)")] = False,
 ):
@@ -349,6 +349,8 @@ def model_command(
         for name, source in available_models().items():
             console.print(f"{name}  ({source})", highlight=False)
         return
+    if model is None:
+        fail("MODEL: give a model name, 'file.py:factory' or an entry point (vtrial model --list lists the names)")
     try:
         loaded = load_model(model)
     except (SpecError, DataError) as e:
