@@ -4,7 +4,7 @@ Exit status: 0 on success, 2 on bad input (config, data file, option), with one 
 naming the field, file, row or column and no output folder left behind; 3 when `vtrial
 fit` did not converge or its covariance step failed (its output folder is written and
 says so); 4 when `vtrial optimize` finds no regimen meeting the target (its output folder
-is written).
+is written); 5 when a check of `vtrial model` fails.
 """
 
 from __future__ import annotations
@@ -347,6 +347,79 @@ def _print_estimates(path: Path) -> None:
         numbers = [f"{v:.4g}" if pd.notna(v) else "-" for v in (r.estimate, r.se, r.rse_pct, r.ci_low, r.ci_high)]
         t.add_row(escape(r.name + (" (fixed)" if fixed else "")), *numbers, "" if pd.isna(r.unit) else escape(str(r.unit)))
     console.print(t)
+
+
+@app.command("predict")
+def predict_command(
+    config: Annotated[Path, typer.Argument(help="a fit config (its values as given, as NONMEM's MAXEVAL=0) or a trial config")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset whose records to predict")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-predict-<timestamp>)")] = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="simulated studies with variability and residual error (SIM_DV, long form with REP)")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="random seed of the simulated studies")] = 0,
+    individual: Annotated[Optional[Path], typer.Option("--individual", help="individual parameter values per ID for IPRED (a fit's individual.csv)")] = None,
+):
+    """Predict a dataset's own records: PRED, IPRED and, with --replicates, simulated DVs (predictions.csv
+    keeps the dataset's rows, order and columns)."""
+    import sys
+
+    from vtrial.jobs.predict import predict_to_folder
+
+    try:
+        folder, facts = predict_to_folder(config, data, out=out, individual=individual, replicates=replicates, seed=seed,
+                                          command=" ".join(sys.argv))
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    console.print(f"[green]done[/] predict -> {folder}")
+    for k in ("rows", "ipred", "ofv_at_config_values", "replicates"):
+        if facts.get(k) is not None:
+            console.print(f"  {k}: {facts[k]}", highlight=False)
+
+
+MODEL_CHECK_FAILED = 5
+
+
+@app.command("model")
+def model_command(
+    model: Annotated[Optional[str], typer.Argument(help="a model name (vtrial model --list), 'file.py:factory' or an entry point")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="solve and differentiate the model to check its code")] = True,
+    list_models: Annotated[bool, typer.Option("--list", help="list the models a name reaches (shipped and entry points)")] = False,
+):
+    """Print a model's card (states, parameters, routes, observables, covariates, endpoints) and check it:
+    jit and vmap, gradients against central differences, linear PK against the ODE solve.
+    Exit status 2 for a broken model, 5 when a check fails. Loading a file runs its Python."""
+    from rich.table import Table
+
+    from vtrial.jobs.model_check import check_model_code, model_card
+    from vtrial.models.loader import available_models, load_model
+
+    if list_models:
+        for name, source in available_models().items():
+            console.print(f"{name}  ({source})", highlight=False)
+        return
+    if model is None:
+        fail("MODEL: give a model name, 'file.py:factory' or an entry point (vtrial model --list lists the names)")
+    try:
+        loaded = load_model(model)
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    console.print(f"[bold]{loaded.name}[/]: {loaded.description}", highlight=False)
+    for section, rows in model_card(loaded).items():
+        if not rows:
+            continue
+        t = Table(title=section, title_justify="left")
+        for col in rows[0]:
+            t.add_column(col)
+        for row in rows:
+            t.add_row(*row.values())
+        console.print(t)
+    if not check:
+        return
+    results = check_model_code(loaded)
+    for r in results:
+        mark = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
+        console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
+    if not all(r.passed for r in results):
+        fail(f"model {model}: {sum(not r.passed for r in results)} check(s) failed", MODEL_CHECK_FAILED)
 
 
 def main():  # pragma: no cover - console entry point

@@ -12,11 +12,33 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from vtrial.errors import SpecError
 from vtrial.io.writers import atomic_write
+from vtrial.models import Model, load_model
 from vtrial.schema import Strict as Strict
+
+
+class NamesModel(Strict):
+    """A config with a `model` key: a registry name, an entry point, or `"file.py:factory"`
+    relative to the config file's folder. The config keeps the reference as written; the
+    folder it was read from is kept beside it (set by `validate`) and `load_model()`
+    resolves the reference against it (`vtrial.models.loader.load_model`)."""
+
+    model: str
+    _config_folder: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _keep_config_folder(self, info: ValidationInfo):
+        folder = (info.context or {}).get("config_folder")
+        if folder is not None:
+            self._config_folder = Path(folder)
+        return self
+
+    def load_model(self) -> Model:
+        """The model `model` names (a model file relative to the config's folder)."""
+        return load_model(self.model, self._config_folder)
 
 
 def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
@@ -80,10 +102,12 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(f"{loc}: {msg}" for loc, msg in _problems(err))
 
 
-def validate(schema: type[BaseModel], data: dict[str, Any]) -> BaseModel:
-    """Validate `data` against `schema`, raising `SpecError` with every field named."""
+def validate(schema: type[BaseModel], data: dict[str, Any], config_folder: str | Path | None = None) -> BaseModel:
+    """Validate `data` against `schema`, raising `SpecError` with every field named.
+    `config_folder`: the folder of the config file, which file references in it (a
+    `model = "file.py:factory"`) are relative to (default: the current folder)."""
     try:
-        return schema.model_validate(data)
+        return schema.model_validate(data, context={"config_folder": config_folder})
     except ValidationError as e:
         problems = _problems(e, data)
         field = problems[0][0] if problems[0][0] != "(top level)" else "config"

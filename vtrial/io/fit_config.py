@@ -1,6 +1,7 @@
 """Schema of a population-fit config (`kind = "fit"`), and its lowering to library objects.
 
-A fit config says which registry model to fit, where its estimation starts and what it
+A fit config says which model to fit (a registry name, an entry point, or
+`"file.py:factory"` relative to the config's folder: `vtrial.models.load_model`), where its estimation starts and what it
 estimates; the dataset is given separately (`vtrial fit CONFIG DATA.csv`). It shares the
 trial config's pieces: `[parameters]`, `[variability.cv_percent]`, `[[covariate_effects]]`,
 `[residual.<observable>]` and `[solver]` mean the same (initial values here; residual SDs:
@@ -51,12 +52,13 @@ from pydantic import Field, model_validator
 from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError, omega_from_cv
 from vtrial.errors import SpecError
 from vtrial.estimation.population_spec import EstimationSpec, build_layout
-from vtrial.io.config import Strict
+from vtrial.io.config import NamesModel, Strict
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
 from vtrial.limits import (INITIAL_VALUE_RANGE, MAX_CV_PERCENT, MAX_SEED, MIN_INITIAL_CV_PERCENT, MIN_INITIAL_OMEGA2,
                            PROPORTIONAL_SD_RANGE)
-from vtrial.models import Model, get_model
+from vtrial.models import Model
+from vtrial.models.loader import model_reference
 
 #: Estimation methods (`vtrial.estimation.fit_population`).
 METHODS = ("focei", "foce", "laplace", "fo")
@@ -109,7 +111,7 @@ class VpcSpec(Strict):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
 
 
-class FitConfig(Strict):
+class FitConfig(NamesModel):
     name: str = "fit"
     description: str = ""
     model: str
@@ -141,7 +143,7 @@ class BuiltFit:
     def __init__(self, cfg: FitConfig, method: str | None = None):
         self.cfg = cfg
         try:
-            self.model: Model = get_model(cfg.model)
+            self.model: Model = cfg.load_model()
         except SpecError as e:
             raise SpecError("model", e.problem) from None
         model = self.model
@@ -354,7 +356,7 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
     `vtrial.jobs.fit.estimated_population` of a fit)."""
     lines = [f"# Estimates of {source}, as the population of a trial config (kind = \"trial\").",
              "# Add [[arms]] and [output] to simulate a study of the fitted population.",
-             f"model = \"{model.name}\"", "", "[parameters]"]
+             f"model = \"{model_reference(model)}\"", "", "[parameters]"]
     units = {p.name: p.unit for p in model.parameters}
     for k, v in population.typical.items():
         lines.append(f"{k} = {_number(v)}  # {units.get(k, '')}")

@@ -19,13 +19,13 @@ from vtrial.design.population import Population
 from vtrial.design.regimen_space import RegimenSpace, interval_hours
 from vtrial.design.targets import Requirement, check_requirements, requirement_times
 from vtrial.errors import SpecError
-from vtrial.io.config import Strict
+from vtrial.io.config import NamesModel, Strict
 from vtrial.io.trial_config import (
     Animals, ArmSpec, BuiltTrial, EndpointDefSpec, EndpointSpec, NonNeg, OutputSpec, PopulationSpec, Pos, SamplingSpec,
     SolverSpec, TrialConfig, VariabilitySpec, build_population,
 )
 from vtrial.limits import MAX_ANIMALS, MAX_GRID, MAX_SEED
-from vtrial.models import Model, get_model
+from vtrial.models import Model
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
@@ -111,7 +111,7 @@ class UncertaintySpec(VariabilitySpec):
     draws: Annotated[int, Field(ge=2, le=MAX_ANIMALS)] = 50
 
 
-class OptimizeConfig(PopulationSpec):
+class OptimizeConfig(PopulationSpec, NamesModel):
     name: str = "optimize"
     description: str = ""
     model: str
@@ -134,7 +134,7 @@ class BuiltOptimization:
 
     def __init__(self, cfg: OptimizeConfig):
         self.cfg = cfg
-        self.model: Model = get_model(cfg.model)
+        self.model: Model = cfg.load_model()
         self.population = build_population(self.model, cfg)
         self.space = cfg.space.build()
         self.target = cfg.target.requirement(cfg.target.pta, "target")
@@ -176,7 +176,7 @@ class BuiltOptimization:
                 raise SpecError(key + e.field[len(inner):], e.problem) from None
 
 
-class PowerConfig(PopulationSpec):
+class PowerConfig(PopulationSpec, NamesModel):
     name: str = "power"
     description: str = ""
     model: str
@@ -212,6 +212,7 @@ class BuiltPower:
             output=cfg.output, sampling=cfg.sampling, endpoints=EndpointSpec(model_defaults=False, extra=[cfg.endpoint]),
             solver=cfg.solver,
         )
+        trial._config_folder = cfg._config_folder  # a model file relative to the power config's folder
         built = BuiltTrial(trial)
         self.cfg = cfg
         self.model, self.population, self.arms = built.model, built.population, built.arms

@@ -16,8 +16,8 @@ from pydantic import Field, model_validator
 from vtrial.design.dosing import Bolus, Infusion, Regimen
 from vtrial.errors import SpecError
 from vtrial.limits import MAX_ANIMALS, MAX_CV_PERCENT, MAX_DOSE_RECORDS, MAX_SEED, check_count, grid_size
-from vtrial.io.config import Strict
-from vtrial.models import Model, get_model
+from vtrial.io.config import NamesModel, Strict
+from vtrial.models import Model
 from vtrial.models.base import Endpoint, check_endpoints, standard_endpoints
 from vtrial.design.population import CovariateDistribution, CovariateEffect, Population, ResidualError
 from vtrial.engine.solve import SolverOptions
@@ -205,7 +205,7 @@ class PopulationSpec(Strict):
     residual: dict[str, ResidualSpec] = {}
 
 
-class TrialConfig(PopulationSpec):
+class TrialConfig(PopulationSpec, NamesModel):
     name: str = "trial"
     description: str = ""
     model: str
@@ -224,7 +224,7 @@ class BuiltTrial:
 
     def __init__(self, cfg: TrialConfig, animals_per_arm: int | None = None):
         self.cfg = cfg
-        self.model: Model = get_model(cfg.model)
+        self.model: Model = cfg.load_model()
         self.population = build_population(self.model, cfg)
         n = animals_per_arm or cfg.animals_per_arm
         names = [a.name for a in cfg.arms]

@@ -204,9 +204,9 @@ def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_e
     `dv_scale`: the dataset's DV unit per model unit, which converts an additive residual SD
     back to the model's unit: one number per observable of the model
     (`PopulationData.dv_scale`) or one number for all (default 1)."""
-    from vtrial.models import get_model
+    from vtrial.models import load_model
 
-    model = get_model(model) if isinstance(model, str) else model
+    model = load_model(model) if isinstance(model, str) else model
     n = len(model.observables)
     scale = np.asarray(1.0 if dv_scale is None else dv_scale, float)
     if scale.ndim == 0:
@@ -273,13 +273,13 @@ def fit(config: str | Path | Mapping[str, Any], data: str | Path, *, method: str
     `DataError` naming the key, file, row or column, before anything is compiled.
     """
     if isinstance(config, Mapping):
-        table = dict(config)
+        table, folder = dict(config), None
     else:
-        table, _ = read_toml(config)
+        (table, _), folder = read_toml(config), Path(config).parent
     kind = table.pop("kind", "fit")
     if kind != "fit":
         raise SpecError("kind", f"vtrial.fit needs a fit config (kind = \"fit\"), got {kind!r}")
-    cfg = validate(FitConfig, table)
+    cfg = validate(FitConfig, table, folder)
     if not Path(data).is_file():
         raise SpecError("DATA", f"{data}: file not found")
     built, population_data = prepare_fit(cfg, RunContext(out_dir=Path("."), data=Path(data), method=method))

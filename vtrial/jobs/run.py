@@ -66,15 +66,17 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_config(config) -> tuple[dict, str, str, str]:
-    """(data, sha256, name for titles and folders, what run.json records as the config)."""
+def _read_config(config) -> tuple[dict, str, str, str, Path | None]:
+    """(data, sha256, name for titles and folders, what run.json records as the config,
+    the folder file references in it are relative to: the config file's, or None for a
+    table in memory: the current folder)."""
     if isinstance(config, Mapping):
         data = json.loads(json.dumps(dict(config), default=str))
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         name = str(data.get("name") or "run")
-        return data, digest, name, "(in memory)"
+        return data, digest, name, "(in memory)", None
     data, digest = read_toml(config)
-    return data, digest, Path(config).stem, str(config)
+    return data, digest, Path(config).stem, str(config), Path(config).parent
 
 
 def _check_positive(name: str, value) -> None:
@@ -125,7 +127,7 @@ def _prepare(config, *, seed, animals_per_arm, chunk_size, animals, expected_kin
     """The validated config and overrides, before any JAX work or file is written.
     `expected_kind`: the job the command takes (`vtrial fit`: "fit"); a config of another
     kind, or without `kind`, is refused naming `kind` before its keys are validated."""
-    table, config_hash, config_name, config_label = _read_config(config)
+    table, config_hash, config_name, config_label, folder = _read_config(config)
     if expected_kind is not None and table.get("kind") != expected_kind:
         if "kind" not in table:
             raise SpecError("kind", f"missing: this command takes kind = {expected_kind!r} configs; add kind = \"{expected_kind}\"")
@@ -134,7 +136,7 @@ def _prepare(config, *, seed, animals_per_arm, chunk_size, animals, expected_kin
     kind = _kind_of(table)
     job = get_job(kind)
     try:
-        spec = validate(job.schema, table)
+        spec = validate(job.schema, table, folder)
     except SpecError as e:
         hint = _kind_hint(table, kind, guessed)
         if hint is None:

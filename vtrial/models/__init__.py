@@ -2,12 +2,11 @@
 
 A model is one file (states, parameters with units, ranges and sources, routes,
 observables with units, the endpoints and report panels it declares, one right-hand side)
-plus one line in `REGISTRY`; nothing else in vtrial needs to change for a new model.
+plus one line in `REGISTRY`; nothing else in vtrial needs to change for a new model. A
+user's own model file (`file.py:factory`) or an installed package's entry point loads
+through the same loader (`vtrial.models.loader.load_model`).
 """
 
-from functools import lru_cache
-
-from vtrial.errors import SpecError
 from vtrial.models.base import (
     Covariate as Covariate,
     Endpoint as Endpoint,
@@ -26,6 +25,7 @@ from vtrial.models.binding import il1r_binding as il1r_binding
 from vtrial.models.caf_tslp_mouse import caf_tslp_mouse as caf_tslp_mouse
 from vtrial.models.caf_tslp_well import caf_tslp_well as caf_tslp_well
 from vtrial.models.cia_rat import cia_rat as cia_rat
+from vtrial.models.loader import check_model as check_model, load_model as load_model
 from vtrial.models.functional_well import functional_model as functional_model
 from vtrial.models.msu_peritonitis_mouse import msu_peritonitis_mouse as msu_peritonitis_mouse
 from vtrial.models.pbmc_well import pbmc_model as pbmc_model
@@ -52,9 +52,8 @@ REGISTRY = {
 }
 
 
-@lru_cache(maxsize=None)
 def get_model(name: str) -> Model:
-    """The shipped model called `name` (one instance per name, so it compiles once)."""
-    if name not in REGISTRY:
-        raise SpecError("model", f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]()
+    """The model called `name`: a registry name, an entry point or `file.py:factory`
+    (relative to the current folder); one instance per reference, so it compiles once.
+    See `load_model`."""
+    return load_model(name)
