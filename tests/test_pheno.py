@@ -6,16 +6,18 @@ function, THETA3 bounded to (-0.99, inf)) against NONMEM 7.5.1's FOCE-I fit
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import vtrial
+
 from vtrial.design.population import ResidualError
 from vtrial.estimation import EstimationSpec, fit_population, population_objective
 from vtrial.io.nonmem import read_nonmem
+from vtrial.models import load_model
 
 from conftest import REPO_ROOT, shared_data, shared_dir
 
@@ -41,11 +43,8 @@ OFV = 586.27606
 
 
 def load_pheno():
-    """The model file's factory, loaded by path as a config's `"pheno.py:pheno"` is."""
-    spec = importlib.util.spec_from_file_location("pheno_model_file", MODEL_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.pheno()
+    """The model file's factory, loaded as the config's `"pheno.py:pheno"` is."""
+    return load_model("pheno.py:pheno", MODEL_FILE.parent)
 
 
 def pheno_spec(theta, omega2, sigma):
@@ -67,8 +66,10 @@ def data(model):
 
 
 @pytest.fixture(scope="module")
-def fit(model, data):
-    return fit_population(model, data, pheno_spec(INITIAL_THETA, INITIAL_OMEGA2, INITIAL_SIGMA))
+def fit():
+    """`vtrial fit tests/models/pheno_fit.toml pheno_nonmem.csv` (the config names the model
+    file and NONMEM's initial values and bounds), from Python."""
+    return vtrial.fit(MODEL_FILE.parent / "pheno_fit.toml", PHENO / "pheno_nonmem.csv")
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +147,9 @@ def test_gradient_with_a_negative_bounded_theta_and_an_additive_effect(model, tm
     np.testing.assert_allclose(r.gradient, fd, rtol=1e-4, atol=1e-5)
 
 
-def test_the_fit_config_gives_nonmem_initial_values_and_bounds(model, monkeypatch):
-    """tests/models/pheno_fit.toml lowers to the spec the fit above starts from. (The
-    config names its model as `"pheno.py:pheno"`; until configs load model files, the
-    registry lookup is replaced by the file's factory here.)"""
+def test_the_fit_config_gives_nonmem_initial_values_and_bounds(model):
+    """tests/models/pheno_fit.toml lowers to the spec the fit above starts from, with the
+    model file it names (relative to the config's folder: the same instance)."""
     import tomllib
 
     from vtrial.io import fit_config
@@ -157,8 +157,9 @@ def test_the_fit_config_gives_nonmem_initial_values_and_bounds(model, monkeypatc
 
     table = tomllib.loads((MODEL_FILE.parent / "pheno_fit.toml").read_text())
     assert table.pop("kind") == "fit" and table["model"] == "pheno.py:pheno"
-    monkeypatch.setattr(fit_config, "get_model", lambda name: model)
-    spec = fit_config.BuiltFit(validate(fit_config.FitConfig, table)).estimation_spec()
+    built = fit_config.BuiltFit(validate(fit_config.FitConfig, table, MODEL_FILE.parent))
+    assert built.model is model
+    spec = built.estimation_spec()
     expected = pheno_spec(INITIAL_THETA, INITIAL_OMEGA2, INITIAL_SIGMA)
     assert spec.typical == expected.typical and spec.omega2 == pytest.approx(expected.omega2, rel=1e-14)
     assert spec.residual["conc_mg_per_l"].proportional == pytest.approx(math.sqrt(INITIAL_SIGMA), rel=1e-15)

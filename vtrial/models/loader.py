@@ -190,7 +190,8 @@ def check_model(model, where: str = "model") -> None:
     naming `where` (the file, entry point or name)."""
     if not isinstance(model, Model):
         raise SpecError("model", f"{where}: must return a vtrial.models.Model, got {type(model).__name__}")
-    p = {k: jnp.asarray(v, dtype=float) for k, v in model.typical_values().items()}
+    # With the model's derived quantities (its $PK, `Model.derive`), as the solve sees them.
+    p = model.derive({k: jnp.asarray(v, dtype=float) for k, v in model.typical_values().items()})
     n = model.n_states
     try:
         y0 = model.initial_state(p)
