@@ -160,3 +160,16 @@ def test_vtrial_model_checks_pass_and_a_wrong_linear_pk_fails_with_5(tmp_path):
     assert wrong.exit_code == 5, wrong.output
     text = " ".join(wrong.output.split())
     assert "FAIL linear_pk" in text and "pass gradients" in text
+
+
+def test_a_model_with_individual_parameters_loads_and_passes_its_checks():
+    """A model that computes its parameters from covariates (NONMEM's $PK: pheno's
+    CL = THETA1*WGT, V = ...) is checked with its derived quantities: loading (the
+    vector field at the typical values) and every check of `vtrial model` (jit, vmap,
+    gradients, its linear PK against the ODE) pass."""
+    from vtrial.jobs.model_check import check_model_code
+
+    model = load_model("pheno.py:pheno", Path(__file__).parent / "models")
+    results = check_model_code(model)
+    assert [r.name for r in results] == ["jit", "vmap", "gradients", "linear_pk"]
+    assert all(r.passed for r in results), [r.detail for r in results if not r.passed]

@@ -77,8 +77,9 @@ def _observe_fn(model: Model, times, options: SolverOptions):
 
     def observe(p):
         sol = solve_animal(model, p, doses, times, options=options)
-        ys = jax.vmap(lambda y: jnp.stack([o.fn(y, p) for o in model.observables]))(sol.states)
-        return ys.T, sol.status  # (n_observables, n_times)
+        observed = jax.vmap(lambda y: model.observe(y, p))(sol.states)  # derived quantities ($PK) included
+        ys = jnp.stack([observed[o.name] for o in model.observables])
+        return ys, sol.status  # (n_observables, n_times)
 
     return observe
 
