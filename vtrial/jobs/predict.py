@@ -127,7 +127,8 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
         raise SpecError("kind", f"vtrial predict takes a fit or trial config; this is a {kind!r} config")
     prepared = _prepare(config, seed=None, animals_per_arm=None, chunk_size=None, animals=None)
     model, population, spec, options, built = _population(prepared)
-    dataset = read_nonmem(data, model, spec)
+    # Observation rows need no DV to be predicted (NONMEM's $SIMULATION datasets have none).
+    dataset = read_nonmem(data, model, spec, dv_required=False)
     rows = pd.read_csv(data, dtype=str, keep_default_na=False)
     scale = np.asarray(dataset.dv_scale, float)
     # A fit config's additive residual SDs are in the DV unit; the simulation's in the model's.
