@@ -35,6 +35,8 @@ from typer.testing import CliRunner
 import vtrial as vt
 from vtrial.cli import app
 
+from mutations import mutate_paths
+
 settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.register_profile("release", max_examples=5000, deadline=None,
@@ -72,19 +74,8 @@ odd_values = st.one_of(
 def mutated_configs(draw):
     name = draw(st.sampled_from(sorted(CONFIGS)))
     data = copy.deepcopy(CONFIGS[name])
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        path = draw(st.sampled_from(PATHS[name]))
-        node = data
-        try:
-            for part in path[:-1]:
-                node = node[part]
-            value = draw(odd_values)
-            if value is DELETE:
-                del node[path[-1]]
-            else:
-                node[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed or replaced this path
+    mutate_paths(draw, data, st.sampled_from(PATHS[name]), odd_values, delete=DELETE,
+                 times=draw(st.integers(min_value=1, max_value=3)))
     if draw(st.booleans()) and isinstance(data, dict):
         data[draw(st.sampled_from(["zz_unknown", "seeed", "arm"]))] = 1
     return name, data

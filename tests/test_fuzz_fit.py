@@ -28,6 +28,7 @@ import vtrial as vt
 from vtrial.cli import app
 
 from conftest import REPO_ROOT
+from mutations import mutate_paths
 
 RELEASE = os.environ.get("VTRIAL_FUZZ_PROFILE", "ci") == "release"
 FUZZ = settings(max_examples=2000 if RELEASE else 30, deadline=None, derandomize=not RELEASE,
@@ -120,19 +121,8 @@ FIT_PATHS = list(_paths(FIT))
 def mutated_fit_configs(draw) -> dict:
     table = copy.deepcopy(FIT)
     table["vpc"]["replicates"] = 0
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        path = draw(st.sampled_from(FIT_PATHS))
-        node = table
-        try:
-            for part in path[:-1]:
-                node = node[part]
-            value = draw(ODD_VALUES)
-            if value is None:
-                del node[path[-1]]
-            else:
-                node[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed or replaced this path
+    mutate_paths(draw, table, st.sampled_from(FIT_PATHS), ODD_VALUES, delete=None,
+                 times=draw(st.integers(min_value=1, max_value=3)))
     if draw(st.booleans()):
         table.setdefault("covariate_effects", []).append(
             {"parameter": draw(st.sampled_from(["cl", "v1", "zz"])), "covariate": "bw", "reference": 70.0, "exponent": 0.75})
