@@ -83,6 +83,7 @@ def test_el4_curve_fit_table_contract(el4_typical):
         assert r.ci_low <= r.estimate <= r.ci_high and r.se >= 0
 
 
+@pytest.mark.long
 def test_el4_ci_covers_ki_in_90_of_100_experiments(el4, compile_log):
     """100 seeded experiments of 12 concentrations x 3 replicates, all 300 replicate
     series in one batched solve; one compiled 4PL fit reused for every experiment."""

@@ -1,7 +1,8 @@
 """Every benchmark script runs end to end (`--quick`) and writes a complete, finite JSON.
 
 The scripts measure and never assert; this only checks that they work and report what
-their docstrings promise. Each is loaded by path (benchmarks/ is no package)."""
+their docstrings promise. Each is loaded by path (benchmarks/ is no package). Benchmark
+runs are long validations (`python -m pytest -m long`, CI's second step)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_data
+
+pytestmark = pytest.mark.long
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 PK_CONFIG = """

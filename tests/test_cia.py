@@ -221,7 +221,13 @@ def _runs_without_a_dataset(path) -> bool:
     return 'kind = "fit"' not in path.read_text()
 
 
-@pytest.mark.parametrize("config", sorted(p for p in (ROOT / "configs").glob("*.toml") if _runs_without_a_dataset(p)),
+#: Configs whose full run is a long validation (dose search and dose-response sweeps: many
+#: animal-regimens); their jobs' small runs are in tests/test_optimize.py and test_msu_peritonitis.py.
+LONG_CONFIGS = ("cia_dose_optimization", "msu_dose_response")
+
+
+@pytest.mark.parametrize("config", [pytest.param(p, marks=pytest.mark.long) if p.stem in LONG_CONFIGS else p
+                                    for p in sorted((ROOT / "configs").glob("*.toml")) if _runs_without_a_dataset(p)],
                          ids=lambda p: p.stem)
 def test_every_shipped_config_runs(config, tmp_path):
     """Every shipped config runs; where `tests/golden/<config>/` holds the numbers an earlier

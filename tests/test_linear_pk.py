@@ -91,6 +91,7 @@ def test_closed_form_matches_ode_path_on_variable_animals(cia_population):
     assert exact.solution.n_steps.mean() < 0.5 * ode.solution.n_steps.mean()
 
 
+@pytest.mark.long
 def test_closed_form_gradient_matches_finite_differences():
     model = vt.models.get_model("cia_rat")
     p0 = {k: jnp.asarray(v) for k, v in model.typical_values().items()}

@@ -108,7 +108,7 @@ def test_time_varying_weight_matches_nonmem(path):
     within_nonmem_precision(cp[0][data.obs_mask[0]], nonmem.CP.to_numpy()[rows - 1], np.array([f"row {r}" for r in rows]))
 
 
-@pytest.mark.parametrize("path", ["closed_form", pytest.param("ode", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("path", ["closed_form", pytest.param("ode", marks=pytest.mark.long)])
 def test_gradients_through_steady_state_match_central_differences(path):
     """d(sum of CP)/d(CL, KA, LAGT) through SS infusions with II < duration (scenario 12),
     SS boluses with lag and F (15) and an EVID 4 SS record with lag (23)."""

@@ -202,6 +202,7 @@ def test_shipped_config_builds():
     assert len(built.space.shapes()) == 5
 
 
+@pytest.mark.long
 def test_cia_grid_and_gradient_agree_within_the_grid_resolution():
     """CIA-1, 24 animals, 8 doses per shape: the gradient's least total drug lies within one
     grid step of the grid's answer, on the same animals."""

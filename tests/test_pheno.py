@@ -79,7 +79,7 @@ def at_nonmem(model, data):
     return fit_population(model, data, pheno_spec(THETA, OMEGA2, SIGMA), max_iterations=0, covariance=None)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_fit_from_nonmem_initial_values_matches_nonmem(fit):
     assert fit.converged and fit.covariance_step == "ok", fit.warnings
     assert fit.ofv == pytest.approx(OFV, abs=0.05)
@@ -101,7 +101,7 @@ def test_fit_from_nonmem_initial_values_matches_nonmem(fit):
     assert fit.eta_shrinkage_pct["tvv"] == pytest.approx(13.581, abs=2.0)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_pred_and_ipred_at_nonmem_estimates_and_ebes(at_nonmem, model):
     assert at_nonmem.ofv == pytest.approx(OFV, abs=0.05)
     ebe = pd.read_csv(PHENO / "pheno_reference_ebe.csv")

@@ -302,6 +302,7 @@ def oral_study():
     return oral_population_data(60, [0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 24.0])
 
 
+@pytest.mark.long
 def test_one_compartment_oral_recovers_the_truth(oral_study):
     """The oral study fitted (FOCE-I) from a start 20-30% away."""
     model, truth, effects, residual, params, data = oral_study
@@ -451,6 +452,7 @@ def _on_two_devices(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.long
 def test_a_fit_split_over_two_devices_equals_one_device(model):
     """Subjects split over two CPU devices (as `vtrial fit` does on a 2-core machine, and
     over GPUs): the same fit to rounding as on one device, the optimiser's host callback
@@ -464,6 +466,7 @@ def test_a_fit_split_over_two_devices_equals_one_device(model):
     np.testing.assert_allclose(two["se"], list(one.se.values()), rtol=1e-5)
 
 
+@pytest.mark.long
 def test_dense_sampling_on_two_devices_does_not_hang():
     """FOCE-I and FO with 64 observations per subject on two devices: the per-subject
     factorisations (CWRES; FO's objective) stay under jaxlib's parallel LAPACK path."""

@@ -135,7 +135,7 @@ def _marks(lang: str, body: str):
     commands = bash_commands(body) if lang == "bash" else []
     runs = [c for c in commands if (c[:1] == ["vtrial"] or c[:3] == ["python", "-m", "vtrial"])
             and not any(o in c for o in PARSED_ONLY)]
-    return [pytest.mark.slow] if len(runs) >= 3 or any(a.startswith("../shared/") for c in runs for a in c) else []
+    return [pytest.mark.long] if len(runs) >= 3 or any(a.startswith("../shared/") for c in runs for a in c) else []
 
 
 @pytest.mark.parametrize("line, lang, body", [pytest.param(n, lang, body, marks=_marks(lang, body), id=f"README.md:{n}-{lang}")

@@ -19,7 +19,7 @@ from vtrial.models import load_model
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_tutorial_steps(tmp_path, monkeypatch):
     work = tmp_path / "my_study"
     work.mkdir()
