@@ -37,13 +37,14 @@ def _root():
 def fail(message: str, code: int = BAD_INPUT):
     """Print `error: <message>` on stderr and exit with `code`; the message is printed
     literally (its `[data.routes]`-style key names are text, not rich markup)."""
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    # soft_wrap: a long path or key is never broken across lines (it stays copyable and greppable).
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
     """Print `warning: <message>` on stderr, the message literally."""
-    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def say(text: str, *, done: str | None = None, to=None) -> None:
