@@ -20,3 +20,15 @@ def mutate_paths(draw, table: dict, paths, values, *, delete, times) -> None:
                 node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue
+
+
+def config_paths(node, path=()):
+    """Every key path of a config table (tuples of keys and list indices), depth first."""
+    if path:
+        yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from config_paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from config_paths(v, (*path, i))

@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 import vtrial as vt
 from vtrial.cli import app
 
-from mutations import mutate_paths
+from mutations import config_paths, mutate_paths
 
 settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -48,18 +48,8 @@ CONFIGS = {p.name: tomllib.loads(p.read_text()) for p in sorted((ROOT / "configs
 DELETE = object()
 
 
-def _paths(node, path=()):
-    if path:
-        yield path
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, (*path, i))
 
-
-PATHS = {name: list(_paths(cfg)) for name, cfg in CONFIGS.items()}
+PATHS = {name: list(config_paths(cfg)) for name, cfg in CONFIGS.items()}
 
 odd_values = st.one_of(
     st.sampled_from([DELETE, 0, -1, 1e308, -1e308, 1e-308, math.nan, math.inf, -math.inf, True, False, "", "x", "1",

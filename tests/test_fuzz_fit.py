@@ -28,7 +28,7 @@ import vtrial as vt
 from vtrial.cli import app
 
 from conftest import REPO_ROOT
-from mutations import mutate_paths
+from mutations import config_paths, mutate_paths
 
 RELEASE = os.environ.get("VTRIAL_FUZZ_PROFILE", "ci") == "release"
 FUZZ = settings(max_examples=2000 if RELEASE else 30, deadline=None, derandomize=not RELEASE,
@@ -103,18 +103,8 @@ ODD_VALUES = st.one_of(
 )
 
 
-def _paths(node, path=()):
-    if path:
-        yield path
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, (*path, i))
 
-
-FIT_PATHS = list(_paths(FIT))
+FIT_PATHS = list(config_paths(FIT))
 
 
 @st.composite
