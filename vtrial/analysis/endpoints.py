@@ -24,12 +24,20 @@ def _window(times_h: np.ndarray, e: Endpoint) -> np.ndarray:
     return (times_h >= lo) & (times_h <= hi)
 
 
-def endpoint_values(endpoints: Sequence[Endpoint], times_h, predictions: Mapping, xp=np) -> dict:
+def endpoint_values(endpoints: Sequence[Endpoint], times_h, predictions: Mapping, xp=np, exact: Mapping | None = None) -> dict:
     """Each endpoint's value per animal: `predictions[observable]` is `(m, n_times)` at
-    `times_h`, which must contain every endpoint's window ends (and `value` times)."""
+    `times_h`, which must contain every endpoint's window ends (and `value` times).
+
+    `exact`: endpoint name -> `(m,)` values computed from the solver (AUC as an integrated
+    state, peaks located between output times; `vtrial.engine.exposure`), used as given;
+    the others are taken from the grid (trapezoidal AUC, largest output value): what can
+    be done with sampled data (observations), exact for `value`."""
     times = np.asarray(times_h, dtype=float)
     out = {}
     for e in endpoints:
+        if exact is not None and e.name in exact:
+            out[e.name] = exact[e.name]
+            continue
         y = predictions[e.observable]
         if e.statistic == "value":  # at its time, or at the end of the run
             out[e.name] = y[:, -1 if e.start_h is None else int(np.searchsorted(times, e.start_h))]

@@ -101,8 +101,9 @@ def sweep(
     table = pd.concat([animals.assign(arm=a.name) for a in arms], ignore_index=True)
     start = time.perf_counter()
     inputs = prepare_trial(model, arms, population, times_h=times_h, animals=table)
-    chunks = trial_chunks(model, inputs, times_h, seed=0, with_error=False, options=options, chunk_size=chunk_size)
     endpoints = requirement_endpoints(requirements)
+    chunks = trial_chunks(model, inputs, times_h, seed=0, with_error=False, options=options, chunk_size=chunk_size,
+                          endpoints=endpoints)
     values = np.full((len(arms), n, len(requirements)), np.nan)
     status = np.zeros((len(arms), n), np.int32)
     steps = np.zeros((len(arms), n), np.int64)
@@ -110,7 +111,7 @@ def sweep(
     arm_index, position = inputs.arm_index, inputs.position
     done = 0
     for chunk in chunks:
-        got = endpoint_values(endpoints, times_h, chunk.predictions)
+        got = endpoint_values(endpoints, times_h, chunk.predictions, exact=chunk.exact)
         a, i = arm_index[chunk.rows], position[chunk.rows]
         values[a, i] = np.stack([got[e.name] for e in endpoints], axis=-1)
         status[a, i], steps[a, i] = chunk.status, chunk.n_steps

@@ -29,10 +29,11 @@ from vtrial.analysis.tables import frame, observation_columns, trajectory_column
 from vtrial.design.dosing import Regimen, lower_regimens
 from vtrial.design.population import Population, ResidualDraw
 from vtrial.engine.events import DoseRecords
+from vtrial.engine.exposure import exposure_spec, result_name
 from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
 from vtrial.engine.solve import STATUS_NAMES, SolverOptions
 from vtrial.errors import SpecError
-from vtrial.models.base import Model
+from vtrial.models.base import Endpoint, Model
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,10 @@ def prepare_trial(
 # the trial pipeline
 
 
+#: The runner's key of an endpoint computed in the solve (`vtrial.engine.exposure`).
+EXACT_PREFIX = result_name("")
+
+
 @dataclass(frozen=True)
 class TrialChunk:
     """One chunk of a trial, in simulation order (`vtrial.engine.runner.ChunkResult` plus
@@ -243,7 +248,9 @@ class TrialChunk:
     - `observations`: observable -> `(m, n_times)` with residual error, for the observed
       observables (at every output time: a sampling scheme masks them);
     - `status`, `n_steps`: `(m,)`;
-    - `states`: `(m, n_times, n_states)` or None; `result`: the runner's chunk.
+    - `states`: `(m, n_times, n_states)` or None; `result`: the runner's chunk;
+    - `exact`: endpoint name -> `(m,)`, the endpoints computed from the solver
+      (`trial_chunks(endpoints=...)`, `vtrial.engine.exposure`), NaN where the animal failed.
     """
 
     rows: np.ndarray
@@ -253,6 +260,7 @@ class TrialChunk:
     n_steps: np.ndarray
     states: np.ndarray | None
     result: ChunkResult
+    exact: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class TrialChunks:
@@ -278,7 +286,8 @@ class TrialChunks:
         for res in self.runner:
             source = res.extras if self.with_error else res.observables
             observations = {name: source[name] for name in self.observed}
-            yield TrialChunk(res.animals, res.observables, observations, res.status, res.n_steps, res.states, res)
+            exact = {name.removeprefix(EXACT_PREFIX): v for name, v in res.extras.items() if name.startswith(EXACT_PREFIX)}
+            yield TrialChunk(res.animals, res.observables, observations, res.status, res.n_steps, res.states, res, exact)
         self.run_seconds = time.perf_counter() - start - self.runner.compile_seconds
 
 
@@ -304,12 +313,15 @@ def trial_chunks(
     store=None,
     devices=None,
     order="cost",
+    endpoints: Sequence[Endpoint] = (),
 ) -> TrialChunks:
     """The trial pipeline over `inputs` (from `prepare_trial`): iterate for `TrialChunk`s.
 
     `observed`: observables to draw residual error for, inside the compiled solve
     (`ResidualDraw`); `with_error=False` gives the predictions instead (e.g. typical
-    animals). The other arguments are the runner's
+    animals). `endpoints`: those whose statistic is an AUC, mean, maximum, minimum or
+    time of maximum are computed from the solver, exactly whatever the output grid
+    (`vtrial.engine.exposure`), into `TrialChunk.exact`. The other arguments are the runner's
     (`vtrial.engine.runner.iter_population_chunks`). Inputs are checked now, before
     anything is compiled; chunks are solved lazily.
     """
@@ -323,7 +335,7 @@ def trial_chunks(
         model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order,
         states=states, devices=devices, store=store, lane_outputs=draw,
         lane_data=draw.lane(inputs.arm_index, inputs.position) if draw else None,
-        shared=draw.shared(residual, seed) if draw else None,
+        shared=draw.shared(residual, seed) if draw else None, exposure=exposure_spec(endpoints, times_h),
     )
     return TrialChunks(model, inputs, runner, observed, with_error)
 

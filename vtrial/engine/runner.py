@@ -47,6 +47,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from vtrial.engine import distributed, export_cache, lapack
 from vtrial.engine.events import DoseRecords
+from vtrial.engine.exposure import ExposureSpec, exposure_solver
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
 from vtrial.engine.inputs import check_inputs, check_times  # noqa: F401  (check_times: re-exported)
@@ -207,19 +208,25 @@ class AbstractLaneOutputs(Protocol):
 @lru_cache(maxsize=64)
 def batched_solver(
     model: Model, options: SolverOptions, t0: float, mesh: Mesh | None = None, states: bool = True,
-    lane_outputs: AbstractLaneOutputs | None = None,
+    lane_outputs: AbstractLaneOutputs | None = None, exposure: ExposureSpec | None = None,
 ) -> Callable:
     """The jit-compiled, vmapped solve of `model` (cached per model, options, t0, mesh,
-    `lane_outputs`): `f(params, doses, save_times, lane, shared)`.
+    `lane_outputs`, `exposure`): `f(params, doses, save_times, lane, shared)`. With an
+    `exposure` spec its endpoints are computed in the solve (`vtrial.engine.exposure`).
 
     With a `mesh`, the vmapped solve runs under `shard_map`: every device solves its
     own slice of the animal axis independently.
     """
 
+    solve_exposure = None if exposure is None else exposure_solver(model, exposure)
+
     def one(p, doses, save_times, lane, shared):
-        sol = solve_animal(model, p, doses, save_times, t0=t0, options=options)
+        if exposure is None:
+            sol, exact = solve_animal(model, p, doses, save_times, t0=t0, options=options), {}
+        else:
+            sol, exact = solve_exposure(p, doses, save_times, t0, options)
         obs = observe_animal(model, p, doses, sol.states, save_times)
-        extras = lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}
+        extras = (lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}) | exact
         return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
 
     vmapped = jax.vmap(one, in_axes=(0, 0, None, 0, None))
@@ -269,7 +276,7 @@ _COMPILED_MAX = 32
 
 def compiled_solver(
     model: Model, options: SolverOptions, t0: float, args, *, mesh: Mesh | None = None, states: bool = True,
-    lane_outputs: AbstractLaneOutputs | None = None,
+    lane_outputs: AbstractLaneOutputs | None = None, exposure: ExposureSpec | None = None,
 ) -> tuple[Callable, float]:
     """Ahead-of-time compiled solver for the shapes of `args`, and the seconds compiling took.
 
@@ -279,7 +286,7 @@ def compiled_solver(
     persistent cache.
     """
     shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves(args))
-    key = (model, options, t0, mesh, states, lane_outputs, jax.tree_util.tree_structure(args), shapes)
+    key = (model, options, t0, mesh, states, lane_outputs, exposure, jax.tree_util.tree_structure(args), shapes)
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key], 0.0
@@ -287,9 +294,9 @@ def compiled_solver(
     mesh_key = None if mesh is None else (mesh.size, mesh.devices.flat[0].platform, mesh.axis_names)
     # The LAPACK work bound decides the solve's chunking at trace time (`batched_solver`).
     path = export_cache.entry_path(
-        model, ("batched_solver", options, float(t0), mesh_key, states, lane_outputs, lapack.LAPACK_PARALLEL_WORK), args
+        model, ("batched_solver", options, float(t0), mesh_key, states, lane_outputs, exposure, lapack.LAPACK_PARALLEL_WORK), args
     )
-    compiled = export_cache.compile_exported(batched_solver(model, options, t0, mesh, states, lane_outputs), path, args)
+    compiled = export_cache.compile_exported(batched_solver(model, options, t0, mesh, states, lane_outputs, exposure), path, args)
     _COMPILED[key] = compiled
     while len(_COMPILED) > _COMPILED_MAX:
         _COMPILED.popitem(last=False)
@@ -319,7 +326,7 @@ class PopulationChunks:
     """
 
     def __init__(self, model, params, doses, times_h, *, t0, options, chunk_size, order, states, devices, store,
-                 lane_data=None, shared=None, lane_outputs=None):
+                 lane_data=None, shared=None, lane_outputs=None, exposure=None):
         n = check_inputs(model, params, doses, times_h, t0)
         if isinstance(order, str):
             if order not in ("cost", "input"):
@@ -340,7 +347,7 @@ class PopulationChunks:
         for name, v in self.lane_data.items():
             if v.shape[:1] != (n,):
                 raise SpecError(f"lane_data.{name}", f"needs one entry per animal: shape ({n}, ...), got {v.shape}")
-        self.lane_outputs = lane_outputs
+        self.lane_outputs, self.exposure = lane_outputs, exposure
         self._shared = distributed.to_global(jax.tree_util.tree_map(np.asarray, shared or {}), replicated)
         self._fn = None
         self.compile_seconds = self.run_seconds = 0.0
@@ -406,6 +413,7 @@ class PopulationChunks:
         if self._fn is None:
             self._fn, self.compile_seconds = compiled_solver(
                 self.model, self.options, self.t0, args, mesh=self.mesh, states=self.states, lane_outputs=self.lane_outputs,
+                exposure=self.exposure,
             )
             start += self.compile_seconds
         return k, idx, self._fn(*args), start  # the solve runs asynchronously
@@ -448,6 +456,7 @@ def iter_population_chunks(
     lane_data: Mapping[str, np.ndarray] | None = None,
     shared=None,
     lane_outputs: AbstractLaneOutputs | None = None,
+    exposure: ExposureSpec | None = None,
 ) -> PopulationChunks:
     """Solve a population chunk by chunk; iterate the result for `ChunkResult`s.
 
@@ -459,13 +468,15 @@ def iter_population_chunks(
       processes skip finished chunks and yield only the ones they computed);
     - `lane_outputs`, `lane_data` (name -> `(n_animals, ...)`), `shared` (a pytree):
       per-animal outputs computed inside the compiled solve (see `AbstractLaneOutputs`),
-      returned in `ChunkResult.extras`.
+      returned in `ChunkResult.extras`;
+    - `exposure`: endpoints computed from the solver (`vtrial.engine.exposure`), returned
+      in `ChunkResult.extras` under `exposure.result_name(name)`.
 
     Inputs are checked now, before anything is compiled; chunks are solved lazily.
     """
     return PopulationChunks(
         model, params, doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order, states=states,
-        devices=devices, store=store, lane_data=lane_data, shared=shared, lane_outputs=lane_outputs,
+        devices=devices, store=store, lane_data=lane_data, shared=shared, lane_outputs=lane_outputs, exposure=exposure,
     )
 
 

@@ -89,7 +89,7 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     write_rows = ctx.trajectories if ctx.trajectories is not None else n * times.size <= TRAJECTORY_ROWS_AUTO
     chunks = trial_chunks(
         model, inputs, times, seed=seed, observed=tuple(masks), with_error=not ctx.typical, options=built.options,
-        chunk_size=ctx.chunk_size or cfg.chunk_size, store=ctx.chunk_store,
+        chunk_size=ctx.chunk_size or cfg.chunk_size, store=ctx.chunk_store, endpoints=built.endpoints,
     )
     arm_order = [a.name for a in built.arms]
     arm_name, arm_index, animal = (table[c].to_numpy() for c in ("arm", "arm_index", "animal"))
@@ -117,7 +117,7 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
             i, pred = chunk.rows, chunk.predictions
             status[i], steps[i] = chunk.status, chunk.n_steps
             summary.add(arm_index[i], pred)
-            for name, v in endpoint_values(built.endpoints, times, pred).items():
+            for name, v in endpoint_values(built.endpoints, times, pred, exact=chunk.exact).items():
                 per_animal[name][i] = v
             if write_rows:
                 trajectories.write_columns(trajectory_columns(arm_codes[i], animal_ids[i], times, pred))
