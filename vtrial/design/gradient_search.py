@@ -73,6 +73,7 @@ from vtrial.design.dosing import lower_regimens
 from vtrial.design.regimen_space import RegimenShape
 from vtrial.design.targets import Requirement, requirement_endpoints, requirement_margins, requirement_values
 from vtrial.engine.events import DoseRecords
+from vtrial.engine.exposure import exposure_solver, exposure_spec
 from vtrial.engine.solve import SolverOptions, solve_animal
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
@@ -171,13 +172,20 @@ def _lane_margins(model: Model, requirements: tuple[Requirement, ...], times_h: 
     # derivatives from the split solve anyway (a custom VJP around the one-solve path),
     # so solving the one-solve path first would only add work (and ~40% compile time).
     options = replace(options, events="split")
+    # AUCs and peaks from the solver, as the grid search takes them (`vtrial.engine.exposure`).
+    spec = exposure_spec(endpoints)
+    solve_exposure = exposure_solver(model, spec) if spec is not None else None
 
     def one(u, p, unit_doses, vehicle):
         def margins_of(u):
             doses = unit_doses._replace(amount=unit_doses.amount * jnp.exp(u))
-            sol = solve_animal(model, p, doses, times, options=options)
+            if solve_exposure is None:
+                sol, exact = solve_animal(model, p, doses, times, options=options), {}
+            else:
+                sol, exact = solve_exposure(p, doses, times, 0.0, options)
             observed = jax.vmap(lambda y: model.observe(y, p))(sol.states)
-            got = endpoint_values(endpoints, times, {k: v[None, :] for k, v in observed.items()}, xp=jnp)
+            exact = {name: v[None] for name, v in exact.items()}
+            got = endpoint_values(endpoints, times, {k: v[None, :] for k, v in observed.items()}, xp=jnp, exact=exact)
             values = jnp.stack([got[e.name][0] for e in endpoints])
             judged = requirement_values(requirements, values, vehicle, xp=jnp)
             return requirement_margins(requirements, judged, xp=jnp), sol.status

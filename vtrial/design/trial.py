@@ -335,7 +335,7 @@ def trial_chunks(
         model, inputs.params, inputs.doses, times_h, t0=t0, options=options, chunk_size=chunk_size, order=order,
         states=states, devices=devices, store=store, lane_outputs=draw,
         lane_data=draw.lane(inputs.arm_index, inputs.position) if draw else None,
-        shared=draw.shared(residual, seed) if draw else None, exposure=exposure_spec(endpoints, times_h),
+        shared=draw.shared(residual, seed) if draw else None, exposure=exposure_spec(endpoints),
     )
     return TrialChunks(model, inputs, runner, observed, with_error)
 

@@ -30,13 +30,13 @@ AUC like every other state.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vtrial.engine.events import (
     DoseRecords, build_event_table, covariate_changes, parameters_at, rates_after_events,
@@ -55,13 +55,13 @@ N_REFINE = 4
 @dataclass(frozen=True)
 class ExactEndpoint:
     """One endpoint computed in the solve: `statistic` of `observable` over
-    `[start_h, end_h]` (resolved against the output times)."""
+    `[start_h, end_h]` (None: the first or last output time)."""
 
     name: str
     observable: str
     statistic: str
-    start_h: float
-    end_h: float
+    start_h: float | None
+    end_h: float | None
 
 
 @dataclass(frozen=True)
@@ -80,19 +80,13 @@ class ExposureSpec:
         return tuple(e for e in self.endpoints if e.statistic in ("max", "min", "tmax"))
 
 
-def exposure_spec(endpoints, times_h) -> ExposureSpec | None:
-    """The spec of `endpoints` (`vtrial.models.base.Endpoint`) whose statistic is taken
-    from the solver, over the output times `times_h`; None when there are none."""
-    times = np.asarray(times_h, dtype=float)
-    out = []
-    for e in endpoints:
-        e: Endpoint
-        if e.statistic not in EXACT_STATISTICS:
-            continue
-        lo = float(times[0] if e.start_h is None else e.start_h)
-        hi = float(times[-1] if e.end_h is None else e.end_h)
-        out.append(ExactEndpoint(e.name, e.observable, e.statistic, lo, hi))
-    return ExposureSpec(tuple(out)) if out else None
+def exposure_spec(endpoints: Sequence[Endpoint]) -> ExposureSpec | None:
+    """The spec of the `endpoints` whose statistic is taken from the solver; None when
+    there are none. A window end not given is the first or last output time of the solve
+    (so one compiled solve serves every grid of the same length)."""
+    out = tuple(ExactEndpoint(e.name, e.observable, e.statistic, e.start_h, e.end_h)
+                for e in endpoints if e.statistic in EXACT_STATISTICS)
+    return ExposureSpec(out) if out else None
 
 
 def result_name(endpoint_name: str) -> str:
@@ -145,7 +139,7 @@ def _hermite_peak(c0, c1, m0, m1):
 def exposure_solver(model: Model, spec: ExposureSpec):
     """`solve(p, doses, save_times, t0, options)`: `solve_animal` of one animal plus its
     exact endpoints, `(AnimalSolution at save_times with the model's own states,
-    {result_name(name): value})`. Made outside any trace (the augmented model is built
+    {endpoint name: value})`. Made outside any trace (the augmented model is built
     and checked here)."""
     solved_model = augmented(model, spec.integrated) if spec.integrated else model
 
@@ -184,27 +178,26 @@ def _solve_with_exposure(model: Model, solved_model: Model, p, doses, save_times
         if e.statistic not in ("auc", "mean"):
             continue
         col = n + integrated.index(e.observable)
-        lo = jnp.searchsorted(save_times, e.start_h, side="left")
-        hi = jnp.searchsorted(save_times, e.end_h, side="right") - 1
+        lo = 0 if e.start_h is None else jnp.searchsorted(save_times, e.start_h, side="left")
+        hi = n_save - 1 if e.end_h is None else jnp.searchsorted(save_times, e.end_h, side="right") - 1
         auc = grid_states[hi, col] - grid_states[lo, col]
-        out[result_name(e.name)] = auc if e.statistic == "auc" else auc / (save_times[hi] - save_times[lo])
+        out[e.name] = auc if e.statistic == "auc" else auc / (save_times[hi] - save_times[lo])
     if peaks:
-        out |= _peaks(model, q, doses, events, event_t, ts, sol.states[:, :n], options, peaks)
+        out |= _peaks(model, q, doses, events, event_t, ts, sol.states[:, :n], save_times, options, peaks)
     return AnimalSolution(grid_states[:, :n], sol.status, sol.n_steps), out
 
 
-def _peaks(model: Model, q, doses, events, event_t, ts, y_out, options: SolverOptions, peaks) -> dict:
+def _peaks(model: Model, q, doses, events, event_t, ts, y_out, save_times, options: SolverOptions, peaks) -> dict:
+    """Every peak endpoint at once: endpoints of the same observable, sense and window
+    share one search, and all searches share one vmapped refinement."""
     dtype = y_out.dtype
-    y0 = model.initial_state(q).astype(dtype)
     at = (event_t[None, :] == ts[:, None]).astype(dtype)  # (n_points, n_events)
     bolus = events.bolus.astype(dtype)
     if events.reset is None:  # outputs at an event time are the values just before it
-        y_pre = y_out
-        y_post = y_out + at @ bolus
+        y_pre, y_post = y_out, y_out + at @ bolus
     else:  # NONMEM items: outputs see the events at their time (a reset's left side is lost)
-        y_post = y_out
         reset_at = (at * events.reset[None, :]).sum(axis=1) > 0
-        y_pre = jnp.where(reset_at[:, None], y_out, y_out - at @ bolus)
+        y_pre, y_post = jnp.where(reset_at[:, None], y_out, y_out - at @ bolus), y_out
     rates = rates_after_events(events, dtype)
     r_pre = rates[jnp.searchsorted(event_t, ts, side="left", method="compare_all")]
     r_post = rates[jnp.searchsorted(event_t, ts, side="right", method="compare_all")]
@@ -219,90 +212,88 @@ def _peaks(model: Model, q, doses, events, event_t, ts, y_out, options: SolverOp
         q_pre = per_point(parameters_at(model, q, doses, ts, after=False))
         q_post = per_point(parameters_at(model, q, doses, ts, after=True))
 
-    def slope_fn(fn):
-        def value_and_slope(t, y, qq, r):
-            return jax.jvp(lambda x: jnp.asarray(fn(x, qq), dtype), (y,), (model.vector_field(t, y, qq, r),))
-        return value_and_slope
+    groups = tuple(dict.fromkeys((e.observable, e.statistic == "min", e.start_h, e.end_h) for e in peaks))
+    fns = tuple(model.observable(g[0]).fn for g in groups)
+    signs = jnp.asarray([-1.0 if g[1] else 1.0 for g in groups], dtype)
+    lo = jnp.stack([save_times[0] if g[2] is None else jnp.asarray(g[2], dtype) for g in groups])
+    hi = jnp.stack([save_times[-1] if g[3] is None else jnp.asarray(g[3], dtype) for g in groups])
 
-    out = {}
-    cached = {}
-    for e in peaks:
-        sign = -1.0 if e.statistic == "min" else 1.0
-        fn = model.observable(e.observable).fn
-        if e.observable not in cached:
-            vs = slope_fn(fn)
-            cached[e.observable] = (jax.vmap(vs)(ts, y_pre, q_pre, r_pre), jax.vmap(vs)(ts, y_post, q_post, r_post))
-        (c_pre, d_pre), (c_post, d_post) = cached[e.observable]
-        value, time = _peak_in_window(
-            model, fn, sign, e.start_h, e.end_h, ts, (sign * c_pre, sign * d_pre), (sign * c_post, sign * d_post),
-            y_post, q_post, r_post, options,
-        )
-        out[result_name(e.name)] = time if e.statistic == "tmax" else sign * value
-    return out
+    def value_and_slope(t, y, qq, r):
+        """Each group's signed observable and its time derivative along the vector field."""
+        def signed(x):
+            return signs * jnp.stack([jnp.asarray(fn(x, qq), dtype) for fn in fns])
+        return jax.jvp(signed, (y,), (model.vector_field(t, y, qq, r),))
 
-
-def _peak_in_window(model, fn, sign, lo, hi, ts, pre, post, y_post, q_post, r_post, options: SolverOptions):
-    """The largest of `sign * observable` over [lo, hi] and its first time."""
-    dtype = ts.dtype
-    (c_pre, d_pre), (c_post, d_post) = pre, post
-    inside = (ts >= lo) & (ts <= hi)
+    c_pre, d_pre = jax.vmap(value_and_slope)(ts, y_pre, q_pre, r_pre)  # (n_points, n_groups)
+    c_post, d_post = jax.vmap(value_and_slope)(ts, y_post, q_post, r_post)
     neg = jnp.asarray(-jnp.inf, dtype)
     # Values at the saved points: just before (a grid value) and just after their events
     # (a maximum right at a dose or at the end of an infusion).
-    point_values = jnp.concatenate([jnp.where(inside, c_pre, neg), jnp.where(inside & (ts < hi), c_post, neg)])
-    point_times = jnp.concatenate([ts, ts])
+    inside = (ts[:, None] >= lo[None, :]) & (ts[:, None] <= hi[None, :])
+    values = jnp.concatenate([jnp.where(inside, c_pre, neg), jnp.where(inside & (ts[:, None] < hi[None, :]), c_post, neg)]).T
+    times = jnp.broadcast_to(jnp.concatenate([ts, ts]), values.shape)
+    k = min(N_CANDIDATES, n_points - 1)
+    if k > 0:
+        refined, refined_t = _refine(model, value_and_slope, ts, y_post, q_post, r_post, (c_pre, d_pre), (c_post, d_post),
+                                     lo, hi, k, options)
+        values = jnp.concatenate([values, refined], axis=1)
+        times = jnp.concatenate([times, refined_t], axis=1)
+    # A failed refinement (NaN) makes the peak NaN rather than silently lower.
+    best = jnp.argmax(jnp.where(jnp.isnan(values), jnp.inf, values), axis=1)
+    peak = jnp.take_along_axis(values, best[:, None], axis=1)[:, 0]
+    first = jnp.min(jnp.where(values == peak[:, None], times, jnp.inf), axis=1)  # the first time of the maximum
+    first = jnp.where(jnp.isnan(peak), jnp.nan, first)
+    out = {}
+    for e in peaks:
+        g = groups.index((e.observable, e.statistic == "min", e.start_h, e.end_h))
+        out[e.name] = first[g] if e.statistic == "tmax" else signs[g] * peak[g]
+    return out
+
+
+def _refine(model, value_and_slope, ts, y_post, q_post, r_post, pre, post, lo, hi, k, options: SolverOptions):
+    """The interior maxima of the `k` best rising-then-falling intervals of each group:
+    `(n_groups, k * N_REFINE)` values (-inf where there is none) and their times."""
+    dtype = ts.dtype
+    (c_pre, d_pre), (c_post, d_post) = pre, post
+    neg = jnp.asarray(-jnp.inf, dtype)
     a, b = ts[:-1], ts[1:]
-    rising_falling = (a >= lo) & (b <= hi) & (b > a) & (d_post[:-1] > 0) & (d_pre[1:] < 0)
-    h = b - a
-    _, guess = _hermite_peak(c_post[:-1], c_pre[1:], d_post[:-1] * h, d_pre[1:] * h)
-    k = min(N_CANDIDATES, int(a.shape[0]))
-    if k == 0:
-        best = jnp.argmax(point_values)
-        return point_values[best], point_times[best]
-    _, chosen = jax.lax.top_k(jnp.where(rising_falling, guess, neg), k)
+    rising_falling = (a[:, None] >= lo[None, :]) & (b[:, None] <= hi[None, :]) & (b > a)[:, None] & (d_post[:-1] > 0) & (d_pre[1:] < 0)
+    width = (b - a)[:, None]
+    _, guess = _hermite_peak(c_post[:-1], c_pre[1:], d_post[:-1] * width, d_pre[1:] * width)
+    _, chosen = jax.lax.top_k(jnp.where(rising_falling, guess, neg).T, k)  # (n_groups, k)
+    n_groups = chosen.shape[0]
+    group = jnp.repeat(jnp.arange(n_groups), k)
+    interval = chosen.reshape(-1)
     solver = SOLVERS[options.solver]()
     controller = options.controller()
 
-    def refine(j):
+    def refine(j, g):
         qj = {name: v[j] for name, v in q_post.items()}
         rj = r_post[j]
         term = dfx.ODETerm(lambda t, y, args: model.vector_field(t, y, qj, rj))
-        t_start, y_start = a[j], y_post[j]
-
-        def value_and_slope(t, y):
-            c, d = jax.jvp(lambda x: jnp.asarray(fn(x, qj), dtype), (y,), (model.vector_field(t, y, qj, rj),))
-            return sign * c, sign * d
 
         def step(bracket, _):
             ta, ya, ca, da, tb, cb, db = bracket
-            width = tb - ta
-            u, _ = _hermite_peak(ca, cb, da * width, db * width)
-            t = ta + u * width
-            # From the bracket's left end (no event inside the interval: constant input).
+            u, _ = _hermite_peak(ca, cb, da * (tb - ta), db * (tb - ta))
+            t = ta + u * (tb - ta)
+            # From the bracket's left end: no event lies inside the interval (constant input).
             sol = dfx.diffeqsolve(
                 term, solver, ta, jnp.maximum(t, ta), None, ya, saveat=dfx.SaveAt(t1=True),
                 stepsize_controller=controller, max_steps=options.max_steps, adjoint=options.diffrax_adjoint, throw=False,
             )
             y = sol.ys[-1]
-            c, d = value_and_slope(t, y)
-            ok = sol.result == dfx.RESULTS.successful
-            c = jnp.where(ok, c, jnp.nan)
-            right = d > 0
-            keep = lambda new, old: jnp.where(right, new, old)  # noqa: E731
-            bracket = (keep(t, ta), keep(y, ya), keep(c, ca), keep(d, da),
+            cs, ds = value_and_slope(t, y, qj, rj)
+            c = jnp.where(sol.result == dfx.RESULTS.successful, cs[g], jnp.nan)
+            d = ds[g]
+            right = d > 0  # still rising: the maximum is later
+            bracket = (jnp.where(right, t, ta), jnp.where(right, y, ya), jnp.where(right, c, ca), jnp.where(right, d, da),
                        jnp.where(right, tb, t), jnp.where(right, cb, c), jnp.where(right, db, d))
             return bracket, (c, t)
 
-        init = (t_start, y_start, c_post[j], d_post[j], b[j], c_pre[j + 1], d_pre[j + 1])
+        init = (a[j], y_post[j], c_post[j, g], d_post[j, g], b[j], c_pre[j + 1, g], d_pre[j + 1, g])
         _, (values, times) = jax.lax.scan(step, init, None, length=N_REFINE)
         return values, times
 
-    values, times = jax.vmap(refine)(chosen)  # (k, N_REFINE)
-    valid = rising_falling[chosen][:, None]
-    # A failed refinement (NaN) makes the animal's peak NaN rather than silently lower.
-    refined = jnp.where(valid, values, neg).reshape(-1)
-    all_values = jnp.concatenate([point_values, refined])
-    all_times = jnp.concatenate([point_times, times.reshape(-1)])
-    best = jnp.argmax(jnp.where(jnp.isnan(all_values), jnp.inf, all_values))
-    first = jnp.min(jnp.where(all_values == all_values[best], all_times, jnp.inf))
-    return all_values[best], jnp.where(jnp.isnan(all_values[best]), jnp.nan, first)
+    values, times = jax.vmap(refine)(interval, group)  # (n_groups * k, N_REFINE)
+    values = jnp.where(rising_falling[interval, group][:, None], values, neg)
+    return values.reshape(n_groups, -1), times.reshape(n_groups, -1)

@@ -47,7 +47,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from vtrial.engine import distributed, export_cache, lapack
 from vtrial.engine.events import DoseRecords
-from vtrial.engine.exposure import ExposureSpec, exposure_solver
+from vtrial.engine.exposure import ExposureSpec, exposure_solver, result_name
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
 from vtrial.engine.inputs import check_inputs, check_times  # noqa: F401  (check_times: re-exported)
@@ -225,6 +225,7 @@ def batched_solver(
             sol, exact = solve_animal(model, p, doses, save_times, t0=t0, options=options), {}
         else:
             sol, exact = solve_exposure(p, doses, save_times, t0, options)
+            exact = {result_name(name): v for name, v in exact.items()}
         obs = observe_animal(model, p, doses, sol.states, save_times)
         extras = (lane_outputs(obs, sol.status, lane, shared) if lane_outputs is not None else {}) | exact
         return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
