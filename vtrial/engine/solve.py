@@ -59,18 +59,8 @@ from vtrial.errors import SpecError
 from vtrial.engine.events import (
     DoseRecords, build_event_table, covariate_changes, parameters_at, rates_after_events, seen_at_their_time,
 )
+from vtrial.engine.solvers import IMPLICIT_SOLVERS, SOLVERS  # noqa: F401 (re-exported)
 from vtrial.models.base import Model
-
-SOLVERS = {
-    "tsit5": dfx.Tsit5,
-    "dopri5": dfx.Dopri5,
-    "dopri8": dfx.Dopri8,
-    "kvaerno3": dfx.Kvaerno3,
-    "kvaerno5": dfx.Kvaerno5,
-}
-
-#: Solvers with an implicit (Newton) stage; see `vtrial.engine.runner.batched_solver`.
-IMPLICIT_SOLVERS = frozenset({"kvaerno3", "kvaerno5"})
 
 #: Save times per solve segment (segments also end at every event); see `solve_animal`.
 SAVES_PER_SEGMENT = 8
