@@ -67,6 +67,10 @@ class NonmemItems(NamedTuple):
       (the model's `covariate_names` order; NaN: the animal's value), or width 0;
     - `changes`: `CovariateChanges` when covariates change within a subject, else None
       (part of the pytree's structure: without changes nothing else compiles).
+
+    Plain records whose animal's covariates change (a given-animals trial) carry items
+    with only `changes` (`only_changes`; the other fields None): their doses keep the
+    plain records' events and outputs (`has_items` is false).
     """
 
     rate: Any
@@ -82,6 +86,11 @@ class NonmemItems(NamedTuple):
         """Items that change nothing: records as plain doses (no steady state, no reset)."""
         whole = lambda: np.zeros(shape, np.int32)  # noqa: E731
         return cls(np.zeros(shape), whole(), whole(), np.zeros(shape), whole(), np.zeros((*shape, 0)))
+
+    @classmethod
+    def only_changes(cls, changes: CovariateChanges) -> "NonmemItems":
+        """Items of plain records that carry only the animal's covariate changes."""
+        return cls(None, None, None, None, None, None, changes)
 
 
 class DoseRecords(NamedTuple):
@@ -117,7 +126,8 @@ class DoseRecords(NamedTuple):
         items = None
         if self.nonmem is not None:
             changes = self.nonmem.changes
-            items = NonmemItems(*(fn(a) for a in self.nonmem[:6]), None if changes is None else CovariateChanges(*map(fn, changes)))
+            items = NonmemItems(*(None if a is None else fn(a) for a in self.nonmem[:6]),
+                                None if changes is None else CovariateChanges(*map(fn, changes)))
         return DoseRecords(*(fn(a) for a in self[:5]), items)
 
     def take(self, index) -> "DoseRecords":
@@ -164,6 +174,12 @@ def rates_after_events(events: EventTable, dtype) -> jnp.ndarray:
     return jnp.concatenate([zero, rate])
 
 
+def has_items(doses: DoseRecords) -> bool:
+    """Whether the records carry PREDPP's items (static: from the pytree's structure), not
+    only covariate changes."""
+    return doses.nonmem is not None and doses.nonmem.rate is not None
+
+
 def covariate_changes(doses: DoseRecords) -> CovariateChanges | None:
     """The animal's covariate changes, or None (static: from the pytree's structure)."""
     return None if doses.nonmem is None else doses.nonmem.changes
@@ -194,7 +210,7 @@ def record_parameters(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRec
     each), as NONMEM evaluates a dose's lag, bioavailability, rate and duration with the
     data items of its record. The one place a record's parameters are formed."""
     q = dict(p)
-    if doses.nonmem is not None and doses.nonmem.covariates.shape[-1]:
+    if has_items(doses) and doses.nonmem.covariates.shape[-1]:
         for i, name in enumerate(model.covariate_names):
             c = doses.nonmem.covariates[..., i]
             q[name] = jnp.where(jnp.isnan(c), p[name], c)
@@ -373,7 +389,7 @@ def build_event_table(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRec
     n_states = model.n_states
     dtype = jnp.result_type(float)
     times, boluses, rates, resets = [], [], [], []
-    with_items = doses.nonmem is not None
+    with_items = has_items(doses)
     if with_items and model.routes and time_h.shape[0] > 0:
         times, boluses, rates, resets = _nonmem_rows(model, p, doses, dtype, options)
     elif model.routes and time_h.shape[0] > 0:

@@ -58,7 +58,7 @@ import numpy as np
 from vtrial.engine import linear_pk
 from vtrial.errors import SpecError
 from vtrial.engine.events import (
-    DoseRecords, build_event_table, covariate_changes, parameters_at, rates_after_events, seen_at_their_time,
+    DoseRecords, build_event_table, covariate_changes, has_items, parameters_at, rates_after_events, seen_at_their_time,
 )
 from vtrial.engine.solvers import IMPLICIT_SOLVERS, SOLVERS  # noqa: F401 (re-exported)
 from vtrial.models.base import Model
@@ -299,8 +299,7 @@ def solve_animal(
         return _solve_superposition(model, p, DoseRecords(*doses), save_times, t0, options)
     # Dose records with NONMEM items may reset (EVID 3/4, SS = 1) states integrated by
     # diffrax, which only the split path takes.
-    with_items = DoseRecords(*doses).nonmem is not None
-    if uses_jumps(model, options) and not (with_items and not is_linear_pk_only(model)):
+    if uses_jumps(model, options) and not (has_items(DoseRecords(*doses)) and not is_linear_pk_only(model)):
         return _jumps_with_split_gradients(model, options)(p, DoseRecords(*doses), save_times, t0)
     return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
 
