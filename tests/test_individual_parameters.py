@@ -166,6 +166,15 @@ def test_theta_scales_follow_the_bounds(bounds, kind, label):
     assert float(from_estimation_scale(jnp.asarray(x), lo, hi)) == pytest.approx(value, rel=1e-12)
 
 
+def test_a_tiny_positive_lower_bound_reads_as_log():
+    """A volume's 1e-12 lower bound is a positivity guard: labelled `log` next to its
+    estimate (the estimation still uses log(x - 1e-12)); a bound near the estimate is not."""
+    assert theta_scale(1e-12, INF) == "log_lower"
+    assert scale_label(1e-12, INF, 20.0) == "log" and scale_label(1e-12, INF) == "log(x - 1e-12)"
+    assert scale_label(1e-5, INF, 2.0) == "log(x - 1e-05)"  # 5e-6 of the estimate: shown
+    assert scale_label(-1e-12, INF, 20.0) == "log(x + 1e-12)"  # a negative bound is never a guard
+
+
 def test_bounds_and_additive_effects_reach_the_layout(model):
     residual = {"conc_mg_per_l": vt.ResidualError(proportional=0.1)}
     spec = EstimationSpec(typical={"tvcl": 5.0, "fbio": 0.7, "sex_cl": -0.3, "age_cl": 0.01}, bounds={"tvcl": (1.0, 20.0)},

@@ -53,3 +53,8 @@ def nmtests_model(weight: bool = False) -> Model:
         covariates=covariates,
         linear_pk=LinearPK(("depot",), "central", (), constants),
     )
+
+
+def nmtests_model_wt() -> Model:
+    """The time-varying-weight variant (`nmtests_model(weight=True)`), for configs."""
+    return nmtests_model(weight=True)

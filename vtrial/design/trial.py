@@ -28,7 +28,7 @@ import pandas as pd
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
 from vtrial.design.dosing import Regimen, lower_regimens
 from vtrial.design.population import Population, ResidualDraw
-from vtrial.engine.events import DoseRecords
+from vtrial.engine.events import CovariateChanges, DoseRecords, NonmemItems
 from vtrial.engine.exposure import exposure_spec, result_name
 from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
 from vtrial.engine.solve import STATUS_NAMES, SolverOptions
@@ -120,6 +120,8 @@ def _given_animals(model, population, arms, animals) -> pd.DataFrame:
         if col not in animals.columns:
             raise SpecError(f"animals.{col}", "column missing; the table needs 'arm', 'animal' and parameter columns")
     animals = animals.drop(columns=[c for c in OUTPUT_COLUMNS if c in animals.columns])
+    if TIME_COLUMN in animals.columns:  # long form: an animal's first row, its covariates' changes apart
+        animals = _first_rows(model, animals)
     unknown = [c for c in animals.columns if c not in set(needed) | {"arm", "animal"}]
     if unknown:
         raise SpecError(f"animals.{unknown[0]}", f"unknown parameter of model {model.name}; known: {', '.join(needed)}")
@@ -166,6 +168,77 @@ def _given_animals(model, population, arms, animals) -> pd.DataFrame:
     except TypeError:
         df = df.sort_values("arm_index", kind="stable")
     return df.reset_index(drop=True)[["arm", "arm_index", "animal", *needed]]
+
+
+#: The column of a long-form animals table: several rows per animal, a row's covariates
+#: holding for the interval that ends at its time (NONMEM's next observation carried back).
+TIME_COLUMN = "time_h"
+
+
+def _long_rows(model, animals: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """A long-form table checked and sorted by animal and time (file order kept for the
+    errors' row numbers in `row`), and the row positions of each animal."""
+    times = _numeric_column(animals[TIME_COLUMN], f"animals.{TIME_COLUMN}")
+    if np.any(times < 0):
+        row = int(np.flatnonzero(times < 0)[0])
+        raise SpecError(f"animals.{TIME_COLUMN}", f"row {row + 1}: {times[row]:g} h is before the trial's start (give times >= 0)")
+    df = animals.assign(**{TIME_COLUMN: times, "row": np.arange(len(animals))})
+    key = [df["arm"].map(str), df["animal"].map(str)]
+    groups = [g["row"].to_numpy() for _, g in df.groupby(key, sort=False)]
+    covariates = [c for c in model.covariate_names if c in animals.columns]
+    model.validate_values({c: _numeric_column(animals[c], f"animals.{c}") for c in covariates}, "animals")
+    fixed = [c for c in animals.columns if c in model.parameter_names]
+    animal_ids = animals["animal"].tolist()
+    for rows in groups:
+        t = times[rows]
+        _, first = np.unique(t, return_index=True)
+        if first.size < t.size:
+            dup = int(rows[np.setdiff1d(np.arange(t.size), first)[0]])
+            raise SpecError(f"animals.{TIME_COLUMN}", f"row {dup + 1}: animal {animal_ids[dup]!r} of arm "
+                                                      f"{str(df['arm'].iloc[dup])!r} has two rows at {times[dup]:g} h")
+        for c in fixed:  # parameters are the animal's; only covariates change over time
+            v = animals[c].iloc[rows].to_numpy()
+            differ = np.flatnonzero(pd.Series(v).ne(v[0]).to_numpy())
+            if differ.size:
+                r = int(rows[differ[0]])
+                raise SpecError(f"animals.{c}", f"row {r + 1}: animal {animal_ids[r]!r} changes parameter {c} "
+                                                f"over time; only covariates ({', '.join(model.covariate_names) or 'none'}) "
+                                                "may change: give the same value on every row of the animal")
+    return df, [rows[np.argsort(times[rows], kind="stable")] for rows in groups]
+
+
+def _first_rows(model, animals: pd.DataFrame) -> pd.DataFrame:
+    """Each animal's earliest row of a long-form table (its values up to that time)."""
+    df, groups = _long_rows(model, animals)
+    return animals.iloc[[int(rows[0]) for rows in groups]].drop(columns=[TIME_COLUMN]).reset_index(drop=True)
+
+
+def animal_covariate_changes(model, animals: pd.DataFrame, table: pd.DataFrame) -> CovariateChanges | None:
+    """The covariate changes of the animals of `table` (checked, one row per animal) from
+    the long-form table `animals` (None without a `time_h` column): a row's values hold
+    for the interval that ends at its time, so a value differing from the row before
+    takes effect at that earlier row's time; after an animal's last row its values hold."""
+    if TIME_COLUMN not in animals.columns:
+        return None
+    df, groups = _long_rows(model, animals)
+    names = model.covariate_names
+    by_key = {}
+    for rows in groups:
+        t = df[TIME_COLUMN].to_numpy()[rows]
+        v = np.stack([_numeric_column(animals[c].iloc[rows], f"animals.{c}") if c in animals.columns
+                      else np.full(rows.size, np.nan) for c in names], axis=1) if names else np.zeros((rows.size, 0))
+        differs = [k for k in range(1, rows.size) if np.any((v[k] != v[k - 1]) & ~(np.isnan(v[k]) & np.isnan(v[k - 1])))]
+        by_key[(str(df["arm"].iloc[rows[0]]), str(df["animal"].iloc[rows[0]]))] = [(t[k - 1], v[k]) for k in differs]
+    changes = [by_key[(str(a), str(i))] for a, i in zip(table["arm"], table["animal"])]
+    m = max(1, max(len(c) for c in changes))
+    times = np.zeros((len(table), m))
+    values = np.full((len(table), m, len(names)), np.nan)  # NaN: the animal's own value (no change yet)
+    for j, c in enumerate(changes):
+        if c:
+            c = c + [c[-1]] * (m - len(c))
+            times[j] = [x[0] for x in c]
+            values[j] = [x[1] for x in c]
+    return CovariateChanges(times, values)
 
 
 def _numeric_column(column: pd.Series, field: str) -> np.ndarray:
@@ -226,6 +299,9 @@ def prepare_trial(
     arm_index = table["arm_index"].to_numpy()
     position = np.arange(len(table)) - np.searchsorted(arm_index, arm_index)  # rows are grouped by arm
     doses = arm_records.take(arm_index)
+    changes = animal_covariate_changes(model, animals, table) if animals is not None else None
+    if changes is not None:  # covariates that change within an animal: events of its solve
+        doses = doses._replace(nonmem=NonmemItems.only_changes(changes))
     params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
     return TrialInputs(arms, population, table, position, params, doses)
 

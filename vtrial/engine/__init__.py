@@ -2,6 +2,7 @@
 
 - `events`: dose records (a pytree) lowered to one event table per animal;
 - `linear_pk`: closed-form propagation of a model's declared linear PK;
+- `solvers`: the diffrax solvers by name;
 - `solve`: one animal through its events (diffrax for the nonlinear part);
 - `runner`: the one batched computation (vmap, chunks, devices, streaming, resume);
 - `distributed`: the device mesh and JAX's multi-process runtime;

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vtrial.engine import linear_pk
+from vtrial.engine import linear_pk, steady_state
 from vtrial.models.base import Model
 
 
@@ -67,6 +67,10 @@ class NonmemItems(NamedTuple):
       (the model's `covariate_names` order; NaN: the animal's value), or width 0;
     - `changes`: `CovariateChanges` when covariates change within a subject, else None
       (part of the pytree's structure: without changes nothing else compiles).
+
+    Plain records whose animal's covariates change (a given-animals trial) carry items
+    with only `changes` (`only_changes`; the other fields None): their doses keep the
+    plain records' events and outputs (`has_items` is false).
     """
 
     rate: Any
@@ -82,6 +86,11 @@ class NonmemItems(NamedTuple):
         """Items that change nothing: records as plain doses (no steady state, no reset)."""
         whole = lambda: np.zeros(shape, np.int32)  # noqa: E731
         return cls(np.zeros(shape), whole(), whole(), np.zeros(shape), whole(), np.zeros((*shape, 0)))
+
+    @classmethod
+    def only_changes(cls, changes: CovariateChanges) -> "NonmemItems":
+        """Items of plain records that carry only the animal's covariate changes."""
+        return cls(None, None, None, None, None, None, changes)
 
 
 class DoseRecords(NamedTuple):
@@ -117,7 +126,8 @@ class DoseRecords(NamedTuple):
         items = None
         if self.nonmem is not None:
             changes = self.nonmem.changes
-            items = NonmemItems(*(fn(a) for a in self.nonmem[:6]), None if changes is None else CovariateChanges(*map(fn, changes)))
+            items = NonmemItems(*(None if a is None else fn(a) for a in self.nonmem[:6]),
+                                None if changes is None else CovariateChanges(*map(fn, changes)))
         return DoseRecords(*(fn(a) for a in self[:5]), items)
 
     def take(self, index) -> "DoseRecords":
@@ -164,6 +174,12 @@ def rates_after_events(events: EventTable, dtype) -> jnp.ndarray:
     return jnp.concatenate([zero, rate])
 
 
+def has_items(doses: DoseRecords) -> bool:
+    """Whether the records carry PREDPP's items (static: from the pytree's structure), not
+    only covariate changes."""
+    return doses.nonmem is not None and doses.nonmem.rate is not None
+
+
 def covariate_changes(doses: DoseRecords) -> CovariateChanges | None:
     """The animal's covariate changes, or None (static: from the pytree's structure)."""
     return None if doses.nonmem is None else doses.nonmem.changes
@@ -194,7 +210,7 @@ def record_parameters(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRec
     each), as NONMEM evaluates a dose's lag, bioavailability, rate and duration with the
     data items of its record. The one place a record's parameters are formed."""
     q = dict(p)
-    if doses.nonmem is not None and doses.nonmem.covariates.shape[-1]:
+    if has_items(doses) and doses.nonmem.covariates.shape[-1]:
         for i, name in enumerate(model.covariate_names):
             c = doses.nonmem.covariates[..., i]
             q[name] = jnp.where(jnp.isnan(c), p[name], c)
@@ -217,7 +233,7 @@ def _positive(x):
     return jnp.where(x > 0, x, 1.0)
 
 
-def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind):
+def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind, time_h=None, options=None):
     r"""Amounts at a steady-state record's time (before its own dose) and the number of
     the series' infusions still running then, per record.
 
@@ -231,9 +247,12 @@ def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, 
     most recent ($\varphi(\Lambda, k II - L) \beta$ each, and their ends become events);
     the earlier ones have ended: $\varphi(\Lambda, D) e^{\Lambda((n+1) II - L - D)} /
     (1 - e^{\Lambda II})\,\beta$. A constant infusion at steady state (`kind` 2) is
-    $-\Lambda^{-1}\beta$. Needs the model's declared linear PK (on the ODE path too, the
-    steady state comes from it); a lag of II or more, or more than `MAX_SS_OVERLAP`
-    running infusions, gives NaN (the animal is marked failed).
+    $-\Lambda^{-1}\beta$. A model that is linear PK throughout takes this closed form (on
+    the ODE path too); any other model (states outside a declared linear PK) the
+    periodic state of its ODE (`vtrial.engine.steady_state`, with the solve's `options`
+    and the records' times `time_h`), whose amounts are then the change from the initial
+    state (the reset of SS = 1 starts there). A lag of II or more, or more than
+    `MAX_SS_OVERLAP` running infusions, gives NaN (the animal is marked failed).
 
     `kind`: 0 bolus, 1 infusion, 2 constant infusion (all `(n_records,)`); `state`: the
     index of the dosed state. Returns `(amounts (n_records, n_states), n_running)`.
@@ -241,8 +260,9 @@ def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, 
     n = dose.shape[0]
     dtype = dose.dtype
     spec = model.linear_pk
-    if spec is None:
-        return jnp.full((n, model.n_states), jnp.nan, dtype), jnp.zeros(n, jnp.int32)
+    linear_throughout = spec is not None and set(spec.states) == set(model.state_names)
+    if not linear_throughout:
+        return _periodic_amounts(model, q, dose, rate, duration, ii, lag, state, kind, time_h, options)
     pk_idx = np.array([model.state_index(s) for s in spec.states])
     per_record = {k: jnp.broadcast_to(jnp.asarray(v, dtype), (n,)) for k, v in q.items()}
     modes = jax.vmap(lambda qj: linear_pk.modes(spec.constants(qj)))(per_record)
@@ -270,7 +290,27 @@ def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, 
     return jnp.where(bad[:, None], jnp.nan, amounts), n_run.astype(jnp.int32)
 
 
-def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype):
+def _periodic_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind, time_h, options):
+    """`steady_state_amounts` of a model that is not linear PK throughout, record by record."""
+    n = dose.shape[0]
+    dtype = dose.dtype
+    if options is None or time_h is None:  # no solve to take it from: the animal is marked failed
+        return jnp.full((n, model.n_states), jnp.nan, dtype), jnp.zeros(n, jnp.int32)
+    ii_s = _positive(ii)
+    n_run = jnp.clip(jnp.ceil((duration + lag) / ii_s) - 1.0, 0.0, None)
+    per_record = {k: jnp.broadcast_to(jnp.asarray(v, dtype), (n,)) for k, v in q.items()}
+    th = {
+        "q": per_record, "t0": jnp.asarray(time_h, dtype), "dose": dose, "rate": rate, "duration": duration, "ii": ii_s,
+        "lag": lag, "e": (state[:, None] == jnp.arange(model.n_states)[None, :]).astype(dtype),
+        "kind": kind.astype(dtype), "n_run": n_run,
+    }
+    x = jax.vmap(lambda th: steady_state.periodic_state(model, options, th))(th)
+    y0 = jax.vmap(model.initial_state)(per_record).astype(dtype)
+    bad = ((kind != 2) & (lag >= ii_s)) | (n_run > MAX_SS_OVERLAP)
+    return jnp.where(bad[:, None], jnp.nan, x - y0), n_run.astype(jnp.int32)
+
+
+def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype, options=None):
     """The event rows of records with `NonmemItems`: per record its own row (reset,
     steady-state amounts and the rate of the series' infusions still running), the dose
     (bolus or infusion start, lagged), the infusion's end and `MAX_SS_OVERLAP` ends of
@@ -304,7 +344,7 @@ def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype):
     # Records that are not steady state get harmless inputs (their amounts are discarded).
     ss_amounts, n_run = steady_state_amounts(
         model, q, jnp.where(steady, dose, 0.0), jnp.where(steady, rate, 0.0), jnp.where(steady, duration, 0.0),
-        jnp.where(steady, items.ii_h, 1.0), jnp.where(steady, lag, 0.0), state, kind,
+        jnp.where(steady, items.ii_h, 1.0), jnp.where(steady, lag, 0.0), state, jnp.where(steady, kind, 0), time_h, options,
     )
     ss_amounts = jnp.where(steady[:, None], ss_amounts, 0.0)
     # A constant infusion at steady state sets the amounts and stops there (what NONMEM does:
@@ -340,16 +380,18 @@ def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype):
     return out_t, out_b, out_r, out_reset
 
 
-def build_event_table(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords) -> EventTable:
-    """Event table of one animal from its parameters `p` and its `DoseRecords` (shape `(n_records,)`)."""
+def build_event_table(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords, options=None) -> EventTable:
+    """Event table of one animal from its parameters `p` and its `DoseRecords` (shape `(n_records,)`);
+    `options` (the solve's `SolverOptions`) solve the steady state of a model that is not
+    linear PK throughout (without them its steady-state records give NaN)."""
     doses = DoseRecords(*doses)
     time_h, amount, per_kg, duration_h, route = doses[:5]
     n_states = model.n_states
     dtype = jnp.result_type(float)
     times, boluses, rates, resets = [], [], [], []
-    with_items = doses.nonmem is not None
+    with_items = has_items(doses)
     if with_items and model.routes and time_h.shape[0] > 0:
-        times, boluses, rates, resets = _nonmem_rows(model, p, doses, dtype)
+        times, boluses, rates, resets = _nonmem_rows(model, p, doses, dtype, options)
     elif model.routes and time_h.shape[0] > 0:
         route_state = jnp.array([model.state_index(r.state) for r in model.routes])
         route_f = jnp.stack([jnp.asarray(p[r.bioavailability] if r.bioavailability else 1.0, dtype) for r in model.routes])

@@ -35,7 +35,8 @@ before them and the lagged and additional doses they imply (`seen_at_their_time`
 
 Resets (EVID 3/4, SS = 1) set the state, a jump that depends on it: the split path and
 the closed-form PK take them exactly; on the one-solve path states integrated by diffrax
-cannot, and the animal is marked failed (use the split path). Covariates that change
+cannot, and the animal is marked failed: dose records with NONMEM items of a model with
+such states are therefore solved by the split path. Covariates that change
 within an animal (`CovariateChanges`) switch the parameters at their times: such animals
 are always solved by the split path, each change ending a segment.
 
@@ -57,20 +58,10 @@ import numpy as np
 from vtrial.engine import linear_pk
 from vtrial.errors import SpecError
 from vtrial.engine.events import (
-    DoseRecords, build_event_table, covariate_changes, parameters_at, rates_after_events, seen_at_their_time,
+    DoseRecords, build_event_table, covariate_changes, has_items, parameters_at, rates_after_events, seen_at_their_time,
 )
+from vtrial.engine.solvers import IMPLICIT_SOLVERS, SOLVERS  # noqa: F401 (re-exported)
 from vtrial.models.base import Model
-
-SOLVERS = {
-    "tsit5": dfx.Tsit5,
-    "dopri5": dfx.Dopri5,
-    "dopri8": dfx.Dopri8,
-    "kvaerno3": dfx.Kvaerno3,
-    "kvaerno5": dfx.Kvaerno5,
-}
-
-#: Solvers with an implicit (Newton) stage; see `vtrial.engine.runner.batched_solver`.
-IMPLICIT_SOLVERS = frozenset({"kvaerno3", "kvaerno5"})
 
 #: Save times per solve segment (segments also end at every event); see `solve_animal`.
 SAVES_PER_SEGMENT = 8
@@ -306,7 +297,9 @@ def solve_animal(
         if not (uses_closed_form(model, options) and is_linear_pk_only(model)):
             raise SpecError("solver.events", f"'superposition' needs a model that is linear PK alone; {model.name} is not")
         return _solve_superposition(model, p, DoseRecords(*doses), save_times, t0, options)
-    if uses_jumps(model, options):
+    # Dose records with NONMEM items may reset (EVID 3/4, SS = 1) states integrated by
+    # diffrax, which only the split path takes.
+    if uses_jumps(model, options) and not (has_items(DoseRecords(*doses)) and not is_linear_pk_only(model)):
         return _jumps_with_split_gradients(model, options)(p, DoseRecords(*doses), save_times, t0)
     return _solve_split(model, p, DoseRecords(*doses), save_times, t0, options)
 
@@ -390,7 +383,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
     dtype = options.jnp_dtype
     t_end = save_times[-1]
     n_states = model.n_states
-    events = build_event_table(model, p, doses)
+    events = build_event_table(model, p, doses, options)
     event_t = jnp.clip(events.time_h.astype(dtype), t0, t_end)
     zero = jnp.zeros((1, n_states), dtype)
     # Row k: the sum of the boluses and the input rate after the first k events.
@@ -497,7 +490,7 @@ def _solve_split(model: Model, p, doses, save_times, t0, options: SolverOptions)
     """
     dtype = options.jnp_dtype
     t_end = save_times[-1]
-    events = build_event_table(model, p, doses)
+    events = build_event_table(model, p, doses, options)
     n_states = model.n_states
 
     # Segments end at every event and at every K-th save time, so each diffrax solve
@@ -568,7 +561,7 @@ def _solve_superposition(model: Model, p, doses, save_times, t0, options: Solver
     spec = model.linear_pk
     pk_idx = np.array([model.state_index(n) for n in spec.states], dtype=int)
     unsort = np.argsort(pk_idx)
-    events = build_event_table(model, p, doses)
+    events = build_event_table(model, p, doses, options)
     modes = linear_pk.modes(spec.constants(p))
     y0 = model.initial_state(p).astype(dtype)
     event_t = jnp.maximum(events.time_h.astype(dtype), t0)

@@ -96,10 +96,19 @@ def theta_scale(lower: float, upper: float) -> str:
     return "log_upper" if hi else "identity"
 
 
-def scale_label(lower: float, upper: float) -> str:
+#: A positive lower bound at most this fraction of the estimate is a positivity guard
+#: (e.g. a volume's 1e-12): log(x - a) is then log x to better than 6 digits (its SE and
+#: interval too), and `scale_label` names the scale `log`. The estimation keeps log(x - a).
+POSITIVITY_GUARD = 1e-6
+
+
+def scale_label(lower: float, upper: float, value: float | None = None) -> str:
     """How `parameters.csv` names a scale: `log`, `log(x + 0.99)`, `log(5 - x)`,
-    `logit`, `logit((x - 1)/(3 - 1))`, `identity`."""
+    `logit`, `logit((x - 1)/(3 - 1))`, `identity`; `log` too for (a, inf) with a
+    positive `a` at most `POSITIVITY_GUARD` x `value` (the estimate)."""
     kind = theta_scale(lower, upper)
+    if kind == "log_lower" and value is not None and 0 < lower <= POSITIVITY_GUARD * abs(value):
+        return "log"
     if kind == "log_lower":
         return f"log(x {'-' if lower > 0 else '+'} {abs(lower):g})"
     if kind == "log_upper":

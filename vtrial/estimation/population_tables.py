@@ -40,7 +40,7 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
                 est = float(natural(xv))
                 d = abs(float(jax.grad(natural)(float(xv))))
                 ends = sorted(float(natural(xv + k * z * s)) for k in (-1.0, 1.0)) if np.isfinite(s) else [math.nan, math.nan]
-            rows.append((n, est, d * s, _ratio_pct(d * s, abs(est)), ends[0], ends[1], p.unit, False, scale_label(lo, hi)))
+            rows.append((n, est, d * s, _ratio_pct(d * s, abs(est)), ends[0], ends[1], p.unit, False, scale_label(lo, hi, est)))
         else:
             est = float(u.typical[n])
             rows.append((n, est, math.nan, math.nan, math.nan, math.nan, p.unit, True, ""))

@@ -14,7 +14,7 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `DVID` | which observable an observation is (default: the model's observables numbered from 1) |
 | `DV` | the observation, in the observable's DV unit |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
-| `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); needs a model that is linear PK throughout; SS = 3 is refused |
+| `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); closed form for a model that is linear PK throughout, else the periodic state of the model's ODE (Newton's method on one dosing interval); SS = 3 is refused |
 | any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject, except a covariate a route names as its lag, bioavailability, rate or duration: each dose record takes its own row's value (e.g. `LAGT` feeding ALAG2) |
 
 "." and empty cells are missing values. Every malformed row raises a `DatasetError`
@@ -380,11 +380,6 @@ def read_nonmem(
     if bad.size:
         raise t.error(bad[0], "SS", f"a steady-state dose (SS = {int(ss[bad[0]])}) needs its interdose interval II > 0 "
                                     "(or AMT = 0 with RATE > 0 and II = 0: an infusion at steady state)")
-    bad = np.flatnonzero(is_dose & (ss > 0))
-    pk = set(model.linear_pk.states) if model.linear_pk is not None else set()
-    if bad.size and pk != set(model.state_names):
-        raise t.error(bad[0], "SS", f"steady-state doses need a model that is linear PK throughout (its steady state is "
-                                    f"computed in closed form); model {model.name} is not")
     bad = np.flatnonzero(is_dose & (addl > 0) & (ii <= 0))
     if bad.size:
         raise t.error(bad[0], "II", f"ADDL = {int(addl[bad[0]])} additional doses need an interdose interval II > 0")
