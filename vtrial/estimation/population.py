@@ -49,12 +49,12 @@ import pandas as pd
 
 from vtrial.design.population import Population, ResidualError
 from vtrial.engine.solve import SolverOptions
-from vtrial.errors import DataError, SpecError
+from vtrial.errors import SpecError
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
 from vtrial.estimation.subjects import subject_arrays, subject_mesh
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
-from vtrial.estimation.population_data import PopulationData
+from vtrial.estimation.population_data import PopulationData, check_population_data
 from vtrial.estimation.population_spec import (
     EstimationSpec,
     build_layout,
@@ -99,68 +99,13 @@ class _Prepared(NamedTuple):
     n_obs: int
 
 
-def _check_data(model: Model, data: PopulationData, spec: EstimationSpec) -> None:
-    """Shape and value checks that name the offending field, before any compilation."""
-    if not isinstance(data, PopulationData):
-        raise DataError("data: expected a PopulationData")
-    t = np.asarray(data.obs_time_h)
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise DataError(f"data.obs_time_h: expected (n_subjects, n_obs) with at least one subject, got shape {t.shape}")
-    for name in ("obs_observable", "dv", "obs_mask", "obs_row"):
-        if np.shape(getattr(data, name)) != t.shape:
-            raise DataError(f"data.{name}: shape {np.shape(getattr(data, name))} differs from obs_time_h's {t.shape}")
-    n_subjects = t.shape[0]
-    if len(data.ids) != n_subjects:
-        raise DataError(f"data.ids: {len(data.ids)} IDs for {n_subjects} subjects")
-    for name, arr in data.doses._asdict().items():
-        if arr is not None and name != "nonmem" and np.shape(arr)[:1] != (n_subjects,):
-            raise DataError(f"data.doses.{name}: leading axis must be the {n_subjects} subjects, got shape {np.shape(arr)}")
-    mask = np.asarray(data.obs_mask, bool)
-    rows = np.asarray(data.obs_row)
-    n_obs_kinds = len(model.observables)
-    if np.shape(data.dv_scale) != (n_obs_kinds,):
-        raise DataError(f"data.dv_scale: expected one factor per observable of model {model.name} ({n_obs_kinds}), got shape {np.shape(data.dv_scale)}")
-
-    def where(i, j):
-        return f"row {rows[i, j]} (ID {data.ids[i]})"
-
-    obs = np.asarray(data.obs_observable)
-    bad = mask & ((obs < 0) | (obs >= n_obs_kinds))
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{where(i, j)}: observable index {obs[i, j]} outside 0..{n_obs_kinds - 1}")
-    for kind, arr in (("DV", np.asarray(data.dv, float)), ("TIME", t)):
-        bad = mask & ~np.isfinite(arr)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise DataError(f"{where(i, j)}, column {kind}: {arr[i, j]!r} is not a finite number")
-    for o in np.unique(obs[mask]):
-        name = model.observable_names[o]
-        if name not in spec.residual:
-            raise SpecError(f"residual.{name}", f"the data observe {name}; give its residual error (additive and/or proportional)")
-    if not mask.any():
-        raise DataError("data: no observations")
-    for name, values in data.covariates.items():
-        v = np.asarray(values, float)
-        if v.shape != (n_subjects,):
-            raise DataError(f"data.covariates.{name}: expected one value per subject ({n_subjects}), got shape {v.shape}")
-        if name not in model.covariate_names:
-            continue
-        bad, rule = model.covariate(name).check(v)
-        if name in {e.covariate for e in spec.covariate_effects}:
-            bad, rule = bad | ~(v > 0), f"{name} has a power covariate effect: values must be finite and > 0"
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"ID {data.ids[i]}, covariate {name}: {v[i]!r} is not allowed; {rule}")
-
-
 def _prepare(model, data, spec, method, solver) -> _Prepared:
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
         raise SpecError("solver", "must be a SolverOptions")
     layout, constants, x0 = build_layout(model, spec, np.ones(len(model.observables)))
-    _check_data(model, data, spec)
+    check_population_data(model, data, spec)
     layout, constants, x0 = build_layout(model, spec, data.dv_scale)
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
