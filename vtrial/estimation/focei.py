@@ -57,6 +57,7 @@ from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
+from vtrial.estimation.censoring import observation_terms
 from vtrial.estimation.focei_diagnostics import diagnostics_per_subject
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
@@ -146,6 +147,7 @@ class Problem:
     max_newton: int = 50
     newton_tol: float = 1e-14
     mesh: Mesh | None = None
+    censoring: str = "none"  # "m3"/"m4": censored rows' terms (vtrial.estimation.censoring)
 
     @cached_property
     def varying(self) -> tuple[str, ...]:
@@ -241,6 +243,8 @@ class Problem:
         """Per-observation -2 log-likelihood terms (masked) as a function of f."""
         v = self.variance(u, s, f) if v0 is None else v0
         v = jnp.where(s.mask > 0, v, 1.0)
+        if self.censoring in ("m3", "m4"):
+            return s.mask * observation_terms(s.dv, f, v, s.cens, self.censoring)
         return s.mask * ((s.dv - f) ** 2 / v + jnp.log(v))
 
     def _phi_derivatives(self, u, s, f, v0):
@@ -529,7 +533,8 @@ class Problem:
 
 
 @lru_cache(maxsize=32)
-def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t0: float, mesh: Mesh | None = None) -> Problem:
+def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t0: float, mesh: Mesh | None = None,
+            censoring: str = "none") -> Problem:
     """The (cached) `Problem`: one compiled objective per structure, reused across calls."""
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise ValueError(method)
@@ -539,4 +544,4 @@ def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t
     # small and compile in seconds.
     closed = uses_closed_form(model, options) and is_linear_pk_only(model)
     options = dataclasses.replace(options, events="superposition" if closed else "split", adjoint="forward")
-    return Problem(model, layout, method, options, float(t0), mesh=mesh)
+    return Problem(model, layout, method, options, float(t0), mesh=mesh, censoring=censoring)

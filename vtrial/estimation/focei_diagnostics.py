@@ -40,10 +40,13 @@ def diagnostics_per_subject(problem):
             ipred_lin, g_lin = pred, problem.fg(u, constants, s, jnp.zeros(k))[1]
         else:
             ipred_lin, g_lin = ipred, g
-        g_lin = g_lin * s.mask[:, None]
+        # Censored rows have no residual: left out of the linearised joint distribution
+        # (their CWRES is reported as missing, `population_tables.predictions_frame`).
+        quantified = s.mask * (s.cens == 0)
+        g_lin = g_lin * quantified[:, None]
         omega = u.chol @ u.chol.T
         cov = g_lin @ omega @ g_lin.T + jnp.diag(v)
-        r = s.mask * (s.dv - (ipred_lin - g_lin @ lin_eta))
+        r = quantified * (s.dv - (ipred_lin - g_lin @ lin_eta))
         return (pred, ipred, jnp.sqrt(v_ipred), status), (cov, r)
 
     def cwres(cov_r):

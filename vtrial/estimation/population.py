@@ -50,6 +50,7 @@ import pandas as pd
 from vtrial.design.population import Population, ResidualError
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError
+from vtrial.estimation.censoring import censored_arrays, censored_rows, drop_warning, gaussian_rows, resolve_censoring
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
 from vtrial.estimation.subjects import subject_arrays, subject_mesh
@@ -96,10 +97,11 @@ class _Prepared(NamedTuple):
     x0: np.ndarray
     arrays: object
     order: np.ndarray
-    n_obs: int
+    n_obs: int  # observations with a Gaussian density (vtrial.estimation.censoring.gaussian_rows)
+    censoring: str = "none"
 
 
-def _prepare(model, data, spec, method, solver) -> _Prepared:
+def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
@@ -111,7 +113,10 @@ def _prepare(model, data, spec, method, solver) -> _Prepared:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
     mesh = subject_mesh(solver)
     arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size)
-    return _Prepared(problem(model, layout, method, solver, t0, mesh), layout, constants, x0, arrays, order, data.n_observations)
+    censoring = resolve_censoring(data, censoring, method)
+    arrays, censored_terms = censored_arrays(arrays, censoring)
+    pr = problem(model, layout, method, solver, t0, mesh, censored_terms)
+    return _Prepared(pr, layout, constants, x0, arrays, order, gaussian_rows(data, censoring), censoring)
 
 
 def population_objective(
@@ -124,13 +129,15 @@ def population_objective(
     x=None,
     eta=None,
     gradient: bool = True,
+    censoring: str | None = None,
 ) -> ObjectiveValue:
     """The population objective of `data` at the initial values of `spec` (or at the
     unconstrained vector `x`), the EBEs optimised from `eta` (default zeros).
 
-    With `gradient=True` also the exact gradient w.r.t. `x` and the per-subject gradients.
+    With `gradient=True` also the exact gradient w.r.t. `x` and the per-subject gradients;
+    `censoring` as in `fit_population`.
     """
-    prep = _prepare(model, data, spec, method, solver)
+    prep = _prepare(model, data, spec, method, solver, censoring)
     x = prep.x0 if x is None else np.asarray(x, float)
     if x.shape != prep.x0.shape:
         raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
@@ -199,6 +206,8 @@ class PopulationFit:
     table: pd.DataFrame = field(repr=False)
     individual: pd.DataFrame = field(repr=False)
     predictions: pd.DataFrame = field(repr=False)
+    censoring: str = "none"  # "m3", "m4", "drop" or "none" (no censored rows)
+    n_censored: int = 0
 
     def population(self, model: Model) -> Population:
         """The fitted population as a `vtrial.Population` of `model` (typical values,
@@ -231,7 +240,7 @@ class PopulationFit:
 
     def predictions_frame(self) -> pd.DataFrame:
         """Per observation (file order): ID, TIME, observable, DV, PRED, IPRED, RES, IRES,
-        IWRES, CWRES, row (1-based CSV row)."""
+        IWRES, CWRES, CENS (1/-1: censored, DV is the limit, residuals missing), row (1-based CSV row)."""
         return self.predictions.copy()
 
     def covariance_frame(self) -> pd.DataFrame | None:
@@ -353,6 +362,7 @@ def fit_population(
     tolerance: float = 1e-3,
     covariance: str | None = "sandwich",
     on_iteration: Callable[[int, float], None] | None = None,
+    censoring: str | None = None,
 ) -> PopulationFit:
     r"""Maximum-likelihood population fit of `model` to `data` (see the module docstring).
 
@@ -366,7 +376,9 @@ def fit_population(
       time's gradient is 1e4 times a variance's for the same distance). 1e-3 (default):
       within 0.1% of an SE, the OFV within about 1e-6 of its minimum;
     - `covariance`: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s", or None (skip);
-    - `on_iteration(iteration, ofv)`: called after every outer iteration.
+    - `on_iteration(iteration, ofv)`: called after every outer iteration;
+    - `censoring`: "m3" (default when `data.cens` marks rows; needs "laplace"), "m4" or
+      "drop" (`vtrial.estimation.censoring`).
 
     A fit that stops before converging, or whose covariance step fails, says so in
     `converged`, `covariance_step` and `warnings`; its standard errors are NaN then.
@@ -378,10 +390,10 @@ def fit_population(
         raise SpecError("estimation.max_iterations", f"must be a whole number >= 0, got {max_iterations!r}")
     if not (tolerance > 0):
         raise SpecError("estimation.tolerance", f"must be > 0, got {tolerance!r}")
-    prep = _prepare(model, data, spec, method, solver)
+    prep = _prepare(model, data, spec, method, solver, censoring)
     layout, constants, arrays = prep.layout, prep.constants, prep.arrays
     names = reported_names(layout, model.observable_names)
-    warnings: list[str] = []
+    warnings: list[str] = [drop_warning(data)] if prep.censoring == "drop" else []
 
     x = jnp.asarray(prep.x0)
     n = data.n_subjects
@@ -466,7 +478,7 @@ def fit_population(
 
     diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
     ofv = float(value)
-    n_obs = data.n_observations
+    n_obs = int(np.sum(np.asarray(arrays.mask)))  # those in the likelihood
     predictions, eps_shrink = predictions_frame(model, data, prep.order, diag)
     eta_np = np.asarray(eta)[:n]
     eta_shrink = {
@@ -476,7 +488,7 @@ def fit_population(
     individual = individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
     table = parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
     n_par = layout.n_x
-    ofv_c = ofv + n_obs * LOG_2PI
+    ofv_c = ofv + prep.n_obs * LOG_2PI
     if cov_status != "ok" and covariance is not None:
         warnings.append(f"covariance step {cov_status}")
     return PopulationFit(
@@ -525,4 +537,6 @@ def fit_population(
         table=table,
         individual=individual,
         predictions=predictions,
+        censoring=prep.censoring,
+        n_censored=int(np.sum(censored_rows(data) != 0)),
     )

@@ -31,7 +31,10 @@ class PopulationData(NamedTuple):
       `model observable * dv_scale[observable]`, so the likelihood is that of DV in the
       dataset's own units (what NONMEM reports);
     - `obs_row`: `(n_subjects, n_obs)` int, 1-based row of the CSV file (for messages and
-      outputs), -1 on padding.
+      outputs), -1 on padding;
+    - `cens`: `(n_subjects, n_obs)` int or None (no censored rows): 1 below a lower limit
+      of quantification, -1 above an upper one, 0 quantified; `dv` holds the limit on a
+      censored row (`vtrial.estimation.censoring`).
     """
 
     ids: np.ndarray
@@ -43,6 +46,7 @@ class PopulationData(NamedTuple):
     covariates: dict[str, np.ndarray]
     dv_scale: np.ndarray
     obs_row: np.ndarray
+    cens: np.ndarray | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -59,7 +63,7 @@ class PopulationData(NamedTuple):
             ids=np.asarray(self.ids)[index], doses=self.doses.take(index),
             obs_time_h=self.obs_time_h[index], obs_observable=self.obs_observable[index], dv=self.dv[index],
             obs_mask=self.obs_mask[index], covariates={k: np.asarray(v)[index] for k, v in self.covariates.items()},
-            obs_row=self.obs_row[index],
+            obs_row=self.obs_row[index], cens=None if self.cens is None else self.cens[index],
         )
 
 
@@ -71,8 +75,8 @@ def check_population_data(model: Model, data: PopulationData, spec) -> None:
     t = np.asarray(data.obs_time_h)
     if t.ndim != 2 or t.shape[0] == 0:
         raise DataError(f"data.obs_time_h: expected (n_subjects, n_obs) with at least one subject, got shape {t.shape}")
-    for name in ("obs_observable", "dv", "obs_mask", "obs_row"):
-        if np.shape(getattr(data, name)) != t.shape:
+    for name in ("obs_observable", "dv", "obs_mask", "obs_row", "cens"):
+        if getattr(data, name) is not None and np.shape(getattr(data, name)) != t.shape:
             raise DataError(f"data.{name}: shape {np.shape(getattr(data, name))} differs from obs_time_h's {t.shape}")
     n_subjects = t.shape[0]
     if len(data.ids) != n_subjects:
@@ -105,6 +109,9 @@ def check_population_data(model: Model, data: PopulationData, spec) -> None:
             raise SpecError(f"residual.{name}", f"the data observe {name}; give its residual error (additive and/or proportional)")
     if not mask.any():
         raise DataError("data: no observations")
+    if data.cens is not None and np.any(mask & ~np.isin(np.asarray(data.cens), (-1, 0, 1))):
+        i, j = np.argwhere(mask & ~np.isin(np.asarray(data.cens), (-1, 0, 1)))[0]
+        raise DataError(f"{where(i, j)}, column CENS: {data.cens[i, j]!r}; give 1 (below a lower limit), -1 (above an upper one) or 0")
     for name, values in data.covariates.items():
         v = np.asarray(values, float)
         if v.shape != (n_subjects,):

@@ -40,6 +40,7 @@ from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
 from vtrial.errors import DataError, SpecError
+from vtrial.estimation.censoring import censored_rows, resolve_censoring
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
@@ -52,7 +53,8 @@ from vtrial.models.base import Model
 
 #: Keys of `fit.json` taken from the fit result.
 FIT_FACTS = ("ofv", "ofv_with_constant", "aic", "bic", "n_subjects", "n_observations", "method", "converged",
-             "covariance_step", "iterations", "seconds", "warnings", "eta_shrinkage_pct", "epsilon_shrinkage_pct")
+             "covariance_step", "iterations", "seconds", "warnings", "eta_shrinkage_pct", "epsilon_shrinkage_pct",
+             "censoring", "n_censored")
 
 
 def _refuse_trial_options(ctx: RunContext) -> None:
@@ -102,6 +104,7 @@ def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationDa
     needs = {e.covariate: f"covariate_effects.{i} ({e.parameter} ~ {e.covariate})" for i, e in enumerate(cfg.covariate_effects)}
     data = read_nonmem(ctx.data, built.model, cfg.data, required_covariates=needs, max_dose_records=MAX_FIT_DOSE_RECORDS)
     check_data(built, data, str(ctx.data))
+    resolve_censoring(data, built.censoring, built.method)  # M3/M4 against the method, before any compilation
     return built, data
 
 
@@ -119,7 +122,8 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     out = {"model": cfg.model, "method": built.method, "estimated": [n for n in built.parameter_names() if n not in built.fixed],
            "random_effects": list(built.iiv_names)}
     if data is not None:
-        out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()))
+        out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()),
+                   n_censored=int(np.sum(censored_rows(data) != 0)), censoring=resolve_censoring(data, built.censoring, built.method))
         defaults = covariate_defaults(built.model, data)
         if defaults:
             out["covariates_not_in_dataset"] = defaults
@@ -134,6 +138,7 @@ def _fit(built: BuiltFit, data: PopulationData, on_iteration: Callable[[int, flo
     return fit_population(
         built.model, data, built.estimation_spec(), method=built.method, solver=built.options,
         max_iterations=built.max_iterations, tolerance=built.tolerance, covariance=built.covariance, on_iteration=on_iteration,
+        censoring=built.censoring,
     )
 
 
