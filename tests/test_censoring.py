@@ -10,14 +10,21 @@ objective is the ordinary one, exactly.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+import tomllib
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import integrate, optimize, stats
+from typer.testing import CliRunner
 
 import vtrial
+import vtrial.analysis.fit_plots
+from vtrial.cli import app
 from vtrial.design.dosing import Bolus, Regimen, lower_regimens
 from vtrial.design.population import ResidualError
 from vtrial.estimation import EstimationSpec, PopulationData, population_objective
@@ -26,6 +33,8 @@ from vtrial.estimation.focei import problem
 from vtrial.estimation.population import _prepare
 from vtrial.io.nonmem import read_nonmem
 from vtrial.models import one_compartment
+
+from conftest import REPO_ROOT
 
 LOG_2PI = math.log(2 * math.pi)
 MODEL = one_compartment()  # i.v. bolus: C = D / V exp(-CL/V t)
@@ -184,3 +193,93 @@ def test_reader_bad_censoring_names_row_and_column(tmp_path, text, row, column, 
     with pytest.raises(vtrial.DataError, match=rule) as e:
         _read(tmp_path, text)
     assert e.value.column == column and e.value.row == (None if row is None else row)
+
+
+# -- vtrial check: the censoring config against the dataset ---------------------------
+
+BOLUS_FIT = tomllib.loads((REPO_ROOT / "configs" / "bolus_2cpt_fit.toml").read_text())
+CENSORED_ROWS = "ID,TIME,AMT,EVID,CMT,DV,MDV,CENS\n1,0,120000,1,1,.,1,0\n1,0.25,0,0,1,1040.7,0,0\n1,24,0,0,1,50,0,1\n" \
+                "2,0,60000,1,1,.,1,0\n2,0.25,0,0,1,500.5,0,0\n2,24,0,0,1,50,0,1\n"
+
+
+def _fit_table(**estimation):
+    table = copy.deepcopy(BOLUS_FIT)
+    table["estimation"].update(estimation)
+    return table
+
+
+def test_check_refuses_m3_with_focei_naming_the_fix(tmp_path):
+    path = tmp_path / "cens.csv"
+    path.write_text(CENSORED_ROWS)
+    with pytest.raises(vtrial.SpecError, match=r"2 censored observation.*method = \"laplace\""):
+        vtrial.check_config(_fit_table(), data=path)
+    summary = vtrial.check_config(_fit_table(method="laplace"), data=path)
+    assert (summary["censoring"], summary["n_censored"], summary["n_observations"]) == ("m3", 2, 4)
+    assert vtrial.check_config(_fit_table(censoring="drop"), data=path)["censoring"] == "drop"
+    with pytest.raises(vtrial.SpecError, match="estimation.censoring"):
+        vtrial.check_config(_fit_table(censoring="m5"), data=path)
+    config = tmp_path / "fit.toml"
+    config.write_text(tomli_w_text(_fit_table()))
+    result = CliRunner().invoke(app, ["check", str(config), "--data", str(path)])
+    assert result.exit_code == 2 and "laplace" in " ".join(result.output.split())
+
+
+def tomli_w_text(table: dict) -> str:
+    """A fit config table as TOML (the few value types a config has)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return repr(v)
+
+    return "".join(f"{json.dumps(k)} = {value(v)}\n" for k, v in table.items())
+
+
+# -- outputs: VPC with the share below the LLOQ, GOF marking censored rows -----------
+
+
+def test_vpc_table_censors_the_simulations_and_reports_the_share_below_lloq():
+    rng = np.random.default_rng(1)
+    n, reps = 40, 200
+    time = np.repeat([1.0, 8.0], n // 2)
+    truth = np.where(time == 1.0, 5.0, 0.6)
+    sims = truth[None] * np.exp(rng.normal(0, 0.5, (reps, n)))
+    dv = truth * np.exp(rng.normal(0, 0.5, n))
+    lloq = 0.5
+    cens = (dv < lloq).astype(int)
+    dv = np.where(cens == 1, lloq, dv)
+    table = vtrial.analysis.fit_plots.vpc_table(np.zeros(n, int), time, dv, sims, ["c"], cens=cens)
+    late = table[(table.time == 8.0) & (table.percentile == 50.0)].iloc[0]
+    assert late.lloq == lloq and late.blq_observed == pytest.approx(np.mean(cens[time == 8.0]))
+    share = np.mean(sims[:, time == 8.0] < lloq, axis=1)
+    assert late.blq_sim_median == pytest.approx(np.percentile(share, 50))
+    assert late.blq_sim_low <= late.blq_observed <= late.blq_sim_high
+    early = table[(table.time == 1.0)]
+    assert (early.blq_observed == 0).all() and np.isfinite(early.observed).all()
+    # The 5th percentile of the late bin lies among the censored values (share > 5%): missing.
+    fifth = table[(table.time == 8.0) & (table.percentile == 5.0)].iloc[0]
+    assert np.isnan(fifth.observed) and np.isnan(fifth.sim_median)
+    # Without censoring the table keeps its columns and numbers.
+    plain = vtrial.analysis.fit_plots.vpc_table(np.zeros(n, int), time, dv, sims, ["c"])
+    assert "lloq" not in plain and np.isfinite(plain.observed).all()
+
+
+def test_gof_and_vpc_plots_draw_censored_rows(tmp_path):
+    from vtrial.analysis.fit_plots import plot_gof, plot_vpc, vpc_table
+
+    predictions = pd.DataFrame({"observable": ["c"] * 4, "TIME": [1.0, 2.0, 8.0, 24.0], "DV": [3.0, 2.0, 1.0, 0.5],
+                                "PRED": [2.9, 2.1, 0.9, 0.3], "IPRED": [3.0, 2.0, 1.0, 0.4],
+                                "CWRES": [0.1, -0.2, 0.3, np.nan], "CENS": [0, 0, 0, 1]})
+    fig = plot_gof(predictions)
+    assert any("censored" in t.get_label() for ax in fig.axes for t in ax.collections)
+    table = vpc_table(np.zeros(4, int), predictions.TIME.to_numpy(), predictions.DV.to_numpy(),
+                      np.tile(predictions.DV.to_numpy(), (20, 1)), ["c"], cens=predictions.CENS.to_numpy())
+    fig = plot_vpc(table, points=pd.DataFrame({"observable": "c", "time": predictions.TIME, "dv": predictions.DV,
+                                               "cens": predictions.CENS}))
+    assert len(fig.axes) == 2 and "below the LLOQ" in fig.axes[1].get_title()
+    fig.savefig(tmp_path / "vpc.png")

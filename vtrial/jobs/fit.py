@@ -7,15 +7,16 @@ Outputs (written atomically into the run folder):
   effects only), `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
 - `individual.csv`: per ID the EBEs, individual parameters, the model's derived
   quantities and shrinkage;
-- `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES;
+- `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES,
+  CENS (1/-1: a censored row, DV its limit, residuals empty);
 - `fit.json`: `ofv`, `ofv_with_constant`, `aic`, `bic`, `n_subjects`, `n_observations`,
-  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`,
+  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`, `censoring`, `n_censored`,
   `eta_shrinkage_pct` (per parameter) and `epsilon_shrinkage_pct` (per observable);
 - `gof.png`: DV against PRED and IPRED, CWRES against TIME and PRED;
 - `vpc.png` (and `vpc.csv`, its numbers): a visual predictive check: `[vpc] replicates`
   studies simulated from the estimates with the dataset's own doses, covariates and
   observation times; observed 5th, 50th, 95th percentiles against the 90% intervals of
-  the simulated ones;
+  the simulated ones; with censored observations, the share below the LLOQ per bin too;
 - `trial_seed.toml`: the estimates as a trial config's `[parameters]`,
   `[variability.omega2]`, `[[variability.correlation]]` and `[residual.*]` tables.
 
@@ -248,11 +249,12 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
                                           replicates=replicates, seed=built.cfg.vpc.seed, options=built.options)
         observable = np.asarray(data.obs_observable)[mask]
         scale = np.asarray(data.dv_scale, float)[observable]
+        cens = censored_rows(data)[mask]
         table = vpc_table(observable, np.asarray(data.obs_time_h)[mask], np.asarray(data.dv)[mask], sims[:, mask] * scale[None],
-                          model.observable_names)
+                          model.observable_names, cens=cens)
         written.append(write_csv(table, out / "vpc.csv"))
         points = pd.DataFrame({"observable": np.asarray(model.observable_names, dtype=object)[observable],
-                               "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask]})
+                               "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask], "cens": cens})
         dv = points["dv"].to_numpy()
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
     # Figures last: a figure that cannot be drawn is a warning, after every number is written.
