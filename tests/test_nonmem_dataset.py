@@ -201,7 +201,7 @@ def test_dataset_wide_problems_are_named(tmp_path):
         ("ID,TIME,EVID,DV,MDV\n1,0,0,1,0\n2,0,0,1,0\n1,1,0,1,0\n", 3, "ID", "contiguous"),
         ("ID,TIME,EVID,DV,MDV\n1,2,0,1,0\n1,1,0,1,0\n", 2, "TIME", "must not decrease"),
         ("ID,TIME,AMT,EVID,DV,MDV\n1,0,1,1,.,1\n", None, "EVID", "no observation rows"),
-        ("ID,TIME,EVID,DV,MDV,BLQ\n1,1,0,1,0,1\n", 1, "BLQ", "censored"),
+        ("ID,TIME,EVID,DV,MDV,BLQ\n1,1,0,1,0,2\n", 1, "BLQ", "not a censoring flag"),
         ("ID,TIME,EVID,DV,MDV,id\n1,1,0,1,0,1\n", None, "id", "appears twice"),
         ("ID,TIME,EVID,DV,MDV,WT\n1,1,0,1,0,.\n", 1, "WT", "no value"),
     ]

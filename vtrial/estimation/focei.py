@@ -57,6 +57,8 @@ from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
+from vtrial.estimation.censoring import observation_terms
+from vtrial.estimation.focei_diagnostics import diagnostics_per_subject
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
 from vtrial.models.base import Model
@@ -70,14 +72,6 @@ FOCEI_WITHOUT_VARIANCE_TERM = "_focei_without_variance_term"
 _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
 #: Largest change of any eta in one inner step (log scale: a factor e^2).
 _MAX_STEP = 2.0
-
-
-class Diagnostics(NamedTuple):
-    pred: jnp.ndarray
-    ipred: jnp.ndarray
-    ipred_sd: jnp.ndarray
-    cwres: jnp.ndarray
-    status: jnp.ndarray
 
 
 class Expansion(NamedTuple):
@@ -153,6 +147,7 @@ class Problem:
     max_newton: int = 50
     newton_tol: float = 1e-14
     mesh: Mesh | None = None
+    censoring: str = "none"  # "m3"/"m4": censored rows' terms (vtrial.estimation.censoring)
 
     @cached_property
     def varying(self) -> tuple[str, ...]:
@@ -248,6 +243,8 @@ class Problem:
         """Per-observation -2 log-likelihood terms (masked) as a function of f."""
         v = self.variance(u, s, f) if v0 is None else v0
         v = jnp.where(s.mask > 0, v, 1.0)
+        if self.censoring in ("m3", "m4"):
+            return s.mask * observation_terms(s.dv, f, v, s.cens, self.censoring)
         return s.mask * ((s.dv - f) ** 2 / v + jnp.log(v))
 
     def _phi_derivatives(self, u, s, f, v0):
@@ -530,45 +527,14 @@ class Problem:
 
     @cached_property
     def diagnostics(self):
-        """jit: PRED, IPRED, residual SD at IPRED and CWRES of every observation."""
-
-        def one(x, constants, s, eta):
-            u = unpack(self.layout, constants, x)
-            k = self.layout.n_eta
-            pred, _ = self.predict(u, constants, s, jnp.zeros(k))
-            ipred, g, status = self.fg(u, constants, s, eta)
-            v_ipred = jnp.where(s.mask > 0, self.variance(u, s, ipred), 1.0)
-            # CWRES (NONMEM's FOCE definition): the model linearised around the EBE,
-            # E[y] ~ f(eta*) - G eta*, Cov[y] ~ G Omega G^T + V (V at eta = 0 for FOCE).
-            if self.method in ("foce", "fo"):
-                v = jnp.where(s.mask > 0, self.variance(u, s, pred), 1.0)
-                lin_eta = jnp.zeros(k) if self.method == "fo" else eta
-            else:
-                v, lin_eta = v_ipred, eta
-            if self.method == "fo":
-                ipred_lin, g_lin = pred, self.fg(u, constants, s, jnp.zeros(k))[1]
-            else:
-                ipred_lin, g_lin = ipred, g
-            g_lin = g_lin * s.mask[:, None]
-            omega = u.chol @ u.chol.T
-            cov = g_lin @ omega @ g_lin.T + jnp.diag(v)
-            r = s.mask * (s.dv - (ipred_lin - g_lin @ lin_eta))
-            return (pred, ipred, jnp.sqrt(v_ipred), status), (cov, r)
-
-        def cwres(cov_r):
-            cov, r = cov_r
-            return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(cov), r, lower=True)
-
-        def run(x, constants, data, eta):
-            (pred, ipred, sd, status), cov_r = jax.vmap(lambda s, e: one(x, constants, s, e))(data, eta)
-            # One subject's (n_obs x n_obs) factorisation at a time (vtrial.engine.lapack).
-            return Diagnostics(pred, ipred, sd, jax.lax.map(cwres, cov_r), status)
-
-        return self._compile(run)
+        """jit: PRED, IPRED, residual SD at IPRED and CWRES of every observation
+        (`vtrial.estimation.focei_diagnostics`)."""
+        return self._compile(diagnostics_per_subject(self))
 
 
 @lru_cache(maxsize=32)
-def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t0: float, mesh: Mesh | None = None) -> Problem:
+def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t0: float, mesh: Mesh | None = None,
+            censoring: str = "none") -> Problem:
     """The (cached) `Problem`: one compiled objective per structure, reused across calls."""
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise ValueError(method)
@@ -578,4 +544,4 @@ def problem(model: Model, layout: Layout, method: str, options: SolverOptions, t
     # small and compile in seconds.
     closed = uses_closed_form(model, options) and is_linear_pk_only(model)
     options = dataclasses.replace(options, events="superposition" if closed else "split", adjoint="forward")
-    return Problem(model, layout, method, options, float(t0), mesh=mesh)
+    return Problem(model, layout, method, options, float(t0), mesh=mesh, censoring=censoring)

@@ -23,7 +23,7 @@ from vtrial.engine.solve import SolverOptions, is_linear_pk_only, uses_closed_fo
 from vtrial.errors import SpecError
 from vtrial.estimation.focei import Problem
 from vtrial.estimation.subjects import subject_arrays
-from vtrial.estimation.population import _check_data
+from vtrial.estimation.population_data import check_population_data
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import EstimationSpec, build_layout, from_estimation_scale, reported_names, unpack
 from vtrial.models.base import Model
@@ -73,7 +73,7 @@ def fit_individuals(
     layout, constants, x0 = build_layout(model, alone, data.dv_scale)
     if layout.n_x == 0:
         raise SpecError("parameters", "nothing to estimate: every value is fixed")
-    _check_data(model, data, alone)  # the same checks as a population fit
+    check_population_data(model, data, alone)  # the same checks as a population fit
     arrays, _, t0 = subject_arrays(model, data)
     fit = _fitter(model, layout, solver, float(t0), max_iterations, float(tolerance))
     x, value, grad_max, steps = (np.asarray(a)[: data.n_subjects] for a in fit(jnp.asarray(x0), constants, arrays))

@@ -49,12 +49,13 @@ import pandas as pd
 
 from vtrial.design.population import Population, ResidualError
 from vtrial.engine.solve import SolverOptions
-from vtrial.errors import DataError, SpecError
+from vtrial.errors import SpecError
+from vtrial.estimation.censoring import censored_arrays, censored_rows, drop_warning, gaussian_rows, resolve_censoring
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
 from vtrial.estimation.subjects import subject_arrays, subject_mesh
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
-from vtrial.estimation.population_data import PopulationData
+from vtrial.estimation.population_data import PopulationData, check_population_data
 from vtrial.estimation.population_spec import (
     EstimationSpec,
     build_layout,
@@ -96,77 +97,26 @@ class _Prepared(NamedTuple):
     x0: np.ndarray
     arrays: object
     order: np.ndarray
-    n_obs: int
+    n_obs: int  # observations with a Gaussian density (vtrial.estimation.censoring.gaussian_rows)
+    censoring: str = "none"
 
 
-def _check_data(model: Model, data: PopulationData, spec: EstimationSpec) -> None:
-    """Shape and value checks that name the offending field, before any compilation."""
-    if not isinstance(data, PopulationData):
-        raise DataError("data: expected a PopulationData")
-    t = np.asarray(data.obs_time_h)
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise DataError(f"data.obs_time_h: expected (n_subjects, n_obs) with at least one subject, got shape {t.shape}")
-    for name in ("obs_observable", "dv", "obs_mask", "obs_row"):
-        if np.shape(getattr(data, name)) != t.shape:
-            raise DataError(f"data.{name}: shape {np.shape(getattr(data, name))} differs from obs_time_h's {t.shape}")
-    n_subjects = t.shape[0]
-    if len(data.ids) != n_subjects:
-        raise DataError(f"data.ids: {len(data.ids)} IDs for {n_subjects} subjects")
-    for name, arr in data.doses._asdict().items():
-        if arr is not None and name != "nonmem" and np.shape(arr)[:1] != (n_subjects,):
-            raise DataError(f"data.doses.{name}: leading axis must be the {n_subjects} subjects, got shape {np.shape(arr)}")
-    mask = np.asarray(data.obs_mask, bool)
-    rows = np.asarray(data.obs_row)
-    n_obs_kinds = len(model.observables)
-    if np.shape(data.dv_scale) != (n_obs_kinds,):
-        raise DataError(f"data.dv_scale: expected one factor per observable of model {model.name} ({n_obs_kinds}), got shape {np.shape(data.dv_scale)}")
-
-    def where(i, j):
-        return f"row {rows[i, j]} (ID {data.ids[i]})"
-
-    obs = np.asarray(data.obs_observable)
-    bad = mask & ((obs < 0) | (obs >= n_obs_kinds))
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{where(i, j)}: observable index {obs[i, j]} outside 0..{n_obs_kinds - 1}")
-    for kind, arr in (("DV", np.asarray(data.dv, float)), ("TIME", t)):
-        bad = mask & ~np.isfinite(arr)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise DataError(f"{where(i, j)}, column {kind}: {arr[i, j]!r} is not a finite number")
-    for o in np.unique(obs[mask]):
-        name = model.observable_names[o]
-        if name not in spec.residual:
-            raise SpecError(f"residual.{name}", f"the data observe {name}; give its residual error (additive and/or proportional)")
-    if not mask.any():
-        raise DataError("data: no observations")
-    for name, values in data.covariates.items():
-        v = np.asarray(values, float)
-        if v.shape != (n_subjects,):
-            raise DataError(f"data.covariates.{name}: expected one value per subject ({n_subjects}), got shape {v.shape}")
-        if name not in model.covariate_names:
-            continue
-        bad, rule = model.covariate(name).check(v)
-        if name in {e.covariate for e in spec.covariate_effects}:
-            bad, rule = bad | ~(v > 0), f"{name} has a power covariate effect: values must be finite and > 0"
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"ID {data.ids[i]}, covariate {name}: {v[i]!r} is not allowed; {rule}")
-
-
-def _prepare(model, data, spec, method, solver) -> _Prepared:
+def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
         raise SpecError("solver", "must be a SolverOptions")
     layout, constants, x0 = build_layout(model, spec, np.ones(len(model.observables)))
-    _check_data(model, data, spec)
+    check_population_data(model, data, spec)
     layout, constants, x0 = build_layout(model, spec, data.dv_scale)
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
     mesh = subject_mesh(solver)
     arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size)
-    return _Prepared(problem(model, layout, method, solver, t0, mesh), layout, constants, x0, arrays, order, data.n_observations)
+    censoring = resolve_censoring(data, censoring, method)
+    arrays, censored_terms = censored_arrays(arrays, censoring)
+    pr = problem(model, layout, method, solver, t0, mesh, censored_terms)
+    return _Prepared(pr, layout, constants, x0, arrays, order, gaussian_rows(data, censoring), censoring)
 
 
 def population_objective(
@@ -179,13 +129,15 @@ def population_objective(
     x=None,
     eta=None,
     gradient: bool = True,
+    censoring: str | None = None,
 ) -> ObjectiveValue:
     """The population objective of `data` at the initial values of `spec` (or at the
     unconstrained vector `x`), the EBEs optimised from `eta` (default zeros).
 
-    With `gradient=True` also the exact gradient w.r.t. `x` and the per-subject gradients.
+    With `gradient=True` also the exact gradient w.r.t. `x` and the per-subject gradients;
+    `censoring` as in `fit_population`.
     """
-    prep = _prepare(model, data, spec, method, solver)
+    prep = _prepare(model, data, spec, method, solver, censoring)
     x = prep.x0 if x is None else np.asarray(x, float)
     if x.shape != prep.x0.shape:
         raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
@@ -254,6 +206,8 @@ class PopulationFit:
     table: pd.DataFrame = field(repr=False)
     individual: pd.DataFrame = field(repr=False)
     predictions: pd.DataFrame = field(repr=False)
+    censoring: str = "none"  # "m3", "m4", "drop" or "none" (no censored rows)
+    n_censored: int = 0
 
     def population(self, model: Model) -> Population:
         """The fitted population as a `vtrial.Population` of `model` (typical values,
@@ -286,7 +240,7 @@ class PopulationFit:
 
     def predictions_frame(self) -> pd.DataFrame:
         """Per observation (file order): ID, TIME, observable, DV, PRED, IPRED, RES, IRES,
-        IWRES, CWRES, row (1-based CSV row)."""
+        IWRES, CWRES, CENS (1/-1: censored, DV is the limit, residuals missing), row (1-based CSV row)."""
         return self.predictions.copy()
 
     def covariance_frame(self) -> pd.DataFrame | None:
@@ -408,6 +362,7 @@ def fit_population(
     tolerance: float = 1e-3,
     covariance: str | None = "sandwich",
     on_iteration: Callable[[int, float], None] | None = None,
+    censoring: str | None = None,
 ) -> PopulationFit:
     r"""Maximum-likelihood population fit of `model` to `data` (see the module docstring).
 
@@ -421,7 +376,9 @@ def fit_population(
       time's gradient is 1e4 times a variance's for the same distance). 1e-3 (default):
       within 0.1% of an SE, the OFV within about 1e-6 of its minimum;
     - `covariance`: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s", or None (skip);
-    - `on_iteration(iteration, ofv)`: called after every outer iteration.
+    - `on_iteration(iteration, ofv)`: called after every outer iteration;
+    - `censoring`: "m3" (default when `data.cens` marks rows; needs "laplace"), "m4" or
+      "drop" (`vtrial.estimation.censoring`).
 
     A fit that stops before converging, or whose covariance step fails, says so in
     `converged`, `covariance_step` and `warnings`; its standard errors are NaN then.
@@ -433,10 +390,10 @@ def fit_population(
         raise SpecError("estimation.max_iterations", f"must be a whole number >= 0, got {max_iterations!r}")
     if not (tolerance > 0):
         raise SpecError("estimation.tolerance", f"must be > 0, got {tolerance!r}")
-    prep = _prepare(model, data, spec, method, solver)
+    prep = _prepare(model, data, spec, method, solver, censoring)
     layout, constants, arrays = prep.layout, prep.constants, prep.arrays
     names = reported_names(layout, model.observable_names)
-    warnings: list[str] = []
+    warnings: list[str] = [drop_warning(data)] if prep.censoring == "drop" else []
 
     x = jnp.asarray(prep.x0)
     n = data.n_subjects
@@ -521,7 +478,7 @@ def fit_population(
 
     diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
     ofv = float(value)
-    n_obs = data.n_observations
+    n_obs = int(np.sum(np.asarray(arrays.mask)))  # those in the likelihood
     predictions, eps_shrink = predictions_frame(model, data, prep.order, diag)
     eta_np = np.asarray(eta)[:n]
     eta_shrink = {
@@ -531,7 +488,7 @@ def fit_population(
     individual = individual_frame(model, data, spec, layout, constants, u, eta_np, np.asarray(ofv_i)[:n], eta_shrink)
     table = parameter_table(model, spec, layout, names, rep_values, cov_rep, omega, u)
     n_par = layout.n_x
-    ofv_c = ofv + n_obs * LOG_2PI
+    ofv_c = ofv + prep.n_obs * LOG_2PI
     if cov_status != "ok" and covariance is not None:
         warnings.append(f"covariance step {cov_status}")
     return PopulationFit(
@@ -580,4 +537,6 @@ def fit_population(
         table=table,
         individual=individual,
         predictions=predictions,
+        censoring=prep.censoring,
+        n_censored=int(np.sum(censored_rows(data) != 0)),
     )

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.design.population import individual_parameters
+from vtrial.estimation.censoring import censored_rows
 from vtrial.estimation.population_spec import (
     RESIDUAL_KINDS,
     estimation_name,
@@ -130,6 +131,9 @@ def predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str,
     obs = take(data.obs_observable)
     dv = take(np.asarray(data.dv, float))
     pred, ipred, sd, cwres = (np.asarray(a) for a in (diag.pred, diag.ipred, diag.ipred_sd, diag.cwres))
+    # A censored row's DV is its limit: no residual (NaN), flagged by CENS (not dropped).
+    cens = take(censored_rows(data))
+    residual = np.where(cens == 0, 1.0, np.nan)
     ids = np.broadcast_to(np.asarray(data.ids)[:, None], mask.shape)
     frame = pd.DataFrame(
         {
@@ -139,16 +143,17 @@ def predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str,
             "DV": dv[mask],
             "PRED": pred[mask],
             "IPRED": ipred[mask],
-            "RES": (dv - pred)[mask],
-            "IRES": (dv - ipred)[mask],
-            "IWRES": ((dv - ipred) / sd)[mask],
-            "CWRES": cwres[mask],
+            "RES": (residual * (dv - pred))[mask],
+            "IRES": (residual * (dv - ipred))[mask],
+            "IWRES": (residual * (dv - ipred) / sd)[mask],
+            "CWRES": (residual * cwres)[mask],
+            "CENS": cens[mask],
             "row": take(data.obs_row)[mask],
         }
     )
     frame = frame.sort_values("row", kind="stable").reset_index(drop=True)
     shrink = {
-        name: float(100.0 * (1.0 - np.std(frame.loc[frame.observable == name, "IWRES"], ddof=1)))
+        name: float(100.0 * (1.0 - np.std(frame.loc[(frame.observable == name) & (frame.CENS == 0), "IWRES"], ddof=1)))
         for name in frame.observable.unique()
     }
     return frame, shrink

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vtrial.engine import distributed, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions
+from vtrial.estimation.censoring import censored_rows
 from vtrial.models.base import Model
 
 
@@ -34,6 +35,7 @@ class SubjectArrays(NamedTuple):
     dv: jnp.ndarray
     mask: jnp.ndarray  # (n, n_obs) float 1/0
     covariates: jnp.ndarray  # (n, n_model_covariates)
+    cens: jnp.ndarray  # (n, n_obs) float: 1 below a lower limit, -1 above an upper one (dv: the limit), 0 quantified
 
 
 def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int]):
@@ -129,6 +131,7 @@ def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays,
         dv=jnp.asarray(np.where(take(mask), take(np.asarray(data.dv, float)), 0.0)),
         mask=jnp.asarray(take(mask), float),
         covariates=jnp.asarray(covariates),
+        cens=jnp.asarray(take(censored_rows(data)), float),
     )
     # Pad the subject axis to a multiple of SUBJECT_BUCKET with subjects that have no
     # observations (they contribute exactly 0): datasets of nearby sizes then share

@@ -35,7 +35,9 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
   iterations, default 200), `tolerance` (converged when every estimate is within
   `tolerance` of its standard error from the optimum, by the gradient and the curvature;
   default 1e-3; see `vtrial.estimation.fit_population`), `covariance` (sandwich, r, s;
-  none skips the step, as leaving out NONMEM's `$COV`: no SEs);
+  none skips the step, as leaving out NONMEM's `$COV`: no SEs), `censoring` (m3, m4, drop:
+  the likelihood of censored rows, CENS/BLQ/LLOQ; default m3 when the dataset has any,
+  with method laplace: `vtrial.estimation.censoring`);
 - `[vpc]`: replicates of the visual predictive check and its seed.
 
 See `configs/bolus_2cpt_fit.toml`.
@@ -104,6 +106,7 @@ class EstimationSettings(Strict):
     max_iterations: Annotated[int, Field(ge=1, le=100_000)] = 200
     tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     covariance: Literal["sandwich", "r", "s", "none"] = "sandwich"
+    censoring: Literal["m3", "m4", "drop"] | None = None
 
 
 class VpcSpec(Strict):
@@ -212,6 +215,7 @@ class BuiltFit:
         self.max_iterations = cfg.estimation.max_iterations
         self.tolerance = cfg.estimation.tolerance
         self.covariance = None if cfg.estimation.covariance == "none" else cfg.estimation.covariance
+        self.censoring = cfg.estimation.censoring
         self.options = cfg.solver.build()
         # What only the estimation's layout knows (e.g. a block fixed in part), before any data.
         build_layout(model, self.estimation_spec(), np.ones(len(model.observables)))

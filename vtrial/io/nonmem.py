@@ -13,6 +13,7 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `CMT` | dose compartment (number: the model's state, 1-based; or a route or state name), or the observable of an observation row |
 | `DVID` | which observable an observation is (default: the model's observables numbered from 1) |
 | `DV` | the observation, in the observable's DV unit |
+| `CENS`, `BLQ`, `LLOQ` | censored observations (below/above a limit of quantification): `vtrial.io.nonmem_censoring` |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
 | `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); closed form for a model that is linear PK throughout, else the periodic state of the model's ODE (Newton's method on one dosing interval); SS = 3 is refused |
 | any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject, except a covariate a route names as its lag, bioavailability, rate or duration: each dose record takes its own row's value (e.g. `LAGT` feeding ALAG2) |
@@ -40,6 +41,7 @@ from pydantic import Field
 
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
+from vtrial.io.nonmem_censoring import censored_observations
 from vtrial.io.nonmem_checks import check_magnitudes, check_shape, require_covariates
 from vtrial.io.nonmem_records import dose_records, dose_route
 from vtrial.io.nonmem_records import value_key as _key
@@ -50,8 +52,6 @@ from vtrial.units import amount_to_mg, conversion_factor
 
 #: Columns with a NONMEM meaning; every other column may hold a covariate.
 STANDARD_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DV", "II", "ADDL", "SS")
-#: Columns that mark censored (BLQ) observations, which the likelihood does not handle.
-CENSORING_COLUMNS = ("BLQ", "CENS")
 
 CmtValue = int | Annotated[str, Field(min_length=1)]
 
@@ -330,14 +330,6 @@ def read_nonmem(
     is_dose = evid == 1
     is_obs = (evid == 0) & (mdv == 0)
 
-    for column in CENSORING_COLUMNS:
-        if t.has(column):
-            cens, cmiss = t.numbers(column, 0.0)
-            bad = np.flatnonzero(is_obs & (cens != 0))
-            if bad.size:
-                raise t.error(bad[0], column, "censored (below the limit of quantification) observations are not supported; "
-                                              "remove them or set MDV = 1")
-
     # -- doses -----------------------------------------------------------------------
     bad = np.flatnonzero(is_dose & ~mdv_missing & (mdv == 0)) if t.has("MDV") else np.zeros(0, int)
     if bad.size:
@@ -404,6 +396,7 @@ def read_nonmem(
 
     # -- observations ------------------------------------------------------------------
     dv, dv_missing = t.numbers("DV")
+    cens, dv, dv_missing = censored_observations(t, is_obs, dv, dv_missing)  # CENS, BLQ, LLOQ
     if not t.has("DV") and is_obs.any():
         raise t.error(None, "DV", "required column missing: the dataset has observation rows")
     bad = np.flatnonzero(is_obs & dv_missing) if dv_required else np.zeros(0, int)
@@ -455,6 +448,8 @@ def read_nonmem(
     s, j = subject[obs_rows], position
     obs_time[s, j], obs_observable[s, j], dv_out[s, j] = time_h[obs_rows], observable[obs_rows], dv[obs_rows]
     obs_mask[s, j], obs_row[s, j] = True, obs_rows + 1
+    obs_cens = np.zeros((n_subjects, n_obs), np.int64)
+    obs_cens[s, j] = cens[obs_rows]
     for k in range(n_subjects):  # padding repeats the last time (save times stay sorted)
         m = per_subject[k]
         if 0 < m < n_obs:
@@ -463,6 +458,7 @@ def read_nonmem(
     return PopulationData(
         ids=_id_values(id_cells[starts]), doses=doses, obs_time_h=obs_time, obs_observable=obs_observable, dv=dv_out,
         obs_mask=obs_mask, covariates=covariates, dv_scale=res.dv_scale.copy(), obs_row=obs_row,
+        cens=obs_cens if obs_cens.any() else None,
     )
 
 

@@ -7,15 +7,16 @@ Outputs (written atomically into the run folder):
   effects only), `omega_<p1>_<p2>`, `<observable>.additive` / `<observable>.proportional`;
 - `individual.csv`: per ID the EBEs, individual parameters, the model's derived
   quantities and shrinkage;
-- `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES;
+- `predictions.csv`: per observation ID, TIME, observable, DV, PRED, IPRED, RES, IWRES, CWRES,
+  CENS (1/-1: a censored row, DV its limit, residuals empty);
 - `fit.json`: `ofv`, `ofv_with_constant`, `aic`, `bic`, `n_subjects`, `n_observations`,
-  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`,
+  `method`, `converged`, `covariance_step`, `iterations`, `seconds`, `device`, `warnings`, `censoring`, `n_censored`,
   `eta_shrinkage_pct` (per parameter) and `epsilon_shrinkage_pct` (per observable);
 - `gof.png`: DV against PRED and IPRED, CWRES against TIME and PRED;
 - `vpc.png` (and `vpc.csv`, its numbers): a visual predictive check: `[vpc] replicates`
   studies simulated from the estimates with the dataset's own doses, covariates and
   observation times; observed 5th, 50th, 95th percentiles against the 90% intervals of
-  the simulated ones;
+  the simulated ones; with censored observations, the share below the LLOQ per bin too;
 - `trial_seed.toml`: the estimates as a trial config's `[parameters]`,
   `[variability.omega2]`, `[[variability.correlation]]` and `[residual.*]` tables.
 
@@ -40,6 +41,7 @@ from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
 from vtrial.errors import DataError, SpecError
+from vtrial.estimation.censoring import censored_rows, resolve_censoring
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
@@ -52,7 +54,8 @@ from vtrial.models.base import Model
 
 #: Keys of `fit.json` taken from the fit result.
 FIT_FACTS = ("ofv", "ofv_with_constant", "aic", "bic", "n_subjects", "n_observations", "method", "converged",
-             "covariance_step", "iterations", "seconds", "warnings", "eta_shrinkage_pct", "epsilon_shrinkage_pct")
+             "covariance_step", "iterations", "seconds", "warnings", "eta_shrinkage_pct", "epsilon_shrinkage_pct",
+             "censoring", "n_censored")
 
 
 def _refuse_trial_options(ctx: RunContext) -> None:
@@ -102,6 +105,7 @@ def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationDa
     needs = {e.covariate: f"covariate_effects.{i} ({e.parameter} ~ {e.covariate})" for i, e in enumerate(cfg.covariate_effects)}
     data = read_nonmem(ctx.data, built.model, cfg.data, required_covariates=needs, max_dose_records=MAX_FIT_DOSE_RECORDS)
     check_data(built, data, str(ctx.data))
+    resolve_censoring(data, built.censoring, built.method)  # M3/M4 against the method, before any compilation
     return built, data
 
 
@@ -119,7 +123,8 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     out = {"model": cfg.model, "method": built.method, "estimated": [n for n in built.parameter_names() if n not in built.fixed],
            "random_effects": list(built.iiv_names)}
     if data is not None:
-        out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()))
+        out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()),
+                   n_censored=int(np.sum(censored_rows(data) != 0)), censoring=resolve_censoring(data, built.censoring, built.method))
         defaults = covariate_defaults(built.model, data)
         if defaults:
             out["covariates_not_in_dataset"] = defaults
@@ -134,6 +139,7 @@ def _fit(built: BuiltFit, data: PopulationData, on_iteration: Callable[[int, flo
     return fit_population(
         built.model, data, built.estimation_spec(), method=built.method, solver=built.options,
         max_iterations=built.max_iterations, tolerance=built.tolerance, covariance=built.covariance, on_iteration=on_iteration,
+        censoring=built.censoring,
     )
 
 
@@ -243,11 +249,12 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
                                           replicates=replicates, seed=built.cfg.vpc.seed, options=built.options)
         observable = np.asarray(data.obs_observable)[mask]
         scale = np.asarray(data.dv_scale, float)[observable]
+        cens = censored_rows(data)[mask]
         table = vpc_table(observable, np.asarray(data.obs_time_h)[mask], np.asarray(data.dv)[mask], sims[:, mask] * scale[None],
-                          model.observable_names)
+                          model.observable_names, cens=cens)
         written.append(write_csv(table, out / "vpc.csv"))
         points = pd.DataFrame({"observable": np.asarray(model.observable_names, dtype=object)[observable],
-                               "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask]})
+                               "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask], "cens": cens})
         dv = points["dv"].to_numpy()
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
     # Figures last: a figure that cannot be drawn is a warning, after every number is written.
