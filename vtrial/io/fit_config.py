@@ -44,6 +44,7 @@ See `configs/bolus_2cpt_fit.toml`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -126,6 +127,13 @@ class FitConfig(NamesModel):
     estimation: EstimationSettings = EstimationSettings()
     solver: SolverSpec = SolverSpec()
     vpc: VpcSpec = VpcSpec()
+
+    def data_file(self) -> Path | None:
+        """`[data.source].file` (an imported control stream's `$DATA`), relative to the
+        config's folder: the dataset `vtrial fit CONFIG` reads when no DATA is given."""
+        if self.data.source is None:
+            return None
+        return (self._config_folder or Path(".")) / self.data.source.file
 
 
 class BuiltFit:

@@ -253,6 +253,8 @@ def run_config(
     job, spec, kind = prepared.job, prepared.spec, prepared.kind
     config_hash, config_name, config_label = prepared.config_sha256, prepared.config_name, prepared.config_label
     animal_table, animals_hash = prepared.animals, prepared.animals_sha256
+    if data is None and job.needs_data and hasattr(spec, "data_file"):
+        data = spec.data_file()  # the config's own dataset ([data.source] of an imported control stream)
     _check_data_file(prepared, data, "DATA")
     if data is None and job.needs_data:
         raise SpecError("DATA", f"a {kind!r} job reads a data file: vtrial {kind} CONFIG DATA (run_config(..., data=...))")
