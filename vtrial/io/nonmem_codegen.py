@@ -150,7 +150,7 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
             wanted |= {s.name for s in c.expr.subs(eps_zero).free_symbols}
     needed.reverse()
     err_inputs = inputs + [c.name for c in cs.pk]
-    lines += ["", "", "def observe(y, p):", f'    """$ERROR (line {cs.error[0].line if cs.error else 0}): Y with every EPS = 0."""']
+    lines += ["", "", "def observe(y, p):", f'    """$ERROR (line {min([c.line for c in cs.error if c.line] or [0])}): Y with every EPS = 0."""']
     lines += [f"    {', '.join(names.of[c] for c in cs.compartments)}{',' if len(cs.compartments) == 1 else ''} = y"]
     lines += _unpack(_free(c.expr.subs(eps_zero) for c in needed) - {c.name for c in needed}, names, err_inputs)
     lines += [_code_line(c, names, amounts, eps_zero) for c in needed]
