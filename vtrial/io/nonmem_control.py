@@ -159,6 +159,7 @@ def read_control_stream(path: str | Path) -> ControlStream:
     if not path.is_file():
         raise SpecError("CONTROL_STREAM", f"{path}: file not found")
     text = path.read_text()
+    _prescan(text)
     try:
         model = read_model(str(path))
     except Exception as e:  # pharmpy's parser raises many types; name the file and what it said
@@ -305,6 +306,34 @@ def read_control_stream(path: str | Path) -> ControlStream:
         sigma_inits={v: float(params[v].init) for v in eps_variance.values()},
         sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()},
     )
+
+
+def _prescan(text: str) -> None:
+    """Refuse unsupported records and ADVANs from the raw text, before pharmpy parses
+    (which fails on some of them with a less helpful message)."""
+    for k, raw in enumerate(text.splitlines(), start=1):
+        m = re.match(r"^\s*\$(\w+)", raw.split(";", 1)[0])
+        if not m:
+            continue
+        name = m.group(1).upper()
+        full = next((s for s in SUPPORTED_RECORDS + ("PRED", "MIX", "PRIOR", "AES", "AESINITIAL", "INFN", "SIMULATION",
+                                                     "NONPARAMETRIC", "SCATTERPLOT", "MSFI", "LEVEL", "PHIS", "ETAS",
+                                                     "THETAI", "THETAR", "OLKJDF", "OVARF", "SLKJDF", "SVARF", "TTDF",
+                                                     "DESIGN", "ANNEAL", "CONTR", "BIND", "FORMAT", "THETAP", "THETAPV",
+                                                     "OMEGAP", "OMEGAPD", "SIGMAP", "SIGMAPD", "RCOV", "RCOVI",
+                                                     "SUPER", "WARNINGS", "CHAIN")
+                     if s.startswith(name) and len(name) >= 3), name)
+        if full == "PRED":
+            raise _refuse("PRED", k, "$PRED models are not supported yet: write the model with $SUBROUTINES ADVANn, $PK "
+                                     "and $ERROR")
+        if full not in SUPPORTED_RECORDS:
+            raise _refuse(full, k, "this record is not supported by vtrial import-nonmem (supported: "
+                                   f"{', '.join('$' + s for s in SUPPORTED_RECORDS)})")
+        if full in ("SUBROUTINES", "SUBROUTINE"):
+            advan = re.search(r"\bADVAN(\d+)\b", raw, re.I)
+            if advan and f"ADVAN{advan.group(1)}" not in LINEAR_ADVANS + DES_ADVANS:
+                raise _refuse("SUBROUTINES", k, f"ADVAN{advan.group(1)} is not supported (supported: "
+                                                f"{', '.join(LINEAR_ADVANS + DES_ADVANS)} with $DES)")
 
 
 def _block_line(omega_records, names: list[str], all_etas: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""$ERROR's residual error as vtrial's combined error model, found symbolically.
+r"""$ERROR's residual error as vtrial's combined error model, found symbolically.
 
 NONMEM writes the residual error as code: `Y = F + F*EPS(1)`, `Y = IPRED + W*EPS(1)` with
 `W = SQRT(THETA(5)**2 + THETA(6)**2*IPRED**2)` and `$SIGMA 1 FIX`, `Y = F*(1 + EPS(1)) +
@@ -58,6 +58,7 @@ def residual_model(error, eps: list[str], params, thetas: list[str], line: int, 
     if y_sym not in env:
         raise _refuse(line, "no Y = ... statement: $ERROR must define Y")
     y = env[y_sym]
+    line = next((c.line for c in reversed(error) if c.name == "Y" and c.line), line)  # refusals name Y's line
     eps_syms = [sympy.Symbol(n) for n in eps]
     if not eps_syms:
         raise _refuse(line, "Y has no EPS: a residual error is needed to fit")
