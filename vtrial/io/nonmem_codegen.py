@@ -238,9 +238,6 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
     """The fit config's text (`model_ref`: the model file reference; `out_dir`: where the
     config goes, which the data file's path is made relative to)."""
     fix = {t.name: t.fix for t in cs.thetas}
-    params = {t.name: t.init for t in cs.thetas}
-    for etas, matrix, fixed, _ in cs.omega_blocks:
-        pass
     theta_rows = [t for t in cs.thetas if t.name not in cs.residual.thetas]
     fixed = [names.of[t.name] for t in theta_rows if t.fix] + [names.of[e] for e in cs.etas]
     fixed += [f"omega2_{names.of[e]}" for etas, _, f, _ in cs.omega_blocks if f for e in etas]

@@ -12,7 +12,6 @@ dropped silently. `vtrial.io.nonmem_codegen` writes the files from it.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,10 +146,6 @@ def _assign_line(lines: list[tuple[int, str]], name: str, after: int) -> tuple[i
     return after, (0, f"{name} (set by PREDPP, not in the code)")
 
 
-def _number(text) -> float:
-    return float(str(text))
-
-
 def read_control_stream(path: str | Path) -> ControlStream:
     """Read and check a control stream (see the module docstring); `SpecError` naming
     the record and line of anything vtrial cannot run as written."""
@@ -202,7 +197,7 @@ def read_control_stream(path: str | Path) -> ControlStream:
             code[r.name.upper()] = _code_lines(r, line)
             _check_code(r.name.upper(), code[r.name.upper()])
     for line, c in code["PK"] + code.get("ERROR", []):
-        if re.search(r"(?<![\w(])(TIME|T)(?![\w(])", c.split("=", 1)[-1] if "=" in c else c, re.I):
+        if re.search(r"(?<![\w(])(TIME|T)(?![\w(])", re.sub(r"^\s*\w+\s*=", "", c), re.I):
             rec = "PK" if (line, c) in code["PK"] else "ERROR"
             raise _refuse(rec, line, f"{c.strip()!r}: TIME in ${rec} makes parameters change with time, which "
                                      "vtrial's individual parameters cannot (time-varying covariates are data)")
@@ -456,7 +451,3 @@ def _filter_text(tree) -> str:
     parts = [str(getattr(t, "value", t)) for t in getattr(tree, "children", [])] or [str(tree)]
     text = "".join(p.strip() for p in parts)
     return text if "." in text or "=" in text else str(tree)
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -26,7 +26,7 @@ from vtrial.errors import DataError, SpecError
 from vtrial.io.config import validate
 from vtrial.io.fit_config import BuiltFit, FitConfig
 from vtrial.io.nonmem import read_nonmem
-from vtrial.io.nonmem_codegen import OBSERVABLE, fit_config, model_file
+from vtrial.io.nonmem_codegen import fit_config, model_file
 from vtrial.io.nonmem_control import ControlStream, read_control_stream
 
 #: `--check` thresholds (the issue's): relative differences of PRED/IPRED, and |dOFV|.
