@@ -136,6 +136,7 @@ def test_advan4_lag_bioavailability_block_and_data_options(tmp_path):
 @pytest.mark.parametrize("w, additive, proportional", [
     ("W = SQRT(THETA(5)**2 + THETA(6)**2*IPRED**2)\n  Y = IPRED + W*EPS(1)", 0.5, 0.3),
     ("Y = IPRED + IPRED*EPS(1) + EPS(2)", 0.5, 0.3),
+    ("W = SQRT(THETA(5)**2 + THETA(6)**2*IPRED**2)\n  IF (W.EQ.0) W = 1\n  Y = IPRED + W*EPS(1)", 0.5, 0.3),
 ])
 def test_residual_forms(tmp_path, w, additive, proportional):
     sigma = "$SIGMA 1 FIX" if "W" in w else "$SIGMA 0.09\n$SIGMA 0.25"

@@ -57,7 +57,9 @@ def residual_model(error, eps: list[str], params, thetas: list[str], line: int, 
     y_sym = sympy.Symbol("Y")
     if y_sym not in env:
         raise _refuse(line, "no Y = ... statement: $ERROR must define Y")
-    y = env[y_sym]
+    # NONMEM's guards against a zero SD (IF (W.EQ.0) W = 1, IPREDADJ for IPRED = 0) change
+    # nothing but the exact-zero point: the residual model is the general branch.
+    y = env[y_sym].replace(lambda e: isinstance(e, sympy.Piecewise) and _zero_guard(e), lambda e: e.args[-1][0])
     line = next((c.line for c in reversed(error) if c.name == "Y" and c.line), line)  # refusals name Y's line
     eps_syms = [sympy.Symbol(n) for n in eps]
     if not eps_syms:
@@ -106,6 +108,12 @@ def residual_model(error, eps: list[str], params, thetas: list[str], line: int, 
     symbols = sorted({s.name for s in (a2.free_symbols | b2.free_symbols)})
     used_thetas = [t for t in thetas if t in symbols]
     return Residual(a2, b2, used_thetas, symbols), f0
+
+
+def _zero_guard(pw: sympy.Piecewise) -> bool:
+    """Whether every condition but the last (`True`) is `x == 0` (a guard against zero)."""
+    *pieces, (_, last) = pw.args
+    return last == sympy.true and all(isinstance(c, sympy.Eq) and (c.rhs == 0 or c.lhs == 0) for _, c in pieces)
 
 
 def _sigma_name(params, eps: str) -> str:
