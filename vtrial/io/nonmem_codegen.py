@@ -287,7 +287,11 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
     lines += ["", "[estimation]  # $ESTIMATION and $COVARIANCE", f"method = {_toml(cs.method)}"]
     if cs.max_iterations:
         lines.append(f"max_iterations = {min(max(cs.max_iterations, 1), 100_000)}  # MAXEVAL (vtrial counts outer iterations)")
-    lines += [f"covariance = {_toml(cs.covariance)}", "", "[vpc]", "replicates = 0", ""]
+    lines += [f"covariance = {_toml(cs.covariance)}"]
+    if cs.des:
+        lines += ["", "# $DES: integrated with vtrial's [solver] defaults (tsit5, rtol 1e-8, atol 1e-10), tighter than "
+                      "NONMEM's TOL; set [solver] to change them"]
+    lines += ["", "[vpc]", "replicates = 0", ""]
     return "\n".join(lines)
 
 
