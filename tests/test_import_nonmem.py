@@ -113,7 +113,8 @@ def test_advan4_lag_bioavailability_block_and_data_options(tmp_path):
         "ADVAN3 TRANS4": "ADVAN4 TRANS4",
         "  CL = EXP": "  KA = 1.5\n  ALAG1 = 0.25\n  F1 = 0.8\n  CL = EXP",
         "V1 =": "V2 =", "V2 = EXP(THETA(4)": "V3 = EXP(THETA(4)", "S1 = V1": "S2 = V2", "A(1) / V1": "A(2) / V2",
-        "$OMEGA 0.15 0.15 0.15 0.15": "$OMEGA BLOCK(2) 0.15 0.01 0.15\n$OMEGA 0.15 0.15 FIX",
+        "$OMEGA 0.15 0.15 0.15 0.15": "$OMEGA BLOCK(2) 0.15 0.01 0.15\n$OMEGA 0.15 0.15 FIX\n$OMEGA 0 FIX",
+        "  Q  = EXP(THETA(3) + ETA(3))": "  Q  = EXP(THETA(3) + ETA(3) + ETA(5))",
     })
     text = text.replace("Q/V1", "Q/V2")
     path = tmp_path / "a4.ctl"
@@ -128,6 +129,8 @@ def test_advan4_lag_bioavailability_block_and_data_options(tmp_path):
     cfg = tomllib.loads(config_path.read_text())
     assert cfg["variability"]["block"] == [{"parameters": ["eta_1", "eta_2"], "covariance": [[0.15, 0.01], [0.01, 0.15]]}]
     assert "omega2_eta_4" in cfg["fixed"] and "omega2_eta_3" not in cfg["fixed"]  # FIX applies to the value before it
+    assert "eta_5" in cfg["fixed"] and "eta_5" not in cfg["variability"]["kind"] and "omega2_eta_5" not in cfg["fixed"]  # 0 FIX: off
+    assert built.iiv_names == ("eta_3", "eta_4", "eta_1", "eta_2")
     assert cfg["data"]["source"]["drop"] == ["MDV"] and cfg["data"]["source"]["ignore"] == ["ID.EQ.3"]
     data = read_nonmem(built.cfg.data_file(), model, built.cfg.data)
     assert data.n_subjects == 119 and "3" not in [str(i) for i in data.ids]

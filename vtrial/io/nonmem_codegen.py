@@ -240,7 +240,9 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
     fix = {t.name: t.fix for t in cs.thetas}
     theta_rows = [t for t in cs.thetas if t.name not in cs.residual.thetas]
     fixed = [names.of[t.name] for t in theta_rows if t.fix] + [names.of[e] for e in cs.etas]
-    fixed += [f"omega2_{names.of[e]}" for etas, _, f, _ in cs.omega_blocks if f for e in etas]
+    # $OMEGA 0 FIX switches an ETA off: its parameter stays at 0 with no random effect.
+    off = {etas[0] for etas, m, f, _ in cs.omega_blocks if len(etas) == 1 and f and m[0][0] == 0}
+    fixed += [f"omega2_{names.of[e]}" for etas, _, f, _ in cs.omega_blocks if f for e in etas if e not in off]
     from_pharmpy = _residual_values(cs)
     add, prop = cs.residual.sds(from_pharmpy)
     fixes = {**fix, **_sigma_fix(cs)}
@@ -263,10 +265,12 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
         lines += [f"{names.of[t.name]} = [{_toml(t.lower)}, {_toml(t.upper)}]" for t in bounded]
     lines += ["", "[variability.omega]  # $OMEGA: variances of the ETAs"]
     for etas, matrix, f, line in cs.omega_blocks:
-        if len(etas) == 1:
+        if len(etas) == 1 and etas[0] in off:
+            lines.append(f"# {names.of[etas[0]]}: $OMEGA line {line} is 0 FIX, no random effect")
+        elif len(etas) == 1:
             lines.append(f"{names.of[etas[0]]} = {matrix[0][0]!r}  # $OMEGA line {line}{' FIX' if f else ''}")
     lines += ["", "[variability.kind]  # ETA(k) enters $PK as written: an additive effect on a parameter fixed at 0"]
-    lines += [f'{names.of[e]} = "additive"' for e in cs.etas]
+    lines += [f'{names.of[e]} = "additive"' for e in cs.etas if e not in off]
     for etas, matrix, f, line in cs.omega_blocks:
         if len(etas) > 1:
             lines += ["", f"[[variability.block]]  # $OMEGA BLOCK({len(etas)}) line {line}{' FIX' if f else ''}",
