@@ -441,6 +441,8 @@ def import_nonmem_command(
     say(f"import-nonmem -> {config_path.parent}", done="done")
     say(f"  model: {model_path}")
     say(f"  fit config: {config_path} (vtrial fit {config_path})")
+    for note in cs.notes:
+        say(f"  note: {note}")
     if not check:
         return
     try:

@@ -254,6 +254,7 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
     lines = [f"# {cs.path.name} imported by vtrial import-nonmem: {cs.problem}",
              f"#   vtrial fit {out_dir.name}/{cs.path.stem}_fit.toml   (reads [data.source].file)",
              'kind = "fit"', f"name = {_toml(cs.path.stem)}", f"description = {_toml('imported from ' + cs.path.name + ': ' + cs.problem)}",
+             *[f"# note: {n}" for n in cs.notes],
              f"model = {_toml(model_ref)}",
              f"fixed = {_toml(fixed)}  # THETA FIX, each ETA's typical value (0), OMEGA FIX, SIGMA FIX", "",
              "[parameters]  # $THETA (and each ETA's typical value, 0)"]

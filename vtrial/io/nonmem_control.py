@@ -101,6 +101,7 @@ class ControlStream:
     eps: list[str] = field(default_factory=list)
     sigma_inits: dict[str, float] = field(default_factory=dict)  # SIGMA name -> initial value
     sigma_fix: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # options read that change nothing in vtrial
 
 
 def _record_lines(cs) -> list[tuple[object, int]]:
@@ -290,7 +291,10 @@ def read_control_stream(path: str | Path) -> ControlStream:
             covariates[name] = float(column.median()) if column is not None and len(column) else 1.0
         elif name.upper() not in [c.upper() for c in data_columns]:
             raise _refuse("PK", line_of["PK"], f"{name} is read but neither assigned nor a data item of $INPUT")
-    method, max_iterations, covariance = _estimation(cs, line_of)
+    method, max_iterations, covariance, notes = _estimation(cs, line_of)
+    tol = re.search(r"\bTOL\s*=\s*(\S+)", str(sub), re.I)
+    if tol:
+        notes.append(f"$SUBROUTINES (line {line_of['SUBROUTINES']}) TOL={tol.group(1)}: vtrial's [solver] tolerances apply")
     data = _data(model, cs, line_of, path)
     return ControlStream(
         path=path, problem=str(cs.get_records("PROBLEM")[0]).split("\n")[0].replace("$PROBLEM", "").strip(),
@@ -299,7 +303,7 @@ def read_control_stream(path: str | Path) -> ControlStream:
         dose_compartment=dose_compartment, linear=linear, observed=observed, covariates=covariates, method=method,
         max_iterations=max_iterations, covariance=covariance, data=data, eps=eps_names,
         sigma_inits={v: float(params[v].init) for v in eps_variance.values()},
-        sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()},
+        sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()}, notes=notes,
     )
 
 
@@ -383,9 +387,10 @@ def _compartments(model, ode, advan: str, trans: str, line_of: dict):
     return names, derivatives, dose_compartment, linear
 
 
-def _estimation(cs, line_of: dict) -> tuple[str, int | None, str]:
-    """(method, max_iterations or None, covariance) of $ESTIMATION and $COVARIANCE."""
-    method, max_iterations = "focei", None
+def _estimation(cs, line_of: dict) -> tuple[str, int | None, str, list[str]]:
+    """(method, max_iterations or None, covariance, notes) of $ESTIMATION and $COVARIANCE;
+    the notes name the options that change nothing in vtrial (output and control options)."""
+    method, max_iterations, notes = "focei", None, []
     recs = cs.get_records("ESTIMATION") or cs.get_records("ESTIMATE")
     if recs:
         r = recs[0]
@@ -410,13 +415,24 @@ def _estimation(cs, line_of: dict) -> tuple[str, int | None, str]:
         for bad in ("LIKELIHOOD", "-2LL", "CENTERING", "NUMERICAL", "SLOW"):
             if bad in flags:
                 raise _refuse("ESTIMATION", line, f"option {bad} is not supported")
+        unused = sorted(f"{k}={v}" for k, v in opts.items() if k not in ("METHOD", "METH", "MAXEVAL", "MAXEVALS", "MAX"))
+        unused += sorted(flags - {"ESTIMATION", "ESTIMATE", "EST", "ESTM", "INTERACTION", "INTER", "LAPLACE", "LAPLACIAN"})
+        if unused:
+            notes.append(f"$ESTIMATION (line {line}) options without an effect in vtrial: {' '.join(unused)}")
+        if max_iterations == 0:
+            notes.append(f"$ESTIMATION (line {line}) MAXEVAL=0 (evaluation only): vtrial predict evaluates the config "
+                         "as given; vtrial fit estimates")
     covariance = "none"
     cov = cs.get_records("COVARIANCE")
     if cov:
         body = re.sub(r";.*", "", str(cov[0])).upper()
         m = re.search(r"MATRIX\s*=\s*([RS])", body)
         covariance = {"R": "r", "S": "s"}[m.group(1)] if m else "sandwich"
-    return method, max_iterations, covariance
+        unused = [w for w in re.sub(r"MATRIX\s*=\s*[RS]", "", body).replace("$COVARIANCE", "").replace("$COV", "").split()]
+        if unused:
+            notes.append(f"$COVARIANCE (line {line_of.get('COVARIANCE', 0)}) options without an effect in vtrial: "
+                         f"{' '.join(unused)}")
+    return method, max_iterations, covariance, notes
 
 
 def _data(model, cs, line_of: dict, path: Path) -> dict:
