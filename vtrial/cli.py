@@ -431,7 +431,7 @@ def import_nonmem_command(
 ):
     """Write a NONMEM control stream as a vtrial model file and fit config (vtrial fit runs it as it is);
     with --check, evaluate it at NONMEM's estimates and compare PRED, IPRED and the OFV with NONMEM's.
-    Needs pharmpy-core: pip install "vtrial[nonmem]". Exit status 2 for what cannot be imported (the record and line named)."""
+    Needs pharmpy-core: pip install "vtrial\\[nonmem]". Exit status 2 for what cannot be imported (the record and line named)."""
     from vtrial.jobs.import_nonmem import check_import, import_nonmem
 
     try:
