@@ -256,3 +256,10 @@ def test_nmtests_control_stream_predicts_nonmems_records(tmp_path):
     pred, cp = result.table["PRED"].to_numpy(float)[observed], nonmem["CP"].to_numpy(float)[observed]
     excess = np.abs(pred - cp) - (2e-4 * np.abs(cp) + 1e-3)
     assert observed.sum() == 3799 and np.all(excess <= 0), np.flatnonzero(excess > 0)[:5]
+
+
+def test_fit_without_data_needs_a_source(tmp_path):
+    from vtrial.cli import app
+
+    result = CliRunner().invoke(app, ["fit", str(MODELS / "pheno_fit.toml"), "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "DATA" in result.output and "reads a data file" in result.output
