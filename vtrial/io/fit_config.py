@@ -30,7 +30,8 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
   full `covariance` matrix (then its variances are not given in omega/cv_percent);
 - `[data]`: how the dataset maps onto the model (`vtrial.io.nonmem.DataSpec`: `amt_unit`,
   `time_unit`, `[data.routes]`, `[data.observables.<name>]` with `dvid`/`cmt` and `unit`,
-  `[data.covariates]`);
+  `[data.covariates]`, `[data.source]`: the dataset read as a control stream's $INPUT/$DATA
+  read it, `vtrial.io.nonmem_source`; its `file` is the dataset when none is given);
 - `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations` (outer
   iterations, default 200), `tolerance` (converged when every estimate is within
   `tolerance` of its standard error from the optimum, by the gradient and the curvature;
