@@ -263,3 +263,13 @@ def test_fit_without_data_needs_a_source(tmp_path):
 
     result = CliRunner().invoke(app, ["fit", str(MODELS / "pheno_fit.toml"), "--out", str(tmp_path / "f")])
     assert result.exit_code == 2 and "DATA" in result.output and "reads a data file" in result.output
+
+
+def test_advan6_with_des(tmp_path):
+    text = shared_data("data/bolus_2cpt/bolus_2cpt_ode.ctl").read_text().replace("ADVAN13", "ADVAN6")
+    text = text.replace("$DATA bolus_2cpt_nonmem.csv", f"$DATA {shared_data('data/bolus_2cpt/bolus_2cpt_nonmem.csv')}")
+    path = tmp_path / "advan6.ctl"
+    path.write_text(text)
+    cs, model_path, _ = import_nonmem(path, tmp_path / "out")
+    assert cs.advan == "ADVAN6" and cs.linear is None and [c.name for c in cs.des] == ["CCEN", "CPER"]
+    assert "# line 14: CCEN = A(1) / V1" in model_path.read_text()
