@@ -273,3 +273,19 @@ def test_advan6_with_des(tmp_path):
     cs, model_path, _ = import_nonmem(path, tmp_path / "out")
     assert cs.advan == "ADVAN6" and cs.linear is None and [c.name for c in cs.des] == ["CCEN", "CPER"]
     assert "# line 14: CCEN = A(1) / V1" in model_path.read_text()
+
+
+@pytest.mark.long
+def test_check_names_the_rows_of_a_model_that_differs(tmp_path):
+    """A control stream changed after NONMEM ran it (V 2x as sensitive to APGR < 5) does not match: exit 5."""
+    import shutil
+
+    from vtrial.cli import app
+
+    for suffix in (".ext", ".phi", ".lst", ".tab", ".dta", ".cov"):
+        shutil.copy(EXAMPLES / f"pheno{suffix}", tmp_path / f"pheno{suffix}")
+    text = (EXAMPLES / "pheno.mod").read_text().replace("TVV*(1 + THETA(3))", "TVV*(1 + 2*THETA(3))")
+    (tmp_path / "pheno.mod").write_text(text)
+    result = CliRunner().invoke(app, ["import-nonmem", str(tmp_path / "pheno.mod"), "--out", str(tmp_path / "p"), "--check"])
+    assert result.exit_code == 5, result.output
+    assert "worst: PRED row" in result.output and "does not match" in result.output
