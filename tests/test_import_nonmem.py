@@ -161,6 +161,7 @@ def test_residual_forms(tmp_path, w, additive, proportional):
     ({"  S1 = V1": "  S1 = V1\n  MTIME(1) = 2"}, "$PK (line 13)", "MTIME"),
     ({"  S1 = V1": "  S1 = V1 * TIME"}, "$PK (line 12)", "TIME in $PK"),
     ({"$OMEGA 0.15 0.15 0.15 0.15": "$OMEGA BLOCK(2) 0.15 0.01 0.15\n$OMEGA BLOCK(2) SAME"}, "$OMEGA (line 22)", "SAME"),
+    ({"  S1 = V1": "  S1 = V1\n  IF (AMT.GT.0) DOSE = AMT"}, "$PK (line 13)", "the data item AMT"),
     ({"METHOD=COND": "METHOD=SAEM"}, "$ESTIMATION (line 23)", "METHOD=SAEM"),
     ({"Y = IPRED + IPRED * THETA(5) * EPS(1)": "Y = IPRED * EXP(THETA(5) * EPS(1))"}, "$ERROR (line 15)", "linear in the EPS"),
 ])

@@ -37,6 +37,8 @@ REFUSED_CODE = (
     (re.compile(r"\bEXIT\b", re.I), "EXIT statements are not supported"),
     (re.compile(r"\bDO\s+WHILE\b|\bCOM\s*\(", re.I), "loops and COM variables are not supported"),
 )
+#: Data items that change per record (a $PK reading one is not per subject).
+RECORD_ITEMS = ("TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DV", "II", "ADDL", "SS", "PCMT", "CALLFL")
 #: $ESTIMATION METHODs vtrial runs: NONMEM's name -> (method without, with INTERACTION).
 METHODS = {"0": ("fo", "fo"), "ZERO": ("fo", "fo"), "1": ("foce", "focei"), "COND": ("foce", "focei"),
            "CONDITIONAL": ("foce", "focei")}
@@ -286,6 +288,10 @@ def read_control_stream(path: str | Path) -> ControlStream:
     covariates = {}
     dataset = model.dataset
     for name in sorted(used - defined - {t.name for t in thetas} - set(eta_names) - set(eps_names) - {"t"}):
+        if name.upper() in RECORD_ITEMS:
+            rec, line = _first_use(code, name)
+            raise _refuse(rec, line, f"the data item {name} changes from record to record; vtrial's individual parameters "
+                                     "are per subject (dose-dependent code is not supported)")
         if name in data_columns:
             column = dataset[name] if dataset is not None and name in dataset else None
             covariates[name] = float(column.median()) if column is not None and len(column) else 1.0
@@ -305,6 +311,16 @@ def read_control_stream(path: str | Path) -> ControlStream:
         sigma_inits={v: float(params[v].init) for v in eps_variance.values()},
         sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()}, notes=notes,
     )
+
+
+def _first_use(code: dict, name: str) -> tuple[str, int]:
+    """(record, line) of the first code line that mentions `name`."""
+    pattern = re.compile(rf"(?<![\w(]){re.escape(name)}(?![\w(])", re.I)
+    for rec in ("PK", "DES", "ERROR"):
+        for line, c in code.get(rec, []):
+            if pattern.search(c):
+                return rec, line
+    return "PK", code["PK"][0][0] if code.get("PK") else 0
 
 
 def _prescan(text: str) -> None:
@@ -452,7 +468,7 @@ def _data(model, cs, line_of: dict, path: Path) -> dict:
             raise _refuse("INPUT", line_of["INPUT"], f"{item!r}: aliases other than =DROP are not supported; rename the "
                                                      "column")
         columns.append(name)
-    body = re.sub(r";.*", "", str(rec)).upper()
+    body = re.sub(r";.*", "", str(rec)).upper().replace(str(rec.filename).upper(), "")  # options only
     for bad in ("RECORDS", "NOREWIND", "REWIND", "NULL", "WIDE", "TRANSLATE", "LRECL", "(F", "CHECKOUT"):
         if re.search(rf"\b{re.escape(bad)}", body):
             raise _refuse("DATA", line, f"option {bad} is not supported")
