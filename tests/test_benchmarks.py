@@ -117,6 +117,15 @@ def test_foce(tmp_path):
     assert report["targets"]["closed_compiled_fit_s"]["pass"] in (True, False)
 
 
+def test_import_nonmem(tmp_path):
+    pytest.importorskip("pharmpy", reason="pharmpy-core (the nonmem extra) is not installed")
+    shared_data("data/pheno/pheno_nonmem.csv")  # the hand-written model's dataset
+    report = run("bench_import_nonmem", "--quick", "--out", str(tmp_path))
+    written(tmp_path, "import_nonmem")
+    assert report["targets"]["same_ofv"]["pass"] is True  # the imported model is the hand-written one
+    assert finite(report["imported_over_hand_written"]) and report["targets"]["run_ratio"]["pass"] in (True, False)
+
+
 @pytest.mark.parametrize("script", sorted(p.stem for p in BENCH.glob("*.py")))
 def test_scripts_are_short_and_use_public_names(script):
     text = (BENCH / f"{script}.py").read_text()

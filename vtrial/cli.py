@@ -301,7 +301,7 @@ def _fit_progress(description: str) -> Progress:
 @app.command("fit")
 def fit_command(
     config: Annotated[Path, typer.Argument(help="population fit config (kind = fit; see configs/bolus_2cpt_fit.toml)")],
-    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset (ID, TIME, AMT, EVID, CMT, DV, MDV, ...)")],
+    data: Annotated[Optional[Path], typer.Argument(help="NONMEM-style CSV dataset (ID, TIME, AMT, EVID, CMT, DV, MDV, ...); default: the config's [data.source] file (an imported control stream's $DATA)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-<timestamp>)")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="focei (default), foce, laplace or fo (overrides the config)")] = None,
 ):
@@ -421,6 +421,42 @@ def model_command(
         console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
     if not all(r.passed for r in results):
         fail(f"model {model}: {sum(not r.passed for r in results)} check(s) failed", MODEL_CHECK_FAILED)
+
+
+@app.command("import-nonmem")
+def import_nonmem_command(
+    control_stream: Annotated[Path, typer.Argument(help="a NONMEM control stream (RUN.ctl or RUN.mod)")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder for <RUN>.py and <RUN>_fit.toml (default runs/<RUN>-import)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="compare with NONMEM's outputs beside it (.ext, .phi, $TABLE file): exit 5 when they differ")] = False,
+):
+    """Write a NONMEM control stream as a vtrial model file and fit config (vtrial fit runs it as it is);
+    with --check, evaluate it at NONMEM's estimates and compare PRED, IPRED and the OFV with NONMEM's.
+    Needs pharmpy-core: pip install "vtrial\\[nonmem]". Exit status 2 for what cannot be imported (the record and line named)."""
+    from vtrial.jobs.import_nonmem import check_import, import_nonmem
+
+    try:
+        cs, model_path, config_path = import_nonmem(control_stream, out)
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    say(f"import-nonmem -> {config_path.parent}", done="done")
+    say(f"  model: {model_path}")
+    say(f"  fit config: {config_path} (vtrial fit {config_path})")
+    for note in cs.notes:
+        say(f"  note: {note}")
+    if not check:
+        return
+    try:
+        facts = check_import(cs, config_path)
+    except (SpecError, DataError) as e:
+        fail(str(e))
+    for k, v in facts.items():
+        if k not in ("worst_rows", "matches"):
+            say(f"  {k}: {v:.6g}" if isinstance(v, float) else f"  {k}: {v}")
+    if not facts["matches"]:
+        for w in facts["worst_rows"]:
+            say(f"  worst: {w}")
+        fail(f"{control_stream}: the import does not match NONMEM's outputs (dOFV {facts['d_ofv']:.4g})", MODEL_CHECK_FAILED)
+    say("  matches NONMEM's outputs")
 
 
 def main():  # pragma: no cover - console entry point

@@ -30,7 +30,8 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
   full `covariance` matrix (then its variances are not given in omega/cv_percent);
 - `[data]`: how the dataset maps onto the model (`vtrial.io.nonmem.DataSpec`: `amt_unit`,
   `time_unit`, `[data.routes]`, `[data.observables.<name>]` with `dvid`/`cmt` and `unit`,
-  `[data.covariates]`);
+  `[data.covariates]`, `[data.source]`: the dataset read as a control stream's $INPUT/$DATA
+  read it, `vtrial.io.nonmem_source`; its `file` is the dataset when none is given);
 - `[estimation]`: `method` (focei, foce, laplace, fo), `max_iterations` (outer
   iterations, default 200), `tolerance` (converged when every estimate is within
   `tolerance` of its standard error from the optimum, by the gradient and the curvature;
@@ -46,6 +47,7 @@ See `configs/bolus_2cpt_fit.toml`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -129,6 +131,13 @@ class FitConfig(NamesModel):
     estimation: EstimationSettings = EstimationSettings()
     solver: SolverSpec = SolverSpec()
     vpc: VpcSpec = VpcSpec()
+
+    def data_file(self) -> Path | None:
+        """`[data.source].file` (an imported control stream's `$DATA`), relative to the
+        config's folder: the dataset `vtrial fit CONFIG` reads when no DATA is given."""
+        if self.data.source is None:
+            return None
+        return (self._config_folder or Path(".")) / self.data.source.file
 
 
 class BuiltFit:

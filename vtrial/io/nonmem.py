@@ -45,6 +45,7 @@ from vtrial.io.nonmem_censoring import censored_observations
 from vtrial.io.nonmem_checks import check_magnitudes, check_shape, require_covariates
 from vtrial.io.nonmem_records import dose_records, dose_route
 from vtrial.io.nonmem_records import value_key as _key
+from vtrial.io.nonmem_source import NonmemSource, read_source
 from vtrial.limits import MAX_DOSE_RECORDS
 from vtrial.models.base import Model
 from vtrial.schema import Strict
@@ -98,6 +99,7 @@ class DataSpec(Strict):
     observables: dict[str, ObservableData] = {}
     covariates: dict[str, str] = {}
     bioavailability_scales: Literal["duration", "rate"] = "duration"
+    source: NonmemSource | None = None  # read as a control stream's $INPUT/$DATA (vtrial.io.nonmem_source)
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,23 @@ def data_spec(data: DataSpec | Mapping | None) -> DataSpec:
 class _Table:
     """The raw cells of a dataset (text), with its columns found case-insensitively."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, source: NonmemSource | None = None):
         self.file = str(path)
+        if source is not None:
+            raw = read_source(source, path)
+        else:
+            raw = self._csv(path)
+        self.names: dict[str, str] = {str(c).upper(): str(c) for c in raw.columns}
+        self.raw = raw
+        self.n = len(raw)
+        if self.n == 0:
+            raise DatasetError(self.file, None, None, "the file has no data rows")
+        for required in ("ID", "TIME"):
+            if required not in self.names:
+                raise DatasetError(self.file, None, required, f"required column missing (columns: {', '.join(raw.columns)})")
+
+    @staticmethod
+    def _csv(path: Path) -> pd.DataFrame:
         if not path.is_file():
             raise DataError(f"{path}: file not found")
         header = check_shape(path)
@@ -207,14 +224,7 @@ class _Table:
         if len(raw.columns) != len(header):
             raise DataError(f"{path}: cannot be read as CSV ({len(raw.columns)} columns read, {len(header)} in the header)")
         raw.columns = [name or str(c).strip() for name, c in zip(header, raw.columns)]  # pandas names unnamed columns
-        self.names: dict[str, str] = {str(c).upper(): str(c) for c in raw.columns}
-        self.raw = raw
-        self.n = len(raw)
-        if self.n == 0:
-            raise DatasetError(self.file, None, None, "the file has no data rows")
-        for required in ("ID", "TIME"):
-            if required not in self.names:
-                raise DatasetError(self.file, None, required, f"required column missing (columns: {', '.join(raw.columns)})")
+        return raw
 
     def has(self, column: str) -> bool:
         return column in self.names
@@ -282,7 +292,7 @@ def read_nonmem(
     """
     spec = data_spec(data)
     res = _resolve(model, spec)
-    t = _Table(Path(path))
+    t = _Table(Path(path), spec.source)
     n = t.n
 
     id_cells = t.text("ID")

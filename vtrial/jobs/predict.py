@@ -39,6 +39,7 @@ from vtrial.engine import distributed
 from vtrial.errors import DataError, SpecError
 from vtrial.io.fit_config import BuiltFit
 from vtrial.io.nonmem import DataSpec, read_nonmem
+from vtrial.io.nonmem_source import read_source
 from vtrial.io.run_folder import RunFolder
 from vtrial.io.tables import read_table
 from vtrial.io.trial_config import BuiltTrial
@@ -129,7 +130,8 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
     model, population, spec, options, built = _population(prepared)
     # Observation rows need no DV to be predicted (NONMEM's $SIMULATION datasets have none).
     dataset = read_nonmem(data, model, spec, dv_required=False)
-    rows = pd.read_csv(data, dtype=str, keep_default_na=False)
+    data_source = getattr(spec, "source", None)  # an imported control stream's $INPUT/$DATA: the rows it reads
+    rows = read_source(data_source, Path(data)) if data_source is not None else pd.read_csv(data, dtype=str, keep_default_na=False)
     scale = np.asarray(dataset.dv_scale, float)
     # A fit config's additive residual SDs are in the DV unit; the simulation's in the model's.
     if built is not None:

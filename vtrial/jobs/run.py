@@ -196,6 +196,8 @@ def check_config(
     writing anything: every `SpecError`/`DataError` a run would raise before its first
     solve is raised here. Returns what the run would be (kind and the job's summary)."""
     prepared = _prepare(config, seed=seed, animals_per_arm=animals_per_arm, chunk_size=chunk_size, animals=animals)
+    if data is None and prepared.job.needs_data and hasattr(prepared.spec, "data_file"):
+        data = prepared.spec.data_file()  # the config's own dataset ([data.source])
     _check_data_file(prepared, data, "--data")
     return {"kind": prepared.kind, **_check(prepared, typical=typical, data=data, method=method)}
 
@@ -253,6 +255,8 @@ def run_config(
     job, spec, kind = prepared.job, prepared.spec, prepared.kind
     config_hash, config_name, config_label = prepared.config_sha256, prepared.config_name, prepared.config_label
     animal_table, animals_hash = prepared.animals, prepared.animals_sha256
+    if data is None and job.needs_data and hasattr(spec, "data_file"):
+        data = spec.data_file()  # the config's own dataset ([data.source] of an imported control stream)
     _check_data_file(prepared, data, "DATA")
     if data is None and job.needs_data:
         raise SpecError("DATA", f"a {kind!r} job reads a data file: vtrial {kind} CONFIG DATA (run_config(..., data=...))")

@@ -1,0 +1,485 @@
+"""A NONMEM control stream read into what vtrial's model file and fit config need.
+
+`read_control_stream(path)` reads a control stream with pharmpy-core (an optional
+extra: `pip install "vtrial[nonmem]"`) and returns a `ControlStream`: the $PK, $DES and
+$ERROR statements as sympy expressions (IF/THEN/ELSE as `Piecewise`), the compartments
+(the linear-PK rate constants for ADVAN1-4/11/12), THETA/OMEGA/SIGMA with their bounds,
+blocks and FIX, the residual error model found in $ERROR, $ESTIMATION/$COVARIANCE and the
+$INPUT/$DATA mapping. Everything vtrial cannot run as written is refused with a
+`SpecError` naming the record and its line (`SUPPORTED_RECORDS`, `REFUSED_CODE`): never
+dropped silently. `vtrial.io.nonmem_codegen` writes the files from it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sympy
+
+from vtrial.errors import SpecError
+from vtrial.io.nonmem_residual import Residual, residual_model
+
+#: The records an import reads (others are refused, naming the record and its line).
+SUPPORTED_RECORDS = ("PROBLEM", "INPUT", "DATA", "SUBROUTINES", "SUBROUTINE", "MODEL", "PK", "DES", "ERROR", "THETA",
+                     "OMEGA", "SIGMA", "ESTIMATION", "ESTIMATE", "COVARIANCE", "TABLE", "ABBREVIATED", "SIZES")
+#: ADVANs whose compartments are linear PK (the closed form), and those run with $DES.
+LINEAR_ADVANS = ("ADVAN1", "ADVAN2", "ADVAN3", "ADVAN4", "ADVAN11", "ADVAN12")
+DES_ADVANS = ("ADVAN6", "ADVAN13")
+#: Abbreviated-code constructs vtrial does not run, with the reason given when refused.
+REFUSED_CODE = (
+    (re.compile(r"\bCALL\b", re.I), "CALL statements (PASS, SUPP, RANDOM, ...) have no vtrial equivalent"),
+    (re.compile(r"\bM(TIME|NEXT|PAST|NEW)\b", re.I), "model event times (MTIME/MNEXT/MPAST/MNEW) are not supported"),
+    (re.compile(r"^\s*\"", re.I), "verbatim Fortran code cannot be converted"),
+    (re.compile(r"\b(NEWIND|ICALL|IREP|NEWL2|COMACT|COMSAV)\b", re.I), "NONMEM's control variables are not supported"),
+    (re.compile(r"\bA_0\s*\(|\bA_0FLG\b", re.I), "initial amounts (A_0) are not supported yet"),
+    (re.compile(r"\bEXIT\b", re.I), "EXIT statements are not supported"),
+    (re.compile(r"\bDO\s+WHILE\b|\bCOM\s*\(", re.I), "loops and COM variables are not supported"),
+)
+#: Data items that change per record (a $PK reading one is not per subject).
+RECORD_ITEMS = ("TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DV", "II", "ADDL", "SS", "PCMT", "CALLFL")
+#: $ESTIMATION METHODs vtrial runs: NONMEM's name -> (method without, with INTERACTION).
+METHODS = {"0": ("fo", "fo"), "ZERO": ("fo", "fo"), "1": ("foce", "focei"), "COND": ("foce", "focei"),
+           "CONDITIONAL": ("foce", "focei")}
+
+
+def require_pharmpy():
+    """pharmpy's `read_model`, or a `SpecError` saying how to install it."""
+    try:
+        from pharmpy.modeling import read_model
+    except ImportError:
+        raise SpecError("import-nonmem", "reading NONMEM control streams needs pharmpy-core, an optional extra: "
+                                         "pip install \"vtrial[nonmem]\" (or pip install pharmpy-core)") from None
+    return read_model
+
+
+@dataclass
+class Code:
+    """One statement: `name = expr` (sympy), from `line` of the control stream."""
+
+    name: str
+    expr: sympy.Expr
+    line: int
+    text: str
+
+
+@dataclass
+class Theta:
+    name: str
+    init: float
+    lower: float
+    upper: float
+    fix: bool
+    line: int
+
+
+@dataclass
+class ControlStream:
+    """What an import needs of a control stream (see the module docstring)."""
+
+    path: Path
+    problem: str
+    advan: str
+    trans: str
+    thetas: list[Theta]
+    etas: list[str]
+    omega_blocks: list[tuple[list[str], list[list[float]], bool, int]]  # (etas, matrix, fix, line)
+    residual: Residual
+    pk: list[Code]
+    des: list[Code]
+    error: list[Code]
+    compartments: list[str]  # NONMEM's numbering (1-based) order
+    derivatives: dict[str, sympy.Expr]  # compartment -> dA/dt without its dose input
+    amounts: dict[str, sympy.Expr]  # compartment -> its amount's sympy function A_X(t)
+    dose_compartment: str
+    linear: dict | None  # depots, central, peripherals, rate expressions (ADVAN1-4/11/12)
+    observed: sympy.Expr  # Y with every EPS = 0 ($ERROR's prediction)
+    covariates: dict[str, float]  # data item -> its median in the dataset (the reference value)
+    method: str
+    max_iterations: int | None
+    covariance: str
+    data: dict
+    eps: list[str] = field(default_factory=list)
+    sigma_inits: dict[str, float] = field(default_factory=dict)  # SIGMA name -> initial value
+    sigma_fix: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # options read that change nothing in vtrial
+
+
+def _record_lines(cs) -> list[tuple[object, int]]:
+    """(record, 1-based line of its start) of every record of pharmpy's control stream."""
+    out, line = [], 1
+    for r in cs.records:
+        out.append((r, line))
+        line += str(r).count("\n")
+    return out
+
+
+def _refuse(record: str, line: int, why: str) -> SpecError:
+    return SpecError(f"${record} (line {line})", why)
+
+
+def _code_lines(record, start: int) -> list[tuple[int, str]]:
+    """(line, code without comment) of a code record's non-empty lines, the record's name removed."""
+    out = []
+    for k, raw in enumerate(str(record).splitlines()):
+        code = raw.split(";", 1)[0]
+        if k == 0:
+            code = re.sub(r"^\s*\$\w+", "", code)
+        if code.strip():
+            out.append((start + k, code.rstrip()))
+    return out
+
+
+def _check_code(record_name: str, lines: list[tuple[int, str]]) -> None:
+    for line, code in lines:
+        for pattern, why in REFUSED_CODE:
+            if pattern.search(code):
+                raise _refuse(record_name, line, f"{code.strip()!r}: {why}")
+
+
+def _assign_line(lines: list[tuple[int, str]], name: str, after: int) -> tuple[int, str]:
+    """The first line at or after index `after` assigning `name` (pharmpy's statement order
+    follows the code's), as (the index to search from next, (line, text)); line 0 when
+    none is found (e.g. PREDPP's F)."""
+    pattern = re.compile(rf"(^|\bTHEN\b|\)\s*)\s*{re.escape(name)}\s*=(?!=)", re.I)
+    for k in range(after, len(lines)):
+        if pattern.search(lines[k][1]):
+            return k + 1, lines[k]
+    return after, (0, f"{name} (set by PREDPP, not in the code)")
+
+
+def read_control_stream(path: str | Path) -> ControlStream:
+    """Read and check a control stream (see the module docstring); `SpecError` naming
+    the record and line of anything vtrial cannot run as written."""
+    read_model = require_pharmpy()
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("CONTROL_STREAM", f"{path}: file not found")
+    text = path.read_text()
+    _prescan(text)
+    try:
+        model = read_model(str(path))
+    except Exception as e:  # pharmpy's parser raises many types; name the file and what it said
+        raise SpecError("CONTROL_STREAM", f"{path}: pharmpy cannot read it: {type(e).__name__}: {e}") from None
+    cs = model.internals.control_stream
+    records = _record_lines(cs)
+    seen: dict[str, int] = {}
+    for r, line in records:
+        name = getattr(r, "name", "") or ""
+        if not name:
+            continue
+        name = name.upper()
+        if name not in SUPPORTED_RECORDS:
+            raise _refuse(name, line, "this record is not supported by vtrial import-nonmem (supported: "
+                                      f"{', '.join('$' + s for s in SUPPORTED_RECORDS)})")
+        if name in ("PK", "DES", "ERROR", "ESTIMATION", "ESTIMATE", "COVARIANCE", "DATA", "INPUT", "SUBROUTINES",
+                    "SUBROUTINE") and name in seen:
+            raise _refuse(name, line, f"a second ${name} (the first is at line {seen[name]}); one problem with one "
+                                      "estimation step is supported")
+        seen.setdefault(name, line)
+        if name == "ABBREVIATED":
+            body = str(r)
+            if re.search(r"\b(PROTECT|DERIV2|DECLARE|FUNCTION|COMRES|COMSAV|VECTORA|VECTORC)\b", body, re.I):
+                raise _refuse(name, line, "only $ABBREVIATED REPLACE is supported")
+    if "PRED" in seen or "PK" not in seen:
+        where = ("PRED", seen["PRED"]) if "PRED" in seen else ("PK", 1)
+        raise _refuse(*where, "$PRED models and models without $PK are not supported yet: write the model with "
+                              "$SUBROUTINES ADVANn, $PK and $ERROR")
+    line_of = {n: seen[n] for n in seen}
+    sub = cs.get_records("SUBROUTINES")[0]
+    advan, trans = str(sub.advan).upper(), str(sub.trans or "TRANS1").upper()
+    if advan not in LINEAR_ADVANS + DES_ADVANS:
+        raise _refuse("SUBROUTINES", line_of["SUBROUTINES"], f"{advan} is not supported (supported: "
+                                                              f"{', '.join(LINEAR_ADVANS + DES_ADVANS)} with $DES)")
+    if advan in DES_ADVANS and "DES" not in seen:
+        raise _refuse("SUBROUTINES", line_of["SUBROUTINES"], f"{advan} needs $DES")
+    code = {}
+    for r, line in records:
+        if (getattr(r, "name", "") or "").upper() in ("PK", "DES", "ERROR"):
+            code[r.name.upper()] = _code_lines(r, line)
+            _check_code(r.name.upper(), code[r.name.upper()])
+    for line, c in code["PK"] + code.get("ERROR", []):
+        if re.search(r"(?<![\w(])(TIME|T)(?![\w(])", re.sub(r"^\s*\w+\s*=", "", c), re.I):
+            rec = "PK" if (line, c) in code["PK"] else "ERROR"
+            raise _refuse(rec, line, f"{c.strip()!r}: TIME in ${rec} makes parameters change with time, which "
+                                     "vtrial's individual parameters cannot (time-varying covariates are data)")
+
+    sts = model.statements
+    ode = sts.ode_system
+    rvs = model.random_variables
+    params = model.parameters
+    eta_names = list(rvs.etas.names)
+    eps_names = list(rvs.epsilons.names)
+    variance_names = set(rvs.parameter_names)
+    theta_records = [(r, line) for r, line in records if r.name and r.name.upper() == "THETA"]
+    theta_lines = [line for r, line in theta_records for _ in r.inits]
+    thetas = [Theta(p.name, float(p.init), float(p.lower), float(p.upper), bool(p.fix), 0)
+              for p in params if p.name not in variance_names]
+    for k, t in enumerate(thetas):
+        t.line = theta_lines[k] if k < len(theta_lines) else line_of.get("THETA", 0)
+
+    omega_records = [(r, line) for r, line in records if r.name and r.name.upper() == "OMEGA"]
+    for r, line in omega_records:
+        if re.search(r"\bSAME\b", str(r), re.I):
+            raise _refuse("OMEGA", line, "SAME (the same block for another occasion) is inter-occasion variability, "
+                                         "which an import does not convert yet")
+    used_params: dict[str, str] = {}
+    blocks = []
+    for dist in rvs.etas:
+        names = list(dist.names)
+        var = sympy.Matrix(sympy.sympify(dist.variance)) if len(names) > 1 else sympy.Matrix([[sympy.sympify(dist.variance)]])
+        for s in var.free_symbols:
+            if s.name in used_params and used_params[s.name] != names[0]:
+                raise _refuse("OMEGA", line_of.get("OMEGA", 0), f"{s.name} is shared by two random effects (SAME): "
+                                                                "inter-occasion variability is not converted yet")
+            used_params[s.name] = names[0]
+        fix = all(params[s.name].fix for s in var.free_symbols)
+        if any(params[s.name].fix for s in var.free_symbols) and not fix:
+            raise _refuse("OMEGA", line_of.get("OMEGA", 0), f"block {', '.join(names)} is fixed in part")
+        values = [[float(var[i, j].subs({s: params[s.name].init for s in var.free_symbols})) for j in range(len(names))]
+                  for i in range(len(names))]
+        blocks.append((names, values, fix, _block_line(omega_records, names, eta_names)))
+    for dist in rvs.epsilons:
+        if len(dist.names) > 1:
+            raise _refuse("SIGMA", line_of.get("SIGMA", 0), "a correlated SIGMA BLOCK is not supported")
+
+    # statements: $PK before the ODEs (those that read amounts are $DES's), $ERROR after
+    amount_fns = {}
+    if ode is not None:
+        for name in ode.compartment_names:
+            amount_fns[name] = sympy.sympify(ode.find_compartment(name).amount)
+    amount_set = set(amount_fns.values())
+
+    def reads_amounts(e) -> bool:
+        return any(f in amount_set for f in e.atoms(sympy.Function))
+
+    pk, des, error = [], [], []
+    des_names: set[str] = set()
+    pk_index = des_index = err_index = 0
+    for st in sts.before_odes:
+        name, expr = str(st.symbol), sympy.sympify(st.expression)
+        if reads_amounts(expr) or expr.free_symbols & {sympy.Symbol(n) for n in des_names}:
+            des_index, (line, c) = _assign_line(code.get("DES", []), name, des_index)
+            des.append(Code(name, expr, line, c.strip()))
+            des_names.add(name)
+        else:
+            pk_index, (line, c) = _assign_line(code["PK"], name, pk_index)
+            pk.append(Code(name, expr, line, c.strip()))
+    for st in sts.after_odes:
+        name, expr = str(st.symbol), sympy.sympify(st.expression)
+        err_index, (line, c) = _assign_line(code.get("ERROR", []), name, err_index)
+        error.append(Code(name, expr, line, c.strip()))
+
+    compartments, derivatives, dose_compartment, linear = _compartments(model, ode, advan, trans, line_of)
+    data_columns = [c.name for c in model.datainfo if not c.drop]
+    eps_variance = {d.names[0]: str(d.variance) for d in rvs.epsilons}
+    residual, observed = residual_model(error, eps_names, {p.name: p for p in params}, [t.name for t in thetas],
+                                        line_of.get("ERROR", 0), amount_set, eps_variance)
+    used = set()
+    for c in pk + des:
+        used |= {s.name for s in c.expr.free_symbols}
+    used |= {s.name for s in observed.free_symbols}
+    for t in residual.thetas:
+        if t in used:
+            raise _refuse("ERROR", line_of.get("ERROR", 0), f"THETA {t} is part of the residual error model and of the "
+                                                            "structural model; vtrial estimates residual SDs apart")
+    defined = {c.name for c in pk + des + error}
+    covariates = {}
+    dataset = model.dataset
+    for name in sorted(used - defined - {t.name for t in thetas} - set(eta_names) - set(eps_names) - {"t"}):
+        if name.upper() in RECORD_ITEMS:
+            rec, line = _first_use(code, name)
+            raise _refuse(rec, line, f"the data item {name} changes from record to record; vtrial's individual parameters "
+                                     "are per subject (dose-dependent code is not supported)")
+        if name in data_columns:
+            column = dataset[name] if dataset is not None and name in dataset else None
+            covariates[name] = float(column.median()) if column is not None and len(column) else 1.0
+        elif name.upper() not in [c.upper() for c in data_columns]:
+            raise _refuse("PK", line_of["PK"], f"{name} is read but neither assigned nor a data item of $INPUT")
+    method, max_iterations, covariance, notes = _estimation(cs, line_of)
+    tol = re.search(r"\bTOL\s*=\s*(\S+)", str(sub), re.I)
+    if tol:
+        notes.append(f"$SUBROUTINES (line {line_of['SUBROUTINES']}) TOL={tol.group(1)}: vtrial's [solver] tolerances apply")
+    data = _data(model, cs, line_of, path)
+    return ControlStream(
+        path=path, problem=str(cs.get_records("PROBLEM")[0]).split("\n")[0].replace("$PROBLEM", "").strip(),
+        advan=advan, trans=trans, thetas=thetas, etas=eta_names, omega_blocks=blocks, residual=residual,
+        pk=pk, des=des, error=error, compartments=compartments, derivatives=derivatives, amounts=amount_fns,
+        dose_compartment=dose_compartment, linear=linear, observed=observed, covariates=covariates, method=method,
+        max_iterations=max_iterations, covariance=covariance, data=data, eps=eps_names,
+        sigma_inits={v: float(params[v].init) for v in eps_variance.values()},
+        sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()}, notes=notes,
+    )
+
+
+def _first_use(code: dict, name: str) -> tuple[str, int]:
+    """(record, line) of the first code line that mentions `name`."""
+    pattern = re.compile(rf"(?<![\w(]){re.escape(name)}(?![\w(])", re.I)
+    for rec in ("PK", "DES", "ERROR"):
+        for line, c in code.get(rec, []):
+            if pattern.search(c):
+                return rec, line
+    return "PK", code["PK"][0][0] if code.get("PK") else 0
+
+
+def _prescan(text: str) -> None:
+    """Refuse unsupported records and ADVANs from the raw text, before pharmpy parses
+    (which fails on some of them with a less helpful message)."""
+    for k, raw in enumerate(text.splitlines(), start=1):
+        m = re.match(r"^\s*\$(\w+)", raw.split(";", 1)[0])
+        if not m:
+            continue
+        name = m.group(1).upper()
+        full = next((s for s in SUPPORTED_RECORDS + ("PRED", "MIX", "PRIOR", "AES", "AESINITIAL", "INFN", "SIMULATION",
+                                                     "NONPARAMETRIC", "SCATTERPLOT", "MSFI", "LEVEL", "PHIS", "ETAS",
+                                                     "THETAI", "THETAR", "OLKJDF", "OVARF", "SLKJDF", "SVARF", "TTDF",
+                                                     "DESIGN", "ANNEAL", "CONTR", "BIND", "FORMAT", "THETAP", "THETAPV",
+                                                     "OMEGAP", "OMEGAPD", "SIGMAP", "SIGMAPD", "RCOV", "RCOVI",
+                                                     "SUPER", "WARNINGS", "CHAIN")
+                     if s.startswith(name) and len(name) >= 3), name)
+        if full == "PRED":
+            raise _refuse("PRED", k, "$PRED models are not supported yet: write the model with $SUBROUTINES ADVANn, $PK "
+                                     "and $ERROR")
+        if full not in SUPPORTED_RECORDS:
+            raise _refuse(full, k, "this record is not supported by vtrial import-nonmem (supported: "
+                                   f"{', '.join('$' + s for s in SUPPORTED_RECORDS)})")
+        if full in ("SUBROUTINES", "SUBROUTINE"):
+            advan = re.search(r"\bADVAN(\d+)\b", raw, re.I)
+            if advan and f"ADVAN{advan.group(1)}" not in LINEAR_ADVANS + DES_ADVANS:
+                raise _refuse("SUBROUTINES", k, f"ADVAN{advan.group(1)} is not supported (supported: "
+                                                f"{', '.join(LINEAR_ADVANS + DES_ADVANS)} with $DES)")
+
+
+def _block_line(omega_records, names: list[str], all_etas: list[str]) -> int:
+    """The line of the $OMEGA record holding the first of `names` (records in order, each
+    holding as many etas as its size)."""
+    k = all_etas.index(names[0])
+    count = 0
+    for r, line in omega_records:
+        m = re.search(r"BLOCK\s*\(\s*(\d+)\s*\)", str(r), re.I)
+        size = int(m.group(1)) if m else len(re.findall(r"[-+]?\d*\.?\d+(?:[EeDd][-+]?\d+)?", re.sub(r";.*", "", str(r).split("$OMEGA", 1)[-1])))
+        if count <= k < count + max(size, 1):
+            return line
+        count += max(size, 1)
+    return omega_records[0][1] if omega_records else 0
+
+
+def _compartments(model, ode, advan: str, trans: str, line_of: dict):
+    """(compartment names in NONMEM's numbering, dA/dt of each without dose input, the
+    default dose compartment, the linear-PK declaration or None)."""
+    if ode is None:
+        raise _refuse("SUBROUTINES", line_of["SUBROUTINES"], "no compartments found")
+    names = list(ode.compartment_names)
+    if advan in LINEAR_ADVANS:
+        order = ["DEPOT", "CENTRAL"] + sorted(n for n in names if n.startswith("PERIPHERAL"))
+        names = [n for n in order if n in names] + [n for n in names if n not in order]
+    derivatives = {}
+    for eq in ode.eqs:
+        lhs, rhs = sympy.sympify(eq.lhs), sympy.sympify(eq.rhs)
+        fn = lhs.args[0]
+        name = next(n for n in names if sympy.sympify(ode.find_compartment(n).amount) == fn)
+        derivatives[name] = rhs
+    dosing = [c.name for c in ode.dosing_compartments]
+    dose_compartment = dosing[0] if dosing else names[0]
+    linear = None
+    if advan in LINEAR_ADVANS:
+        central = ode.central_compartment
+        depot = ode.find_depot(model.statements)
+        peripherals = ode.find_peripheral_compartments()
+        if len(peripherals) > 2:
+            raise _refuse("SUBROUTINES", line_of["SUBROUTINES"], "more than two peripheral compartments")
+        outflows = dict((getattr(c, "name", "OUTPUT"), sympy.sympify(r)) for c, r in ode.get_compartment_outflows(central))
+        k10 = outflows.get("OUTPUT", sympy.Integer(0))
+        linear = {
+            "depots": [depot.name] if depot is not None else [],
+            "central": central.name,
+            "peripherals": [p.name for p in peripherals],
+            "ka": [sympy.sympify(ode.get_flow(depot, central))] if depot is not None else [],
+            "k10": k10,
+            "k_to": [outflows[p.name] for p in peripherals],
+            "k_from": [sympy.sympify(ode.get_flow(p, central)) for p in peripherals],
+        }
+    return names, derivatives, dose_compartment, linear
+
+
+def _estimation(cs, line_of: dict) -> tuple[str, int | None, str, list[str]]:
+    """(method, max_iterations or None, covariance, notes) of $ESTIMATION and $COVARIANCE;
+    the notes name the options that change nothing in vtrial (output and control options)."""
+    method, max_iterations, notes = "focei", None, []
+    recs = cs.get_records("ESTIMATION") or cs.get_records("ESTIMATE")
+    if recs:
+        r = recs[0]
+        line = line_of.get("ESTIMATION", line_of.get("ESTIMATE", 0))
+        body = re.sub(r";.*", "", str(r)).upper()
+        opts = dict(re.findall(r"\b([A-Z_]+)\s*=\s*([^\s]+)", body))
+        flags = set(re.findall(r"\b([A-Z_]+)\b", re.sub(r"\b[A-Z_]+\s*=\s*[^\s]+", "", body)))
+        meth = opts.get("METHOD", opts.get("METH", "0"))
+        interaction = bool(flags & {"INTERACTION", "INTER"})
+        if "LAPLACE" in flags or "LAPLACIAN" in flags:
+            if meth not in ("1", "COND", "CONDITIONAL"):
+                raise _refuse("ESTIMATION", line, "LAPLACE needs METHOD=1 (COND)")
+            method = "laplace"
+        elif meth in METHODS:
+            method = METHODS[meth][interaction]
+        else:
+            raise _refuse("ESTIMATION", line, f"METHOD={meth} is not supported (supported: 0/ZERO = FO, 1/COND = FOCE, "
+                                              "with INTERACTION = FOCE-I, LAPLACE)")
+        for key in ("MAXEVAL", "MAXEVALS", "MAX"):
+            if key in opts:
+                max_iterations = int(float(opts[key]))
+        for bad in ("LIKELIHOOD", "-2LL", "CENTERING", "NUMERICAL", "SLOW"):
+            if bad in flags:
+                raise _refuse("ESTIMATION", line, f"option {bad} is not supported")
+        unused = sorted(f"{k}={v}" for k, v in opts.items() if k not in ("METHOD", "METH", "MAXEVAL", "MAXEVALS", "MAX"))
+        unused += sorted(flags - {"ESTIMATION", "ESTIMATE", "EST", "ESTM", "INTERACTION", "INTER", "LAPLACE", "LAPLACIAN"})
+        if unused:
+            notes.append(f"$ESTIMATION (line {line}) options without an effect in vtrial: {' '.join(unused)}")
+        if max_iterations == 0:
+            notes.append(f"$ESTIMATION (line {line}) MAXEVAL=0 (evaluation only): vtrial predict evaluates the config "
+                         "as given; vtrial fit estimates")
+    covariance = "none"
+    cov = cs.get_records("COVARIANCE")
+    if cov:
+        body = re.sub(r";.*", "", str(cov[0])).upper()
+        m = re.search(r"MATRIX\s*=\s*([RS])", body)
+        covariance = {"R": "r", "S": "s"}[m.group(1)] if m else "sandwich"
+        unused = [w for w in re.sub(r"MATRIX\s*=\s*[RS]", "", body).replace("$COVARIANCE", "").replace("$COV", "").split()]
+        if unused:
+            notes.append(f"$COVARIANCE (line {line_of.get('COVARIANCE', 0)}) options without an effect in vtrial: "
+                         f"{' '.join(unused)}")
+    return method, max_iterations, covariance, notes
+
+
+def _data(model, cs, line_of: dict, path: Path) -> dict:
+    """[data.source] of the fit config: the data file (absolute; the writer makes it
+    relative to the config), $INPUT's columns and DROPs, IGNORE/ACCEPT."""
+    rec = cs.get_records("DATA")[0]
+    line = line_of["DATA"]
+    file = Path(str(rec.filename))
+    file = file if file.is_absolute() else (path.parent / file)
+    inp = cs.get_records("INPUT")[0]
+    columns, drop = [], []
+    for item in re.sub(r";.*", "", str(inp)).replace("$INPUT", "", 1).split():
+        name, _, alias = item.partition("=")
+        if alias.upper() in ("DROP", "SKIP"):
+            drop.append(name)
+        elif alias:
+            raise _refuse("INPUT", line_of["INPUT"], f"{item!r}: aliases other than =DROP are not supported; rename the "
+                                                     "column")
+        columns.append(name)
+    body = re.sub(r";.*", "", str(rec)).upper().replace(str(rec.filename).upper(), "")  # options only
+    for bad in ("RECORDS", "NOREWIND", "REWIND", "NULL", "WIDE", "TRANSLATE", "LRECL", "(F", "CHECKOUT"):
+        if re.search(rf"\b{re.escape(bad)}", body):
+            raise _refuse("DATA", line, f"option {bad} is not supported")
+    ch = rec.ignore_character
+    filters = [_filter_text(f) for f in rec.ignore]
+    accept = [_filter_text(f) for f in rec.accept]
+    return {"file": file, "columns": columns, "drop": drop, "ignore_lines": str(ch) if ch else "#", "ignore": filters,
+            "accept": accept}
+
+
+def _filter_text(tree) -> str:
+    parts = [str(getattr(t, "value", t)) for t in getattr(tree, "children", [])] or [str(tree)]
+    text = "".join(p.strip() for p in parts)
+    return text if "." in text or "=" in text else str(tree)
