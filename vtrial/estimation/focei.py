@@ -57,6 +57,7 @@ from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
+from vtrial.estimation.occasions import occasion_inputs, subject_omega_chol
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
 from vtrial.models.base import Model
@@ -174,9 +175,15 @@ class Problem:
         lower = {p.name: bounds.get(p.name, (p.lower, p.upper))[0] for p in self.model.parameters}
         return tuple(n not in self.layout.additive and lower[n] >= 0 for n in self.varying)
 
-    def _phi_of(self, p):
-        """The expansion's variables of the parameters `p` (`log_varying`)."""
-        return jnp.stack([jnp.log(p[n]) if log else p[n] for n, log in zip(self.varying, self.log_varying)])
+    def _phi_of(self, p, eta):
+        """The expansion's variables of the parameters `p` (`log_varying`), then the
+        kappas of `eta` (occasions: `vtrial.estimation.occasions`)."""
+        phi = jnp.stack([jnp.log(p[n]) if log else p[n] for n, log in zip(self.varying, self.log_varying)])
+        return jnp.concatenate([phi, eta[self.layout.n_iiv:]]) if self.layout.n_kappa else phi
+
+    def omega_chol(self, u, s):
+        """The Cholesky factor of the subject's Omega over all its random effects."""
+        return subject_omega_chol(self.layout, u, s)
 
     @property
     def order(self) -> int:
@@ -193,10 +200,13 @@ class Problem:
             p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive
         )
 
-    def observe(self, p, constants: Constants, s):
+    def observe(self, p, constants: Constants, s, kappa=None):
         """Solve the model: predictions in DV units at the subject's observation times; status."""
-        sol = solve_animal(self.model, p, s.doses, s.times, t0=self.t0, options=self.options)
-        observed = observe_animal(self.model, p, s.doses, sol.states, s.times)
+        doses = s.doses
+        if self.layout.n_kappa:  # the occasions' parameters change at their times
+            p, doses = occasion_inputs(self.model, self.layout, s, p, kappa)
+        sol = solve_animal(self.model, p, doses, s.times, t0=self.t0, options=self.options)
+        observed = observe_animal(self.model, p, doses, sol.states, s.times)
         obs = jnp.stack([observed[o.name] for o in self.model.observables], axis=1)
         f = jnp.take_along_axis(obs, s.observable[:, None], axis=1)[:, 0] * constants.dv_scale[s.observable]
         return f, sol.status
@@ -205,8 +215,8 @@ class Problem:
         """Predictions and solver status: by solving the model, or from `expansion`."""
         p = self.individual(u, constants, s, eta)
         if expansion is None:
-            return self.observe(p, constants, s)
-        return expansion.at(self._phi_of(p)), expansion.status
+            return self.observe(p, constants, s, eta[self.layout.n_iiv:])
+        return expansion.at(self._phi_of(p, eta)), expansion.status
 
     def expand(self, u, constants: Constants, s, eta, order: int | None = None) -> Expansion:
         """The subject's `Expansion` at eta (one solve, differentiated `order` times,
@@ -214,15 +224,16 @@ class Problem:
         order = self.order if order is None else order
         p = self.individual(u, constants, s, eta)
         base = jnp.stack([p[n] for n in self.varying])
+        m, kappa = len(self.varying), eta[self.layout.n_iiv:]
 
         def f_of(delta):
             q = dict(p)
             for i, (n, log) in enumerate(zip(self.varying, self.log_varying)):
                 q[n] = base[i] * jnp.exp(delta[i]) if log else base[i] + delta[i]
-            return self.observe(q, constants, s)
+            return self.observe(q, constants, s, kappa + delta[m:])
 
-        tensors, status = _taylor(f_of, jnp.zeros(len(self.varying), base.dtype), order)
-        return Expansion(self._phi_of(p), *tensors[:3], tensors[3] if order == 3 else None, status)
+        tensors, status = _taylor(f_of, jnp.zeros(m + self.layout.n_kappa, base.dtype), order)
+        return Expansion(self._phi_of(p, eta), *tensors[:3], tensors[3] if order == 3 else None, status)
 
     def fg(self, u, constants, s, eta, expansion=None):
         def fun(e):
@@ -268,7 +279,7 @@ class Problem:
 
     def inner(self, u, constants, s, eta, v0, *, hessian=True, expansion=None):
         """L(eta), its gradient, its exact Hessian (if asked) and the pieces at eta."""
-        omega_inv_chol = jax.scipy.linalg.solve_triangular(u.chol, jnp.eye(self.layout.n_eta), lower=True)
+        omega_inv_chol = jax.scipy.linalg.solve_triangular(self.omega_chol(u, s), jnp.eye(self.layout.n_eta), lower=True)
         omega_inv = omega_inv_chol.T @ omega_inv_chol
         if hessian:
             f, g, h, status = self.fgh(u, constants, s, eta, expansion)
@@ -315,7 +326,7 @@ class Problem:
     def _line_search(self, u, constants, s, eta, v0, value, directions, lengths):
         """The best of the steps along `directions` at `lengths` (all solved at once), and
         whether it decreases L."""
-        omega_inv_chol = jax.scipy.linalg.solve_triangular(u.chol, jnp.eye(self.layout.n_eta), lower=True)
+        omega_inv_chol = jax.scipy.linalg.solve_triangular(self.omega_chol(u, s), jnp.eye(self.layout.n_eta), lower=True)
         omega_inv = omega_inv_chol.T @ omega_inv_chol
 
         def l_at(step):
@@ -416,13 +427,13 @@ class Problem:
         u = unpack(self.layout, constants, x)
         k = self.layout.n_eta
         expansion = None if local is None else local.expansion
-        logdet_omega = 2.0 * jnp.sum(jnp.log(jnp.diagonal(u.chol)))
+        logdet_omega = 2.0 * jnp.sum(jnp.log(jnp.diagonal(self.omega_chol(u, s))))
         if self.method == "fo":
             f, g, status = self.fg(u, constants, s, jnp.zeros(k), expansion)
             v = jnp.where(s.mask > 0, self.variance(u, s, f), 1.0)
             g = g * s.mask[:, None]
-            omega = u.chol @ u.chol.T
-            cov = g @ omega @ g.T + jnp.diag(v)
+            chol = self.omega_chol(u, s)
+            cov = g @ chol @ chol.T @ g.T + jnp.diag(v)
             r = s.mask * (s.dv - f)
             c = jnp.linalg.cholesky(cov)
             z = jax.scipy.linalg.solve_triangular(c, r, lower=True)
@@ -550,8 +561,8 @@ class Problem:
             else:
                 ipred_lin, g_lin = ipred, g
             g_lin = g_lin * s.mask[:, None]
-            omega = u.chol @ u.chol.T
-            cov = g_lin @ omega @ g_lin.T + jnp.diag(v)
+            chol = self.omega_chol(u, s)
+            cov = g_lin @ chol @ chol.T @ g_lin.T + jnp.diag(v)
             r = s.mask * (s.dv - (ipred_lin - g_lin @ lin_eta))
             return (pred, ipred, jnp.sqrt(v_ipred), status), (cov, r)
 

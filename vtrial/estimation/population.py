@@ -52,6 +52,7 @@ from vtrial.engine.solve import SolverOptions
 from vtrial.errors import DataError, SpecError
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
+from vtrial.estimation.occasions import n_occasions
 from vtrial.estimation.subjects import subject_arrays, subject_mesh
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
 from vtrial.estimation.population_data import PopulationData
@@ -161,11 +162,11 @@ def _prepare(model, data, spec, method, solver) -> _Prepared:
         raise SpecError("solver", "must be a SolverOptions")
     layout, constants, x0 = build_layout(model, spec, np.ones(len(model.observables)))
     _check_data(model, data, spec)
-    layout, constants, x0 = build_layout(model, spec, data.dv_scale)
+    layout, constants, x0 = build_layout(model, spec, data.dv_scale, n_occasions(data, spec))
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
     mesh = subject_mesh(solver)
-    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size)
+    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size, occasions=layout.n_kappa > 0)
     return _Prepared(problem(model, layout, method, solver, t0, mesh), layout, constants, x0, arrays, order, data.n_observations)
 
 

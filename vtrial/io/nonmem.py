@@ -15,6 +15,7 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `DV` | the observation, in the observable's DV unit |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
 | `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); needs a model that is linear PK throughout; SS = 3 is refused |
+| `OCC` | occasion (a number on every row; another column named in `[data] occasion`): inter-occasion variability's kappas are per OCC value; a row's occasion holds for the interval that ends at it (next observation carried back) |
 | any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject, except a covariate a route names as its lag, bioavailability, rate or duration: each dose record takes its own row's value (e.g. `LAGT` feeding ALAG2) |
 
 "." and empty cells are missing values. Every malformed row raises a `DatasetError`
@@ -41,6 +42,7 @@ from pydantic import Field
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
 from vtrial.io.nonmem_checks import check_magnitudes, check_shape, require_covariates
+from vtrial.io.nonmem_occasions import read_occasions
 from vtrial.io.nonmem_records import dose_records, dose_route
 from vtrial.io.nonmem_records import value_key as _key
 from vtrial.limits import MAX_DOSE_RECORDS
@@ -49,7 +51,7 @@ from vtrial.schema import Strict
 from vtrial.units import amount_to_mg, conversion_factor
 
 #: Columns with a NONMEM meaning; every other column may hold a covariate.
-STANDARD_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DV", "II", "ADDL", "SS")
+STANDARD_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DV", "II", "ADDL", "SS", "OCC")
 #: Columns that mark censored (BLQ) observations, which the likelihood does not handle.
 CENSORING_COLUMNS = ("BLQ", "CENS")
 
@@ -89,7 +91,8 @@ class DataSpec(Strict):
     - `bioavailability_scales`: what a route's bioavailability F scales in an infusion
       given by RATE > 0: "duration" (default, NONMEM: the rate is kept, the infusion lasts
       F x AMT / RATE) or "rate" (vtrial's regimens and the datasets `vtrial run --dataset`
-      writes: the duration AMT / RATE is kept, the rate is F x RATE).
+      writes: the duration AMT / RATE is kept, the rate is F x RATE);
+    - `occasion`: the column of occasions (default: `OCC` when the dataset has it).
     """
 
     amt_unit: str = "mg"
@@ -98,6 +101,7 @@ class DataSpec(Strict):
     observables: dict[str, ObservableData] = {}
     covariates: dict[str, str] = {}
     bioavailability_scales: Literal["duration", "rate"] = "duration"
+    occasion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -468,6 +472,7 @@ def read_nonmem(
     return PopulationData(
         ids=_id_values(id_cells[starts]), doses=doses, obs_time_h=obs_time, obs_observable=obs_observable, dv=dv_out,
         obs_mask=obs_mask, covariates=covariates, dv_scale=res.dv_scale.copy(), obs_row=obs_row,
+        occasions=read_occasions(t, spec.occasion, subject, time_h, obs_rows, obs_time.shape),
     )
 
 
