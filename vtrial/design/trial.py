@@ -27,6 +27,7 @@ import pandas as pd
 
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
 from vtrial.design.dosing import Regimen, lower_regimens
+from vtrial.design.occasions import trial_occasions
 from vtrial.design.population import Population, ResidualDraw
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
@@ -226,6 +227,8 @@ def prepare_trial(
     position = np.arange(len(table)) - np.searchsorted(arm_index, arm_index)  # rows are grouped by arm
     doses = arm_records.take(arm_index)
     params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
+    if population.iov and population.occasion_start_h and not typical:  # a kappa per occasion and animal
+        doses = trial_occasions(population, params, doses, seed, arm_index, position)
     return TrialInputs(arms, population, table, position, params, doses)
 
 

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from vtrial.engine.events import CovariateChanges, DoseRecords
+from vtrial.design.occasions import merge_occasion_changes
+from vtrial.engine.events import DoseRecords
 from vtrial.errors import SpecError
 from vtrial.estimation.population_data import OccasionData
 from vtrial.estimation.population_spec import iov_name
@@ -65,40 +66,11 @@ def occasions_from_rows(subject, time_h, occ, obs_rows, obs_shape) -> OccasionDa
 
 def occasion_arrays(model, doses: DoseRecords, occasions: OccasionData, t0: float):
     """The subjects' dose records with their occasion changes merged into their covariate
-    changes (`DoseRecords.changes`; host numpy), the occasion in effect from each change
-    on `(n_subjects, n_changes)` and which occasion levels each subject has
-    `(n_subjects, n_occasions)` (1/0). A subject's first occasion starts at `t0`."""
-    n_subjects = occasions.change_h.shape[0]
-    n_cov = len(model.covariate_names)
-    existing = None if doses.nonmem is None else doses.nonmem.changes
-    existing = existing if existing is not None else doses.changes
-    merged = []
-    for s in range(n_subjects):
-        occ_t = np.maximum(occasions.change_h[s], t0)
-        occ_l = occasions.change_level[s]
-        if existing is not None:
-            cov_t, cov_v = np.asarray(existing.time_h[s], float), np.asarray(existing.values[s], float)
-        else:
-            cov_t, cov_v = np.zeros(0), np.zeros((0, n_cov))
-        times = np.unique(np.r_[occ_t, cov_t])
-        k = np.searchsorted(cov_t, times, side="right") - 1
-        values = np.where((k >= 0)[:, None], cov_v[np.maximum(k, 0)] if cov_t.size else np.nan, np.nan)
-        levels = occ_l[np.maximum(np.searchsorted(occ_t, times, side="right") - 1, 0)]
-        merged.append((times, values.reshape(times.size, n_cov), levels))
-    m = max(t.size for t, _, _ in merged)
-    time_h = np.zeros((n_subjects, m))
-    values = np.full((n_subjects, m, n_cov), np.nan)
-    level = np.zeros((n_subjects, m), np.int64)
-    for s, (t, v, lv) in enumerate(merged):
-        pad = m - t.size  # padded by repeating the last change (it changes nothing)
-        time_h[s] = np.r_[t, np.repeat(t[-1:], pad)]
-        values[s] = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
-        level[s] = np.r_[lv, np.repeat(lv[-1:], pad)]
-    present = np.zeros((n_subjects, occasions.levels.size))
-    for s in range(n_subjects):
-        present[s, np.unique(occasions.change_level[s])] = 1.0
-    nonmem = None if doses.nonmem is None else doses.nonmem._replace(changes=None)
-    return doses._replace(nonmem=nonmem, changes=CovariateChanges(time_h, values)), level, present
+    changes (host numpy), the occasion in effect from each change on `(n_subjects,
+    n_changes)` and the occasion levels each subject has `(n_subjects, n_occasions)`
+    (1/0): `vtrial.design.occasions.merge_occasion_changes`. A subject's first occasion
+    starts at `t0`."""
+    return merge_occasion_changes(model, doses, occasions.change_h, occasions.change_level, occasions.levels.size, t0)
 
 
 def subject_omega_chol(layout, u, s):

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis.fit_plots import plot_gof, plot_vpc, vpc_table
+from vtrial.design.occasions import dataset_occasions
 from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
@@ -189,8 +190,9 @@ def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covar
     effects = tuple(
         dataclasses.replace(e, exponent=est.get(exponent_name(e.parameter, e.covariate), e.exponent)) for e in covariate_effects
     )
+    iov = {k.removeprefix("iov_omega2_"): v for k, v in est.items() if k.startswith("iov_omega2_")}  # occasions' variances
     return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual,
-                      additive=tuple(p for p in additive if p in iiv))
+                      additive=tuple(p for p in additive if p in iiv), iov=iov)
 
 
 def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
@@ -240,7 +242,8 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     if replicates > 0:
         mask = np.asarray(data.obs_mask)
         sims = simulate_replicate_studies(population, data.doses, data.covariates, data.obs_time_h, data.obs_observable,
-                                          replicates=replicates, seed=built.cfg.vpc.seed, options=built.options)
+                                          replicates=replicates, seed=built.cfg.vpc.seed, options=built.options,
+                                          occasions=dataset_occasions(data))
         observable = np.asarray(data.obs_observable)[mask]
         scale = np.asarray(data.dv_scale, float)[observable]
         table = vpc_table(observable, np.asarray(data.obs_time_h)[mask], np.asarray(data.dv)[mask], sims[:, mask] * scale[None],
