@@ -203,3 +203,70 @@ def test_simulation_estimation_recovers_omega_and_pi(tmp_path, model):
     assert len(individual) == 40 * 3 and list(individual.columns[:4]) == ["ID", "OCC", "eta_cl", "kappa_cl"]
     first = individual[individual["ID"] == 1]
     np.testing.assert_allclose(first["cl"], est["cl"] * np.exp(first["eta_cl"] + first["kappa_cl"]), rtol=1e-10)
+
+
+# -- simulations: trials and replicate studies ----------------------------------------------
+
+
+def _iov_population(model, pi2=0.04, start=(0.0, 48.0)):
+    from dataclasses import replace
+
+    from vtrial.design.population import Population
+
+    pop = Population.build(model, typical={"cl": 0.1, "v": 1.0, "ka": 1.0}, omega2={"cl": 0.09})
+    return replace(pop, iov={"cl": pi2}, occasion_start_h=start)
+
+
+def _two_doses():
+    from vtrial.design.dosing import Bolus, Regimen
+
+    return Regimen((Bolus(10.0, 0.0, route="oral"), Bolus(10.0, 48.0, route="oral")))
+
+
+def test_trial_draws_one_kappa_per_animal_and_occasion(model):
+    """Each animal's occasions change CL to CL_i exp(kappa_k) from each start time on; the
+    kappas come from the animal's own key (the same whatever else is drawn) and have the
+    population's variance."""
+    from vtrial.design.occasions import draw_kappa
+    from vtrial.design.trial import prepare_trial
+
+    pop = _iov_population(model)
+    inputs = prepare_trial(model, _two_doses(), pop, times_h=[1.0, 50.0], n_animals=2000, seed=3)
+    changes = inputs.doses.changes
+    assert changes.time_h.shape == (2000, 2) and np.all(changes.time_h == [0.0, 48.0])
+    cl = changes.parameters[:, :, model.parameter_names.index("cl")]
+    kappa = np.log(cl / inputs.params["cl"][:, None])
+    assert np.all(np.isnan(changes.parameters[:, :, model.parameter_names.index("v")]))
+    assert np.std(kappa) == pytest.approx(0.2, rel=0.05)
+    assert abs(np.corrcoef(kappa[:, 0], kappa[:, 1])[0, 1]) < 0.1
+    again = draw_kappa(3, np.zeros(3), np.array([5, 6, 7]), 2, [0.2])[:, :, 0]
+    np.testing.assert_allclose(kappa[5:8], again, rtol=1e-12)
+    typical = prepare_trial(model, _two_doses(), pop, times_h=[1.0], n_animals=1, typical=True)
+    assert typical.doses.changes is None
+
+
+@pytest.mark.long
+def test_trial_with_occasions_matches_closed_form(model):
+    """A simulated trial with IOV against the closed form propagated occasion by occasion."""
+    from vtrial.design.trial import prepare_trial, simulate
+
+    pop = _iov_population(model, start=(0.0, 30.0))
+    times = np.array([1.0, 4.0, 12.0, 30.0, 40.0, 49.0, 60.0])
+    kw = dict(times_h=times, n_animals=3, seed=11)
+    inputs = prepare_trial(model, _two_doses(), pop, **kw)
+    result = simulate(model, _two_doses(), pop, **kw)
+    conc = np.asarray(result.solution.observables["conc_mg_per_l"])
+    cl_occ = inputs.doses.changes.parameters[:, :, model.parameter_names.index("cl")]
+    for a in range(3):
+        depot = central = t_prev = 0.0
+        expected = []
+        events = sorted([(0.0, "dose"), (48.0, "dose"), (30.0, "occ")] + [(t, "obs") for t in times], key=lambda e: (e[0], e[1] != "obs"))
+        for t, kind in events:
+            ke = cl_occ[a, 0 if t_prev < 30.0 else 1] / 1.0
+            depot, central = _propagate(depot, central, 1.0, ke, t - t_prev)
+            t_prev = t
+            if kind == "dose":
+                depot += 10.0
+            elif kind == "obs":
+                expected.append(central / 1.0)
+        np.testing.assert_allclose(conc[a], expected, rtol=1e-8)

@@ -138,7 +138,8 @@ def occasion_individual_frame(model, data, layout, frame: pd.DataFrame, eta, ind
         has = np.any(occ.change_level == k, axis=1)
         if not has.any():
             continue
-        out = {"ID": np.asarray(data.ids)[has], "OCC": np.full(int(has.sum()), level)}
+        label = int(level) if float(level).is_integer() else float(level)  # as the dataset writes it
+        out = {"ID": np.asarray(data.ids)[has], "OCC": np.full(int(has.sum()), label)}
         for i, name in enumerate(layout.iiv_names):
             out[f"eta_{name}"] = np.asarray(eta)[has, i]
         for j, name in enumerate(layout.iov_names):

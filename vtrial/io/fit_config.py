@@ -394,6 +394,11 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
                 if omega[i, j] != 0:
                     r = omega[i, j] / math.sqrt(omega[i, i] * omega[j, j])
                     lines += ["", "[[variability.correlation]]", f"a = \"{names[i]}\"", f"b = \"{names[j]}\"", f"r = {_number(r)}"]
+    iov = getattr(population, "iov", {})
+    if iov:  # a trial draws a kappa per occasion from its start times
+        lines += ["", "[variability.occasions]  # inter-occasion variances (one random effect per occasion)"]
+        lines += [f"{p} = {_number(v)}" for p, v in iov.items()]
+        lines += ["", "[occasions]", "start_h = [0.0]  # the occasions' start times (h): set them for the study"]
     for e in population.covariate_effects:
         lines += ["", "[[covariate_effects]]", f"parameter = \"{e.parameter}\"", f"covariate = \"{e.covariate}\"",
                   f"reference = {_number(e.reference)}", f"exponent = {_number(e.exponent)}"]
