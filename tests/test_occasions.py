@@ -108,7 +108,8 @@ def test_dataset_occasions_are_read(tmp_path, model):
     blank.loc[3, "OCC"] = "."
     blank.to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(DataError, match="row 4 .*column OCC: every row needs an occasion"):
-        read_nonmem(tmp_path / "b.csv", model, MAPPING)
+        read_nonmem(tmp_path / "b.csv", model, {**MAPPING, "occasion": "OCC"})
+    assert read_nonmem(tmp_path / "b.csv", model, MAPPING).occasions is None  # an OCC column not for occasions
 
 
 def test_iov_config_is_checked(tmp_path, model):

@@ -159,5 +159,6 @@ def n_occasions(data, spec) -> int:
     if not spec.iov_omega2:
         return 0
     if data.occasions is None:
-        raise SpecError("variability.occasions", "the dataset has no occasions: give an OCC column (or name one in [data] occasion)")
+        raise SpecError("variability.occasions", "the dataset has no occasions: give an OCC column with a number on every row (or name "
+                                                    "the column in [data] occasion)")
     return int(np.asarray(data.occasions.levels).size)
