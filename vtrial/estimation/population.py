@@ -271,6 +271,7 @@ class PopulationFit:
             covariate_effects=self.covariate_effects,
             residual=dict(self.residual),
             additive=self.additive,
+            iov={k.removeprefix("iov_omega2_"): v for k, v in self.estimates.items() if k.startswith("iov_omega2_")},
         )
 
     def to_frame(self) -> pd.DataFrame:
