@@ -271,3 +271,20 @@ def test_trial_with_occasions_matches_closed_form(model):
             elif kind == "obs":
                 expected.append(central / 1.0)
         np.testing.assert_allclose(conc[a], expected, rtol=1e-8)
+
+
+def test_written_dataset_reads_back_the_trial_occasions(tmp_path, model):
+    """`vtrial run --dataset` writes OCC as the occasion in effect just before each row, so
+    that NONMEM's next observation carried back puts the change back at its start time
+    (a dose's time)."""
+    from vtrial.design.dosing import lower_regimens
+    from vtrial.io.nonmem_writer import dataset_columns
+
+    doses = lower_regimens(model, [_two_doses()])
+    times = np.array([1.0, 12.0, 48.0, 50.0, 60.0])
+    frame = dataset_columns(model, np.array([1]), doses, times, {"conc_mg_per_l": np.ones((1, 5))}, {"conc_mg_per_l": np.ones(5, bool)},
+                            {}, occasion_start_h=(0.0, 48.0))
+    assert frame["OCC"].tolist() == [1, 1, 1, 1, 1, 2, 2]  # dose 0, obs 1, 12, dose 48, obs 48, obs 50, 60
+    frame.to_csv(tmp_path / "d.csv", index=False, na_rep=".")
+    occasions = read_nonmem(tmp_path / "d.csv", model, MAPPING).occasions
+    assert occasions.change_h[0].tolist() == [-math.inf, 48.0] and occasions.change_level[0].tolist() == [0, 1]
