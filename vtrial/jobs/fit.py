@@ -41,6 +41,7 @@ from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
 from vtrial.errors import DataError, SpecError
+from vtrial.estimation.occasions import n_occasions
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
@@ -73,6 +74,7 @@ def check_data(built: BuiltFit, data: PopulationData, file: str = "the dataset")
             raise SpecError(f"residual.{names[j]}", f"the dataset observes {names[j]!r}; give its residual error model "
                                                     f"[residual.{names[j]}] (initial additive and/or proportional SD)")
     _check_undosed_subjects(built.model, data, file)
+    n_occasions(data, built.estimation_spec())  # inter-occasion variability needs the dataset's occasions
 
 
 def _check_undosed_subjects(model: Model, data: PopulationData, file: str) -> None:
@@ -124,6 +126,8 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
         defaults = covariate_defaults(built.model, data)
         if defaults:
             out["covariates_not_in_dataset"] = defaults
+        if built.iov:
+            out["occasions"] = n_occasions(data, built.estimation_spec())
     else:
         out["dataset"] = "not given (vtrial fit CONFIG DATA.csv reads one)"
     return out
