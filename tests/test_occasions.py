@@ -288,3 +288,18 @@ def test_written_dataset_reads_back_the_trial_occasions(tmp_path, model):
     frame.to_csv(tmp_path / "d.csv", index=False, na_rep=".")
     occasions = read_nonmem(tmp_path / "d.csv", model, MAPPING).occasions
     assert occasions.change_h[0].tolist() == [-math.inf, 48.0] and occasions.change_level[0].tolist() == [0, 1]
+
+
+def test_check_reports_occasions(tmp_path, model):
+    """`vtrial check --data`: the occasions a fit with IOV finds, or the missing column."""
+    from vtrial.jobs import check_config
+
+    write_dataset(tmp_path / "d.csv", n=2)
+    pd.read_csv(tmp_path / "d.csv").drop(columns=["OCC"]).to_csv(tmp_path / "none.csv", index=False)
+    (tmp_path / "fit.toml").write_text(
+        'kind = "fit"\nmodel = "one_compartment_absorption"\n[parameters]\ncl = 0.1\nv = 1.0\nka = 1.0\n'
+        '[variability.omega]\ncl = 0.09\n[variability.occasions]\ncl = 0.04\n'
+        '[residual.conc_mg_per_l]\nproportional = 0.1\n[data.routes]\noral = [1]\n')
+    assert check_config(tmp_path / "fit.toml", data=tmp_path / "d.csv")["occasions"] == 2
+    with pytest.raises(SpecError, match="variability.occasions: the dataset has no occasions"):
+        check_config(tmp_path / "fit.toml", data=tmp_path / "none.csv")
