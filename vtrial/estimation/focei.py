@@ -39,6 +39,10 @@ minutes of compilation). All derivatives are forward mode (`jax.jacfwd`): the ou
 parameters are few; the outer gradient is a Jacobian of the per-subject objectives,
 which also gives the per-subject gradients of NONMEM's S matrix.
 
+With inter-occasion variability the subject's random effects are $[\eta, \kappa]$ with a
+block-diagonal $\Omega_i$, and the kappas are expansion variables too
+(`vtrial.estimation.occasions`); without, nothing of this changes.
+
 Subjects are independent: with several devices (GPUs, or the CPU cores
 `vtrial.settings.use_all_cpu_cores` exposes) every per-subject function runs under
 `shard_map`, each device on its own slice of subjects (its own EBE iterations too;
