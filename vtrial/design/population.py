@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vtrial.design.occasions import check_occasions
 from vtrial.errors import SpecError
 from vtrial.limits import MAX_CV_PERCENT
 from vtrial.models.base import Model
@@ -115,7 +116,10 @@ class Population:
       exponential);
     - `covariates`: distributions of covariates (others sit at their reference);
     - `covariate_effects`: power relations added on top of the model's own equations;
-    - `residual`: residual error per observable name.
+    - `residual`: residual error per observable name;
+    - `iov`: inter-occasion variances per parameter (one kappa per occasion, of the
+      parameter's kind), `occasion_start_h`: a trial's occasion start times
+      (`vtrial.design.occasions`; a dataset's simulation takes its OCC column instead).
     """
 
     model: Model
@@ -126,9 +130,12 @@ class Population:
     covariate_effects: tuple[CovariateEffect, ...] = ()
     residual: Mapping[str, ResidualError] = field(default_factory=dict)
     additive: tuple[str, ...] = ()
+    iov: Mapping[str, float] = field(default_factory=dict)
+    occasion_start_h: tuple[float, ...] = ()
 
     def __post_init__(self):
         m = self.model
+        check_occasions(self)
         m.validate_values(self.typical, "population.typical")
         for n in self.iiv_names:
             if n not in m.parameter_names:

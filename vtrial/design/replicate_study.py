@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vtrial.design.occasions import with_occasions
 from vtrial.design.population import Population
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.runner import simulate_population
@@ -34,6 +35,7 @@ def simulate_replicate_studies(
     seed: int = 0,
     options: SolverOptions = SolverOptions(),
     chunk_size: int = 4096,
+    occasions=None,
 ) -> np.ndarray:
     """Observations of `replicates` copies of a study, in the model's units.
 
@@ -43,7 +45,10 @@ def simulate_replicate_studies(
     - `doses`: `(n_subjects, n_records)`; `covariates`: name -> `(n_subjects,)` (model
       covariates not given sit at the population's values);
     - `obs_time_h`, `obs_observable`: `(n_subjects, n_obs)` the study's observations;
-    - `replicates`, `seed`: how many studies, and the seed of every draw.
+    - `replicates`, `seed`: how many studies, and the seed of every draw;
+    - `occasions`: `(change_h, change_level, n_levels)` of the subjects (a dataset's
+      `OccasionData`): with the population's `iov`, every subject of every replicate
+      draws a kappa per occasion (`vtrial.design.occasions`).
 
     **Returns:** `(replicates, n_subjects, n_obs)` simulated observations (NaN where a
     solve failed); fewer replicates when `replicates x subjects x times` would exceed
@@ -71,6 +76,12 @@ def simulate_replicate_studies(
         for j, name in enumerate(population.iiv_names):
             params[name] = params[name] + eta[:, j] if name in population.additive else params[name] * np.exp(eta[:, j])
     tiled = DoseRecords(*doses).map(lambda a: np.tile(np.asarray(a), (replicates,) + (1,) * (np.ndim(a) - 1)))
+    if population.iov and occasions is not None:
+        change_h, change_level, n_levels = occasions
+        tile = lambda a: np.tile(np.asarray(a), (replicates, 1))  # noqa: E731
+        t0 = float(min(0.0, np.min(obs_time_h), np.min(np.asarray(doses.time_h)) if np.size(doses.time_h) else 0.0))
+        tiled = with_occasions(population, params, tiled, tile(change_h), tile(change_level), int(n_levels), seed,
+                               np.repeat(np.arange(replicates), n_subjects), np.tile(np.arange(n_subjects), replicates), t0)
     solution = simulate_population(model, params, tiled, times, options=options, chunk_size=chunk_size, states=False, order="input")
     column = np.searchsorted(times, obs_time_h)  # (n_subjects, n_obs)
     out = np.full((replicates, n_subjects, obs_time_h.shape[1]), np.nan)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
 from vtrial.design.dosing import Regimen, lower_regimens
+from vtrial.design.occasions import trial_occasions
 from vtrial.design.population import Population, ResidualDraw
 from vtrial.engine.events import CovariateChanges, DoseRecords, NonmemItems
 from vtrial.engine.exposure import exposure_spec, result_name
@@ -303,6 +304,8 @@ def prepare_trial(
     if changes is not None:  # covariates that change within an animal: events of its solve
         doses = doses._replace(nonmem=NonmemItems.only_changes(changes))
     params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
+    if population.iov and population.occasion_start_h and not typical:  # a kappa per occasion and animal
+        doses = trial_occasions(population, params, doses, seed, arm_index, position)
     return TrialInputs(arms, population, table, position, params, doses)
 
 

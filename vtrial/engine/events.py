@@ -41,10 +41,15 @@ class CovariateChanges(NamedTuple):
     n_covariates)`, the model's `covariate_names` order; NaN: the animal's value), until
     the next change. Sorted by time; padded by repeating the last change. NONMEM's
     next-observation-carried-back (a record's value holds for the interval that ends at
-    the record) becomes a change at the previous record's time (`vtrial.io.nonmem`)."""
+    the record) becomes a change at the previous record's time (`vtrial.io.nonmem`).
+
+    `parameters`: None, or `(n_changes, n_parameters)` values of the model's parameters
+    (`parameter_names` order; NaN: the animal's value) in effect from the change on, as
+    an occasion's random effects change them (`vtrial.estimation.occasions`)."""
 
     time_h: Any
     values: Any
+    parameters: Any = None
 
 
 class NonmemItems(NamedTuple):
@@ -106,6 +111,9 @@ class DoseRecords(NamedTuple):
     - `nonmem`: `NonmemItems` of records read from a NONMEM dataset, or None (plain
       doses; None is part of the pytree's structure, so plain regimens compile as before).
 
+    - `changes`: `CovariateChanges` of records without NONMEM items (plain records whose
+      parameters change at occasions), or None; with items they are `nonmem.changes`.
+
     Built by `vtrial.design.dosing.lower_regimens` (configs, Python regimens) and by the
     NONMEM dataset reader; differentiable in `time_h`, `amount` and `duration_h`.
     """
@@ -116,6 +124,7 @@ class DoseRecords(NamedTuple):
     duration_h: Any
     route: Any
     nonmem: NonmemItems | None = None
+    changes: CovariateChanges | None = None
 
     @property
     def n_records(self) -> int:
@@ -123,12 +132,13 @@ class DoseRecords(NamedTuple):
 
     def map(self, fn) -> "DoseRecords":
         """`fn` applied to every array (the items' too)."""
+        def changes_map(changes):
+            return None if changes is None else CovariateChanges(*(None if a is None else fn(a) for a in changes))
+
         items = None
         if self.nonmem is not None:
-            changes = self.nonmem.changes
-            items = NonmemItems(*(None if a is None else fn(a) for a in self.nonmem[:6]),
-                                None if changes is None else CovariateChanges(*map(fn, changes)))
-        return DoseRecords(*(fn(a) for a in self[:5]), items)
+            items = NonmemItems(*(fn(a) for a in self.nonmem[:6]), changes_map(self.nonmem.changes))
+        return DoseRecords(*(fn(a) for a in self[:5]), items, changes_map(self.changes))
 
     def take(self, index) -> "DoseRecords":
         """The records of the animals at `index` (host numpy arrays)."""
@@ -182,6 +192,8 @@ def has_items(doses: DoseRecords) -> bool:
 
 def covariate_changes(doses: DoseRecords) -> CovariateChanges | None:
     """The animal's covariate changes, or None (static: from the pytree's structure)."""
+    if doses.changes is not None:
+        return doses.changes
     return None if doses.nonmem is None else doses.nonmem.changes
 
 
@@ -201,6 +213,10 @@ def parameters_at(model: Model, p: Mapping[str, jnp.ndarray], doses: DoseRecords
     for i, name in enumerate(model.covariate_names):
         v = changes.values[jnp.maximum(k, 0), i]
         q[name] = jnp.where((k >= 0) & ~jnp.isnan(v), v, p[name])
+    if changes.parameters is not None:  # an occasion's parameters (NaN: the animal's own)
+        for i, name in enumerate(model.parameter_names):
+            v = changes.parameters[jnp.maximum(k, 0), i]
+            q[name] = jnp.where((k >= 0) & ~jnp.isnan(v), v, p[name])
     return model.derive(q)  # the model's own quantities from the covariates in effect
 
 

@@ -39,6 +39,10 @@ minutes of compilation). All derivatives are forward mode (`jax.jacfwd`): the ou
 parameters are few; the outer gradient is a Jacobian of the per-subject objectives,
 which also gives the per-subject gradients of NONMEM's S matrix.
 
+With inter-occasion variability the subject's random effects are $[\eta, \kappa]$ with a
+block-diagonal $\Omega_i$, and the kappas are expansion variables too
+(`vtrial.estimation.occasions`); without, nothing of this changes.
+
 Subjects are independent: with several devices (GPUs, or the CPU cores
 `vtrial.settings.use_all_cpu_cores` exposes) every per-subject function runs under
 `shard_map`, each device on its own slice of subjects (its own EBE iterations too;
@@ -58,7 +62,10 @@ from jax.sharding import Mesh
 from vtrial.design.population import individual_parameters
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
 from vtrial.estimation.censoring import observation_terms
+from vtrial.estimation.expansion import Expansion, Local
+from vtrial.estimation.expansion import logdet_pd as _logdet_pd, taylor as _taylor
 from vtrial.estimation.focei_diagnostics import diagnostics_per_subject
+from vtrial.estimation.occasions import occasion_inputs, subject_omega_chol
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
 from vtrial.models.base import Model
@@ -73,65 +80,6 @@ _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
 #: Largest change of any eta in one inner step (log scale: a factor e^2).
 _MAX_STEP = 2.0
 
-
-class Expansion(NamedTuple):
-    r"""One subject's predictions as a Taylor polynomial in its log individual parameters
-    $\phi$ (`Problem.varying`) around the point `log_p`:
-    $f(\phi) \approx f + D_1\delta + \frac12 D_2[\delta,\delta] + \frac16 D_3[\delta,\delta,\delta]$,
-    $\delta = \phi - \phi_s$. At $\delta = 0$ its value and derivatives up to its order are
-    the model's, exactly (module docstring)."""
-
-    log_p: jnp.ndarray  # (m,)
-    f: jnp.ndarray  # (n_obs,)
-    d1: jnp.ndarray  # (n_obs, m)
-    d2: jnp.ndarray  # (n_obs, m, m)
-    d3: jnp.ndarray | None  # (n_obs, m, m, m), order 3 only
-    status: jnp.ndarray
-
-    def at(self, log_p):
-        d = log_p - self.log_p
-        f = self.f + self.d1 @ d + 0.5 * jnp.einsum("nij,i,j->n", self.d2, d, d)
-        if self.d3 is not None:
-            f = f + jnp.einsum("nijk,i,j,k->n", self.d3, d, d, d) / 6.0
-        return f
-
-
-class Local(NamedTuple):
-    """What the objective of one subject needs from its model at its EBE (no derivatives
-    carried): the exact Hessian of L there, the expansion there, and (FOCE) the
-    expansion at eta = 0 that gives the residual variances without interaction."""
-
-    hess: jnp.ndarray | None
-    expansion: Expansion
-    expansion0: Expansion | None
-
-
-def _taylor(fun, x, order):
-    """Value and derivatives 1..`order` of `fun: R^m -> (R^n, aux)` at `x`, by nested
-    forward mode: `([f, D1, ..., D_order], aux)`."""
-
-    def level(x):
-        y, aux = fun(x)
-        return y, ((y,), aux)
-
-    def lift(level):
-        def lifted(x):
-            d, (tensors, aux) = jax.jacfwd(level, has_aux=True)(x)
-            return d, ((*tensors, d), aux)
-
-        return lifted
-
-    for _ in range(order):
-        level = lift(level)
-    _, (tensors, aux) = level(x)
-    return list(tensors), aux
-
-
-def _logdet_pd(a):
-    """log|A| of a symmetric matrix, +inf when it is not positive definite."""
-    c = jnp.linalg.cholesky(a)
-    ok = jnp.all(jnp.isfinite(c))
-    return jnp.where(ok, 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(c)))), jnp.inf)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -169,9 +117,15 @@ class Problem:
         lower = {p.name: bounds.get(p.name, (p.lower, p.upper))[0] for p in self.model.parameters}
         return tuple(n not in self.layout.additive and lower[n] >= 0 for n in self.varying)
 
-    def _phi_of(self, p):
-        """The expansion's variables of the parameters `p` (`log_varying`)."""
-        return jnp.stack([jnp.log(p[n]) if log else p[n] for n, log in zip(self.varying, self.log_varying)])
+    def _phi_of(self, p, eta):
+        """The expansion's variables of the parameters `p` (`log_varying`), then the
+        kappas of `eta` (occasions: `vtrial.estimation.occasions`)."""
+        phi = jnp.stack([jnp.log(p[n]) if log else p[n] for n, log in zip(self.varying, self.log_varying)])
+        return jnp.concatenate([phi, eta[self.layout.n_iiv:]]) if self.layout.n_kappa else phi
+
+    def omega_chol(self, u, s):
+        """The Cholesky factor of the subject's Omega over all its random effects."""
+        return subject_omega_chol(self.layout, u, s)
 
     @property
     def order(self) -> int:
@@ -188,10 +142,13 @@ class Problem:
             p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive
         )
 
-    def observe(self, p, constants: Constants, s):
+    def observe(self, p, constants: Constants, s, kappa=None):
         """Solve the model: predictions in DV units at the subject's observation times; status."""
-        sol = solve_animal(self.model, p, s.doses, s.times, t0=self.t0, options=self.options)
-        observed = observe_animal(self.model, p, s.doses, sol.states, s.times)
+        doses = s.doses
+        if self.layout.n_kappa:  # the occasions' parameters change at their times
+            p, doses = occasion_inputs(self.model, self.layout, s, p, kappa)
+        sol = solve_animal(self.model, p, doses, s.times, t0=self.t0, options=self.options)
+        observed = observe_animal(self.model, p, doses, sol.states, s.times)
         obs = jnp.stack([observed[o.name] for o in self.model.observables], axis=1)
         f = jnp.take_along_axis(obs, s.observable[:, None], axis=1)[:, 0] * constants.dv_scale[s.observable]
         return f, sol.status
@@ -200,8 +157,8 @@ class Problem:
         """Predictions and solver status: by solving the model, or from `expansion`."""
         p = self.individual(u, constants, s, eta)
         if expansion is None:
-            return self.observe(p, constants, s)
-        return expansion.at(self._phi_of(p)), expansion.status
+            return self.observe(p, constants, s, eta[self.layout.n_iiv:])
+        return expansion.at(self._phi_of(p, eta)), expansion.status
 
     def expand(self, u, constants: Constants, s, eta, order: int | None = None) -> Expansion:
         """The subject's `Expansion` at eta (one solve, differentiated `order` times,
@@ -209,15 +166,16 @@ class Problem:
         order = self.order if order is None else order
         p = self.individual(u, constants, s, eta)
         base = jnp.stack([p[n] for n in self.varying])
+        m, kappa = len(self.varying), eta[self.layout.n_iiv:]
 
         def f_of(delta):
             q = dict(p)
             for i, (n, log) in enumerate(zip(self.varying, self.log_varying)):
                 q[n] = base[i] * jnp.exp(delta[i]) if log else base[i] + delta[i]
-            return self.observe(q, constants, s)
+            return self.observe(q, constants, s, kappa + delta[m:])
 
-        tensors, status = _taylor(f_of, jnp.zeros(len(self.varying), base.dtype), order)
-        return Expansion(self._phi_of(p), *tensors[:3], tensors[3] if order == 3 else None, status)
+        tensors, status = _taylor(f_of, jnp.zeros(m + self.layout.n_kappa, base.dtype), order)
+        return Expansion(self._phi_of(p, eta), *tensors[:3], tensors[3] if order == 3 else None, status)
 
     def fg(self, u, constants, s, eta, expansion=None):
         def fun(e):
@@ -265,7 +223,7 @@ class Problem:
 
     def inner(self, u, constants, s, eta, v0, *, hessian=True, expansion=None):
         """L(eta), its gradient, its exact Hessian (if asked) and the pieces at eta."""
-        omega_inv_chol = jax.scipy.linalg.solve_triangular(u.chol, jnp.eye(self.layout.n_eta), lower=True)
+        omega_inv_chol = jax.scipy.linalg.solve_triangular(self.omega_chol(u, s), jnp.eye(self.layout.n_eta), lower=True)
         omega_inv = omega_inv_chol.T @ omega_inv_chol
         if hessian:
             f, g, h, status = self.fgh(u, constants, s, eta, expansion)
@@ -312,7 +270,7 @@ class Problem:
     def _line_search(self, u, constants, s, eta, v0, value, directions, lengths):
         """The best of the steps along `directions` at `lengths` (all solved at once), and
         whether it decreases L."""
-        omega_inv_chol = jax.scipy.linalg.solve_triangular(u.chol, jnp.eye(self.layout.n_eta), lower=True)
+        omega_inv_chol = jax.scipy.linalg.solve_triangular(self.omega_chol(u, s), jnp.eye(self.layout.n_eta), lower=True)
         omega_inv = omega_inv_chol.T @ omega_inv_chol
 
         def l_at(step):
@@ -413,13 +371,13 @@ class Problem:
         u = unpack(self.layout, constants, x)
         k = self.layout.n_eta
         expansion = None if local is None else local.expansion
-        logdet_omega = 2.0 * jnp.sum(jnp.log(jnp.diagonal(u.chol)))
+        logdet_omega = 2.0 * jnp.sum(jnp.log(jnp.diagonal(self.omega_chol(u, s))))
         if self.method == "fo":
             f, g, status = self.fg(u, constants, s, jnp.zeros(k), expansion)
             v = jnp.where(s.mask > 0, self.variance(u, s, f), 1.0)
             g = g * s.mask[:, None]
-            omega = u.chol @ u.chol.T
-            cov = g @ omega @ g.T + jnp.diag(v)
+            chol = self.omega_chol(u, s)
+            cov = g @ chol @ chol.T @ g.T + jnp.diag(v)
             r = s.mask * (s.dv - f)
             c = jnp.linalg.cholesky(cov)
             z = jax.scipy.linalg.solve_triangular(c, r, lower=True)

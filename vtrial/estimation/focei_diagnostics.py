@@ -44,8 +44,8 @@ def diagnostics_per_subject(problem):
         # (their CWRES is reported as missing, `population_tables.predictions_frame`).
         quantified = s.mask * (s.cens == 0)
         g_lin = g_lin * quantified[:, None]
-        omega = u.chol @ u.chol.T
-        cov = g_lin @ omega @ g_lin.T + jnp.diag(v)
+        chol = problem.omega_chol(u, s)
+        cov = g_lin @ chol @ chol.T @ g_lin.T + jnp.diag(v)
         r = quantified * (s.dv - (ipred_lin - g_lin @ lin_eta))
         return (pred, ipred, jnp.sqrt(v_ipred), status), (cov, r)
 

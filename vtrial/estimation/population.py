@@ -53,6 +53,7 @@ from vtrial.errors import SpecError
 from vtrial.estimation.censoring import censored_arrays, censored_rows, drop_warning, gaussian_rows, resolve_censoring
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
+from vtrial.estimation.occasions import n_occasions
 from vtrial.estimation.subjects import subject_arrays, subject_mesh
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
 from vtrial.estimation.population_data import PopulationData, check_population_data
@@ -108,11 +109,11 @@ def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
         raise SpecError("solver", "must be a SolverOptions")
     layout, constants, x0 = build_layout(model, spec, np.ones(len(model.observables)))
     check_population_data(model, data, spec)
-    layout, constants, x0 = build_layout(model, spec, data.dv_scale)
+    layout, constants, x0 = build_layout(model, spec, data.dv_scale, n_occasions(data, spec))
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
     mesh = subject_mesh(solver)
-    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size)
+    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size, occasions=layout.n_kappa > 0)
     censoring = resolve_censoring(data, censoring, method)
     arrays, censored_terms = censored_arrays(arrays, censoring)
     pr = problem(model, layout, method, solver, t0, mesh, censored_terms)
@@ -224,6 +225,7 @@ class PopulationFit:
             covariate_effects=self.covariate_effects,
             residual=dict(self.residual),
             additive=self.additive,
+            iov={k.removeprefix("iov_omega2_"): v for k, v in self.estimates.items() if k.startswith("iov_omega2_")},
         )
 
     def to_frame(self) -> pd.DataFrame:

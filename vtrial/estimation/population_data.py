@@ -15,6 +15,30 @@ from vtrial.errors import DataError, SpecError
 from vtrial.models.base import Model
 
 
+class OccasionData(NamedTuple):
+    """The subjects' occasions (NONMEM's OCC column), for inter-occasion variability.
+
+    - `levels`: `(n_occasions,)` the dataset's occasion values, sorted: kappa k of every
+      subject is that of `levels[k]` (NONMEM's coding: one kappa per OCC value);
+    - `change_h`: `(n_subjects, n_changes)`: from right after this time on (-inf: from
+      the subject's start) the subject is in occasion `change_level`; NONMEM's next
+      observation carried back: a record's occasion holds for the interval that ends at
+      it, so an occasion starts at the previous record's time. Padded by repeating the
+      last change;
+    - `change_level`: `(n_subjects, n_changes)` int index into `levels`;
+    - `obs_level`: `(n_subjects, n_obs)` int: the occasion of each observation (-1 on
+      padding).
+    """
+
+    levels: np.ndarray
+    change_h: np.ndarray
+    change_level: np.ndarray
+    obs_level: np.ndarray
+
+    def take(self, index) -> "OccasionData":
+        return self._replace(change_h=self.change_h[index], change_level=self.change_level[index], obs_level=self.obs_level[index])
+
+
 class PopulationData(NamedTuple):
     """Subjects of a dataset, padded to common shapes (leading axis: subject).
 
@@ -35,6 +59,7 @@ class PopulationData(NamedTuple):
     - `cens`: `(n_subjects, n_obs)` int or None (no censored rows): 1 below a lower limit
       of quantification, -1 above an upper one, 0 quantified; `dv` holds the limit on a
       censored row (`vtrial.estimation.censoring`).
+    - `occasions`: `OccasionData` (an OCC column), or None.
     """
 
     ids: np.ndarray
@@ -47,6 +72,7 @@ class PopulationData(NamedTuple):
     dv_scale: np.ndarray
     obs_row: np.ndarray
     cens: np.ndarray | None = None
+    occasions: OccasionData | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -64,6 +90,7 @@ class PopulationData(NamedTuple):
             obs_time_h=self.obs_time_h[index], obs_observable=self.obs_observable[index], dv=self.dv[index],
             obs_mask=self.obs_mask[index], covariates={k: np.asarray(v)[index] for k, v in self.covariates.items()},
             obs_row=self.obs_row[index], cens=None if self.cens is None else self.cens[index],
+            occasions=None if self.occasions is None else self.occasions.take(index),
         )
 
 

@@ -65,7 +65,11 @@ class EstimationSpec:
       estimated (from its value in `covariate_effects`); the others stay as given;
     - `residual`: initial residual error per observable (`ResidualError`: additive SD in
       the DV unit of the dataset, proportional as a fraction); a component given as 0
-      is absent from the model, others are estimated unless fixed.
+      is absent from the model, others are estimated unless fixed;
+    - `iov_omega2`: initial variances of inter-occasion random effects (one kappa per
+      occasion and subject, all occasions sharing the variance: NONMEM's `$OMEGA
+      BLOCK(1) ... SAME`), same kind as the parameter's eta (`additive`), named
+      `iov_omega2_<p>` (`vtrial.estimation.occasions`).
     """
 
     typical: Mapping[str, float]
@@ -78,6 +82,7 @@ class EstimationSpec:
     residual: Mapping[str, ResidualError] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()
     estimate_exponents: tuple[tuple[str, str], ...] = ()
+    iov_omega2: Mapping[str, float] = field(default_factory=dict)
 
 
 THETA_SCALES = ("identity", "log", "log_lower", "log_upper", "logit")
@@ -164,6 +169,36 @@ def exponent_name(parameter: str, covariate: str) -> str:
     return f"exponent_{parameter}_{covariate}"
 
 
+def iov_name(parameter: str) -> str:
+    """`iov_omega2_<p>`: the variance of the inter-occasion random effects of `p`."""
+    return f"iov_omega2_{parameter}"
+
+
+def iov_layout(model: Model, spec: EstimationSpec, n_occasions: int):
+    """Check `spec.iov_omega2`: `(iov_names, initial SDs, estimated indices, initial x)`.
+    An occasion changes a parameter through the dynamics and the observations; a
+    parameter a dose route or a model event reads is evaluated once per subject (at its
+    first occasion), so IOV there is refused rather than half applied."""
+    names = model.parameter_names
+    route_parameters = {getattr(r, a) for r in model.routes for a in ("lag", "bioavailability", "rate", "duration")}
+    route_parameters |= {getattr(ev, a) for ev in model.events for a in ("time", "amount")}
+    iov = tuple(n for n in names if n in spec.iov_omega2)
+    for n in spec.iov_omega2:
+        where = f"variability.occasions.{n}"
+        if n not in names:
+            raise SpecError(where, f"not a parameter of model {model.name}; known: {', '.join(names)}")
+        _positive(where, spec.iov_omega2[n])
+        if n in route_parameters:
+            raise SpecError(where, f"{n} is a dose route's or an event's parameter; inter-occasion variability applies to parameters "
+                                   "of the dynamics and observations")
+        if n not in spec.additive and model.parameter(n).lower < 0:
+            raise SpecError(where, f"{n} may be <= 0 (range from {model.parameter(n).lower:g}): an exponential occasion effect "
+                                   "needs a positive parameter; make its random effects additive in [variability.kind]")
+    sd = [math.sqrt(float(spec.iov_omega2[n])) for n in iov]
+    estimated = tuple(j for j, n in enumerate(iov) if iov_name(n) not in spec.fixed)
+    return iov, sd, estimated, [math.log(sd[j]) for j in estimated]
+
+
 class Layout(NamedTuple):
     """The static structure of a fit (hashable: it keys the compiled functions).
 
@@ -178,7 +213,11 @@ class Layout(NamedTuple):
     - `block_pairs`: `(i, j)`, i > j, of every covariance of Omega's blocks (estimated or fixed);
     - `residual_estimated`: `(observable index, kind index)` of the estimated residual SDs;
     - `effects`: `(parameter, covariate)` of the covariate effects;
-    - `covariate_names`: the model's covariates (values per subject, else its reference).
+    - `covariate_names`: the model's covariates (values per subject, else its reference);
+    - `iov_names`: parameters with inter-occasion variability; `n_occasions`: occasions
+      (kappas per parameter and subject, padded to the dataset's levels); `iov_estimated`:
+      indices into `iov_names` of the estimated IOV variances. The subject's random
+      effects are `[eta (iiv_names) | kappa (n_occasions x iov_names, occasion-major)]`.
     """
 
     parameter_names: tuple[str, ...]
@@ -194,6 +233,9 @@ class Layout(NamedTuple):
     n_observables: int
     theta_bounds: tuple[tuple[float, float], ...] = ()
     additive: tuple[str, ...] = ()
+    iov_names: tuple[str, ...] = ()
+    n_occasions: int = 0
+    iov_estimated: tuple[int, ...] = ()
 
     @property
     def n_theta(self) -> int:
@@ -201,11 +243,21 @@ class Layout(NamedTuple):
 
     @property
     def n_x(self) -> int:
-        return len(self.theta_names) + len(self.exponents_estimated) + len(self.chol_entries) + len(self.residual_estimated)
+        return (len(self.theta_names) + len(self.exponents_estimated) + len(self.chol_entries) + len(self.residual_estimated)
+                + len(self.iov_estimated))
+
+    @property
+    def n_iiv(self) -> int:
+        return len(self.iiv_names)
+
+    @property
+    def n_kappa(self) -> int:
+        return len(self.iov_names) * self.n_occasions
 
     @property
     def n_eta(self) -> int:
-        return len(self.iiv_names)
+        """Random effects per subject: the etas, then the kappas of every occasion."""
+        return len(self.iiv_names) + self.n_kappa
 
 
 class Constants(NamedTuple):
@@ -216,14 +268,16 @@ class Constants(NamedTuple):
     effect_reference: jnp.ndarray
     effect_exponent: jnp.ndarray  # estimated ones are overwritten
     dv_scale: jnp.ndarray  # (n_observables,)
-    chol: jnp.ndarray  # (n_eta, n_eta) the initial Cholesky factor; estimated entries are overwritten
+    chol: jnp.ndarray  # (n_iiv, n_iiv) the initial Cholesky factor; estimated entries are overwritten
+    iov_sd: jnp.ndarray | None = None  # (n_iov,) SDs of the kappas; estimated ones are overwritten
 
 
 class Unpacked(NamedTuple):
     typical: dict  # every model parameter -> scalar
-    chol: jnp.ndarray  # (n_eta, n_eta) lower-triangular factor of Omega
+    chol: jnp.ndarray  # (n_iiv, n_iiv) lower-triangular factor of Omega (etas)
     residual_sd: jnp.ndarray  # (n_observables, 2): additive (DV unit), proportional (fraction)
     effect_exponent: jnp.ndarray  # (n_effects,) the covariate effects' exponents
+    iov_sd: jnp.ndarray | None = None  # (n_iov,) SDs of the kappas (None without occasions)
 
 
 def _positive(where: str, v) -> float:
@@ -256,8 +310,9 @@ def _bounds(model: Model, spec: EstimationSpec, name: str) -> tuple[float, float
     return lower, upper
 
 
-def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, Constants, np.ndarray]:
-    """Check `spec` against `model`; return the layout, the constants and the initial `x`."""
+def build_layout(model: Model, spec: EstimationSpec, dv_scale, n_occasions: int = 0) -> tuple[Layout, Constants, np.ndarray]:
+    """Check `spec` against `model`; return the layout, the constants and the initial `x`
+    (`n_occasions`: the dataset's occasion levels, for `spec.iov_omega2`)."""
     names = model.parameter_names
     if not spec.typical:
         raise SpecError("parameters", f"give initial values of the parameters to estimate; model {model.name} has: {', '.join(names)}")
@@ -267,6 +322,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
             raise SpecError(f"parameters.{n}", f"not a parameter of model {model.name} (covariates are data); known: {', '.join(names)}")
     residual_names = {f"{o}.{k}" for o in model.observable_names for k in RESIDUAL_KINDS}
     omega_names = [omega_name(tuple(spec.omega2), i, i) for i in range(len(spec.omega2))]
+    omega_names += [iov_name(n) for n in spec.iov_omega2]
     for n in spec.fixed:
         if n not in spec.typical and n not in residual_names and n not in omega_names:
             known = list(spec.typical) + omega_names + sorted(residual_names)
@@ -357,6 +413,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         if not e.reference > 0:
             raise SpecError(f"covariates.{e.parameter}.reference", "must be > 0")
 
+    iov_names, iov_sd, iov_estimated, x_iov = iov_layout(model, spec, n_occasions)
     layout = Layout(
         parameter_names=names,
         theta_names=theta_names,
@@ -371,6 +428,9 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         n_observables=n_obs,
         theta_bounds=theta_bounds,
         additive=tuple(n for n in iiv if n in spec.additive),
+        iov_names=iov_names,
+        n_occasions=int(n_occasions) if iov_names else 0,
+        iov_estimated=iov_estimated,
     )
     constants = Constants(
         values=jnp.asarray([float(values[n]) for n in constant_names], float),
@@ -379,8 +439,9 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         effect_exponent=jnp.asarray([e.exponent for e in spec.covariate_effects], float),
         dv_scale=jnp.asarray(np.asarray(dv_scale, float).reshape(n_obs)),
         chol=jnp.asarray(chol, float),
+        iov_sd=jnp.asarray(iov_sd, float) if iov_names else None,
     )
-    return layout, constants, np.asarray(x_theta + x_exponents + x_chol + x_res, float)
+    return layout, constants, np.asarray(x_theta + x_exponents + x_chol + x_res + x_iov, float)
 
 
 def unpack(layout: Layout, constants: Constants, x) -> Unpacked:
@@ -398,7 +459,13 @@ def unpack(layout: Layout, constants: Constants, x) -> Unpacked:
     sd = constants.residual_sd.astype(x.dtype)
     for m, (o, c) in enumerate(layout.residual_estimated):
         sd = sd.at[o, c].set(jnp.exp(x[nt + ne + nc + m]))
-    return Unpacked(typical, chol, sd, exponents)
+    iov_sd = None
+    if layout.iov_names:
+        iov_sd = constants.iov_sd.astype(x.dtype)
+        first = nt + ne + nc + len(layout.residual_estimated)
+        for m, j in enumerate(layout.iov_estimated):  # x holds log SD (as Cholesky diagonals)
+            iov_sd = iov_sd.at[j].set(jnp.exp(x[first + m]))
+    return Unpacked(typical, chol, sd, exponents, iov_sd)
 
 
 def reported_names(layout: Layout, observable_names) -> tuple[str, ...]:
@@ -410,6 +477,7 @@ def reported_names(layout: Layout, observable_names) -> tuple[str, ...]:
     out += [exponent_name(*layout.effects[i]) for i in layout.exponents_estimated]
     out += [omega_name(layout.iiv_names, i, j) for i, j in layout.chol_entries]
     out += [f"{observable_names[o]}.{RESIDUAL_KINDS[c]}" for o, c in layout.residual_estimated]
+    out += [iov_name(layout.iov_names[j]) for j in layout.iov_estimated]
     return tuple(out)
 
 
@@ -422,4 +490,5 @@ def reported_values(layout: Layout, constants: Constants, x):
     vals += [u.effect_exponent[i] for i in layout.exponents_estimated]
     vals += [omega[i, j] for i, j in layout.chol_entries]
     vals += [u.residual_sd[o, c] for o, c in layout.residual_estimated]
+    vals += [u.iov_sd[j] ** 2 for j in layout.iov_estimated]
     return jnp.stack(vals) if vals else jnp.zeros((0,), x.dtype)

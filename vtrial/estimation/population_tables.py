@@ -11,6 +11,7 @@ import pandas as pd
 
 from vtrial.design.population import individual_parameters
 from vtrial.estimation.censoring import censored_rows
+from vtrial.estimation.occasions import iov_table_rows, occasion_individual_frame, occasion_values
 from vtrial.estimation.population_spec import (
     RESIDUAL_KINDS,
     estimation_name,
@@ -64,6 +65,7 @@ def parameter_table(model, spec, layout, names, values, cov, omega, u) -> pd.Dat
         fixed = key not in by_name
         v, s = (float(omega[i, j]), math.nan) if fixed else by_name[key]
         rows.append((key, v, s, _ratio_pct(s, abs(v)), v - z * s, v + z * s, "", fixed, "" if fixed else "identity"))
+    rows += iov_table_rows(layout, by_name, u, z, cv_pct_row, _ratio_pct)
     for o, obs in enumerate(model.observables):
         if obs.name not in spec.residual:
             continue
@@ -111,18 +113,29 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
     for c in model.covariates:
         base[c.name] = jnp.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
     base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
-    indiv = jax.vmap(
-        lambda p, e: model.derive(
-            individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive)
-        )
-    )(base, jnp.asarray(eta))
-    shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names]
+
+    def parameters(p, e, kappa=None):
+        q = individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive)
+        if kappa is not None:  # the parameters in one occasion
+            q.update(zip(layout.iov_names, occasion_values(layout._replace(n_occasions=1), q, kappa)[0]))
+        return model.derive(q)
+
+    eta = np.asarray(eta)
+    indiv = jax.vmap(parameters)(base, jnp.asarray(eta[:, : layout.n_iiv]))
+    shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names or p in layout.iov_names]
     for p in (*shown, *model.derived_names):  # the derived ones: NONMEM's $PK variables (CL, V)
         out[p] = np.asarray(indiv[p])
     for name in layout.iiv_names:
         out[f"shrinkage_pct_{name}"] = np.full(n, eta_shrink[name])
     out["ofv"] = ofv_i
-    return pd.DataFrame(out)
+    if not layout.n_kappa:
+        return pd.DataFrame(out)
+
+    def in_occasion(index, kappa):
+        q = jax.vmap(parameters)({k: v[index] for k, v in base.items()}, jnp.asarray(eta[index, : layout.n_iiv]), jnp.asarray(kappa))
+        return {p: np.asarray(q[p]) for p in (*shown, *model.derived_names)}
+
+    return occasion_individual_frame(model, data, layout, pd.DataFrame(out), eta, in_occasion)
 
 
 def predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str, float]]:

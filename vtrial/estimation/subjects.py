@@ -23,6 +23,7 @@ from vtrial.engine import distributed, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions
 from vtrial.estimation.censoring import censored_rows
+from vtrial.estimation.occasions import occasion_arrays
 from vtrial.models.base import Model
 
 
@@ -36,6 +37,11 @@ class SubjectArrays(NamedTuple):
     mask: jnp.ndarray  # (n, n_obs) float 1/0
     covariates: jnp.ndarray  # (n, n_model_covariates)
     cens: jnp.ndarray  # (n, n_obs) float: 1 below a lower limit, -1 above an upper one (dv: the limit), 0 quantified
+    # With occasions (`vtrial.estimation.occasions`): the occasion in effect from each of
+    # `doses.changes` on, (n, n_changes) int, and the occasion levels each subject has,
+    # (n, n_occasions) 1/0; None without.
+    occasion_level: jnp.ndarray | None = None
+    occasion_present: jnp.ndarray | None = None
 
 
 def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int]):
@@ -93,11 +99,12 @@ def subject_mesh(options: SolverOptions) -> Mesh | None:
 SUBJECT_BUCKET = 8
 
 
-def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays, np.ndarray, float]:
+def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False) -> tuple[SubjectArrays, np.ndarray, float]:
     """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
     the subject axis padded to a multiple of `SUBJECT_BUCKET` and of `devices` (the
     mesh's size: each device gets as many subjects; per-subject results: take the first
-    `data.n_subjects`).
+    `data.n_subjects`). `occasions`: with the data's occasions (`data.occasions`) as
+    parameter changes (`vtrial.estimation.occasions.occasion_arrays`).
 
     Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
     """
@@ -118,6 +125,10 @@ def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays,
     covariates = np.stack(cov_cols, axis=1) if cov_cols else np.zeros((times.shape[0], 0))
     doses = DoseRecords(*data.doses).map(np.asarray)
     t0 = float(min(0.0, np.min(times), np.min(np.asarray(doses.time_h)) if doses.time_h.size else 0.0))
+    occasion_level = occasion_present = None
+    if occasions:
+        doses, occasion_level, occasion_present = occasion_arrays(model, doses, data.occasions, t0)
+        occasion_level, occasion_present = jnp.asarray(occasion_level, jnp.int32), jnp.asarray(occasion_present, float)
     sorted_times = take(times)
     sorted_mask = take(mask)
     # Padding repeats the subject's last real time, so save times stay non-decreasing.
@@ -132,6 +143,8 @@ def subject_arrays(model: Model, data, devices: int = 1) -> tuple[SubjectArrays,
         mask=jnp.asarray(take(mask), float),
         covariates=jnp.asarray(covariates),
         cens=jnp.asarray(take(censored_rows(data)), float),
+        occasion_level=occasion_level,
+        occasion_present=occasion_present,
     )
     # Pad the subject axis to a multiple of SUBJECT_BUCKET with subjects that have no
     # observations (they contribute exactly 0): datasets of nearby sizes then share

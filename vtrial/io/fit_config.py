@@ -28,6 +28,10 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
 - `[[variability.block]]`: correlated random effects, `parameters = [...]` with an
   initial `correlation` (a number for every pair, or the full matrix), or the block's
   full `covariance` matrix (then its variances are not given in omega/cv_percent);
+- `[variability.occasions]`: `name = variance`: inter-occasion variability, one random
+  effect per occasion (the dataset's `OCC` column, or `[data] occasion`) sharing this
+  initial variance (NONMEM's `$OMEGA BLOCK(1) ... SAME`), of the parameter's kind
+  (`[variability.kind]`); row `iov_omega2_<p>` of `parameters.csv`, which `fixed` takes;
 - `[data]`: how the dataset maps onto the model (`vtrial.io.nonmem.DataSpec`: `amt_unit`,
   `time_unit`, `[data.routes]`, `[data.observables.<name>]` with `dvid`/`cmt` and `unit`,
   `[data.covariates]`, `[data.source]`: the dataset read as a control stream's $INPUT/$DATA
@@ -101,6 +105,7 @@ class FitVariabilitySpec(Strict):
     cv_percent: dict[str, Annotated[float, Field(ge=MIN_INITIAL_CV_PERCENT, le=MAX_CV_PERCENT)]] = {}
     block: list[BlockSpec] = []
     kind: dict[str, Literal["exponential", "additive"]] = {}
+    occasions: dict[str, Annotated[float, Field(gt=0)]] = {}
 
 
 class EstimationSettings(Strict):
@@ -184,6 +189,7 @@ class BuiltFit:
             if kind == "additive" and name in cfg.variability.cv_percent:
                 raise SpecError(f"variability.kind.{name}", "an additive random effect has no CV%: give its variance in [variability.omega]")
         self.additive = tuple(n for n in self.iiv_names if cfg.variability.kind.get(n) == "additive")
+        self.iov = _occasions(model, cfg.variability, self.additive)
         self.covariate_effects = tuple(_effect(model, i, e) for i, e in enumerate(cfg.covariate_effects))
         self.estimate_exponents = tuple((e.parameter, e.covariate) for e in cfg.covariate_effects if e.estimate)
         if len(set(self.estimate_exponents)) != len(self.estimate_exponents):
@@ -232,7 +238,7 @@ class BuiltFit:
     def parameter_names(self) -> list[str]:
         """The names `fixed` may hold: typical values, variances of Omega and residual SDs
         (as `parameters.csv` names their rows)."""
-        names = list(self.typical) + [f"omega2_{p}" for p in self.iiv_names]
+        names = list(self.typical) + [f"omega2_{p}" for p in self.iiv_names] + [f"iov_omega2_{p}" for p in self.iov]
         for obs, r in self.residual.items():
             names += [f"{obs}.{kind}" for kind in ("additive", "proportional") if getattr(r, kind) > 0]
         return names
@@ -261,7 +267,21 @@ class BuiltFit:
             estimate_exponents=self.estimate_exponents,
             bounds=dict(self.bounds),
             additive=self.additive,
+            iov_omega2=dict(self.iov),
         )
+
+
+def _occasions(model: Model, v: FitVariabilitySpec, additive) -> dict[str, float]:
+    """`[variability.occasions]` checked: known parameters, variances in range by kind."""
+    for p, var in v.occasions.items():
+        where = f"variability.occasions.{p}"
+        if p not in model.parameter_names:
+            raise SpecError(where, f"not a parameter of model {model.name}; known: {', '.join(model.parameter_names)}")
+        if p not in additive and not MIN_INITIAL_OMEGA2 <= var <= MAX_OMEGA2:
+            raise SpecError(where, f"initial variance must lie in [{MIN_INITIAL_OMEGA2:g}, {MAX_OMEGA2:g}] (log scale), got {var!r}")
+        if p in additive and not var < math.inf:
+            raise SpecError(where, f"initial variance must be a finite number > 0, got {var!r}")
+    return dict(v.occasions)
 
 
 def _effect(model: Model, i: int, e: CovariateEffectSpec) -> CovariateEffect:
@@ -387,6 +407,11 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
                 if omega[i, j] != 0:
                     r = omega[i, j] / math.sqrt(omega[i, i] * omega[j, j])
                     lines += ["", "[[variability.correlation]]", f"a = \"{names[i]}\"", f"b = \"{names[j]}\"", f"r = {_number(r)}"]
+    iov = getattr(population, "iov", {})
+    if iov:  # a trial draws a kappa per occasion from its start times
+        lines += ["", "[variability.occasions]  # inter-occasion variances (one random effect per occasion)"]
+        lines += [f"{p} = {_number(v)}" for p, v in iov.items()]
+        lines += ["", "[occasions]", "start_h = [0.0]  # the occasions' start times (h): set them for the study"]
     for e in population.covariate_effects:
         lines += ["", "[[covariate_effects]]", f"parameter = \"{e.parameter}\"", f"covariate = \"{e.covariate}\"",
                   f"reference = {_number(e.reference)}", f"exponent = {_number(e.exponent)}"]

@@ -16,6 +16,7 @@ Reading (`read_nonmem`): one row per event, columns (upper or lower case)
 | `CENS`, `BLQ`, `LLOQ` | censored observations (below/above a limit of quantification): `vtrial.io.nonmem_censoring` |
 | `II`, `ADDL` | repeated doses: ADDL more doses every II after TIME (expanded into dose records) |
 | `SS` | steady state of the dose repeated every II: 1 resets and starts from it, 2 adds it (boluses and infusions, any duration against II, lag and F included; AMT = 0 with RATE > 0 and II = 0: a constant infusion's); closed form for a model that is linear PK throughout, else the periodic state of the model's ODE (Newton's method on one dosing interval); SS = 3 is refused |
+| `OCC` | occasion (a number on every row; another column named in `[data] occasion`): inter-occasion variability's kappas are per OCC value; a row's occasion holds for the interval that ends at it (next observation carried back) |
 | any other | a covariate when it names one of the model's (`bw` from `BW`, or from `WT` when there is no `BW`; others mapped in `[data.covariates]`, e.g. `bw = "WEIGHT"`); one value per subject, except a covariate a route names as its lag, bioavailability, rate or duration: each dose record takes its own row's value (e.g. `LAGT` feeding ALAG2) |
 
 "." and empty cells are missing values. Every malformed row raises a `DatasetError`
@@ -43,6 +44,7 @@ from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_data import PopulationData
 from vtrial.io.nonmem_censoring import censored_observations
 from vtrial.io.nonmem_checks import check_magnitudes, check_shape, require_covariates
+from vtrial.io.nonmem_occasions import read_occasions
 from vtrial.io.nonmem_records import dose_records, dose_route
 from vtrial.io.nonmem_records import value_key as _key
 from vtrial.io.nonmem_source import NonmemSource, read_source
@@ -52,7 +54,7 @@ from vtrial.schema import Strict
 from vtrial.units import amount_to_mg, conversion_factor
 
 #: Columns with a NONMEM meaning; every other column may hold a covariate.
-STANDARD_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DV", "II", "ADDL", "SS")
+STANDARD_COLUMNS = ("ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DV", "II", "ADDL", "SS", "OCC")
 
 CmtValue = int | Annotated[str, Field(min_length=1)]
 
@@ -90,7 +92,8 @@ class DataSpec(Strict):
     - `bioavailability_scales`: what a route's bioavailability F scales in an infusion
       given by RATE > 0: "duration" (default, NONMEM: the rate is kept, the infusion lasts
       F x AMT / RATE) or "rate" (vtrial's regimens and the datasets `vtrial run --dataset`
-      writes: the duration AMT / RATE is kept, the rate is F x RATE).
+      writes: the duration AMT / RATE is kept, the rate is F x RATE);
+    - `occasion`: the column of occasions (default: `OCC` when the dataset has it).
     """
 
     amt_unit: str = "mg"
@@ -100,6 +103,7 @@ class DataSpec(Strict):
     covariates: dict[str, str] = {}
     bioavailability_scales: Literal["duration", "rate"] = "duration"
     source: NonmemSource | None = None  # read as a control stream's $INPUT/$DATA (vtrial.io.nonmem_source)
+    occasion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -469,6 +473,7 @@ def read_nonmem(
         ids=_id_values(id_cells[starts]), doses=doses, obs_time_h=obs_time, obs_observable=obs_observable, dv=dv_out,
         obs_mask=obs_mask, covariates=covariates, dv_scale=res.dv_scale.copy(), obs_row=obs_row,
         cens=obs_cens if obs_cens.any() else None,
+        occasions=read_occasions(t, spec.occasion, subject, time_h, obs_rows, obs_time.shape),
     )
 
 

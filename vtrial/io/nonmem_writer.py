@@ -49,12 +49,16 @@ def dataset_columns(
     masks: Mapping[str, np.ndarray],
     covariates: Mapping[str, np.ndarray],
     arm: np.ndarray | None = None,
+    occasion_start_h=(),
 ) -> pd.DataFrame:
     """The dataset rows of `m` animals: dose rows from `doses` (`(m, n_records)`; mg/kg
     amounts times the animal's `bw`; zero-amount padding left out), and an observation
     row per sampled time of each observable (`observations[name]` `(m, n_times)`,
     `masks[name]` `(n_times,)`); at equal times doses come first (an observation at a
-    dose time sees the state before the dose, as in the solve and in NONMEM)."""
+    dose time sees the state before the dose, as in the solve and in NONMEM). With
+    `occasion_start_h` (a trial's occasions) a column OCC: the occasion in effect just
+    before the row's time, so that NONMEM's next observation carried back reads the
+    changes back at the same times when each start is a row's time (a dose's)."""
     m = len(ids)
     cmt_of_route = np.asarray(dose_cmt(model), dtype=object) if model.routes else np.zeros(0, object)
     bw = np.asarray(covariates["bw"], float) if "bw" in covariates else np.ones(m)
@@ -89,6 +93,9 @@ def dataset_columns(
     for name in model.covariate_names:
         if name in covariates:
             out[name.upper()] = np.asarray(covariates[name])[s]
+    if len(occasion_start_h):
+        start = np.asarray(occasion_start_h, float)
+        out["OCC"] = np.maximum(np.searchsorted(start, out["TIME"].to_numpy(float), side="left"), 1)
     if arm is not None:
         out["ARM"] = np.asarray(arm)[s]
     return out

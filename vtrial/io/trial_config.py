@@ -104,6 +104,14 @@ class VariabilitySpec(Strict):
     correlation: list[CorrelationSpec] = []
     # NONMEM's CL = THETA*EXP(ETA) ("exponential", default) or THETA + ETA ("additive")
     kind: dict[str, Literal["exponential", "additive"]] = {}
+    # inter-occasion variances: one kappa per occasion ([occasions] start_h), same kind
+    occasions: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+
+class OccasionsSpec(Strict):
+    """A trial's occasions: occasion k holds from right after `start_h[k]` on."""
+
+    start_h: Annotated[list[NonNeg], Field(min_length=1)]
 
 
 class OutputSpec(Strict):
@@ -203,6 +211,7 @@ class PopulationSpec(Strict):
     covariates: dict[str, CovariateSpec] = {}
     covariate_effects: list[CovariateEffectSpec] = []
     residual: dict[str, ResidualSpec] = {}
+    occasions: OccasionsSpec | None = None
 
 
 class TrialConfig(PopulationSpec, NamesModel):
@@ -226,6 +235,8 @@ class BuiltTrial:
         self.cfg = cfg
         self.model: Model = cfg.load_model()
         self.population = build_population(self.model, cfg)
+        if self.population.iov and not self.population.occasion_start_h:
+            raise SpecError("occasions.start_h", "[variability.occasions] needs the occasions' start times: [occasions] start_h = [0, ...]")
         n = animals_per_arm or cfg.animals_per_arm
         names = [a.name for a in cfg.arms]
         if len(set(names)) != len(names):
@@ -314,7 +325,7 @@ def build_population(model: Model, cfg: PopulationSpec) -> Population:
         for k in names:
             if k not in model.parameter_names:
                 raise SpecError(f"{where}.{k}", f"unknown parameter of model {model.name}; known: {', '.join(model.parameter_names)}")
-    return Population.build(
+    population = Population.build(
         model,
         typical=cfg.parameters,
         cv_percent=cfg.variability.cv_percent,
@@ -325,3 +336,8 @@ def build_population(model: Model, cfg: PopulationSpec) -> Population:
         covariate_effects=[CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent) for e in cfg.covariate_effects],
         residual={k: ResidualError(r.additive, r.proportional) for k, r in cfg.residual.items()},
     )
+    iov = {k: v for k, v in cfg.variability.occasions.items() if v > 0}
+    if not iov:
+        return population
+    start = tuple(cfg.occasions.start_h) if cfg.occasions is not None else ()
+    return replace(population, iov=iov, occasion_start_h=start)

@@ -37,11 +37,13 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis.fit_plots import plot_gof, plot_vpc, vpc_table
+from vtrial.design.occasions import dataset_occasions
 from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
 from vtrial.errors import DataError, SpecError
 from vtrial.estimation.censoring import censored_rows, resolve_censoring
+from vtrial.estimation.occasions import n_occasions
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
@@ -75,6 +77,7 @@ def check_data(built: BuiltFit, data: PopulationData, file: str = "the dataset")
             raise SpecError(f"residual.{names[j]}", f"the dataset observes {names[j]!r}; give its residual error model "
                                                     f"[residual.{names[j]}] (initial additive and/or proportional SD)")
     _check_undosed_subjects(built.model, data, file)
+    n_occasions(data, built.estimation_spec())  # inter-occasion variability needs the dataset's occasions
 
 
 def _check_undosed_subjects(model: Model, data: PopulationData, file: str) -> None:
@@ -128,6 +131,8 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
         defaults = covariate_defaults(built.model, data)
         if defaults:
             out["covariates_not_in_dataset"] = defaults
+        if built.iov:
+            out["occasions"] = n_occasions(data, built.estimation_spec())
     else:
         out["dataset"] = "not given (vtrial fit CONFIG DATA.csv reads one)"
     return out
@@ -195,8 +200,9 @@ def estimated_population(model: Model, parameters: pd.DataFrame, dv_scale, covar
     effects = tuple(
         dataclasses.replace(e, exponent=est.get(exponent_name(e.parameter, e.covariate), e.exponent)) for e in covariate_effects
     )
+    iov = {k.removeprefix("iov_omega2_"): v for k, v in est.items() if k.startswith("iov_omega2_")}  # occasions' variances
     return Population(model, typical=typical, iiv_names=iiv, omega=omega, covariate_effects=effects, residual=residual,
-                      additive=tuple(p for p in additive if p in iiv))
+                      additive=tuple(p for p in additive if p in iiv), iov=iov)
 
 
 def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_effects=(), path: str | Path | None = None,
@@ -246,7 +252,8 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     if replicates > 0:
         mask = np.asarray(data.obs_mask)
         sims = simulate_replicate_studies(population, data.doses, data.covariates, data.obs_time_h, data.obs_observable,
-                                          replicates=replicates, seed=built.cfg.vpc.seed, options=built.options)
+                                          replicates=replicates, seed=built.cfg.vpc.seed, options=built.options,
+                                          occasions=dataset_occasions(data))
         observable = np.asarray(data.obs_observable)[mask]
         scale = np.asarray(data.dv_scale, float)[observable]
         cens = censored_rows(data)[mask]

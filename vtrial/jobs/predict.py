@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vtrial.design.occasions import dataset_occasions
 from vtrial.design.population import Population, ResidualError
 from vtrial.design.replicate_study import simulate_replicate_studies
 from vtrial.engine import distributed
@@ -68,7 +69,7 @@ def _population(prepared) -> tuple[object, Population, DataSpec, object, object]
     if prepared.kind == "fit":
         built = BuiltFit(prepared.spec)
         population = Population(built.model, typical=built.typical, iiv_names=built.iiv_names, omega=built.omega,
-                                covariate_effects=built.covariate_effects, residual=dict(built.residual))
+                                covariate_effects=built.covariate_effects, residual=dict(built.residual), iov=dict(built.iov))
         return built.model, population, built.data, built.options, built
     built = BuiltTrial(prepared.spec)
     return built.model, built.population, DataSpec(), built.options, None
@@ -143,14 +144,19 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
 
     def simulate(pop: Population, covariates, n: int = 1, seed: int = 0) -> np.ndarray:
         sims = simulate_replicate_studies(pop, dataset.doses, covariates, dataset.obs_time_h, dataset.obs_observable,
-                                          replicates=n, seed=seed, options=options)
+                                          replicates=n, seed=seed, options=options, occasions=dataset_occasions(dataset))
         return sims[:, mask] * obs_scale[None]
 
     given, source = {}, ""
     if individual is not None:
         if not Path(individual).is_file():
             raise SpecError("--individual", f"{individual}: file not found")
-        given = _individual_values(model, dataset.ids, read_table(individual), str(individual), per_row=False)
+        table = read_table(individual)
+        if any(str(c).lower() == "occ" for c in table.columns):
+            raise DataError(f"{individual}: per-occasion individual values (an OCC column, as a fit with [variability.occasions] "
+                            "writes) are not taken by --individual; leave it out: a fit config's IPRED then comes from the EBEs "
+                            "at its values, occasion by occasion")
+        given = _individual_values(model, dataset.ids, table, str(individual), per_row=False)
         if not given:
             raise DataError(f"{individual}: no column names a parameter of model {model.name} ({', '.join(model.parameter_names)})")
         source = f"individual values of {Path(individual).name}"
@@ -158,7 +164,7 @@ def predict(config, data, *, individual=None, replicates: int = 0, seed: int = 0
         given = _individual_values(model, dataset.ids, rows, str(data), per_row=True)
         columns = [c for c in rows.columns if c.lower() in given]
         source = f"individual values in the dataset's columns {', '.join(columns)}" if given else ""
-    typical_only = replace(population, iiv_names=(), omega=np.zeros((0, 0)), residual={})
+    typical_only = replace(population, iiv_names=(), omega=np.zeros((0, 0)), residual={}, iov={})
     pred = simulate(typical_only, dataset.covariates)[0]
     ofv = None
     if given:

@@ -126,6 +126,7 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
                 dataset.write(dataset_columns(
                     model, i + 1, inputs.doses.take(i), times, chunk.observations, masks,
                     {c: inputs.params[c][i] for c in covariate_names}, arm=arm_name[i],
+                    occasion_start_h=built.population.occasion_start_h if built.population.iov else (),
                 ))
             shown = inputs.position[i] < REPORT_ANIMALS_PER_ARM
             if shown.any():
