@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 from functools import cached_property, lru_cache
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
