@@ -290,6 +290,8 @@ class _StandInFit:
     seconds = 0.5
     eta_shrinkage_pct = {"cl": 10.0, "v1": 20.0}
     epsilon_shrinkage_pct = {"conc_mg_per_l": 5.0}
+    censoring = "none"
+    n_censored = 0
 
     @property
     def n_subjects(self):
@@ -321,7 +323,8 @@ class _StandInFit:
 def _stand_in(converged=True, covariance="ok"):
     calls = []
 
-    def fit_population(model, data, spec, *, method, solver, max_iterations, tolerance, covariance: str, on_iteration):
+    def fit_population(model, data, spec, *, method, solver, max_iterations, tolerance, covariance: str, on_iteration,
+                       censoring=None):
         calls.append(dict(method=method, max_iterations=max_iterations, covariance=covariance))
         if on_iteration is not None:
             on_iteration(1, 200.0)

@@ -17,6 +17,9 @@ $\sum_i L_i(\eta_i^*) + \log|\Omega| + \log|\tilde H_i|$ with
 - `fo`: the model linearised at $\eta = 0$: $\log|C_i| + r_i^T C_i^{-1} r_i$,
   $C_i = G \Omega G^T + \mathrm{diag}(V(0))$.
 
+A censored observation's term (`Problem.censoring` "m3"/"m4", Laplace only) is Beal's
+instead of the Gaussian one (`vtrial.estimation.censoring`).
+
 Gradient: $\eta^*$ depends on the outer parameters $x$, and $\tilde H$ depends on
 $\eta^*$, so $d\eta^*/dx = -(\nabla^2_\eta L)^{-1} \nabla_x \nabla_\eta L$ (implicit
 function theorem). It is taken by evaluating the objective at

@@ -20,9 +20,10 @@ import pandas as pd
 
 from vtrial.engine.optimize import minimize_lbfgs
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, uses_closed_form
-from vtrial.errors import SpecError
+from vtrial.errors import DataError, SpecError
 from vtrial.estimation.focei import Problem
 from vtrial.estimation.subjects import subject_arrays
+from vtrial.estimation.censoring import censored_rows
 from vtrial.estimation.population_data import check_population_data
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import EstimationSpec, build_layout, from_estimation_scale, reported_names, unpack
@@ -74,6 +75,9 @@ def fit_individuals(
     if layout.n_x == 0:
         raise SpecError("parameters", "nothing to estimate: every value is fixed")
     check_population_data(model, data, alone)  # the same checks as a population fit
+    if np.any(censored_rows(data) != 0):
+        raise DataError("data: censored observations (CENS/BLQ/LLOQ) are not handled by individual fits; leave them out "
+                        "(MDV = 1), or fit the population (Laplace with M3: vtrial.estimation.censoring)")
     arrays, _, t0 = subject_arrays(model, data)
     fit = _fitter(model, layout, solver, float(t0), max_iterations, float(tolerance))
     x, value, grad_max, steps = (np.asarray(a)[: data.n_subjects] for a in fit(jnp.asarray(x0), constants, arrays))
