@@ -214,7 +214,7 @@ def _first_rows(model, animals: pd.DataFrame) -> pd.DataFrame:
 
 def animal_covariate_changes(model, animals: pd.DataFrame, table: pd.DataFrame) -> CovariateChanges | None:
     """The covariate changes of the animals of `table` (checked, one row per animal) from
-    the long-form table `animals` (None without a `time_h` column): a row's values hold
+    the long-form table `animals` (None without a `time_h` column or any change): a row's values hold
     for the interval that ends at its time, so a value differing from the row before
     takes effect at that earlier row's time; after an animal's last row its values hold."""
     if TIME_COLUMN not in animals.columns:
@@ -229,7 +229,9 @@ def animal_covariate_changes(model, animals: pd.DataFrame, table: pd.DataFrame) 
         differs = [k for k in range(1, rows.size) if np.any((v[k] != v[k - 1]) & ~(np.isnan(v[k]) & np.isnan(v[k - 1])))]
         by_key[(str(df["arm"].iloc[rows[0]]), str(df["animal"].iloc[rows[0]]))] = [(t[k - 1], v[k]) for k in differs]
     changes = [by_key[(str(a), str(i))] for a, i in zip(table["arm"], table["animal"])]
-    m = max(1, max(len(c) for c in changes))
+    if not any(changes):  # nothing changes: plain animals (no events, the one-solve path)
+        return None
+    m = max(len(c) for c in changes)
     times = np.zeros((len(table), m))
     values = np.full((len(table), m, len(names)), np.nan)  # NaN: the animal's own value (no change yet)
     for j, c in enumerate(changes):
