@@ -6,7 +6,7 @@ of the model's ODE (`vtrial.engine.steady_state`).
   a running series equal the state after 200 doses simulated by a tight scipy solve
   written here.
 - Gradients of SS predictions (wrt Vmax, Km, the lag) in forward and reverse mode against
-  central differences.
+  central differences, and a second forward derivative against differences of the first.
 - The nmtests model (linear) with its linear-PK declaration removed: the new solver on
   the ODE path gives the closed-form steady state and NONMEM's predictions.
 All compile the steady-state solve (tens of seconds on 2 cores): `long`.
@@ -218,3 +218,19 @@ def test_linear_model_without_its_closed_form_gives_the_closed_form_steady_state
     nonmem = pd.read_csv(data_dir / "dosing_1001_nonmem.csv").CP.to_numpy()[sub.obs_row[sub.obs_mask] - 1]
     assert np.all(np.abs(periodic - nonmem) <= 2e-4 * np.abs(nonmem) + 1e-3)
     assert len(steady) >= 14 and not math.isnan(periodic.sum())
+
+
+def test_second_forward_derivative_matches_differences_of_the_first(mm_data):
+    """Nested forward mode (population estimation's) through the steady state: the custom
+    JVP's rule differentiates itself again."""
+    model, data = mm_data
+    sub = data.take(np.array([0]))  # the oral series with lag and F
+    predict = _cp(model, sub, SolverOptions(events="split", adjoint="forward"))
+
+    def total(vmax):
+        return jnp.sum(jnp.where(jnp.asarray(sub.obs_mask), predict(jnp.stack([vmax, X0[1], X0[2]]))[0], 0.0))
+
+    first = jax.jit(jax.jacfwd(total))
+    second = float(jax.jit(jax.jacfwd(jax.jacfwd(total)))(X0[0]))
+    h = 1e-4 * X0[0]
+    assert second == pytest.approx((float(first(X0[0] + h)) - float(first(X0[0] - h))) / (2 * h), rel=1e-5)
