@@ -93,7 +93,10 @@ def test_text_animal_ids_work_and_are_carried_to_every_output(tmp_path):
     ("arm,animal,bw\nvehicle,1,0.2\nvehicle,2,-0.1\n", ["animals.bw", "row 2"]),
     ("arm,animal,bw\nvehicle,1,0.2\nvehicle,1,0.2\n", ["animals.animal", "row 2", "twice"]),
     ("arm,animal,ka1\nvehicle,1,fast\n", ["animals.ka1", "row 1"]),
-], ids=["header-only", "bw-zero", "bw-negative", "duplicate-id", "text-parameter"])
+    ("arm,animal,time_h,bw,ka1\nvehicle,1,0,0.2,1\nvehicle,1,5,0.3,2\n", ["animals.ka1", "row 2", "changes parameter"]),
+    ("arm,animal,time_h,bw\nvehicle,1,0,0.2\nvehicle,1,0,0.3\n", ["animals.time_h", "row 2", "two rows at 0 h"]),
+], ids=["header-only", "bw-zero", "bw-negative", "duplicate-id", "text-parameter", "long-form-parameter-changes",
+        "long-form-same-time"])
 def test_bad_animals_file_is_named(tmp_path, rows, names):
     path = tmp_path / "animals.csv"
     path.write_text(rows)

@@ -363,9 +363,10 @@ def test_covariates_that_change_become_events_at_the_previous_rows_time(tmp_path
     assert d.covariates["wt"].tolist() == [60.0, 50.0]
 
 
-def test_steady_state_needs_a_linear_pk_model(tmp_path):
-    model = get_model("cia_rat")  # PK with a disease model: its steady state has no closed form
-    path = write(tmp_path, "ID,TIME,AMT,RATE,EVID,CMT,DV,MDV,II,ADDL,SS\n1,0,10,.,1,1,.,1,.,.,.\n1,1,10,.,1,1,.,1,12,.,1\n")
-    with pytest.raises(DatasetError) as info:
-        read_nonmem(path, model)
-    assert (info.value.row, info.value.column) == (2, "SS") and "linear PK throughout" in info.value.rule, str(info.value)
+def test_steady_state_of_a_model_with_states_outside_its_linear_pk_is_read(tmp_path):
+    """SS on a PK-disease model (no closed form) is read as steady-state records; its
+    periodic state is solved (tests/test_steady_state_nonlinear.py)."""
+    model = get_model("cia_rat")
+    text = "ID,TIME,AMT,RATE,EVID,CMT,DVID,DV,MDV,II,ADDL,SS\n1,0,10,.,1,1,.,.,1,.,.,.\n1,1,10,.,1,1,.,.,1,12,.,1\n1,2,.,.,0,.,1,7,0,.,.,.\n"
+    d = read_nonmem(write(tmp_path, text), model)
+    assert d.doses.nonmem.ss[0].tolist()[:2] == [0, 1] and d.doses.nonmem.ii_h[0][1] == 12.0

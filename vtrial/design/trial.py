@@ -29,7 +29,7 @@ from vtrial.analysis.tables import frame, observation_columns, trajectory_column
 from vtrial.design.dosing import Regimen, lower_regimens
 from vtrial.design.occasions import trial_occasions
 from vtrial.design.population import Population, ResidualDraw
-from vtrial.engine.events import CovariateChanges, DoseRecords, NonmemItems
+from vtrial.engine.events import CovariateChanges, DoseRecords
 from vtrial.engine.exposure import exposure_spec, result_name
 from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
 from vtrial.engine.solve import STATUS_NAMES, SolverOptions
@@ -216,7 +216,7 @@ def _first_rows(model, animals: pd.DataFrame) -> pd.DataFrame:
 
 def animal_covariate_changes(model, animals: pd.DataFrame, table: pd.DataFrame) -> CovariateChanges | None:
     """The covariate changes of the animals of `table` (checked, one row per animal) from
-    the long-form table `animals` (None without a `time_h` column): a row's values hold
+    the long-form table `animals` (None without a `time_h` column or any change): a row's values hold
     for the interval that ends at its time, so a value differing from the row before
     takes effect at that earlier row's time; after an animal's last row its values hold."""
     if TIME_COLUMN not in animals.columns:
@@ -231,7 +231,9 @@ def animal_covariate_changes(model, animals: pd.DataFrame, table: pd.DataFrame) 
         differs = [k for k in range(1, rows.size) if np.any((v[k] != v[k - 1]) & ~(np.isnan(v[k]) & np.isnan(v[k - 1])))]
         by_key[(str(df["arm"].iloc[rows[0]]), str(df["animal"].iloc[rows[0]]))] = [(t[k - 1], v[k]) for k in differs]
     changes = [by_key[(str(a), str(i))] for a, i in zip(table["arm"], table["animal"])]
-    m = max(1, max(len(c) for c in changes))
+    if not any(changes):  # nothing changes: plain animals (no events, the one-solve path)
+        return None
+    m = max(len(c) for c in changes)
     times = np.zeros((len(table), m))
     values = np.full((len(table), m, len(names)), np.nan)  # NaN: the animal's own value (no change yet)
     for j, c in enumerate(changes):
@@ -302,7 +304,7 @@ def prepare_trial(
     doses = arm_records.take(arm_index)
     changes = animal_covariate_changes(model, animals, table) if animals is not None else None
     if changes is not None:  # covariates that change within an animal: events of its solve
-        doses = doses._replace(nonmem=NonmemItems.only_changes(changes))
+        doses = doses._replace(changes=changes)
     params = {k: table[k].to_numpy() for k in (*model.parameter_names, *model.covariate_names)}
     if population.iov and population.occasion_start_h and not typical:  # a kappa per occasion and animal
         doses = trial_occasions(population, params, doses, seed, arm_index, position)

@@ -73,9 +73,14 @@ class NonmemItems(NamedTuple):
     - `changes`: `CovariateChanges` when covariates change within a subject, else None
       (part of the pytree's structure: without changes nothing else compiles).
 
-    Plain records whose animal's covariates change (a given-animals trial) carry items
-    with only `changes` (`only_changes`; the other fields None): their doses keep the
-    plain records' events and outputs (`has_items` is false).
+    - `ss_records`: `(..., k)` the indices of the records with `ss` > 0, padded with -1
+      (k: the most any animal has; width 0 when none has any), or None (unknown: every
+      record is a candidate). A model that is not linear PK throughout solves a periodic
+      state per entry (`vtrial.engine.steady_state`), so its width is static cost.
+
+    Plain records whose animal's covariates change (a given-animals trial) or whose
+    parameters change at occasions carry the changes in `DoseRecords.changes` instead
+    (no items): their doses keep the plain records' events and outputs.
     """
 
     rate: Any
@@ -85,17 +90,13 @@ class NonmemItems(NamedTuple):
     reset: Any
     covariates: Any
     changes: CovariateChanges | None = None
+    ss_records: Any = None
 
     @classmethod
     def plain(cls, shape: tuple[int, ...]) -> "NonmemItems":
         """Items that change nothing: records as plain doses (no steady state, no reset)."""
         whole = lambda: np.zeros(shape, np.int32)  # noqa: E731
         return cls(np.zeros(shape), whole(), whole(), np.zeros(shape), whole(), np.zeros((*shape, 0)))
-
-    @classmethod
-    def only_changes(cls, changes: CovariateChanges) -> "NonmemItems":
-        """Items of plain records that carry only the animal's covariate changes."""
-        return cls(None, None, None, None, None, None, changes)
 
 
 class DoseRecords(NamedTuple):
@@ -137,7 +138,8 @@ class DoseRecords(NamedTuple):
 
         items = None
         if self.nonmem is not None:
-            items = NonmemItems(*(fn(a) for a in self.nonmem[:6]), changes_map(self.nonmem.changes))
+            items = NonmemItems(*(fn(a) for a in self.nonmem[:6]), changes_map(self.nonmem.changes),
+                                None if self.nonmem.ss_records is None else fn(self.nonmem.ss_records))
         return DoseRecords(*(fn(a) for a in self[:5]), items, changes_map(self.changes))
 
     def take(self, index) -> "DoseRecords":
@@ -185,9 +187,8 @@ def rates_after_events(events: EventTable, dtype) -> jnp.ndarray:
 
 
 def has_items(doses: DoseRecords) -> bool:
-    """Whether the records carry PREDPP's items (static: from the pytree's structure), not
-    only covariate changes."""
-    return doses.nonmem is not None and doses.nonmem.rate is not None
+    """Whether the records carry PREDPP's items (static: from the pytree's structure)."""
+    return doses.nonmem is not None
 
 
 def covariate_changes(doses: DoseRecords) -> CovariateChanges | None:
@@ -249,7 +250,8 @@ def _positive(x):
     return jnp.where(x > 0, x, 1.0)
 
 
-def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind, time_h=None, options=None):
+def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind, time_h=None, options=None,
+                         ss_records=None):
     r"""Amounts at a steady-state record's time (before its own dose) and the number of
     the series' infusions still running then, per record.
 
@@ -266,8 +268,8 @@ def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, 
     $-\Lambda^{-1}\beta$. A model that is linear PK throughout takes this closed form (on
     the ODE path too); any other model (states outside a declared linear PK) the
     periodic state of its ODE (`vtrial.engine.steady_state`, with the solve's `options`
-    and the records' times `time_h`), whose amounts are then the change from the initial
-    state (the reset of SS = 1 starts there). A lag of II or more, or more than
+    and the records' times `time_h`, for the records `ss_records` lists), whose amounts are
+    then the change from the initial state (the reset of SS = 1 starts there). A lag of II or more, or more than
     `MAX_SS_OVERLAP` running infusions, gives NaN (the animal is marked failed).
 
     `kind`: 0 bolus, 1 infusion, 2 constant infusion (all `(n_records,)`); `state`: the
@@ -278,7 +280,7 @@ def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, 
     spec = model.linear_pk
     linear_throughout = spec is not None and set(spec.states) == set(model.state_names)
     if not linear_throughout:
-        return _periodic_amounts(model, q, dose, rate, duration, ii, lag, state, kind, time_h, options)
+        return _periodic_amounts(model, q, dose, rate, duration, ii, lag, state, kind, time_h, options, ss_records)
     pk_idx = np.array([model.state_index(s) for s in spec.states])
     per_record = {k: jnp.broadcast_to(jnp.asarray(v, dtype), (n,)) for k, v in q.items()}
     modes = jax.vmap(lambda qj: linear_pk.modes(spec.constants(qj)))(per_record)
@@ -306,24 +308,32 @@ def steady_state_amounts(model: Model, q, dose, rate, duration, ii, lag, state, 
     return jnp.where(bad[:, None], jnp.nan, amounts), n_run.astype(jnp.int32)
 
 
-def _periodic_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind, time_h, options):
-    """`steady_state_amounts` of a model that is not linear PK throughout, record by record."""
+def _periodic_amounts(model: Model, q, dose, rate, duration, ii, lag, state, kind, time_h, options, ss_records):
+    """`steady_state_amounts` of a model that is not linear PK throughout: a periodic state
+    per record that `ss_records` lists (every record where it is None)."""
     n = dose.shape[0]
     dtype = dose.dtype
-    if options is None or time_h is None:  # no solve to take it from: the animal is marked failed
-        return jnp.full((n, model.n_states), jnp.nan, dtype), jnp.zeros(n, jnp.int32)
     ii_s = _positive(ii)
     n_run = jnp.clip(jnp.ceil((duration + lag) / ii_s) - 1.0, 0.0, None)
-    per_record = {k: jnp.broadcast_to(jnp.asarray(v, dtype), (n,)) for k, v in q.items()}
+    bad = ((kind != 2) & (lag >= ii_s)) | (n_run > MAX_SS_OVERLAP)
+    if options is None or time_h is None:  # no solve to take it from: the animal is marked failed
+        return jnp.full((n, model.n_states), jnp.nan, dtype), n_run.astype(jnp.int32)
+    index = jnp.arange(n) if ss_records is None else jnp.asarray(ss_records)
+    if index.shape[0] == 0:  # no steady-state record in the data
+        return jnp.zeros((n, model.n_states), dtype), n_run.astype(jnp.int32)
+    listed = index >= 0
+    at = jnp.maximum(index, 0)
+    per_record = {k: jnp.broadcast_to(jnp.asarray(v, dtype), (n,))[at] for k, v in q.items()}
     th = {
-        "q": per_record, "t0": jnp.asarray(time_h, dtype), "dose": dose, "rate": rate, "duration": duration, "ii": ii_s,
-        "lag": lag, "e": (state[:, None] == jnp.arange(model.n_states)[None, :]).astype(dtype),
-        "kind": kind.astype(dtype), "n_run": n_run,
+        "q": per_record, "t0": jnp.asarray(time_h, dtype)[at], "dose": dose[at], "rate": rate[at],
+        "duration": duration[at], "ii": ii_s[at], "lag": lag[at],
+        "e": (state[at][:, None] == jnp.arange(model.n_states)[None, :]).astype(dtype),
+        "kind": kind[at].astype(dtype), "n_run": n_run[at],
     }
     x = jax.vmap(lambda th: steady_state.periodic_state(model, options, th))(th)
-    y0 = jax.vmap(model.initial_state)(per_record).astype(dtype)
-    bad = ((kind != 2) & (lag >= ii_s)) | (n_run > MAX_SS_OVERLAP)
-    return jnp.where(bad[:, None], jnp.nan, x - y0), n_run.astype(jnp.int32)
+    change = x - jax.vmap(model.initial_state)(per_record).astype(dtype)
+    amounts = jnp.zeros((n, model.n_states), dtype).at[at].add(jnp.where(listed[:, None], change, 0.0))
+    return jnp.where(bad[:, None], jnp.nan, amounts), n_run.astype(jnp.int32)
 
 
 def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype, options=None):
@@ -361,6 +371,7 @@ def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype, options=None):
     ss_amounts, n_run = steady_state_amounts(
         model, q, jnp.where(steady, dose, 0.0), jnp.where(steady, rate, 0.0), jnp.where(steady, duration, 0.0),
         jnp.where(steady, items.ii_h, 1.0), jnp.where(steady, lag, 0.0), state, jnp.where(steady, kind, 0), time_h, options,
+        items.ss_records,
     )
     ss_amounts = jnp.where(steady[:, None], ss_amounts, 0.0)
     # A constant infusion at steady state sets the amounts and stops there (what NONMEM does:

@@ -70,6 +70,7 @@ from vtrial.estimation.focei_diagnostics import diagnostics_per_subject
 from vtrial.estimation.occasions import occasion_inputs, subject_omega_chol
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
+from vtrial.estimation.time_varying_effects import model_for, with_effect_values
 from vtrial.models.base import Model
 
 METHODS = ("focei", "foce", "laplace", "fo")
@@ -140,17 +141,18 @@ class Problem:
         p = dict(u.typical)
         for c, name in enumerate(self.layout.covariate_names):
             p[name] = s.covariates[c]
-        return individual_parameters(
+        return with_effect_values(individual_parameters(
             p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive
-        )
+        ), self.layout, constants, u)
 
     def observe(self, p, constants: Constants, s, kappa=None):
         """Solve the model: predictions in DV units at the subject's observation times; status."""
         doses = s.doses
         if self.layout.n_kappa:  # the occasions' parameters change at their times
             p, doses = occasion_inputs(self.model, self.layout, s, p, kappa)
-        sol = solve_animal(self.model, p, doses, s.times, t0=self.t0, options=self.options)
-        observed = observe_animal(self.model, p, doses, sol.states, s.times)
+        model = model_for(self.model, self.layout, doses)  # power effects following covariate changes
+        sol = solve_animal(model, p, doses, s.times, t0=self.t0, options=self.options)
+        observed = observe_animal(model, p, doses, sol.states, s.times)
         obs = jnp.stack([observed[o.name] for o in self.model.observables], axis=1)
         f = jnp.take_along_axis(obs, s.observable[:, None], axis=1)[:, 0] * constants.dv_scale[s.observable]
         return f, sol.status

@@ -117,6 +117,14 @@ def dose_records(model, res, t, subject, starts, time_h, amt, rate, ss, ii, addl
                 a[s, j] = v
             for a, v in zip(items, rec[5:]):
                 a[s, j] = v
+    # The steady-state records of each subject (a periodic solve each for a model that
+    # is not linear PK throughout): static width, the most any subject has.
+    ss_at = [np.flatnonzero(row > 0) for row in items.ss]
+    width = max((a.size for a in ss_at), default=0)
+    ss_records = np.full((n_subjects, width), -1, np.int32)
+    for s, a in enumerate(ss_at):
+        ss_records[s, :a.size] = a
+    items = items._replace(ss_records=ss_records)
     if varying - record_items:  # covariates the dynamics or observables use change: events
         items = items._replace(changes=_covariate_changes(model, row_covariates, subject, starts, time_h))
     return DoseRecords(*arrays, items if with_items else None)
