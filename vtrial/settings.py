@@ -57,7 +57,7 @@ def enable_persistent_cache() -> str | None:
     jax.config.update("jax_compilation_cache_dir", where)
     # vtrial's own small functions (population sampler, residual noise) compile in well
     # under JAX's default 1 s threshold but still cost a cold start.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return where
 
 

@@ -12,12 +12,19 @@ Figures are returned (save them with `vtrial.io.writers.save_figure`).
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot (non-interactive), imported when a figure is drawn: the VPC's
+    numbers and a run without figures do not pay for importing matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 #: The percentiles a VPC compares (observed against simulated).
 VPC_PERCENTILES = (5.0, 50.0, 95.0)
@@ -30,7 +37,7 @@ def plot_gof(predictions: pd.DataFrame, *, units: dict[str, str] | None = None, 
     `DV`, `PRED`, `IPRED`, `CWRES`); `units`: each observable's DV unit (the dataset's, in
     which DV, PRED and IPRED are drawn) for the axes."""
     observables = list(dict.fromkeys(predictions["observable"]))
-    fig, axes = plt.subplots(len(observables), 4, figsize=(16, 3.8 * len(observables)), squeeze=False)
+    fig, axes = _pyplot().subplots(len(observables), 4, figsize=(16, 3.8 * len(observables)), squeeze=False)
     for row, name in zip(axes, observables):
         p = predictions[predictions["observable"] == name]
         for ax, x, y, identity in ((row[0], "PRED", "DV", True), (row[1], "IPRED", "DV", True),
@@ -114,7 +121,7 @@ def plot_vpc(table: pd.DataFrame, *, points: pd.DataFrame | None = None, units: 
     simulated ones (bands), one panel per observable; `points` (`observable`, `time`,
     `dv`) are drawn behind as dots."""
     observables = list(dict.fromkeys(table["observable"]))
-    fig, axes = plt.subplots(1, max(len(observables), 1), figsize=(7 * max(len(observables), 1), 5), squeeze=False)
+    fig, axes = _pyplot().subplots(1, max(len(observables), 1), figsize=(7 * max(len(observables), 1), 5), squeeze=False)
     colours = {5.0: "tab:blue", 50.0: "tab:red", 95.0: "tab:blue"}
     for ax, name in zip(axes[0], observables):
         if points is not None:

@@ -458,7 +458,9 @@ def fit_population(
     scale = np.sqrt(_curvature(np.asarray(jac)[:n]))
     context["constants"], context["arrays"], context["scale"] = constants, arrays, scale
     z = np.asarray(x) * scale
-    state = opt.init(z)
+    # Strongly typed, as the step returns it: else the step compiles twice (its host
+    # callback keeps it out of the persistent cache, so every process compiles it).
+    state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), opt.init(z))
     converged = False
     iterations = 0
     stalls = 0

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vtrial.engine import distributed, lapack
+from vtrial.engine import distributed, export_cache, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions
 from vtrial.models.base import Model
@@ -36,6 +36,9 @@ class SubjectArrays(NamedTuple):
     covariates: jnp.ndarray  # (n, n_model_covariates)
 
 
+export_cache.serializable(SubjectArrays)
+
+
 def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int]):
     """`fn(x, constants, data, *per_subject)` over the subjects in chunks (a `lax.map`)
     whose batched LAPACK calls stay under jaxlib's parallel threshold
@@ -50,12 +53,22 @@ def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int])
     return chunked
 
 
-def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[SubjectArrays], int]):
+def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[SubjectArrays], int], exported=None):
     """jit of `fn(x, constants, data, *per_subject)` (every output per subject), split over
-    the subjects across `mesh`'s devices, each device's subjects in LAPACK-safe chunks."""
+    the subjects across `mesh`'s devices, each device's subjects in LAPACK-safe chunks.
+    `exported=(model, key)`: compiled through `export_cache` (`key`: what besides the model
+    and the arguments' shapes decides `fn`'s trace), so a new process does not trace it."""
     fn = in_lapack_safe_chunks(fn, flops_per_subject)
+
+    def jit(f):
+        if exported is None:
+            return jax.jit(f)
+        model, key = exported
+        mesh_key = None if mesh is None else (mesh.size, mesh.devices.flat[0].platform, mesh.axis_names)
+        return export_cache.Exported(jax.jit(f), model, (*key, mesh_key, lapack.LAPACK_PARALLEL_WORK))
+
     if mesh is None or mesh.size == 1:
-        return jax.jit(fn)
+        return jit(fn)
     whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
 
     def sharded(x, constants, *per_subject):
@@ -65,7 +78,7 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
         )
         return mapped(x, constants, per_subject)
 
-    compiled = jax.jit(sharded)
+    compiled = jit(sharded)
     replicated, split_sharding = NamedSharding(mesh, whole), NamedSharding(mesh, split)
 
     def call(x, constants, *per_subject):
