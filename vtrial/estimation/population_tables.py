@@ -129,7 +129,8 @@ def predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str,
     mask = take(data.obs_mask).astype(bool)
     obs = take(data.obs_observable)
     dv = take(np.asarray(data.dv, float))
-    pred, ipred, sd, cwres = (np.asarray(a) for a in (diag.pred, diag.ipred, diag.ipred_sd, diag.cwres))
+    # The diagnostics' observation axis may be padded (`subject_arrays`): the dataset's width.
+    pred, ipred, sd, cwres = (np.asarray(a)[:, : mask.shape[1]] for a in (diag.pred, diag.ipred, diag.ipred_sd, diag.cwres))
     ids = np.broadcast_to(np.asarray(data.ids)[:, None], mask.shape)
     frame = pd.DataFrame(
         {
