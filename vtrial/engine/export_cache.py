@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import tempfile
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -37,6 +38,7 @@ FOLDER = "vtrial_exports"
 #: Programs this process traced (and exported, where it could) and read from the cache:
 #: a test of "no new compilation" watches `traced`.
 COUNTS = {"traced": 0, "read": 0}
+_LIVE: "weakref.WeakSet[Exported]" = weakref.WeakSet()
 
 
 
@@ -137,6 +139,13 @@ def compile_exported(jitted: Callable, path: Path | None, args):
     return jax.jit(exported.call).lower(*args).compile()
 
 
+def forget_compiled() -> None:
+    """Drop the executables every `Exported` keeps (`vtrial.engine.runner.clear_compiled`):
+    with `jax.clear_caches()` this frees their machine code."""
+    for function in list(_LIVE):
+        function._compiled.clear()
+
+
 class Exported:
     """`jitted` (a `jax.jit` function of `model`) compiled once per argument layout (pytree
     structure, shapes, dtypes, weak types and shardings) and kept, each through
@@ -147,6 +156,7 @@ class Exported:
     def __init__(self, jitted: Callable, model, key: tuple):
         self._jitted, self._model, self._key = jitted, model, key
         self._compiled: dict = {}
+        _LIVE.add(self)
 
     def __call__(self, *args):
         leaves, treedef = jax.tree_util.tree_flatten(args)
