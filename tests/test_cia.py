@@ -157,16 +157,18 @@ def test_cli_seed_reproducible_and_animals_file(cia_run, tmp_path):
     path = tmp_path / "animals.csv"
     table.to_csv(path, index=False)
     out = tmp_path / "again"
-    result = invoke("run", CONFIG, "--out", out, "--animals", path)
+    result = invoke("run", CONFIG, "--out", out, "--animals", path, "--no-figures")
     assert result.exit_code == 0, result.output
     again = pd.read_parquet(out / "animals.parquet")
     np.testing.assert_allclose(again["cl_ref"], animals["cl_ref"])
     np.testing.assert_allclose(again["bw"], animals["bw"])
+    # --no-figures: every output but report.png.
+    assert {p.name for p in out.iterdir()} == {p.name for p in cia_run.iterdir()} - {"report.png"}
 
 
 def test_cli_typical(tmp_path):
     out = tmp_path / "typ"
-    result = invoke("run", CONFIG, "--out", out, "--typical")
+    result = invoke("run", CONFIG, "--out", out, "--typical", "--no-figures")
     assert result.exit_code == 0, result.output
     traj = pd.read_parquet(out / "trajectories.parquet")
     ref = simulate_cia_scipy(CIA_TYPICAL, 0.2, PUMP_H, 188.0, 100.0, np.sort(traj["time_h"].unique()))

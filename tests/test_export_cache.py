@@ -76,3 +76,57 @@ def test_a_model_that_is_not_the_shipped_instance_is_traced_every_time(cache_dir
     forget_compiled()
     simulate(model)
     assert len(traces) == 2 and not (cache_dir / export_cache.FOLDER).exists()
+
+
+# -- the per-subject functions of a population fit -------------------------------------
+
+
+def bolus_data(n_subjects: int, n_obs: int):
+    """`n_subjects` subjects, one IV bolus, `n_obs` samples (DV: a smooth curve with a
+    per-subject factor: an objective, not a fit, is what is compared)."""
+    from vtrial.estimation import PopulationData
+
+    model = get_model("one_compartment")
+    times = np.geomspace(0.5, 12.0, n_obs)
+    doses = lower_regimens(model, [Regimen((Bolus(1.0),))] * n_subjects)
+    factor = 1.0 + 0.1 * np.sin(np.arange(n_subjects))[:, None]
+    return model, PopulationData(
+        ids=np.arange(1, n_subjects + 1), doses=doses, obs_time_h=np.tile(times, (n_subjects, 1)),
+        obs_observable=np.zeros((n_subjects, n_obs), int), dv=factor * np.exp(-0.1 * times),
+        obs_mask=np.ones((n_subjects, n_obs), bool), covariates={}, dv_scale=np.array([1.0]),
+        obs_row=np.arange(n_subjects * n_obs).reshape(n_subjects, n_obs) + 2,
+    )
+
+
+def objective(n_subjects: int, n_obs: int):
+    from vtrial.design.population import ResidualError
+    from vtrial.estimation import EstimationSpec, population_objective
+
+    model, data = bolus_data(n_subjects, n_obs)
+    spec = EstimationSpec(typical={"cl": 0.1, "v": 1.0}, omega2={"cl": 0.1},
+                          residual={"conc_mg_per_l": ResidualError(proportional=0.1)})
+    return population_objective(model, data, spec, method="fo")  # FO: the quickest to compile
+
+
+def test_fits_of_similar_size_share_compiled_functions_and_a_new_process_reads_them(cache_dir):
+    from vtrial.estimation import focei
+    from vtrial.estimation.subjects import size_bucket
+
+    assert [size_bucket(n) for n in (1, 2, 3, 5, 7, 9, 13, 17, 25, 33, 59, 120)] == [1, 2, 3, 6, 8, 12, 16, 24, 32, 48, 64, 128]
+    focei.problem.cache_clear()
+    forget_compiled()
+    counts = export_cache.COUNTS
+    before = dict(counts)
+    first = objective(9, 5)  # padded to 16 subjects x 6 observations
+    traced = counts["traced"] - before["traced"]
+    assert traced >= 2  # the linearisation at eta = 0 and the objective's Jacobian
+    objective(11, 6)  # another dataset in the same bucket: nothing new is traced or compiled
+    assert counts["traced"] - before["traced"] == traced and counts["read"] == before["read"]
+    # A new process (simulated: every compiled function forgotten) reads them, not traces them.
+    focei.problem.cache_clear()
+    forget_compiled()
+    traced_so_far = counts["traced"]
+    again = objective(9, 5)
+    assert counts["traced"] == traced_so_far and counts["read"] > before["read"]
+    np.testing.assert_allclose(again.ofv, first.ofv, rtol=1e-12)
+    np.testing.assert_allclose(again.gradient, first.gradient, rtol=1e-10)

@@ -105,6 +105,7 @@ def test_focei_ofv_at_nonmem_estimates(at_nonmem, full_data):
     assert at_nonmem.ofv_with_constant == pytest.approx(24358.001, abs=0.05)
 
 
+@pytest.mark.long
 def test_interaction_term_is_in_the_hessian(model, full_data):
     """Without the variance-gradient term of NONMEM's FOCE-I Hessian the OFV drops to the
     README's 20143.07: the term is there, and it matters with a proportional error."""
@@ -113,7 +114,9 @@ def test_interaction_term_is_in_the_hessian(model, full_data):
     assert r.ofv == pytest.approx(20143.07, abs=0.05)
 
 
+@pytest.mark.long
 def test_full_gradient_matches_central_differences(model, full_data, at_nonmem):
+    """(Quick: the same on 5 subjects, every method, below.)"""
     spec = bolus_spec(NONMEM_THETA, NONMEM_OMEGA2, NONMEM_PROP)
     fd = central_differences(model, full_data, spec, "focei", at_nonmem.x, at_nonmem.eta, h=1e-5)
     np.testing.assert_allclose(at_nonmem.gradient, fd, rtol=1e-4, atol=2e-3)
@@ -130,6 +133,8 @@ def test_gradient_matches_central_differences_few_subjects(model, few_data, meth
     r = population_objective(model, few_data, spec, method=method)
     fd = central_differences(model, few_data, spec, method, r.x, r.eta)
     np.testing.assert_allclose(r.gradient, fd, rtol=1e-4, atol=1e-6)
+    # Per-subject gradients (NONMEM's S matrix) add up to the gradient.
+    np.testing.assert_allclose(r.subject_gradients.sum(axis=0), r.gradient, rtol=1e-10, atol=1e-8)
 
 
 def test_ode_path_agrees_and_differentiates(model):
@@ -141,8 +146,12 @@ def test_ode_path_agrees_and_differentiates(model):
     r = population_objective(model, data, spec, solver=ode)
     closed = population_objective(model, data, spec, gradient=False)
     assert r.ofv == pytest.approx(closed.ofv, rel=1e-7)
-    fd = central_differences(model, data, spec, "focei", r.x, r.eta, h=1e-4, solver=ode)
-    np.testing.assert_allclose(r.gradient, fd, rtol=1e-4, atol=1e-4)
+    # Along one generic direction (2 ODE objectives, not 2 per parameter; every parameter
+    # is checked on the closed form above).
+    v = np.random.default_rng(0).normal(size=r.x.size)
+    h = 1e-4
+    ofv = [population_objective(model, data, spec, x=r.x + s * h * v, eta=r.eta, gradient=False, solver=ode).ofv for s in (1, -1)]
+    np.testing.assert_allclose(r.gradient @ v, (ofv[0] - ofv[1]) / (2 * h), rtol=1e-4, atol=1e-4)
 
 
 def test_subjects_are_independent_of_the_batch(few_data, full_data, model, at_nonmem):
@@ -155,15 +164,28 @@ def test_subjects_are_independent_of_the_batch(few_data, full_data, model, at_no
 # -- the whole fit --------------------------------------------------------------------
 
 
+#: NONMEM's initial values (README: theta (1.6, 4.5, 1.6, 4.0, 0.3), omega^2 0.15).
+INITIAL = ({"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}, {k: 0.15 for k in NONMEM_OMEGA2}, 0.3)
+
+
 @pytest.fixture(scope="module")
 def bolus_fit(model, full_data):
-    """From NONMEM's initial values (README: theta (1.6, 4.5, 1.6, 4.0, 0.3), omega^2 0.15)."""
-    spec = bolus_spec({"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}, {k: 0.15 for k in NONMEM_OMEGA2}, 0.3)
+    """The whole dataset from NONMEM's initial values (the long validation against NONMEM)."""
     seen = []
-    fit = fit_population(model, full_data, spec, on_iteration=lambda i, ofv: seen.append((i, ofv)))
+    fit = fit_population(model, full_data, bolus_spec(*INITIAL), on_iteration=lambda i, ofv: seen.append((i, ofv)))
     return fit, seen
 
 
+@pytest.fixture(scope="module")
+def quick_fit(model):
+    """The first 16 subjects from NONMEM's initial values: what a fit writes and reports,
+    quickly (converges, covariance step ok)."""
+    seen = []
+    fit = fit_population(model, bolus_data(16), bolus_spec(*INITIAL), on_iteration=lambda i, ofv: seen.append((i, ofv)))
+    return fit, seen
+
+
+@pytest.mark.long
 def test_fit_matches_nonmem(bolus_fit):
     fit, seen = bolus_fit
     assert fit.converged and fit.covariance_step == "ok", fit.warnings
@@ -184,25 +206,39 @@ def test_fit_matches_nonmem(bolus_fit):
     assert fit.bic == pytest.approx(fit.ofv_with_constant + 9 * math.log(2280))
 
 
+@pytest.mark.long
 def test_shrinkage_and_diagnostics_match_nonmem(bolus_fit):
     fit, _ = bolus_fit
     for name, pct in NONMEM_ETA_SHRINKAGE.items():
         assert fit.eta_shrinkage_pct[name] == pytest.approx(pct, abs=0.5), name
     assert fit.epsilon_shrinkage_pct["conc_mg_per_l"] == pytest.approx(NONMEM_EPS_SHRINKAGE, abs=0.3)
     pred = fit.predictions_frame()
-    assert list(pred.columns[:10]) == ["ID", "TIME", "observable", "DV", "PRED", "IPRED", "RES", "IRES", "IWRES", "CWRES"]
-    assert len(pred) == 2280 and pred.row.is_monotonic_increasing
-    np.testing.assert_allclose(pred.RES, pred.DV - pred.PRED)
+    assert len(pred) == 2280
     # CWRES of a well-specified model: mean ~0, SD ~1.
     assert abs(pred.CWRES.mean()) < 0.1 and pred.CWRES.std() == pytest.approx(1.0, abs=0.1)
+
+
+def test_fit_reports_its_iterations_predictions_and_individuals(quick_fit):
+    fit, seen = quick_fit
+    assert fit.converged and fit.covariance_step == "ok", fit.warnings
+    assert fit.n_subjects == 16 and fit.n_observations == 16 * 19
+    # The progress callback saw every iteration, and the OFV went down from the start.
+    assert [i for i, _ in seen] == list(range(1, fit.iterations + 1))
+    assert seen[0][1] > seen[-1][1]
+    pred = fit.predictions_frame()
+    assert list(pred.columns[:10]) == ["ID", "TIME", "observable", "DV", "PRED", "IPRED", "RES", "IRES", "IWRES", "CWRES"]
+    assert len(pred) == fit.n_observations and pred.row.is_monotonic_increasing
+    np.testing.assert_allclose(pred.RES, pred.DV - pred.PRED)
+    assert np.isfinite(pred[["PRED", "IPRED", "IWRES", "CWRES"]].to_numpy()).all()
     ind = fit.individual_frame()
-    assert len(ind) == 120 and {"eta_cl", "cl", "shrinkage_pct_q", "ofv"} <= set(ind.columns)
+    assert len(ind) == 16 and {"eta_cl", "cl", "shrinkage_pct_q", "ofv"} <= set(ind.columns)
     np.testing.assert_allclose(ind.cl, fit.estimates["cl"] * np.exp(ind.eta_cl))
     assert ind.ofv.sum() == pytest.approx(fit.ofv)
+    assert set(fit.eta_shrinkage_pct) == set(NONMEM_ETA_SHRINKAGE)
 
 
-def test_parameter_table(bolus_fit):
-    fit, _ = bolus_fit
+def test_parameter_table(quick_fit):
+    fit, _ = quick_fit
     table = fit.to_frame()
     assert list(table.columns) == ["name", "estimate", "se", "rse_pct", "ci_low", "ci_high", "unit", "fixed", "scale"]
     names = list(table.name)
@@ -220,10 +256,10 @@ def test_parameter_table(bolus_fit):
     np.testing.assert_allclose(np.diag(corr), 1.0)
 
 
-def test_fit_that_cannot_converge_says_so(model, full_data, bolus_fit):
-    # (After bolus_fit: the same structure and shapes, so nothing compiles again.)
+def test_fit_that_cannot_converge_says_so(model, quick_fit):
+    # (After quick_fit: the same structure and shapes, so nothing compiles again.)
     spec = bolus_spec({"cl": 0.5, "v1": 2.0, "q": 3.0, "v2": 6.0}, {k: 0.5 for k in NONMEM_OMEGA2}, 0.6)
-    fit = fit_population(model, full_data, spec, max_iterations=3)
+    fit = fit_population(model, bolus_data(16), spec, max_iterations=3)
     assert not fit.converged
     assert fit.covariance_step.startswith("failed")
     assert any("not converged" in w for w in fit.warnings)
@@ -363,10 +399,10 @@ def test_superposition_equals_the_split_solve(absorption):
         SolverOptions(events="superposition", pk="ode")
 
 
-def test_fit_seeds_a_population(bolus_fit, model):
+def test_fit_seeds_a_population(quick_fit, model):
     """The estimates as a vtrial Population (for a VPC or a trial config): typical values,
     Omega and the residual error in the model's own unit."""
-    fit, _ = bolus_fit
+    fit, _ = quick_fit
     pop = fit.population(model)
     assert pop.typical["cl"] == pytest.approx(fit.estimates["cl"])
     assert pop.iiv_names == ("cl", "v1", "q", "v2")
@@ -376,14 +412,14 @@ def test_fit_seeds_a_population(bolus_fit, model):
         fit.population(one_compartment())
 
 
-def test_individual_fits(bolus_fit, model):
+def test_individual_fits(quick_fit, model):
     """Each subject alone (proportional error fixed at the population's): converged, the
     same optimum from two starts, and mostly near the EBE-based individual values (not
     all: 19 samples alone can prefer another split of CL and Q, which the population
     fit's prior pulls back)."""
     from vtrial.estimation import fit_individuals
 
-    fit, _ = bolus_fit
+    fit, _ = quick_fit
     data = bolus_data(8)
     prop = fit.estimates["conc_mg_per_l.proportional"]
     spec = bolus_spec(NONMEM_THETA, {}, prop, fixed=("conc_mg_per_l.proportional",))

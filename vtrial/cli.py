@@ -75,6 +75,7 @@ def run(
     num_processes: Annotated[Optional[int], typer.Option("--num-processes", help="processes in a multi-process run")] = None,
     process_id: Annotated[Optional[int], typer.Option("--process-id", help="this process's number, 0 .. N-1 (0 writes the outputs)")] = None,
     dataset: Annotated[Optional[Path], typer.Option("--dataset", help="also write the simulated study as a NONMEM-style CSV dataset (trial configs; vtrial fit reads it)")] = None,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="write no figures (faster; every number the same)")] = False,
 ):
     """Run the job a config describes and write its outputs into one folder."""
     import sys
@@ -90,7 +91,7 @@ def run(
                 chunk_size=chunk_size, trajectories=trajectories, resume=resume,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 coordinator=coordinator, num_processes=num_processes, process_id=process_id, command=" ".join(sys.argv),
-                dataset_out=dataset,
+                dataset_out=dataset, figures=not no_figures,
             )
         except (SpecError, DataError) as e:
             fail(str(e))
@@ -304,6 +305,7 @@ def fit_command(
     data: Annotated[Optional[Path], typer.Argument(help="NONMEM-style CSV dataset (ID, TIME, AMT, EVID, CMT, DV, MDV, ...); default: the config's [data.source] file (an imported control stream's $DATA)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/<config>-<timestamp>)")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="focei (default), foce, laplace or fo (overrides the config)")] = None,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="no gof.png and vpc.png (faster; every number the same)")] = False,
 ):
     """Fit a population model to a NONMEM-style dataset: estimates with SEs, EBEs, predictions and residuals,
     goodness-of-fit plots and a VPC; exit status 3 when the fit did not converge or its covariance step failed."""
@@ -314,7 +316,7 @@ def fit_command(
     with _fit_progress(f"fit: {config.stem}") as bar:
         task = bar.add_task(f"fit: {config.stem}", total=None, ofv="-")
         try:
-            record = run_config(config, out=out, data=data, method=method, command=" ".join(sys.argv), kind="fit",
+            record = run_config(config, out=out, data=data, method=method, command=" ".join(sys.argv), kind="fit", figures=not no_figures,
                                 on_iteration=lambda i, ofv: bar.update(task, completed=int(i), ofv=f"{float(ofv):.3f}"))
         except (SpecError, DataError) as e:
             fail(str(e))

@@ -55,9 +55,11 @@ def enable_persistent_cache() -> str | None:
     except OSError:
         return None  # read-only home: run without a cache rather than fail
     jax.config.update("jax_compilation_cache_dir", where)
-    # vtrial's own small functions (population sampler, residual noise) compile in well
-    # under JAX's default 1 s threshold but still cost a cold start.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Every executable is kept: vtrial's own small functions (population sampler,
+    # residual noise) and the dozens of small operations a fit runs outside its compiled
+    # functions each compile in well under JAX's default 1 s threshold, but together they
+    # cost seconds of every process.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return where
 
 

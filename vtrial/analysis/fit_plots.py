@@ -15,12 +15,19 @@ Figures are returned (save them with `vtrial.io.writers.save_figure`).
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot (non-interactive), imported when a figure is drawn: the VPC's
+    numbers and a run without figures do not pay for importing matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 #: The percentiles a VPC compares (observed against simulated).
 VPC_PERCENTILES = (5.0, 50.0, 95.0)
@@ -33,7 +40,7 @@ def plot_gof(predictions: pd.DataFrame, *, units: dict[str, str] | None = None, 
     `DV`, `PRED`, `IPRED`, `CWRES`); `units`: each observable's DV unit (the dataset's, in
     which DV, PRED and IPRED are drawn) for the axes."""
     observables = list(dict.fromkeys(predictions["observable"]))
-    fig, axes = plt.subplots(len(observables), 4, figsize=(16, 3.8 * len(observables)), squeeze=False)
+    fig, axes = _pyplot().subplots(len(observables), 4, figsize=(16, 3.8 * len(observables)), squeeze=False)
     for row, name in zip(axes, observables):
         p = predictions[predictions["observable"] == name]
         censored = p["CENS"].to_numpy() != 0 if "CENS" in p else np.zeros(len(p), bool)
@@ -180,7 +187,7 @@ def plot_vpc(table: pd.DataFrame, *, points: pd.DataFrame | None = None, units: 
     observables = list(dict.fromkeys(table["observable"]))
     blq = "blq_observed" in table
     n = max(len(observables), 1)
-    fig, axes = plt.subplots(2 if blq else 1, n, figsize=(7 * n, 8.5 if blq else 5), squeeze=False)
+    fig, axes = _pyplot().subplots(2 if blq else 1, n, figsize=(7 * n, 8.5 if blq else 5), squeeze=False)
     colours = {5.0: "tab:blue", 50.0: "tab:red", 95.0: "tab:blue"}
     for k, (ax, name) in enumerate(zip(axes[0], observables)):
         if points is not None:

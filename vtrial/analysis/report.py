@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from vtrial.models.base import Panel  # noqa: E402
+from vtrial.models.base import Panel
 
 
 def plot_trial_report(
@@ -33,6 +29,11 @@ def plot_trial_report(
     - `time_unit`: the time axis in "day" or "h".
     """
     arms = list(dict.fromkeys(summary["arm"]))
+    import matplotlib  # here, not at import: the numbers of a run (and a run without figures) do not need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.4 * len(panels)), sharex=True, squeeze=False)
     scale = 24.0 if time_unit == "day" else 1.0

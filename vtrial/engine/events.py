@@ -342,7 +342,7 @@ def _nonmem_rows(model: Model, p, doses: DoseRecords, dtype, options=None):
     (bolus or infusion start, lagged), the infusion's end and `MAX_SS_OVERLAP` ends of
     the series' running infusions. Rows of a record at or after a later record's reset
     are cancelled (no effect)."""
-    time_h, amount, per_kg, duration_h, route, items = doses
+    time_h, amount, per_kg, duration_h, route, items = doses[:6]
     n = time_h.shape[0]
     n_states = model.n_states
     q = record_parameters(model, p, doses)

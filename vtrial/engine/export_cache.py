@@ -7,8 +7,9 @@ second of solving). Here the traced and lowered program is serialized with
 `jax.export` the first time, keyed by everything the trace depends on, and later
 processes deserialize it instead of tracing; compiling it then hits the persistent cache.
 
-Keyed by: the model (only shipped models, whose whole definition is vtrial's source;
-any other model is traced as before), the solver options, the start time, the device
+Keyed by: the model (shipped models, whose whole definition is vtrial's source, and model
+files, by path, factory and a digest of the file's content; any other model is traced as
+before), the solver options, the start time, the device
 mesh and backend, which outputs are kept, the per-animal outputs computed in the solve, the shapes,
 dtypes and shardings of the arguments, the versions of vtrial (a digest of its source
 files), JAX, jaxlib, diffrax, equinox and lineax, and the settings that change a trace
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -28,14 +31,26 @@ from pathlib import Path
 
 import jax
 
-from vtrial.engine.events import DoseRecords
+from vtrial.engine.events import CovariateChanges, DoseRecords, NonmemItems
 from vtrial.settings import trace_settings
 
 FOLDER = "vtrial_exports"
+#: Programs this process traced (and exported, where it could) and read from the cache:
+#: a test of "no new compilation" watches `traced`.
+COUNTS = {"traced": 0, "read": 0}
+_LIVE: "weakref.WeakSet[Exported]" = weakref.WeakSet()
 
-# The solve's arguments hold the dose records (a named tuple): its pytree node must be
-# serializable by name.
-jax.export.register_namedtuple_serialization(DoseRecords, serialized_name="vtrial.engine.events.DoseRecords")
+
+
+def serializable(*classes) -> None:
+    """Named tuples that arguments or results of exported functions hold: their pytree
+    nodes must be serializable by name (called once, where each class is defined)."""
+    for cls in classes:
+        jax.export.register_namedtuple_serialization(cls, serialized_name=f"{cls.__module__}.{cls.__qualname__}")
+
+
+# The solve's arguments hold the dose records.
+serializable(DoseRecords, NonmemItems, CovariateChanges)
 
 
 @lru_cache(maxsize=1)
@@ -61,16 +76,38 @@ def entry_path(model, key: tuple, args) -> Path | None:
     cache_dir = jax.config.jax_compilation_cache_dir
     if not cache_dir or os.environ.get("VTRIAL_EXPORT_CACHE", "1").lower() in ("0", "off", "false", "no"):
         return None
-    from vtrial.models import REGISTRY, get_model
-
-    if model.name not in REGISTRY or get_model(model.name) is not model:
-        return None  # a model built elsewhere may differ from the shipped one of that name
+    identity = model_identity(model)
+    if identity is None:
+        return None
     leaves, treedef = jax.tree_util.tree_flatten(args)
     layout = tuple((tuple(a.shape), str(a.dtype), str(getattr(getattr(a, "sharding", None), "spec", None))) for a in leaves)
     # The backend too: an export lowered for the CPU cannot run on a GPU (one device, no mesh in the key).
-    material = repr((_environment(), jax.default_backend(), trace_settings(), model.name, key,
+    material = repr((_environment(), jax.default_backend(), trace_settings(), identity, key,
                      str(treedef), layout))
-    return Path(cache_dir) / FOLDER / f"{model.name}-{hashlib.sha256(material.encode()).hexdigest()[:40]}.jaxexport"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", model.name)[:60]
+    return Path(cache_dir) / FOLDER / f"{stem}-{hashlib.sha256(material.encode()).hexdigest()[:40]}.jaxexport"
+
+
+def model_identity(model) -> str | None:
+    """What identifies `model`'s definition across processes: a shipped model's name (its
+    definition is vtrial's source, in `_environment`), or a model file's path, factory and
+    a digest of the file's content (`vtrial.models.loader`); None for any other model (built
+    in Python, an entry point: its source is not known here, so it is never cached)."""
+    from vtrial.models import REGISTRY, get_model
+    from vtrial.models.loader import is_model_file, model_reference
+
+    if model.name in REGISTRY:
+        # a model built elsewhere may differ from the shipped one of that name
+        return model.name if get_model(model.name) is model else None
+    reference = model_reference(model)
+    if not is_model_file(reference):
+        return None
+    path = Path(reference.rpartition(":")[0])
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return f"{reference}@{digest}"
 
 
 def compile_exported(jitted: Callable, path: Path | None, args):
@@ -80,6 +117,7 @@ def compile_exported(jitted: Callable, path: Path | None, args):
     when the function cannot be exported (e.g. `flatbuffers` missing), it is traced and
     compiled as usual."""
     if path is None:
+        COUNTS["traced"] += 1
         return jitted.lower(*args).compile()
     exported = None
     if path.is_file():
@@ -92,9 +130,42 @@ def compile_exported(jitted: Callable, path: Path | None, args):
             exported = jax.export.export(jitted)(*args)
             blob = exported.serialize()
         except Exception:  # not exportable here: the usual path
+            COUNTS["traced"] += 1
             return jitted.lower(*args).compile()
+        COUNTS["traced"] += 1
         _write_atomic(path, blob)
+    else:
+        COUNTS["read"] += 1
     return jax.jit(exported.call).lower(*args).compile()
+
+
+def forget_compiled() -> None:
+    """Drop the executables every `Exported` keeps (`vtrial.engine.runner.clear_compiled`):
+    with `jax.clear_caches()` this frees their machine code."""
+    for function in list(_LIVE):
+        function._compiled.clear()
+
+
+class Exported:
+    """`jitted` (a `jax.jit` function of `model`) compiled once per argument layout (pytree
+    structure, shapes, dtypes, weak types and shardings) and kept, each through
+    `compile_exported` with `key` (hashable parts whose repr is stable across processes
+    and that, with the model and the arguments' layout, decide the trace): a new process
+    reads the traced program instead of tracing it. Called like `jitted`."""
+
+    def __init__(self, jitted: Callable, model, key: tuple):
+        self._jitted, self._model, self._key = jitted, model, key
+        self._compiled: dict = {}
+        _LIVE.add(self)
+
+    def __call__(self, *args):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        layout = (treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves))
+        compiled = self._compiled.get(layout)
+        if compiled is None:
+            path = entry_path(self._model, self._key, args)
+            compiled = self._compiled[layout] = compile_exported(self._jitted, path, args)
+        return compiled(*args)
 
 
 def _write_atomic(path: Path, blob: bytes) -> None:

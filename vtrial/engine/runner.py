@@ -311,6 +311,7 @@ def clear_compiled() -> None:
     Linux allows 65,530 per process by default."""
     _COMPILED.clear()
     batched_solver.cache_clear()
+    export_cache.forget_compiled()  # a fit's per-subject functions too
 
 
 class PopulationChunks:

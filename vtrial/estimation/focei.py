@@ -62,11 +62,12 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
+from vtrial.engine import export_cache
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
 from vtrial.estimation.censoring import observation_terms
 from vtrial.estimation.expansion import Expansion, Local
 from vtrial.estimation.expansion import logdet_pd as _logdet_pd, taylor as _taylor
-from vtrial.estimation.focei_diagnostics import diagnostics_per_subject
+from vtrial.estimation.focei_diagnostics import Diagnostics, diagnostics_per_subject
 from vtrial.estimation.occasions import occasion_inputs, subject_omega_chol
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
@@ -83,6 +84,8 @@ _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
 #: Largest change of any eta in one inner step (log scale: a factor e^2).
 _MAX_STEP = 2.0
 
+
+export_cache.serializable(Constants, Diagnostics, Expansion, Local)  # what the compiled pieces take and give
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -427,7 +430,11 @@ class Problem:
     # one maps subjects to subjects: arguments (x, constants, then per-subject arrays).
     def _compile(self, fn):
         """`fn(x, constants, data, ...)` compiled over the subjects (`compile_over_subjects`)."""
-        return compile_over_subjects(fn, self.mesh, self._lapack_flops_per_subject)
+        # Kept by `export_cache` under everything that decides the trace: the problem's
+        # fields (the model by its identity, the mesh by its shape) and which function.
+        fields = tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in ("model", "mesh"))
+        key = (type(self).__qualname__, fn.__qualname__, fields)
+        return compile_over_subjects(fn, self.mesh, self._lapack_flops_per_subject, exported=(self.model, key))
 
     def _lapack_flops_per_subject(self, data: SubjectArrays) -> int:
         """A bound on the work of one subject's batched linear algebra, derivatives

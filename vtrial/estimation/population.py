@@ -325,6 +325,16 @@ def _step_function(pr):
     return opt, jax.jit(step), context
 
 
+@lru_cache(maxsize=8)
+def _jitted(fn):
+    """`fn(layout, constants, x)` compiled (the layout static): one compiled function, kept
+    in the persistent cache, instead of dozens of small operations compiled one by one."""
+    return jax.jit(fn, static_argnums=0)
+
+
+_reported_jacobian = jax.jacfwd(reported_values, argnums=2)
+
+
 def _curvature(subject_gradients) -> np.ndarray:
     """The OFV's curvature in each parameter, $R_{ii}$, estimated without a Hessian: half
     the spread of the subjects' OFV gradients (S/2, the information), floored at 1."""
@@ -417,7 +427,9 @@ def fit_population(
     scale = np.sqrt(_curvature(np.asarray(jac)[:n]))
     context["constants"], context["arrays"], context["scale"] = constants, arrays, scale
     z = np.asarray(x) * scale
-    state = opt.init(z)
+    # Strongly typed, as the step returns it: else the step compiles twice (its host
+    # callback keeps it out of the persistent cache, so every process compiles it).
+    state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), opt.init(z))
     converged = False
     iterations = 0
     stalls = 0
@@ -456,7 +468,7 @@ def fit_population(
 
     t_estimated = time.perf_counter()
     x_np = np.asarray(x)
-    rep_values = np.asarray(reported_values(layout, constants, x))
+    rep_values = np.asarray(_jitted(reported_values)(layout, constants, x))
     cov_x, cov_status, cov_warnings = (None, "not requested", [])
     if covariance is not None:
         if not converged:
@@ -466,13 +478,13 @@ def fit_population(
     warnings += cov_warnings
     cov_rep = corr = None
     if cov_x is not None:
-        jr = np.asarray(jax.jacfwd(lambda x: reported_values(layout, constants, x))(x))
+        jr = np.asarray(_jitted(_reported_jacobian)(layout, constants, x))
         cov_rep = jr @ cov_x @ jr.T
         d = np.sqrt(np.diag(cov_rep))
         corr = cov_rep / np.outer(d, d)
 
     t_covariance = time.perf_counter()
-    u = unpack(layout, constants, x)
+    u = _jitted(unpack)(layout, constants, x)
     omega = np.asarray(u.chol @ u.chol.T)
     for i, name in enumerate(layout.iiv_names):
         if omega[i, i] < COLLAPSED_OMEGA2:

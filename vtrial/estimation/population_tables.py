@@ -143,7 +143,8 @@ def predictions_frame(model, data, order, diag) -> tuple[pd.DataFrame, dict[str,
     mask = take(data.obs_mask).astype(bool)
     obs = take(data.obs_observable)
     dv = take(np.asarray(data.dv, float))
-    pred, ipred, sd, cwres = (np.asarray(a) for a in (diag.pred, diag.ipred, diag.ipred_sd, diag.cwres))
+    # The diagnostics' observation axis may be padded (`subject_arrays`): the dataset's width.
+    pred, ipred, sd, cwres = (np.asarray(a)[:, : mask.shape[1]] for a in (diag.pred, diag.ipred, diag.ipred_sd, diag.cwres))
     # A censored row's DV is its limit: no residual (NaN), flagged by CENS (not dropped).
     cens = take(censored_rows(data))
     residual = np.where(cens == 0, 1.0, np.nan)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vtrial.engine import distributed, lapack
+from vtrial.engine import distributed, export_cache, lapack
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.solve import IMPLICIT_SOLVERS, SolverOptions
 from vtrial.estimation.censoring import censored_rows
@@ -44,6 +44,9 @@ class SubjectArrays(NamedTuple):
     occasion_present: jnp.ndarray | None = None
 
 
+export_cache.serializable(SubjectArrays)
+
+
 def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int]):
     """`fn(x, constants, data, *per_subject)` over the subjects in chunks (a `lax.map`)
     whose batched LAPACK calls stay under jaxlib's parallel threshold
@@ -58,12 +61,22 @@ def in_lapack_safe_chunks(fn, flops_per_subject: Callable[[SubjectArrays], int])
     return chunked
 
 
-def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[SubjectArrays], int]):
+def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[SubjectArrays], int], exported=None):
     """jit of `fn(x, constants, data, *per_subject)` (every output per subject), split over
-    the subjects across `mesh`'s devices, each device's subjects in LAPACK-safe chunks."""
+    the subjects across `mesh`'s devices, each device's subjects in LAPACK-safe chunks.
+    `exported=(model, key)`: compiled through `export_cache` (`key`: what besides the model
+    and the arguments' shapes decides `fn`'s trace), so a new process does not trace it."""
     fn = in_lapack_safe_chunks(fn, flops_per_subject)
+
+    def jit(f):
+        if exported is None:
+            return jax.jit(f)
+        model, key = exported
+        mesh_key = None if mesh is None else (mesh.size, mesh.devices.flat[0].platform, mesh.axis_names)
+        return export_cache.Exported(jax.jit(f), model, (*key, mesh_key, lapack.LAPACK_PARALLEL_WORK))
+
     if mesh is None or mesh.size == 1:
-        return jax.jit(fn)
+        return jit(fn)
     whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
 
     def sharded(x, constants, *per_subject):
@@ -73,7 +86,7 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
         )
         return mapped(x, constants, per_subject)
 
-    compiled = jax.jit(sharded)
+    compiled = jit(sharded)
     replicated, split_sharding = NamedSharding(mesh, whole), NamedSharding(mesh, split)
 
     def call(x, constants, *per_subject):
@@ -99,12 +112,46 @@ def subject_mesh(options: SolverOptions) -> Mesh | None:
 SUBJECT_BUCKET = 8
 
 
+def size_bucket(n: int) -> int:
+    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them)
+    that is >= `n`: the sizes the axes of a fit's arrays are padded to, so that datasets of
+    similar size share compiled functions (at most 50% padding, 33% on average)."""
+    size = 1
+    while size < n:
+        size = size * 3 // 2 if size >= 2 and (size & (size - 1)) == 0 else (size * 4 // 3 if size > 2 else size + 1)
+    return size
+
+
+def _pad_last_axis(a: np.ndarray, size: int, value) -> np.ndarray:
+    """`a` (axes: subject, item, ...) padded along its item axis to `size` with `value`."""
+    width = [(0, 0)] * a.ndim
+    width[1] = (0, size - a.shape[1])
+    return np.pad(a, width, constant_values=value)
+
+
+def _bucketed_doses(doses: DoseRecords) -> DoseRecords:
+    """Dose records padded to `size_bucket(n_records)` with records that change nothing
+    (zero-amount boluses at t = 0, plain items, as the dataset readers pad)."""
+    size = size_bucket(doses.n_records)
+    if size == doses.n_records:
+        return doses
+    pad = lambda a, value=0: _pad_last_axis(np.asarray(a), size, value)  # noqa: E731
+    items = doses.nonmem
+    if items is not None:
+        items = items._replace(**{f: pad(getattr(items, f)) for f in ("rate", "modelled", "ss", "ii_h", "reset")},
+                               covariates=pad(items.covariates, np.nan))
+    return doses._replace(**{f: pad(getattr(doses, f)) for f in DoseRecords._fields[:5]}, nonmem=items)
+
+
 def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False) -> tuple[SubjectArrays, np.ndarray, float]:
     """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
-    the subject axis padded to a multiple of `SUBJECT_BUCKET` and of `devices` (the
-    mesh's size: each device gets as many subjects; per-subject results: take the first
-    `data.n_subjects`). `occasions`: with the data's occasions (`data.occasions`) as
-    parameter changes (`vtrial.estimation.occasions.occasion_arrays`).
+    the subject axis padded to `size_bucket` and to a multiple of `SUBJECT_BUCKET` and of
+    `devices` (the mesh's size: each device gets as many subjects; per-subject results:
+    take the first `data.n_subjects`), observations and dose records per subject to
+    `size_bucket` too (padding: masked observations, doses that change nothing; results
+    per observation: take the first `data.obs_time_h.shape[1]`). `occasions`: with the
+    data's occasions (`data.occasions`) as parameter changes
+    (`vtrial.estimation.occasions.occasion_arrays`).
 
     Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
     """
@@ -114,7 +161,6 @@ def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False
     # file order.
     key = np.where(mask, times, np.inf)
     order = np.argsort(key, axis=1, kind="stable")
-    take = lambda a: np.take_along_axis(np.asarray(a), order, axis=1)  # noqa: E731
     cov_cols = []
     for name in model.covariate_names:
         if name in data.covariates:
@@ -123,36 +169,38 @@ def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False
             ref = next(c.reference for c in model.covariates if c.name == name)
             cov_cols.append(np.full(times.shape[0], ref))
     covariates = np.stack(cov_cols, axis=1) if cov_cols else np.zeros((times.shape[0], 0))
-    doses = DoseRecords(*data.doses).map(np.asarray)
+    doses = _bucketed_doses(DoseRecords(*data.doses).map(np.asarray))
     t0 = float(min(0.0, np.min(times), np.min(np.asarray(doses.time_h)) if doses.time_h.size else 0.0))
     occasion_level = occasion_present = None
     if occasions:
         doses, occasion_level, occasion_present = occasion_arrays(model, doses, data.occasions, t0)
-        occasion_level, occasion_present = jnp.asarray(occasion_level, jnp.int32), jnp.asarray(occasion_present, float)
+        occasion_level, occasion_present = np.asarray(occasion_level, np.int32), np.asarray(occasion_present, float)
+    n_obs = size_bucket(times.shape[1])
+    take = lambda a, value=0: _pad_last_axis(np.take_along_axis(np.asarray(a), order, axis=1), n_obs, value)  # noqa: E731
     sorted_times = take(times)
-    sorted_mask = take(mask)
+    sorted_mask = take(mask, False)
     # Padding repeats the subject's last real time, so save times stay non-decreasing.
     last = np.max(np.where(sorted_mask, sorted_times, -np.inf), axis=1, initial=-np.inf)
     last = np.where(np.isfinite(last), last, 0.0)
     sorted_times = np.where(sorted_mask, sorted_times, last[:, None])
     arrays = SubjectArrays(
-        doses=doses.map(lambda a: jnp.asarray(a, jnp.int32 if np.issubdtype(a.dtype, np.integer) else float)),
-        times=jnp.asarray(sorted_times),
-        observable=jnp.asarray(take(data.obs_observable), jnp.int32),
-        dv=jnp.asarray(np.where(take(mask), take(np.asarray(data.dv, float)), 0.0)),
-        mask=jnp.asarray(take(mask), float),
-        covariates=jnp.asarray(covariates),
-        cens=jnp.asarray(take(censored_rows(data)), float),
+        doses=doses.map(lambda a: np.asarray(a, np.int32 if np.issubdtype(a.dtype, np.integer) else float)),
+        times=sorted_times,
+        observable=np.asarray(take(data.obs_observable), np.int32),
+        dv=np.where(sorted_mask, take(np.asarray(data.dv, float)), 0.0),
+        mask=np.asarray(sorted_mask, float),
+        covariates=covariates,
+        cens=np.asarray(take(censored_rows(data)), float),
         occasion_level=occasion_level,
         occasion_present=occasion_present,
     )
-    # Pad the subject axis to a multiple of SUBJECT_BUCKET with subjects that have no
-    # observations (they contribute exactly 0): datasets of nearby sizes then share
-    # compiled functions.
+    # Pad the subject axis with subjects that have no observations (they contribute
+    # exactly 0): datasets of nearby sizes then share compiled functions. In numpy, then
+    # on the device once (no small compiled operations).
     n = times.shape[0]
-    pad = -n % math.lcm(SUBJECT_BUCKET, devices)
+    multiple = math.lcm(SUBJECT_BUCKET, devices)
+    pad = -(-size_bucket(n) // multiple) * multiple - n
     if pad:
-        arrays = jax.tree_util.tree_map(
-            lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), arrays
-        )._replace(mask=jnp.concatenate([arrays.mask, jnp.zeros((pad, arrays.mask.shape[1]))]))
-    return arrays, order, t0
+        arrays = jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[:1], pad, axis=0)]), arrays)
+        arrays = arrays._replace(mask=np.concatenate([arrays.mask[:n], np.zeros((pad, arrays.mask.shape[1]))]))
+    return jax.tree_util.tree_map(jnp.asarray, arrays), order, t0

@@ -162,14 +162,17 @@ def write_json(obj, path: str | Path) -> Path:
     return atomic_write(path, w)
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path | None:
-    """Save a matplotlib figure atomically (format from the suffix of `path`) and close it.
+def save_figure(fig, path: str | Path, dpi: int = 120, *, skip: bool = False) -> Path | None:
+    """Save a matplotlib figure atomically (format from the suffix of `path`) and close it;
+    with `skip` (a run's `--no-figures`) draw nothing and return None.
 
     `fig` is a figure or a function that draws one (so that an error while drawing is
     caught too). A figure never takes a run down: when drawing or saving fails (extreme
     values can make matplotlib's tick locators fail), no file is left, a `RunWarning`
     naming the file and the error is issued (a run records it in `run.json`) and None is
     returned. Write a run's numbers before its figures."""
+    if skip:
+        return None
     import warnings
 
     import matplotlib.pyplot as plt

@@ -75,7 +75,7 @@ def _write(ctx: RunContext, files: dict) -> None:
     for name, content in sorted(files.items(), key=lambda item: item[0].endswith(".png")):  # numbers, then figures
         path = ctx.out_dir / name
         if name.endswith(".png"):
-            save_figure(content, path)
+            save_figure(content, path, skip=not ctx.figures)
         elif name.endswith(".parquet"):
             write_parquet(content, path)
         else:

@@ -31,7 +31,8 @@ class RunContext:
     - `dataset_out`: where a trial also writes its simulated study as a NONMEM dataset;
     - `method`: an override of the config's method (e.g. the estimation method of a fit);
     - `on_iteration`: `on_iteration(iteration, objective)` callback of iterative jobs
-      (a fit's outer iterations and its OFV).
+      (a fit's outer iterations and its OFV);
+    - `figures`: draw the figures (False: `--no-figures`, every number written the same).
     """
 
     out_dir: Path
@@ -49,6 +50,7 @@ class RunContext:
     dataset_out: Path | None = None
     method: str | None = None
     on_iteration: Callable[[int, float], None] | None = None
+    figures: bool = True
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,8 @@ def run_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     facts = {"model": cfg.model, **fit_facts(fit), "device": distributed.device_summary()}
     if not ctx.writer:
         return facts
-    write_fit_outputs(fit, built, data, ctx.out_dir, title=f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name)
+    write_fit_outputs(fit, built, data, ctx.out_dir, title=f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name,
+                      figures=ctx.figures)
     return facts
 
 
@@ -232,8 +233,9 @@ def trial_config_from_fit(fit, model: Model | str, dv_scale=None, *, covariate_e
     return text
 
 
-def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, title: str = "") -> list[Path]:
-    """Write a fit's files (see the module docstring) into `out`; returns their paths."""
+def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, title: str = "", figures: bool = True) -> list[Path]:
+    """Write a fit's files (see the module docstring) into `out`; returns their paths.
+    `figures=False`: no gof.png and vpc.png (the VPC's numbers are still written)."""
     out = Path(out)
     written = []
     parameters = fit.to_frame()
@@ -265,10 +267,10 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
         dv = points["dv"].to_numpy()
         log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
     # Figures last: a figure that cannot be drawn is a warning, after every number is written.
-    written.append(save_figure(lambda: plot_gof(predictions, units=units, title=title), out / "gof.png"))
+    written.append(save_figure(lambda: plot_gof(predictions, units=units, title=title), out / "gof.png", skip=not figures))
     if replicates > 0:
         written.append(save_figure(lambda: plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title),
-                                   out / "vpc.png"))
+                                   out / "vpc.png", skip=not figures))
     return [p for p in written if p is not None]
 
 

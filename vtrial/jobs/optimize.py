@@ -109,10 +109,10 @@ def run_optimize(cfg: OptimizeConfig, ctx: RunContext) -> dict:
     table = result.attainment if result.attainment is not None else pd.DataFrame(columns=["shape", "daily_dose_mg_per_kg", "pta", "pta_ci_low", "pta_ci_high"])
     save_figure(lambda: plot_attainment(table, built.target.fraction, chosen=result.chosen,
                                         gradient=result.gradient["per_shape"] if result.gradient else None, title=title,
-                                        target_label=built.target.describe()), out / "attainment.png")
+                                        target_label=built.target.describe()), out / "attainment.png", skip=not ctx.figures)
     shown = result.chosen or result.best_attainable
     if shown is not None:
-        save_figure(lambda: _chosen_figure(built, result, shown, title), out / "chosen_regimen.png")
+        save_figure(lambda: _chosen_figure(built, result, shown, title), out / "chosen_regimen.png", skip=not ctx.figures)
     return facts
 
 

@@ -67,5 +67,6 @@ def run_power(cfg: PowerConfig, ctx: RunContext) -> dict:
     }, out / "study_size.json")
     title = f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name
     comparisons = len(cfg.arms) - 1 if len(cfg.arms) > 2 and cfg.correction != "none" else 1
-    save_figure(lambda: plot_power(result.table, cfg.target_power, title=title, alpha=cfg.alpha, comparisons=comparisons), out / "power.png")
+    save_figure(lambda: plot_power(result.table, cfg.target_power, title=title, alpha=cfg.alpha, comparisons=comparisons), out / "power.png",
+                skip=not ctx.figures)
     return facts

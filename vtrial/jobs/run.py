@@ -223,6 +223,7 @@ def run_config(
     method: str | None = None,
     on_iteration: Callable[[int, float], None] | None = None,
     kind: str | None = None,
+    figures: bool = True,
 ) -> RunRecord:
     """Run the job a config describes and write its outputs into one folder.
 
@@ -245,7 +246,8 @@ def run_config(
     - `method`: override the config's method (jobs that have one, e.g. a fit);
     - `on_iteration(iteration, objective)`: called by iterative jobs (a fit's outer
       iterations with its OFV);
-    - `kind`: the job the caller expects (e.g. "fit" for `vtrial fit`); another is refused.
+    - `kind`: the job the caller expects (e.g. "fit" for `vtrial fit`); another is refused;
+    - `figures`: False skips every figure (`--no-figures`); the numbers are the same.
 
     **Returns:** a `RunRecord`. **Raises:** `SpecError` / `DataError` naming the field,
     file, row or column, before anything is written.
@@ -300,6 +302,7 @@ def run_config(
         progress=progress, config_name=config_name, chunk_size=chunk_size, trajectories=trajectories,
         chunk_store=folder.store, writer=writer, data=Path(data) if data is not None else None,
         dataset_out=Path(dataset_out) if dataset_out is not None else None, method=method, on_iteration=on_iteration,
+        figures=figures,
     )
     try:
         facts = _run_collecting_warnings(job, spec, ctx)

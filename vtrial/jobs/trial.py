@@ -169,7 +169,7 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
     title = f"{cfg.name}: {cfg.description}" if cfg.description else cfg.name
     points = pd.concat(report_points, ignore_index=True) if report_points else pd.DataFrame(columns=["arm", "time_h"])
     save_figure(lambda: plot_trial_report(summary_frame, points, model.report_panels(), windows, title=title,
-                                          time_unit=model.report_time_unit), out / "report.png")
+                                          time_unit=model.report_time_unit), out / "report.png", skip=not ctx.figures)
     return {
         **facts,
         "n_failed": int(np.count_nonzero(status)),
