@@ -190,7 +190,8 @@ class Problem:
         for c, name in enumerate(self.layout.covariate_names):
             p[name] = s.covariates[c]
         return individual_parameters(
-            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive
+            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive,
+            self.layout.effect_shapes,
         )
 
     def observe(self, p, constants: Constants, s):

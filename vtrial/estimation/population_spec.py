@@ -185,6 +185,7 @@ class Layout(NamedTuple):
     n_observables: int
     theta_bounds: tuple[tuple[float, float], ...] = ()
     additive: tuple[str, ...] = ()
+    effect_shapes: tuple[str, ...] = ()  # each effect's `CovariateEffect.kind` (empty: all power)
 
     @property
     def n_theta(self) -> int:
@@ -345,7 +346,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
             raise SpecError(f"covariates.{e.parameter}", f"unknown parameter; known: {', '.join(names)}")
         if e.covariate not in model.covariate_names:
             raise SpecError(f"covariates.{e.parameter}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: {', '.join(model.covariate_names) or 'none'}")
-        if not e.reference > 0:
+        if e.shape == "power" and not e.reference > 0:
             raise SpecError(f"covariates.{e.parameter}.reference", "must be > 0")
 
     layout = Layout(
@@ -362,6 +363,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale) -> tuple[Layout, 
         n_observables=n_obs,
         theta_bounds=theta_bounds,
         additive=tuple(n for n in iiv if n in spec.additive),
+        effect_shapes=tuple(e.kind for e in spec.covariate_effects),
     )
     constants = Constants(
         values=jnp.asarray([float(values[n]) for n in constant_names], float),

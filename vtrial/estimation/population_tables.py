@@ -112,7 +112,8 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
     base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
     indiv = jax.vmap(
         lambda p, e: model.derive(
-            individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive)
+            individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive,
+                                  layout.effect_shapes)
         )
     )(base, jnp.asarray(eta))
     shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names]

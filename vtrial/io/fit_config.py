@@ -85,8 +85,12 @@ class BlockSpec(Strict):
 
 
 class FitCovariateEffectSpec(CovariateEffectSpec):
-    """A trial config's covariate effect; `estimate = true` estimates its exponent."""
+    """A trial config's covariate effect; `estimate = true` estimates its exponent (the
+    coefficient of the other shapes); `shape`: power (default), linear, exponential or
+    categorical (`vtrial.design.population.CovariateEffect`); `below`: a categorical
+    effect where the covariate is below `reference` (e.g. APGR < 5)."""
 
+    reference: float  # > 0 for a power effect (checked by CovariateEffect); any category otherwise
     estimate: bool = False
 
 
@@ -257,7 +261,10 @@ def _effect(model: Model, i: int, e: CovariateEffectSpec) -> CovariateEffect:
     if e.covariate not in model.covariate_names:
         raise SpecError(f"covariate_effects.{i}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: "
                                                            f"{', '.join(model.covariate_names) or 'none'}")
-    return CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent)
+    try:
+        return CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent, e.shape, e.below)
+    except SpecError as err:
+        raise SpecError(f"covariate_effects.{i}", err.problem) from None
 
 
 def _log_like(bounds: tuple[float, float]) -> bool:
@@ -377,6 +384,8 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
     for e in population.covariate_effects:
         lines += ["", "[[covariate_effects]]", f"parameter = \"{e.parameter}\"", f"covariate = \"{e.covariate}\"",
                   f"reference = {_number(e.reference)}", f"exponent = {_number(e.exponent)}"]
+        if e.shape != "power":
+            lines += [f"shape = \"{e.shape}\""] + (["below = true"] if e.below else [])
     if population.covariate_effects:
         lines += ["# (give the covariates' distributions in [covariates.<name>] of the trial config)"]
     for obs, err in population.residual.items():
