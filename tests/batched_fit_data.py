@@ -39,3 +39,56 @@ def tiny_population(n: int = 10, seed: int = 0, exponent: float = 1.0):
 def tiny_spec(**kw) -> EstimationSpec:
     return EstimationSpec(typical={"cl": 0.12, "v": 0.9}, omega2={"cl": 0.05, "v": 0.05},
                           residual={"conc_mg_per_l": ResidualError(proportional=0.08)}, **kw)
+
+
+FIT_CONFIG = """kind = "fit"
+name = "tiny"
+model = "one_compartment"
+
+[parameters]
+cl = 0.12
+v = 0.9
+
+[variability.omega]
+cl = 0.05
+v = 0.05
+
+[residual.conc_mg_per_l]
+proportional = 0.08
+
+[data]
+amt_unit = "mg"
+time_unit = "h"
+
+[data.routes]
+iv = [1]
+
+[data.covariates]
+bw = "BW"
+
+[estimation]
+covariance = "none"
+
+[vpc]
+replicates = 0
+"""
+
+
+def write_tiny_files(folder, n: int = 10, seed: int = 0, extra_config: str = ""):
+    """The tiny dataset as a NONMEM-style CSV (with a GROUP column, 1 for the first half of
+    the subjects) and its fit config; returns (config path, data path)."""
+    import pandas as pd
+
+    _, data = tiny_population(n, seed)
+    rows = []
+    for i in range(n):
+        group = 1 if i < n // 2 else 2
+        bw = float(data.covariates["bw"][i])
+        rows.append(dict(ID=i + 1, TIME=0.0, AMT=1.0, EVID=1, CMT=1, DV=".", MDV=1, BW=bw, GROUP=group))
+        for t, dv in zip(TIMES, data.dv[i]):
+            rows.append(dict(ID=i + 1, TIME=float(t), AMT=0.0, EVID=0, CMT=1, DV=repr(float(dv)), MDV=0, BW=bw, GROUP=group))
+    data_path = folder / "tiny.csv"
+    pd.DataFrame(rows).to_csv(data_path, index=False)
+    config_path = folder / "tiny_fit.toml"
+    config_path.write_text(FIT_CONFIG + extra_config)
+    return config_path, data_path

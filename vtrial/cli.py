@@ -350,6 +350,33 @@ def _print_estimates(path: Path) -> None:
     console.print(t)
 
 
+@app.command("bootstrap")
+def bootstrap_command(
+    config: Annotated[Path, typer.Argument(help="population fit config (kind = fit)")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset")],
+    samples: Annotated[int, typer.Option("--samples", help="bootstrap replicates")] = 200,
+    stratify: Annotated[Optional[str], typer.Option("--stratify", help="resample within the strata of this dataset column")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="random seed of the resampling")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/bootstrap-<config>-<timestamp>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted bootstrap of the same --out")] = False,
+    batch: Annotated[int, typer.Option("--batch", help="replicates fitted together (results do not depend on it)")] = 50,
+):
+    """Case-resampling bootstrap of a population fit: all replicates fitted together; writes
+    bootstrap_results.csv (one row per replicate) and bootstrap_summary.csv (PsN's layout)."""
+    from vtrial.jobs.bootstrap import run_bootstrap
+
+    with _progress_bar(f"bootstrap: {config.stem}") as bar:
+        task = bar.add_task(f"bootstrap: {config.stem}", total=None)
+        try:
+            facts = run_bootstrap(config, data, samples=samples, stratify=stratify, seed=seed, out=out, resume=resume, batch=batch,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    say(f"bootstrap -> {facts['out_dir']}", done="done")
+    say(f"  {samples} replicates, {facts['failed']} failed (not converged); original OFV {facts['original_ofv']:.3f}; "
+        f"{facts['seconds']:.1f} s")
+
+
 @app.command("predict")
 def predict_command(
     config: Annotated[Path, typer.Argument(help="a fit config (its values as given, as NONMEM's MAXEVAL=0) or a trial config")],

@@ -39,7 +39,7 @@ from vtrial.errors import SpecError
 from vtrial.estimation.focei import problem
 from vtrial.estimation.population import _lbfgs, _prepare
 from vtrial.estimation.population_data import PopulationData
-from vtrial.estimation.population_spec import EstimationSpec, reported_names, reported_values
+from vtrial.estimation.population_spec import EstimationSpec, from_estimation_scale, reported_names, reported_values
 from vtrial.models.base import Model
 
 
@@ -52,7 +52,10 @@ class BatchedFit(NamedTuple):
       `stopped`: why each stopped ("converged", "no decrease", "stalled", "iterations",
       "not finite");
     - `eta`: `(R, n_subjects, n_eta)` EBEs; `subject_ofv`: `(R, n_subjects)` unweighted;
-    - `gradient`: `(R, n_x)` of the weighted objective (0 at fixed entries).
+    - `gradient`: `(R, n_x)` of the weighted objective (0 at fixed entries);
+    - `natural`: `(R, n_x)` the estimates as `parameters.csv` names them
+      (`natural_names`: typical values on their own scale by their model name,
+      `exponent_<p>_<covariate>`, `omega2_<p>`, `omega_<p1>_<p2>`, residual SDs).
     """
 
     x: np.ndarray
@@ -65,6 +68,15 @@ class BatchedFit(NamedTuple):
     eta: np.ndarray
     subject_ofv: np.ndarray
     gradient: np.ndarray
+    natural: np.ndarray
+    natural_names: tuple[str, ...]
+
+
+def _natural(layout, constants, x):
+    """`reported_values` with the typical values on their own (natural) scale."""
+    values = reported_values(layout, constants, x)
+    theta = [from_estimation_scale(x[i], *layout.theta_bounds[i]) for i in range(layout.n_theta)]
+    return values.at[: layout.n_theta].set(jnp.stack(theta)) if theta else values
 
 
 @lru_cache(maxsize=16)
@@ -193,7 +205,7 @@ def fit_batch(
     r = w.shape[0]
     weights_padded = np.zeros((r, n_padded))
     weights_padded[:, :n] = w
-    x = np.tile(prep.x0, (r, 1)) if x0 is None else _as_batch("x0", x0, (r, n_x))
+    x = np.tile(prep.x0, (r, 1)) if x0 is None else _as_batch("x0", x0, (r, n_x)).copy()
     free_mask = np.ones((r, n_x)) if free is None else _as_batch("free", free, (r, n_x), bool).astype(float)
     eta = np.zeros((r, n_padded, k))
     if eta0 is not None:
@@ -253,14 +265,16 @@ def fit_batch(
         stalled = active & (stalls >= 3)
         stopped[stalled] = "stalled"
         active &= ~stalled
-    x = z / scale
+    start = x
+    x = np.where(free_mask > 0, z / scale, start)  # fixed entries exactly as given
     converged |= _distance_in_se(grad, jac, weights_padded) < tolerance
     stopped[converged] = "converged"
     estimates = np.asarray(jax.vmap(lambda v: reported_values(layout, constants, v))(jnp.asarray(x)))
+    names = reported_names(layout, model.observable_names)
     return BatchedFit(
         x=x,
         estimates=estimates,
-        names=reported_names(layout, model.observable_names),
+        names=names,
         ofv=value,
         converged=converged,
         iterations=iterations,
@@ -268,4 +282,6 @@ def fit_batch(
         eta=np.asarray(eta)[:, :n],
         subject_ofv=ofv_i[:, :n],
         gradient=grad,
+        natural=np.asarray(jax.vmap(lambda v: _natural(layout, constants, v))(jnp.asarray(x))),
+        natural_names=(*layout.theta_names, *names[layout.n_theta:]),
     )
