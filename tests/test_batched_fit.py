@@ -116,3 +116,45 @@ def test_bootstrap_refuses_bad_input(tmp_path):
     with pytest.raises(SpecError, match="--samples"):
         run_bootstrap(config, data, samples=0, out=tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+SEARCH = """
+[covariate_search]
+forward_p = 0.05
+backward_p = 0.01
+
+[[covariate_search.candidates]]
+parameter = "cl"
+covariate = "bw"
+shape = "power"
+
+[[covariate_search.candidates]]
+parameter = "v"
+covariate = "bw"
+shape = "linear"
+"""
+
+
+def test_covariate_search_finds_the_strong_covariate(tmp_path):
+    """CL ~ BW^1 simulated (10 subjects): forward inclusion takes it, not V ~ BW; the final
+    config is a fit config with the effect, its exponent estimated near 1."""
+    from vtrial.io.config import read_toml
+    from vtrial.jobs.bootstrap import read_fit_inputs
+    from vtrial.jobs.covariates import run_covariates
+
+    config, data = write_tiny_files(tmp_path, extra_config=SEARCH)
+    facts = run_covariates(config, data, out=tmp_path / "scm")
+    assert facts["included"] == ["cl-bw-power"]
+    log = pd.read_csv(tmp_path / "scm" / "scm_log.csv")
+    assert list(log.columns) == ["step", "direction", "candidate", "ofv", "dOFV", "df", "p", "converged", "chosen"]
+    first = log[(log["step"] == 1)].set_index("candidate")
+    assert first.loc["cl-bw-power", "chosen"] and first.loc["cl-bw-power", "dOFV"] > 3.84
+    assert first.loc["cl-bw-power", "p"] == pytest.approx(__import__("scipy").stats.chi2.sf(first.loc["cl-bw-power", "dOFV"], 1))
+    assert "backward" in set(log["direction"])
+    table, _ = read_toml(tmp_path / "scm" / "final_fit.toml")
+    (effect,) = table["covariate_effects"]
+    assert effect["parameter"] == "cl" and effect["covariate"] == "bw" and effect["estimate"] is True
+    assert 0.5 < effect["exponent"] < 1.5
+    assert "covariate_search" not in table
+    built = read_fit_inputs(tmp_path / "scm" / "final_fit.toml", data).built  # vtrial fit reads it
+    assert built.estimate_exponents == (("cl", "bw"),)

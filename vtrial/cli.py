@@ -377,6 +377,28 @@ def bootstrap_command(
         f"{facts['seconds']:.1f} s")
 
 
+@app.command("covariates")
+def covariates_command(
+    config: Annotated[Path, typer.Argument(help="population fit config (kind = fit) with [covariate_search] candidates")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/covariates-<config>-<timestamp>)")] = None,
+):
+    """Stepwise covariate search (forward inclusion, backward elimination), every candidate of a step
+    fitted in one batch; writes scm_log.csv and final_fit.toml (loadable by vtrial fit)."""
+    from vtrial.jobs.covariates import run_covariates
+
+    with _progress_bar(f"covariates: {config.stem}") as bar:
+        task = bar.add_task(f"covariates: {config.stem}", total=None)
+        try:
+            facts = run_covariates(config, data, out=out,
+                                   on_step=lambda direction, step: bar.update(task, description=f"covariates: {direction} step {step}"))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    say(f"covariates -> {facts['out_dir']}", done="done")
+    say(f"  included: {', '.join(facts['included']) or 'none'}; OFV {facts['base_ofv']:.3f} -> {facts['final_ofv']:.3f} "
+        f"({facts['models_fitted']} models in {facts['steps']} steps, {facts['seconds']:.1f} s)")
+
+
 @app.command("predict")
 def predict_command(
     config: Annotated[Path, typer.Argument(help="a fit config (its values as given, as NONMEM's MAXEVAL=0) or a trial config")],

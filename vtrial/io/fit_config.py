@@ -36,7 +36,9 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
   `tolerance` of its standard error from the optimum, by the gradient and the curvature;
   default 1e-3; see `vtrial.estimation.fit_population`), `covariance` (sandwich, r, s;
   none skips the step, as leaving out NONMEM's `$COV`: no SEs);
-- `[vpc]`: replicates of the visual predictive check and its seed.
+- `[vpc]`: replicates of the visual predictive check and its seed;
+- `[covariate_search]`: candidate covariate relations of `vtrial covariates`
+  (`vtrial.io.covariate_search`); `vtrial fit` fits the base model without them.
 
 See `configs/bolus_2cpt_fit.toml`.
 """
@@ -53,6 +55,7 @@ from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError,
 from vtrial.errors import SpecError
 from vtrial.estimation.population_spec import EstimationSpec, build_layout
 from vtrial.io.config import NamesModel, Strict
+from vtrial.io.covariate_search import CovariateSearchSpec, check_candidates
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
 from vtrial.limits import (INITIAL_VALUE_RANGE, MAX_CV_PERCENT, MAX_SEED, MIN_INITIAL_CV_PERCENT, MIN_INITIAL_OMEGA2,
@@ -130,6 +133,7 @@ class FitConfig(NamesModel):
     estimation: EstimationSettings = EstimationSettings()
     solver: SolverSpec = SolverSpec()
     vpc: VpcSpec = VpcSpec()
+    covariate_search: CovariateSearchSpec | None = None  # `vtrial covariates` (vtrial.io.covariate_search)
 
 
 class BuiltFit:
@@ -207,6 +211,7 @@ class BuiltFit:
             raise SpecError("fixed", "each name once")
         self.data = cfg.data
         check_data_spec(model, cfg.data)
+        check_candidates(cfg.covariate_search, model, self.typical, self.fixed, self.covariate_effects)
         self.method = method or cfg.estimation.method
         if self.method not in METHODS:
             raise SpecError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")

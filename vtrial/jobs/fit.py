@@ -100,6 +100,8 @@ def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationDa
     if ctx.data is None:
         return built, None
     needs = {e.covariate: f"covariate_effects.{i} ({e.parameter} ~ {e.covariate})" for i, e in enumerate(cfg.covariate_effects)}
+    for i, c in enumerate(cfg.covariate_search.candidates if cfg.covariate_search else []):
+        needs.setdefault(c.covariate, f"covariate_search.candidates.{i} ({c.parameter} ~ {c.covariate})")
     data = read_nonmem(ctx.data, built.model, cfg.data, required_covariates=needs, max_dose_records=MAX_FIT_DOSE_RECORDS)
     check_data(built, data, str(ctx.data))
     return built, data
