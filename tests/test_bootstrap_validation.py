@@ -49,7 +49,11 @@ def test_covariate_search_finds_the_published_pheno_relations(tmp_path):
     facts = run_covariates(REPO_ROOT / "tests" / "models" / "pheno_scm.toml", data, out=tmp_path / "scm")
     assert set(facts["included"]) == {"cl-wgt-power", "v-wgt-power", "v-apgr-categorical<5"}
     log = pd.read_csv(tmp_path / "scm" / "scm_log.csv")
-    assert not log[(log["direction"] == "backward") & log["chosen"]].shape[0]  # none removed
+    chosen = log[(log["direction"] == "forward") & log["chosen"]]["candidate"].tolist()
+    assert chosen == ["v-wgt-power", "cl-wgt-power", "v-apgr-categorical<5"]
+    apgr = log[(log["step"] == 3) & (log["candidate"] == "v-apgr-categorical<5")].iloc[0]
+    assert 3.84 < apgr["dOFV"] < 6.63  # significant at 0.05, not at 0.01 (see pheno_scm.toml)
+    assert not log[(log["direction"] == "backward") & log["chosen"]].shape[0]  # none removed at backward_p 0.05
     final = vtrial.fit(tmp_path / "scm" / "final_fit.toml", data)  # vtrial fit loads the final model
     assert final.converged
     assert final.ofv == pytest.approx(facts["final_ofv"], abs=0.05)
