@@ -120,6 +120,8 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     built, data = prepare_fit(cfg, ctx)
     out = {"model": cfg.model, "method": built.method, "estimated": [n for n in built.parameter_names() if n not in built.fixed],
            "random_effects": list(built.iiv_names)}
+    if cfg.covariate_search is not None:
+        out["covariate_candidates"] = [c.label for c in cfg.covariate_search.candidates]
     if data is not None:
         out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()))
         defaults = covariate_defaults(built.model, data)
