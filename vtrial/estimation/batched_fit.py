@@ -121,18 +121,18 @@ def _batched_step(pr):
     """jit: one L-BFGS update of every replicate (vmapped `population._step_function`):
     the line search's objective is a host callback that evaluates all replicates' points
     in one batched call (`context`: `constants`, `arrays`, `eta`, `weights`, `free`,
-    `scale`; it leaves the last points and results in `z` and `result`)."""
+    `scale`; it appends the points and results it evaluated to `evaluated`)."""
     context = {}
     evaluate = _batched_evaluate(pr)
 
     def host(z):
         z = np.asarray(z).reshape(context["scale"].shape)
         x = z / context["scale"]
-        result = evaluate(jnp.asarray(x), context["constants"], context["arrays"], context["eta"])
-        ofv_i, jac = np.asarray(result[0]), np.asarray(result[1])
+        result = tuple(np.asarray(a) for a in evaluate(jnp.asarray(x), context["constants"], context["arrays"], context["eta"]))
+        ofv_i, jac = result[0], result[1]
         value = _weighted(ofv_i, context["weights"])
         grad = _weighted(jac, context["weights"]) * context["free"]
-        context["z"], context["result"] = z.copy(), result
+        context.setdefault("evaluated", []).append((z.copy(), result))
         value = np.where(np.isfinite(value) & np.all(np.isfinite(grad), axis=1), value, np.inf)
         return value.astype(np.float64), np.nan_to_num(grad / context["scale"]).astype(np.float64)
 
@@ -158,6 +158,18 @@ def _batched_step(pr):
         return optax.apply_updates(z, updates), state
 
     return opt, jax.jit(jax.vmap(step)), context
+
+
+def _evaluated_at(evaluated, z, rows):
+    """The callback's results at the points `z[rows]`, row by row (None if one is missing)."""
+    new = [np.array(a) for a in evaluated[-1][1]] if evaluated else None
+    for r in np.flatnonzero(rows):
+        hit = next((result for point, result in reversed(evaluated) if np.array_equal(point[r], z[r])), None)
+        if hit is None:
+            return None
+        for a, b in zip(new, hit):
+            a[r] = b[r]
+    return new
 
 
 def _as_batch(name, a, shape, dtype=float):
@@ -235,7 +247,7 @@ def fit_batch(
         active &= ~now
         if not active.any():
             break
-        context["eta"] = eta
+        context["eta"], context["evaluated"] = eta, []
         z_new, state_new = step(jnp.asarray(z), state, jnp.asarray(value), jnp.asarray(grad / scale))
         z_new = np.asarray(z_new)
         new_value = np.asarray(otu.tree_get(state_new, "value"))
@@ -249,14 +261,12 @@ def fit_batch(
         state = jax.tree_util.tree_map(
             lambda a, b: jnp.where(accept.reshape((r,) + (1,) * (jnp.ndim(a) - 1)), a, b), state_new, state
         )
-        # The callback's last points are usually the accepted ones; otherwise evaluate
-        # every replicate at its point (warm-started from its EBEs: a replicate's result
-        # is the same either way).
-        if "z" in context and np.array_equal(context["z"][accept], z[accept]):
-            result = context["result"]
-        else:
-            result = evaluate(jnp.asarray(z / scale), constants, arrays, eta)
-        new = [np.asarray(a) for a in result]
+        # Each accepted point was evaluated by the line search (under vmap its branches
+        # all run, so not necessarily last): take its result; otherwise evaluate every
+        # replicate at its point (warm-started from its EBEs: the same result either way).
+        new = _evaluated_at(context["evaluated"], z, accept)
+        if new is None:
+            new = [np.asarray(a) for a in evaluate(jnp.asarray(z / scale), constants, arrays, eta)]
         ofv_i = np.where(accept[:, None], new[0], ofv_i)
         jac = np.where(accept[:, None, None], new[1], jac)
         eta = jnp.asarray(np.where(accept[:, None, None], new[2], np.asarray(eta)))

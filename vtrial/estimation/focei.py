@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
+from vtrial.engine.batching import all_in_batch
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
 from vtrial.estimation.population_spec import Constants, Layout, unpack
 from vtrial.estimation.subjects import SubjectArrays, compile_over_subjects
@@ -360,7 +361,7 @@ class Problem:
             # (the subjects of a batch or a device stay independent).
             full, full_better = search(eta, value, directions[:, :1], (1.0,))
             searched, better = jax.lax.cond(
-                jnp.all(full_better | optimal),
+                all_in_batch(jnp.all(full_better | optimal)),  # scalar under batched_fit's vmap too
                 lambda: (full, full_better),
                 lambda: search(eta, value, directions, _STEPS),
             )
@@ -370,7 +371,7 @@ class Problem:
             eta, _, _, it, _ = carry
             local, value, directions, optimal = direction(data, eta, v0, expansion0)
             moved, better = jax.lax.cond(
-                jnp.all(optimal),
+                all_in_batch(jnp.all(optimal)),
                 lambda: (eta, jnp.zeros_like(optimal)),
                 lambda: step(eta, value, directions, optimal),
             )
