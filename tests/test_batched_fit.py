@@ -18,6 +18,7 @@ from batched_fit_data import tiny_population, tiny_spec, write_tiny_files
 N = 10
 # Replicate 1: subject 0 twice, subject 1 left out, subjects 2 and 3 three times.
 DUPLICATES = np.array([2, 0, 3, 3, 1, 1, 1, 1, 1, 1], float)
+TOL = 1e-5  # converged to 1e-5 SE: fits that differ in their line search agree closely
 
 
 @pytest.fixture(scope="module")
@@ -28,29 +29,29 @@ def tiny():
 @pytest.fixture(scope="module")
 def batch(tiny):
     model, data = tiny
-    return fit_batch(model, data, tiny_spec(), np.stack([np.ones(N), DUPLICATES]))
+    return fit_batch(model, data, tiny_spec(), np.stack([np.ones(N), DUPLICATES]), tolerance=TOL)
 
 
 def test_weights_of_one_are_the_ordinary_fit(tiny, batch):
     model, data = tiny
-    single = fit_population(model, data, tiny_spec(), covariance=None)
+    single = fit_population(model, data, tiny_spec(), covariance=None, tolerance=TOL)
     assert batch.converged[0] and single.converged
-    assert batch.ofv[0] == pytest.approx(single.ofv, abs=1e-8)
-    np.testing.assert_allclose(batch.x[0], single.x, rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(batch.estimates[0], single.estimation_values, rtol=1e-7, atol=1e-9)
-    assert batch.iterations[0] == single.iterations
+    # The same optimum to the convergence tolerance (the line searches differ).
+    assert batch.ofv[0] == pytest.approx(single.ofv, abs=1e-5)
+    np.testing.assert_allclose(batch.x[0], single.x, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(batch.estimates[0], single.estimation_values, rtol=1e-4, atol=1e-6)
 
 
 def test_weights_are_duplicated_subjects_and_the_batch_does_not_matter(tiny, batch):
     model, data = tiny
     # The same subjects duplicated in the dataset itself (16 subjects after padding, as 10).
     copies = data.take(np.repeat(np.arange(N), DUPLICATES.astype(int)))
-    duplicated = fit_batch(model, copies, tiny_spec(), np.ones((1, copies.n_subjects)))
-    alone = fit_batch(model, data, tiny_spec(), DUPLICATES[None])
+    duplicated = fit_batch(model, copies, tiny_spec(), np.ones((1, copies.n_subjects)), tolerance=TOL)
+    alone = fit_batch(model, data, tiny_spec(), DUPLICATES[None], tolerance=TOL)
     assert batch.converged[1] and duplicated.converged[0] and alone.converged[0]
     assert not np.allclose(batch.x[1], batch.x[0], atol=1e-3)  # the weights matter
-    np.testing.assert_allclose(duplicated.x[0], batch.x[1], rtol=1e-6, atol=1e-8)
-    assert duplicated.ofv[0] == pytest.approx(batch.ofv[1], abs=1e-6)
+    np.testing.assert_allclose(duplicated.x[0], batch.x[1], rtol=0, atol=1e-5)
+    assert duplicated.ofv[0] == pytest.approx(batch.ofv[1], abs=1e-7)
     # Batch-size invariance: replicate 1 alone, as in a batch of two.
     np.testing.assert_allclose(alone.x[0], batch.x[1], rtol=1e-10, atol=1e-12)
     assert alone.ofv[0] == pytest.approx(batch.ofv[1], abs=1e-9)

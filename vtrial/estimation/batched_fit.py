@@ -12,15 +12,20 @@ population model fitted to the same subjects, differing only in
 So `fit_batch` fits R such problems as one computation: the EBEs of R x N (replicate,
 subject) pairs and the per-subject objectives and gradients are evaluated by one
 compiled function vmapped over the replicates (`Problem.solve_ebes` and its Jacobian,
-the same per-subject functions `fit_population` uses), and the outer L-BFGS step
-(optax's, with the zoom line search of `vtrial.estimation.population`) is vmapped too,
-its objective a host callback that evaluates every replicate's point at once. Each
-replicate keeps its own scaling, convergence test (`fit_population`'s: every free
-estimate within `tolerance` SEs of the optimum by the gradient and the curvature, the
-curvature from the weighted spread of the subjects' gradients), iteration count and
-stopping reason; a replicate that has stopped keeps its point while the others go on.
-A replicate's result does not depend on which others share its batch (rounding apart:
-every operation is per replicate).
+the same per-subject functions `fit_population` uses; the EBE iteration's branches stay
+branches under that vmap: `vtrial.engine.batching.all_in_batch`). The outer optimiser is
+L-BFGS on the host, batched over replicates in NumPy, with a backtracking line search of
+which every trial evaluates all replicates in one call (most iterations need one).
+optax's zoom line search, which `fit_population` uses, is not vmapped here: under vmap
+its branches and its loop run for every replicate until the slowest is done, each step
+costing two or more evaluations of the whole batch. Each replicate keeps its own
+scaling (`fit_population`'s: z = x sqrt(R_ii)), convergence test (`fit_population`'s:
+every free estimate within `tolerance` SEs of the optimum by the gradient and the
+curvature, the curvature from the weighted spread of the subjects' gradients), L-BFGS
+memory, iteration count and stopping reason; a replicate that has stopped keeps its
+point while the others go on. A replicate's result does not depend on which others share
+its batch (every operation is per replicate); it agrees with `fit_population`'s to the
+convergence tolerance (the line searches differ).
 """
 
 from __future__ import annotations
@@ -31,13 +36,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import optax.tree_utils as otu
-
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError
 from vtrial.estimation.focei import problem
-from vtrial.estimation.population import _lbfgs, _prepare
+from vtrial.estimation.population import _prepare
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import EstimationSpec, from_estimation_scale, reported_names, reported_values
 from vtrial.models.base import Model
@@ -116,60 +118,31 @@ def _distance_in_se(grad, jac, weights):
     return np.max(np.abs(grad) / np.sqrt(2.0 * _curvature(jac, weights)), axis=1, initial=0.0)
 
 
-@lru_cache(maxsize=16)
-def _batched_step(pr):
-    """jit: one L-BFGS update of every replicate (vmapped `population._step_function`):
-    the line search's objective is a host callback that evaluates all replicates' points
-    in one batched call (`context`: `constants`, `arrays`, `eta`, `weights`, `free`,
-    `scale`; it appends the points and results it evaluated to `evaluated`)."""
-    context = {}
-    evaluate = _batched_evaluate(pr)
-
-    def host(z):
-        z = np.asarray(z).reshape(context["scale"].shape)
-        x = z / context["scale"]
-        result = tuple(np.asarray(a) for a in evaluate(jnp.asarray(x), context["constants"], context["arrays"], context["eta"]))
-        ofv_i, jac = result[0], result[1]
-        value = _weighted(ofv_i, context["weights"])
-        grad = _weighted(jac, context["weights"]) * context["free"]
-        context.setdefault("evaluated", []).append((z.copy(), result))
-        value = np.where(np.isfinite(value) & np.all(np.isfinite(grad), axis=1), value, np.inf)
-        return value.astype(np.float64), np.nan_to_num(grad / context["scale"]).astype(np.float64)
-
-    def value_and_grad(z):
-        shapes = (jax.ShapeDtypeStruct(z.shape[:-1], jnp.float64), jax.ShapeDtypeStruct(z.shape, jnp.float64))
-        return jax.pure_callback(host, shapes, z, vmap_method="expand_dims")
-
-    @jax.custom_vjp
-    def ofv(z):
-        return value_and_grad(z)[0]
-
-    def ofv_fwd(z):
-        return value_and_grad(z)
-
-    def ofv_bwd(grad, ct):
-        return (ct * grad,)
-
-    ofv.defvjp(ofv_fwd, ofv_bwd)
-    opt = _lbfgs()
-
-    def step(z, state, value, grad):
-        updates, state = opt.update(grad, state, z, value=value, grad=grad, value_fn=ofv)
-        return optax.apply_updates(z, updates), state
-
-    return opt, jax.jit(jax.vmap(step)), context
+#: L-BFGS memory, line-search trials and the Armijo constant of `fit_batch`.
+MEMORY, MAX_TRIALS, ARMIJO = 10, 30, 1e-4
 
 
-def _evaluated_at(evaluated, z, rows):
-    """The callback's results at the points `z[rows]`, row by row (None if one is missing)."""
-    new = [np.array(a) for a in evaluated[-1][1]] if evaluated else None
-    for r in np.flatnonzero(rows):
-        hit = next((result for point, result in reversed(evaluated) if np.array_equal(point[r], z[r])), None)
-        if hit is None:
-            return None
-        for a, b in zip(new, hit):
-            a[r] = b[r]
-    return new
+def _lbfgs_direction(grad, s_mem, y_mem):
+    """Per replicate: the L-BFGS direction (two-loop recursion, newest pair last) from
+    `grad` `(R, n)` and the pairs `(R, m, n)`; empty or non-positive pairs are left out; a
+    direction that does not descend is replaced by -grad."""
+    sy = np.sum(s_mem * y_mem, axis=2)
+    yy = np.sum(y_mem * y_mem, axis=2)
+    rho = np.where(sy > 1e-12 * np.maximum(yy, 1e-300), 1.0 / np.where(sy > 0, sy, 1.0), 0.0)
+    q = grad.copy()
+    alpha = np.zeros(sy.shape)
+    for i in reversed(range(s_mem.shape[1])):
+        alpha[:, i] = rho[:, i] * np.sum(s_mem[:, i] * q, axis=1)
+        q -= alpha[:, i, None] * y_mem[:, i]
+    newest = rho[:, -1] > 0
+    gamma = np.where(newest, sy[:, -1] / np.where(newest, yy[:, -1], 1.0), 1.0)
+    r = gamma[:, None] * q
+    for i in range(s_mem.shape[1]):
+        beta = rho[:, i] * np.sum(y_mem[:, i] * r, axis=1)
+        r += s_mem[:, i] * (alpha[:, i] - beta)[:, None]
+    d = -r
+    bad = ~(np.sum(d * grad, axis=1) < 0) | ~np.all(np.isfinite(d), axis=1)
+    return np.where(bad[:, None], -grad, d)
 
 
 def _as_batch(name, a, shape, dtype=float):
@@ -229,12 +202,21 @@ def fit_batch(
     eta = jnp.asarray(eta)
     value = _weighted(ofv_i, weights_padded)
     grad = _weighted(jac, weights_padded) * free_mask
-    opt, step, context = _batched_step(pr)
-    context.clear()
     scale = np.sqrt(_curvature(jac, weights_padded))
-    context.update(constants=constants, arrays=arrays, scale=scale, weights=weights_padded, free=free_mask)
+
+    def at(z, eta):
+        """Every replicate's objective, gradient in z and pieces at `z` (EBEs warm from `eta`)."""
+        new = [np.asarray(a) for a in evaluate(jnp.asarray(z / scale), constants, arrays, eta)]
+        v = _weighted(new[0], weights_padded)
+        g = _weighted(new[1], weights_padded) * free_mask
+        v = np.where(np.isfinite(v) & np.all(np.isfinite(g), axis=1), v, np.inf)
+        return v, g, new
+
+    # L-BFGS in z = x * sqrt(R_ii) (a curvature of about 1 in every parameter, as in
+    # fit_population), with a backtracking (Armijo) line search: every trial evaluates
+    # all replicates at once, most iterations need one.
     z = x * scale
-    state = jax.vmap(opt.init)(jnp.asarray(z))
+    s_mem, y_mem = np.zeros((r, MEMORY, n_x)), np.zeros((r, MEMORY, n_x))
     active = np.isfinite(value) & np.all(np.isfinite(grad), axis=1)
     stopped = np.where(active, "iterations", "not finite").astype(object)
     converged = np.zeros(r, bool)
@@ -247,29 +229,37 @@ def fit_batch(
         active &= ~now
         if not active.any():
             break
-        context["eta"], context["evaluated"] = eta, []
-        z_new, state_new = step(jnp.asarray(z), state, jnp.asarray(value), jnp.asarray(grad / scale))
-        z_new = np.asarray(z_new)
-        new_value = np.asarray(otu.tree_get(state_new, "value"))
-        worse = ~np.isfinite(new_value) | (new_value > value)
-        stopped[active & worse] = "no decrease"
-        accept = active & ~worse
-        active &= ~worse
+        grad_z = grad / scale
+        d = _lbfgs_direction(grad_z, s_mem, y_mem) * active[:, None]
+        slope = np.sum(d * grad_z, axis=1)
+        t = np.ones(r)
+        searching = active.copy()
+        accept = np.zeros(r, bool)
+        new_value, new_grad_z = value.copy(), grad_z.copy()
+        new = [ofv_i.copy(), jac.copy(), np.asarray(eta).copy()]
+        for _trial in range(MAX_TRIALS):
+            v, g, pieces = at(np.where(searching[:, None], z + t[:, None] * d, z), eta)
+            ok = searching & (v <= value + ARMIJO * t * slope)
+            for a, b in zip(new, pieces[:3]):
+                a[ok] = b[ok]
+            new_value[ok], new_grad_z[ok] = v[ok], g[ok] / scale[ok]
+            accept |= ok
+            searching &= ~ok
+            if not searching.any():
+                break
+            t = np.where(searching, 0.5 * t, t)
+        stopped[searching] = "no decrease"
+        active &= ~searching
+        step = t[:, None] * d * accept[:, None]
+        # The pair enters the memory where it is a curvature pair (s.y > 0).
+        pair = accept & (np.sum(step * (new_grad_z - grad_z), axis=1) > 0)
+        s_mem[pair] = np.concatenate([s_mem[pair, 1:], step[pair, None]], axis=1)
+        y_mem[pair] = np.concatenate([y_mem[pair, 1:], (new_grad_z - grad_z)[pair, None]], axis=1)
         iterations += accept
         stalls = np.where(accept, np.where(value - new_value <= 1e-12 * np.maximum(1.0, np.abs(new_value)), stalls + 1, 0), stalls)
-        z = np.where(accept[:, None], z_new, z)
-        state = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(accept.reshape((r,) + (1,) * (jnp.ndim(a) - 1)), a, b), state_new, state
-        )
-        # Each accepted point was evaluated by the line search (under vmap its branches
-        # all run, so not necessarily last): take its result; otherwise evaluate every
-        # replicate at its point (warm-started from its EBEs: the same result either way).
-        new = _evaluated_at(context["evaluated"], z, accept)
-        if new is None:
-            new = [np.asarray(a) for a in evaluate(jnp.asarray(z / scale), constants, arrays, eta)]
-        ofv_i = np.where(accept[:, None], new[0], ofv_i)
-        jac = np.where(accept[:, None, None], new[1], jac)
-        eta = jnp.asarray(np.where(accept[:, None, None], new[2], np.asarray(eta)))
+        z = z + step
+        ofv_i, jac = new[0], new[1]
+        eta = jnp.asarray(new[2])
         value = _weighted(ofv_i, weights_padded)
         grad = _weighted(jac, weights_padded) * free_mask
         stalled = active & (stalls >= 3)
