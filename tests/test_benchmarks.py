@@ -133,3 +133,11 @@ def test_scripts_are_short_and_use_public_names(script):
     for line in text.splitlines():
         if line.lstrip().startswith(("from vtrial", "import vtrial")):
             assert " _" not in line and "._" not in line, line
+
+
+def test_bootstrap(tmp_path):
+    shared_data("data/pheno/pheno_nonmem.csv")
+    report = run("bench_bootstrap", "--quick", "--out", str(tmp_path))
+    written(tmp_path, "bootstrap")
+    pheno = report["problems"]["pheno"]
+    assert pheno["samples"] == 4 and finite(pheno["batched"]["wall_s"]) and finite(pheno["ratio"])

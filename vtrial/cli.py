@@ -352,6 +352,55 @@ def _print_estimates(path: Path) -> None:
     console.print(t)
 
 
+@app.command("bootstrap")
+def bootstrap_command(
+    config: Annotated[Path, typer.Argument(help="population fit config (kind = fit)")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset")],
+    samples: Annotated[int, typer.Option("--samples", help="bootstrap replicates")] = 200,
+    stratify: Annotated[Optional[str], typer.Option("--stratify", help="resample within the strata of this dataset column")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="random seed of the resampling")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/bootstrap-<config>-<timestamp>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted bootstrap of the same --out")] = False,
+    batch: Annotated[int, typer.Option("--batch", help="replicates fitted together (results do not depend on it)")] = 50,
+):
+    """Case-resampling bootstrap of a population fit: all replicates fitted together; writes
+    bootstrap_results.csv (one row per replicate) and bootstrap_summary.csv (PsN's layout)."""
+    from vtrial.jobs.bootstrap import run_bootstrap
+
+    with _progress_bar(f"bootstrap: {config.stem}") as bar:
+        task = bar.add_task(f"bootstrap: {config.stem}", total=None)
+        try:
+            facts = run_bootstrap(config, data, samples=samples, stratify=stratify, seed=seed, out=out, resume=resume, batch=batch,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    say(f"bootstrap -> {facts['out_dir']}", done="done")
+    say(f"  {samples} replicates, {facts['failed']} failed (not converged); original OFV {facts['original_ofv']:.3f}; "
+        f"{facts['seconds']:.1f} s")
+
+
+@app.command("covariates")
+def covariates_command(
+    config: Annotated[Path, typer.Argument(help="population fit config (kind = fit) with [covariate_search] candidates")],
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV dataset")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/covariates-<config>-<timestamp>)")] = None,
+):
+    """Stepwise covariate search (forward inclusion, backward elimination), every candidate of a step
+    fitted in one batch; writes scm_log.csv and final_fit.toml (loadable by vtrial fit)."""
+    from vtrial.jobs.covariates import run_covariates
+
+    with _progress_bar(f"covariates: {config.stem}") as bar:
+        task = bar.add_task(f"covariates: {config.stem}", total=None)
+        try:
+            facts = run_covariates(config, data, out=out,
+                                   on_step=lambda direction, step: bar.update(task, description=f"covariates: {direction} step {step}"))
+        except (SpecError, DataError) as e:
+            fail(str(e))
+    say(f"covariates -> {facts['out_dir']}", done="done")
+    say(f"  included: {', '.join(facts['included']) or 'none'}; OFV {facts['base_ofv']:.3f} -> {facts['final_ofv']:.3f} "
+        f"({facts['models_fitted']} models in {facts['steps']} steps, {facts['seconds']:.1f} s)")
+
+
 @app.command("predict")
 def predict_command(
     config: Annotated[Path, typer.Argument(help="a fit config (its values as given, as NONMEM's MAXEVAL=0) or a trial config")],

@@ -57,20 +57,61 @@ class CovariateDistribution:
         return math.sqrt(math.log1p(self.cv**2))
 
 
+#: Shapes of a covariate effect (`effect_factor`); "categorical_below" is a categorical
+#: effect of a dichotomised covariate (`CovariateEffect.below`).
+COVARIATE_SHAPES = ("power", "linear", "exponential", "categorical")
+
+
 @dataclass(frozen=True)
 class CovariateEffect:
-    """Power covariate model: parameter *= (covariate / reference) ** exponent."""
+    """A covariate effect: parameter *= `effect_factor(shape, covariate, reference, exponent)`.
+
+    `shape` "power" (default): (covariate / reference) ** exponent (reference > 0);
+    "linear": 1 + exponent * (covariate - reference); "exponential":
+    exp(exponent * (covariate - reference)); "categorical": 1 + exponent where the
+    covariate differs from `reference` (the reference category), or with `below` where
+    it is below `reference` (e.g. APGR < 5). `exponent` is the effect's coefficient; 0
+    is no effect for every shape."""
 
     parameter: str
     covariate: str
     reference: float
     exponent: float
+    shape: str = "power"
+    below: bool = False
 
     def __post_init__(self):
         for name in ("reference", "exponent"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
                 raise SpecError(f"covariate_effects.{self.parameter}.{name}", f"must be a finite number, got {v!r}")
+        if self.shape not in COVARIATE_SHAPES:
+            raise SpecError(f"covariate_effects.{self.parameter}.shape", f"must be one of {', '.join(COVARIATE_SHAPES)}, got {self.shape!r}")
+        if self.below and self.shape != "categorical":
+            raise SpecError(f"covariate_effects.{self.parameter}.below", "applies to a categorical effect only")
+        if self.shape == "power" and not self.reference > 0:
+            raise SpecError(f"covariate_effects.{self.parameter}.reference", "a power effect's reference must be > 0")
+
+    @property
+    def kind(self) -> str:
+        """The static key of `effect_factor`: the shape, or "categorical_below"."""
+        return "categorical_below" if self.below else self.shape
+
+
+def effect_factor(kind: str, covariate, reference, coefficient):
+    """The factor a covariate effect multiplies its parameter by (`CovariateEffect`;
+    `kind`: `CovariateEffect.kind`, static). JAX or NumPy arrays alike."""
+    if kind == "power":
+        return (covariate / reference) ** coefficient
+    if kind == "linear":
+        return 1.0 + coefficient * (covariate - reference)
+    if kind == "exponential":
+        return jnp.exp(coefficient * (covariate - reference))
+    if kind == "categorical":
+        return 1.0 + coefficient * (covariate != reference)
+    if kind == "categorical_below":
+        return 1.0 + coefficient * (covariate < reference)
+    raise ValueError(kind)
 
 
 @dataclass(frozen=True)
@@ -162,8 +203,6 @@ class Population:
                 raise SpecError(f"population.covariate_effects.{e.parameter}", "unknown parameter")
             if e.covariate not in m.covariate_names:
                 raise SpecError(f"population.covariate_effects.{e.parameter}.covariate", f"unknown covariate {e.covariate!r}")
-            if not e.reference > 0:
-                raise SpecError(f"population.covariate_effects.{e.parameter}.reference", "must be > 0")
         for name in self.residual:
             if name not in m.observable_names:
                 raise SpecError(f"population.residual.{name}", f"unknown observable; known: {', '.join(m.observable_names)}")
@@ -247,6 +286,7 @@ class Population:
             tuple((e.parameter, e.covariate) for e in self.covariate_effects),
             self.iiv_names,
             tuple(self.additive),
+            tuple(e.kind for e in self.covariate_effects),
         )
         draws = draw(
             key,
@@ -265,9 +305,10 @@ class Population:
         return {k: np.full(n_animals, v, dtype=float) for k, v in self.typical_parameters().items()}
 
 
-def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive=()):
+def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive=(), shapes=()):
     r"""One animal's parameters: $\theta_i = \theta_{typ} \prod_c (x_c/x_{c,ref})^{e_c} \exp(\eta)$
-    (or `+ eta` for the names in `additive`, static).
+    (or `+ eta` for the names in `additive`, static; `shapes`: each effect's
+    `CovariateEffect.kind`, static, default all "power": `effect_factor`).
 
     - `p`: typical values and this animal's covariates, name -> scalar;
     - `effects`: `(parameter, covariate)` pairs (static); `eff_ref`, `eff_exp`: their
@@ -279,14 +320,15 @@ def individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive
     """
     p = dict(p)
     for j, (par, cov) in enumerate(effects):
-        p[par] = p[par] * (p[cov] / eff_ref[j]) ** eff_exp[j]
+        p[par] = p[par] * effect_factor(shapes[j] if shapes else "power", p[cov], eff_ref[j], eff_exp[j])
     for j, n in enumerate(iiv_names):
         p[n] = p[n] + eta[j] if n in additive else p[n] * jnp.exp(eta[j])
     return p
 
 
 @lru_cache(maxsize=64)
-def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], iiv_names: tuple[str, ...], additive: tuple[str, ...] = ()):
+def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], iiv_names: tuple[str, ...], additive: tuple[str, ...] = (),
+             shapes: tuple[str, ...] = ()):
     """The jitted, vmapped draw of animals for one population *structure*.
 
     All numbers (typical values, covariate medians and spreads, effect references and
@@ -302,7 +344,7 @@ def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], 
             for j, c in enumerate(covariates):
                 p[c] = cov_median[j] * jnp.exp(cov_sigma[j] * z[j])
         eta = chol @ jax.random.normal(jax.random.fold_in(key, _ETA), (len(iiv_names),)) if iiv_names else None
-        return individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive)
+        return individual_parameters(p, effects, eff_ref, eff_exp, iiv_names, eta, additive, shapes)
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None, None, None, None)))
 

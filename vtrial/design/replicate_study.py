@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vtrial.design.occasions import with_occasions
-from vtrial.design.population import Population
+from vtrial.design.population import Population, effect_factor
 from vtrial.engine.events import DoseRecords
 from vtrial.engine.runner import simulate_population
 from vtrial.engine.solve import SolverOptions
@@ -68,7 +68,7 @@ def simulate_replicate_studies(
     for name, values in covariates.items():
         params[name] = np.tile(np.asarray(values, float), replicates)
     for e in population.covariate_effects:
-        params[e.parameter] = params[e.parameter] * (params[e.covariate] / e.reference) ** e.exponent
+        params[e.parameter] = params[e.parameter] * np.asarray(effect_factor(e.kind, params[e.covariate], e.reference, e.exponent))
     k = len(population.iiv_names)
     if k:
         chol = np.linalg.cholesky(np.asarray(population.omega, float) + 1e-300 * np.eye(k))

@@ -63,6 +63,7 @@ from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
 from vtrial.engine import export_cache
+from vtrial.engine.batching import all_in_batch
 from vtrial.engine.solve import SolverOptions, is_linear_pk_only, observe_animal, solve_animal, uses_closed_form
 from vtrial.estimation.censoring import observation_terms
 from vtrial.estimation.expansion import Expansion, Local
@@ -145,7 +146,8 @@ class Problem:
         for c, name in enumerate(self.layout.covariate_names):
             p[name] = s.covariates[c]
         return with_effect_values(individual_parameters(
-            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive
+            p, self.layout.effects, constants.effect_reference, u.effect_exponent, self.layout.iiv_names, eta, self.layout.additive,
+            self.layout.effect_shapes,
         ), self.layout, constants, u)
 
     def observe(self, p, constants: Constants, s, kappa=None):
@@ -321,7 +323,7 @@ class Problem:
             # (the subjects of a batch or a device stay independent).
             full, full_better = search(eta, value, directions[:, :1], (1.0,))
             searched, better = jax.lax.cond(
-                jnp.all(full_better | optimal),
+                all_in_batch(jnp.all(full_better | optimal)),  # scalar under batched_fit's vmap too
                 lambda: (full, full_better),
                 lambda: search(eta, value, directions, _STEPS),
             )
@@ -331,7 +333,7 @@ class Problem:
             eta, _, _, it, _ = carry
             local, value, directions, optimal = direction(data, eta, v0, expansion0)
             moved, better = jax.lax.cond(
-                jnp.all(optimal),
+                all_in_batch(jnp.all(optimal)),
                 lambda: (eta, jnp.zeros_like(optimal)),
                 lambda: step(eta, value, directions, optimal),
             )

@@ -146,7 +146,7 @@ def check_population_data(model: Model, data: PopulationData, spec) -> None:
         if name not in model.covariate_names:
             continue
         bad, rule = model.covariate(name).check(v)
-        if name in {e.covariate for e in spec.covariate_effects}:
+        if name in {e.covariate for e in spec.covariate_effects if e.shape == "power"}:
             bad, rule = bad | ~(v > 0), f"{name} has a power covariate effect: values must be finite and > 0"
         if bad.any():
             i = int(np.flatnonzero(bad)[0])

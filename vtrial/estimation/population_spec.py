@@ -236,6 +236,7 @@ class Layout(NamedTuple):
     iov_names: tuple[str, ...] = ()
     n_occasions: int = 0
     iov_estimated: tuple[int, ...] = ()
+    effect_shapes: tuple[str, ...] = ()  # each effect's `CovariateEffect.kind` (empty: all power)
 
     @property
     def n_theta(self) -> int:
@@ -410,7 +411,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale, n_occasions: int 
             raise SpecError(f"covariates.{e.parameter}", f"unknown parameter; known: {', '.join(names)}")
         if e.covariate not in model.covariate_names:
             raise SpecError(f"covariates.{e.parameter}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: {', '.join(model.covariate_names) or 'none'}")
-        if not e.reference > 0:
+        if e.shape == "power" and not e.reference > 0:
             raise SpecError(f"covariates.{e.parameter}.reference", "must be > 0")
 
     iov_names, iov_sd, iov_estimated, x_iov = iov_layout(model, spec, n_occasions)
@@ -431,6 +432,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale, n_occasions: int 
         iov_names=iov_names,
         n_occasions=int(n_occasions) if iov_names else 0,
         iov_estimated=iov_estimated,
+        effect_shapes=tuple(e.kind for e in spec.covariate_effects),
     )
     constants = Constants(
         values=jnp.asarray([float(values[n]) for n in constant_names], float),

@@ -115,7 +115,8 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
     base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
 
     def parameters(p, e, kappa=None):
-        q = individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive)
+        q = individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive,
+                                  layout.effect_shapes)
         if kappa is not None:  # the parameters in one occasion
             q.update(zip(layout.iov_names, occasion_values(layout._replace(n_occasions=1), q, kappa)[0]))
         return model.derive(q)

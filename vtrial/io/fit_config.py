@@ -43,7 +43,9 @@ additive in the dataset's DV unit, proportional as a fraction), plus:
   none skips the step, as leaving out NONMEM's `$COV`: no SEs), `censoring` (m3, m4, drop:
   the likelihood of censored rows, CENS/BLQ/LLOQ; default m3 when the dataset has any,
   with method laplace: `vtrial.estimation.censoring`);
-- `[vpc]`: replicates of the visual predictive check and its seed.
+- `[vpc]`: replicates of the visual predictive check and its seed;
+- `[covariate_search]`: candidate covariate relations of `vtrial covariates`
+  (`vtrial.io.covariate_search`); `vtrial fit` fits the base model without them.
 
 See `configs/bolus_2cpt_fit.toml`.
 """
@@ -61,6 +63,7 @@ from vtrial.design.population import MAX_OMEGA2, CovariateEffect, ResidualError,
 from vtrial.errors import SpecError
 from vtrial.estimation.population_spec import EstimationSpec, build_layout
 from vtrial.io.config import NamesModel, Strict
+from vtrial.io.covariate_search import CovariateSearchSpec, check_candidates
 from vtrial.io.nonmem import DataSpec, check_data_spec
 from vtrial.io.trial_config import CovariateEffectSpec, ResidualSpec, SolverSpec
 from vtrial.limits import (INITIAL_VALUE_RANGE, MAX_CV_PERCENT, MAX_SEED, MIN_INITIAL_CV_PERCENT, MIN_INITIAL_OMEGA2,
@@ -93,8 +96,12 @@ class BlockSpec(Strict):
 
 
 class FitCovariateEffectSpec(CovariateEffectSpec):
-    """A trial config's covariate effect; `estimate = true` estimates its exponent."""
+    """A trial config's covariate effect; `estimate = true` estimates its exponent (the
+    coefficient of the other shapes); `shape`: power (default), linear, exponential or
+    categorical (`vtrial.design.population.CovariateEffect`); `below`: a categorical
+    effect where the covariate is below `reference` (e.g. APGR < 5)."""
 
+    reference: float  # > 0 for a power effect (checked by CovariateEffect); any category otherwise
     estimate: bool = False
 
 
@@ -136,6 +143,7 @@ class FitConfig(NamesModel):
     estimation: EstimationSettings = EstimationSettings()
     solver: SolverSpec = SolverSpec()
     vpc: VpcSpec = VpcSpec()
+    covariate_search: CovariateSearchSpec | None = None  # `vtrial covariates` (vtrial.io.covariate_search)
 
     def data_file(self) -> Path | None:
         """`[data.source].file` (an imported control stream's `$DATA`), relative to the
@@ -221,6 +229,7 @@ class BuiltFit:
             raise SpecError("fixed", "each name once")
         self.data = cfg.data
         check_data_spec(model, cfg.data)
+        check_candidates(cfg.covariate_search, model, self.typical, self.fixed, self.covariate_effects)
         self.method = method or cfg.estimation.method
         if self.method not in METHODS:
             raise SpecError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -290,7 +299,10 @@ def _effect(model: Model, i: int, e: CovariateEffectSpec) -> CovariateEffect:
     if e.covariate not in model.covariate_names:
         raise SpecError(f"covariate_effects.{i}.covariate", f"unknown covariate {e.covariate!r}; model {model.name} has: "
                                                            f"{', '.join(model.covariate_names) or 'none'}")
-    return CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent)
+    try:
+        return CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent, e.shape, e.below)
+    except SpecError as err:
+        raise SpecError(f"covariate_effects.{i}", err.problem) from None
 
 
 def _log_like(bounds: tuple[float, float]) -> bool:
@@ -415,6 +427,8 @@ def trial_config_fragment(model: Model, population, *, source: str = "fit") -> s
     for e in population.covariate_effects:
         lines += ["", "[[covariate_effects]]", f"parameter = \"{e.parameter}\"", f"covariate = \"{e.covariate}\"",
                   f"reference = {_number(e.reference)}", f"exponent = {_number(e.exponent)}"]
+        if e.shape != "power":
+            lines += [f"shape = \"{e.shape}\""] + (["below = true"] if e.below else [])
     if population.covariate_effects:
         lines += ["# (give the covariates' distributions in [covariates.<name>] of the trial config)"]
     for obs, err in population.residual.items():

@@ -85,6 +85,9 @@ class CovariateEffectSpec(Strict):
     covariate: str
     reference: Pos
     exponent: Annotated[float, Field(ge=-100, le=100)]
+    # `vtrial.design.population.CovariateEffect`: power (default), linear, exponential, categorical
+    shape: Literal["power", "linear", "exponential", "categorical"] = "power"
+    below: bool = False
 
 
 class ResidualSpec(Strict):
@@ -333,7 +336,7 @@ def build_population(model: Model, cfg: PopulationSpec) -> Population:
         correlation={(c.a, c.b): c.r for c in cfg.variability.correlation},
         additive=tuple(k for k, v in cfg.variability.kind.items() if v == "additive"),
         covariates=[CovariateDistribution(k, c.median, c.cv_percent / 100.0, c.unit) for k, c in cfg.covariates.items()],
-        covariate_effects=[CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent) for e in cfg.covariate_effects],
+        covariate_effects=[CovariateEffect(e.parameter, e.covariate, e.reference, e.exponent, e.shape, e.below) for e in cfg.covariate_effects],
         residual={k: ResidualError(r.additive, r.proportional) for k, r in cfg.residual.items()},
     )
     iov = {k: v for k, v in cfg.variability.occasions.items() if v > 0}

@@ -106,6 +106,8 @@ def prepare_fit(cfg: FitConfig, ctx: RunContext) -> tuple[BuiltFit, PopulationDa
     if ctx.data is None:
         return built, None
     needs = {e.covariate: f"covariate_effects.{i} ({e.parameter} ~ {e.covariate})" for i, e in enumerate(cfg.covariate_effects)}
+    for i, c in enumerate(cfg.covariate_search.candidates if cfg.covariate_search else []):
+        needs.setdefault(c.covariate, f"covariate_search.candidates.{i} ({c.parameter} ~ {c.covariate})")
     data = read_nonmem(ctx.data, built.model, cfg.data, required_covariates=needs, max_dose_records=MAX_FIT_DOSE_RECORDS)
     check_data(built, data, str(ctx.data))
     resolve_censoring(data, built.censoring, built.method)  # M3/M4 against the method, before any compilation
@@ -125,6 +127,8 @@ def check_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     built, data = prepare_fit(cfg, ctx)
     out = {"model": cfg.model, "method": built.method, "estimated": [n for n in built.parameter_names() if n not in built.fixed],
            "random_effects": list(built.iiv_names)}
+    if cfg.covariate_search is not None:
+        out["covariate_candidates"] = [c.label for c in cfg.covariate_search.candidates]
     if data is not None:
         out.update(n_subjects=int(len(data.ids)), n_observations=int(np.asarray(data.obs_mask).sum()),
                    n_censored=int(np.sum(censored_rows(data) != 0)), censoring=resolve_censoring(data, built.censoring, built.method))
