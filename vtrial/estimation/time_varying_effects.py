@@ -1,4 +1,4 @@
-r"""A population fit's own power covariate effects (`[[covariate_effects]]`) following
+r"""A population fit's own covariate effects (power, linear, exponential, categorical) (`[[covariate_effects]]`) following
 covariates that change within a subject, as a model's $PK does (NONMEM's next
 observation carried back, `vtrial.engine.events.CovariateChanges`).
 
@@ -6,7 +6,8 @@ The estimation applies $\theta_i = \theta_{typ} \prod_c (x_c/x_{c,ref})^{e_c} e^
 with the subject's first covariate values (`individual_parameters`). Where the engine
 switches the covariates (`parameters_at`, `record_parameters`) it calls the model's
 `derive`; the model of `follow_covariates` rescales each affected parameter there by
-$F(x_{now})/F(x_{then})$, $F(x) = \prod_c (x_c/x_{c,ref})^{e_c}$ (exponential random
+$F(x_{now})/F(x_{then})$, $F(x)$ the product of the effects' factors
+(`vtrial.design.population.effect_factor`, e.g. $(x_c/x_{c,ref})^{e_c}$ for a power effect) (exponential random
 effects and typical values), or adds $\theta_{typ}(F(x_{now}) - F(x_{then}))$ (additive
 random effects), and records $x_{now}$ as the values its parameters now hold for, so
 applying `derive` again changes nothing. Relative, not recomputed from the typical value,
@@ -24,6 +25,7 @@ from functools import lru_cache
 import jax
 import jax.numpy as jnp
 
+from vtrial.design.population import effect_factor
 from vtrial.engine.events import covariate_changes
 from vtrial.models.base import Model
 
@@ -54,6 +56,7 @@ def with_effect_values(p: dict, layout, constants, u) -> dict:
 class _EffectsFollowCovariates(Model):
     effects: tuple[tuple[str, str], ...] = ()
     additive: tuple[str, ...] = ()
+    shapes: tuple[str, ...] = ()  # each effect's `CovariateEffect.kind` (empty: all power)
 
     def derive(self, p: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
         q = dict(p)
@@ -61,8 +64,9 @@ class _EffectsFollowCovariates(Model):
             now, then = {}, {}
             for j, (par, cov) in enumerate(self.effects):
                 r, e = q[f"{_KEY}_reference_{j}"], q[f"{_KEY}_exponent_{j}"]
-                now[par] = now.get(par, 1.0) * (q[cov] / r) ** e
-                then[par] = then.get(par, 1.0) * (q[_held(cov)] / r) ** e
+                kind = self.shapes[j] if self.shapes else "power"
+                now[par] = now.get(par, 1.0) * effect_factor(kind, q[cov], r, e)
+                then[par] = then.get(par, 1.0) * effect_factor(kind, q[_held(cov)], r, e)
             for par in now:
                 if par in self.additive:
                     q[par] = q[par] + q[f"{_KEY}_typical_{par}"] * (now[par] - then[par])
@@ -74,17 +78,17 @@ class _EffectsFollowCovariates(Model):
 
 
 @lru_cache(maxsize=32)
-def follow_covariates(model: Model, effects: tuple, additive: tuple) -> Model:
+def follow_covariates(model: Model, effects: tuple, additive: tuple, shapes: tuple = ()) -> Model:
     """`model` whose `derive` makes the power `effects` follow the covariates in effect
     (one per model and effects: compiled functions key on the model's identity)."""
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(Model)}
     with jax.ensure_compile_time_eval():  # the model's checks evaluate it, also when built while tracing
-        return _EffectsFollowCovariates(**fields, effects=effects, additive=additive)
+        return _EffectsFollowCovariates(**fields, effects=effects, additive=additive, shapes=shapes)
 
 
 def model_for(model: Model, layout, doses) -> Model:
     """The model a fit solves a subject with: `follow_covariates` where the fit has power
     effects and the subject's covariates change (static: the records' pytree structure)."""
     if layout.effects and covariate_changes(doses) is not None:
-        return follow_covariates(model, tuple(layout.effects), tuple(layout.additive))
+        return follow_covariates(model, tuple(layout.effects), tuple(layout.additive), tuple(layout.effect_shapes))
     return model
