@@ -138,12 +138,17 @@ def _hermite_peak(c0, c1, m0, m1):
     return u, value
 
 
+def exposure_model(model: Model, spec: ExposureSpec) -> Model:
+    """The model the solve integrates: `model`, with its integrated AUC states if any."""
+    return augmented(model, spec.integrated) if spec.integrated else model
+
+
 def exposure_solver(model: Model, spec: ExposureSpec):
     """`solve(p, doses, save_times, t0, options)`: `solve_animal` of one animal plus its
     exact endpoints, `(AnimalSolution at save_times with the model's own states,
     {endpoint name: value})`. Made outside any trace (the augmented model is built
     and checked here)."""
-    solved_model = augmented(model, spec.integrated) if spec.integrated else model
+    solved_model = exposure_model(model, spec)
 
     def solve(p, doses, save_times, t0, options: SolverOptions):
         return _solve_with_exposure(model, solved_model, p, doses, save_times, t0, options, spec)
