@@ -166,3 +166,27 @@ def test_il1b_like_peak_on_an_hourly_grid():
 
 def test_no_exposure_endpoints_means_no_exposure_solve():
     assert exposure_spec([Endpoint("c6", "conc_mg_per_l", "value", 6.0)]) is None
+
+
+@pytest.mark.long
+def test_exact_endpoints_are_differentiable():
+    """Reverse-mode derivatives (the gradient dose search takes them) match finite
+    differences: Cmax and AUC scale with the dose, Tmax does not move."""
+    import jax
+
+    from vtrial.engine.exposure import exposure_solver
+
+    solve = exposure_solver(ORAL, exposure_spec(END[:3]))
+    records = lower_regimens(ORAL, [REGIMENS[1]]).take(0)
+    p = {k: jnp.asarray(v) for k, v in ORAL.typical_values().items()}
+
+    def endpoints(u, ka):
+        _, got = solve(p | {"ka": ka}, records._replace(amount=records.amount * jnp.exp(u)), jnp.asarray(TIMES), 0.0,
+                       SolverOptions(events="split"))
+        return jnp.stack([got["cmax"], got["auc"], got["tmax_h"]])
+
+    value = endpoints(0.0, KA)
+    by_dose, by_ka = jax.jacrev(endpoints, argnums=(0, 1))(0.0, KA)
+    np.testing.assert_allclose(by_dose, [value[0], value[1], 0.0], rtol=1e-8, atol=1e-9)
+    h = 1e-6
+    np.testing.assert_allclose(by_ka, (endpoints(0.0, KA + h) - endpoints(0.0, KA - h)) / (2 * h), rtol=1e-5, atol=1e-6)

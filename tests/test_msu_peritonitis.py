@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.integrate import solve_ivp
+from scipy.optimize import minimize_scalar
 from scipy.stats import mannwhitneyu
 from typer.testing import CliRunner
 
@@ -105,6 +106,41 @@ def msu_reference(times, *, p=CARD, bw=BW, ip_mg=0.0, sc_mg_per_kg=0.0, ko=False
         "plasma_anakinra_mg_l": out[:, 1] / (p["v1_ref"] * w),
         "peritoneal_anakinra_mg_l": out[:, 0] / p["v_pc"],
     }
+
+
+def msu_exposure_reference(*, p=CARD, bw=BW, ip_mg=0.2, x0=1.0, end=24.0):
+    """Exposure endpoints of one mouse (i.p. dose and crystals at t = 0) from a tight
+    scipy solve with dense output, no output grid: plasma anakinra Cmax, Tmax and AUC
+    (an integrated state) over [0, end], and the lavage IL-1beta peak and its time."""
+    v1 = p["v1_ref"] * bw / 0.025
+
+    def rhs(t, y):
+        return [*msu_card_rhs(t, y[:9], p, bw, False), y[1] / v1]
+
+    y0 = np.zeros(10)
+    y0[0], y0[4], y0[8] = ip_mg, x0, p["N0"]
+    sol = solve_ivp(rhs, (0.0, end), y0, method="LSODA", rtol=1e-12, atol=1e-14, dense_output=True)
+    assert sol.success
+    fine = np.linspace(0.0, end, 24001)
+
+    def peak(curve):
+        i = int(np.argmax(curve(fine)))
+        ref = minimize_scalar(lambda t: -curve(t), bounds=(fine[max(i - 1, 0)], fine[min(i + 1, fine.size - 1)]), method="bounded",
+                              options={"xatol": 1e-10})
+        return -ref.fun, ref.x
+
+    cmax, tmax = peak(lambda t: sol.sol(t)[1] / v1)
+    il_peak, il_tmax = peak(lambda t: sol.sol(t)[6] * 17.3 * p["v_pc"] / p["v_lav"])
+    return {"cmax": cmax, "tmax_h": tmax, "auc": sol.sol(end)[9], "il1b_peak": il_peak, "il1b_tmax_h": il_tmax}
+
+
+def test_exact_exposure_reference_of_the_typical_mouse():
+    """Issue 23: the exact Cmax and AUC of MSU-1's 200-ug arm are 10.47 mg/L and 11.01
+    mg/L*h (the 0.25-h grid used to give 10.04 and 10.12); the IL-1beta peak is between
+    grid times (the grid read 3.25 h)."""
+    ref = msu_exposure_reference()
+    assert abs(ref["cmax"] - 10.47) < 0.005 and abs(ref["auc"] - 11.01) < 0.005
+    assert 3.25 < ref["il1b_tmax_h"] < 3.5
 
 
 # --- simulations (two compiles: the typical arms, the population) ------------------------
@@ -355,6 +391,19 @@ def test_cli_runs_the_config(tmp_path):
     assert {"neutrophils_6h", "neutrophil_inhibition_6h_pct", "paired_inhibition_6h", "il1b_peak", "cmax", "paired_inhibition_7h"} <= set(ep["endpoint"])
     row = ep[(ep["arm"] == D200) & (ep["endpoint"] == "paired_inhibition_6h")].iloc[0]
     assert row["unit"] == "%" and row["window_days"] == "0.25" and row["median"] > 50.0
+    # Exposure endpoints come from the solver, not the config's 0.25-h grid (issue 23):
+    # each arm's mean matches the mean of these very animals' scipy references.
+    for arm, names in ((D200, ("cmax", "tmax_h", "auc")), (VEH, ("il1b_peak", "il1b_tmax_h"))):
+        mine = animals[animals["arm"] == arm]
+        refs = [msu_exposure_reference(p=CARD | {k: float(a[k]) for k in IIV}, bw=float(a["bw"]), ip_mg=0.2 if arm == D200 else 0.0,
+                                       x0=float(a["msu_x0"])) for _, a in mine.iterrows()]
+        for name in names:
+            got = ep[(ep["arm"] == arm) & (ep["endpoint"] == name)].iloc[0]["mean"]
+            want = np.mean([r[name] for r in refs])
+            if name.endswith("tmax_h"):
+                assert abs(got - want) < 1e-4, (arm, name, got, want)
+            else:
+                assert abs(got - want) < 1e-4 * want, (arm, name, got, want)
 
 
 @pytest.mark.parametrize("old,new,field", [

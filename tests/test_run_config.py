@@ -50,8 +50,10 @@ def same_outputs(got: Path, ref: Path, ignore=()):
     assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in ref.iterdir())
     for name in ("trajectories.parquet", "observations.parquet", "animals.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(got / name), pd.read_parquet(ref / name), check_exact=True)
-    for name in ("summary.csv", "endpoints.csv"):
-        assert (got / name).read_bytes() == (ref / name).read_bytes(), name
+    assert (got / "summary.csv").read_bytes() == (ref / "summary.csv").read_bytes(), "summary.csv"
+    # AUCs and peaks are integrated in the vmapped solve (`vtrial.engine.exposure`): where the
+    # per-device batch shape changes they may differ by rounding, as the runner documents.
+    pd.testing.assert_frame_equal(pd.read_csv(got / "endpoints.csv"), pd.read_csv(ref / "endpoints.csv"), check_exact=False, rtol=1e-12)
     info, ref_info = (json.loads((d / "run.json").read_text()) for d in (got, ref))
     skip = TIMING | set(ignore)
     assert {k: v for k, v in info.items() if k not in skip} == {k: v for k, v in ref_info.items() if k not in skip}
@@ -143,6 +145,7 @@ def test_two_processes_calling_the_library_equal_one(tmp_path, reference):
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], texts
     assert f"OUT {out}" in texts[0] and "OUT None" in texts[1]  # only process 0 writes
-    same_outputs(out, reference.out_dir, ignore={"processes", "devices", "device"})
+    # lockstep_waste depends on the lanes per device (the AUC integration takes solver steps).
+    same_outputs(out, reference.out_dir, ignore={"processes", "devices", "device", "lockstep_waste"})
     info = json.loads((out / "run.json").read_text())
     assert info["processes"] == 2 and info["devices"] == 2

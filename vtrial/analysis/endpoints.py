@@ -2,8 +2,10 @@
 
 A model declares its endpoints (`vtrial.models.base.Endpoint`); this module computes them
 for a chunk of animals at once, in numpy or (pass `xp=jax.numpy`) inside a traced,
-differentiable computation. A failed animal (NaN predictions) gets NaN endpoints and is
-left out of every statistic of the table.
+differentiable computation. AUCs and peaks computed by the solve itself
+(`vtrial.engine.exposure`, exact whatever the output grid) are passed in as `exact` and
+used as they are. A failed animal (NaN predictions) gets NaN endpoints and is left out of
+every statistic of the table.
 """
 
 from __future__ import annotations

@@ -125,8 +125,10 @@ def _hermite_peak(c0, c1, m0, m1):
     a = 6.0 * (c0 - c1) + 3.0 * (m0 + m1)
     b = 6.0 * (c1 - c0) - 4.0 * m0 - 2.0 * m1
     c = m0
-    disc = jnp.maximum(b * b - 4.0 * a * c, 0.0)
-    q = -0.5 * (b + jnp.where(b >= 0, 1.0, -1.0) * jnp.sqrt(disc))
+    disc = b * b - 4.0 * a * c
+    # A square root with a finite derivative at 0 (a flat interval): no NaN gradients.
+    root = jnp.where(disc > 0, jnp.sqrt(jnp.where(disc > 0, disc, 1.0)), 0.0)
+    q = -0.5 * (b + jnp.where(b >= 0, 1.0, -1.0) * root)
     safe = lambda x: jnp.where(x == 0, 1.0, x)  # noqa: E731
     r1 = jnp.where(a == 0, -c / safe(b), q / safe(a))
     r2 = jnp.where(q == 0, r1, c / safe(q))
@@ -136,12 +138,17 @@ def _hermite_peak(c0, c1, m0, m1):
     return u, value
 
 
+def exposure_model(model: Model, spec: ExposureSpec) -> Model:
+    """The model the solve integrates: `model`, with its integrated AUC states if any."""
+    return augmented(model, spec.integrated) if spec.integrated else model
+
+
 def exposure_solver(model: Model, spec: ExposureSpec):
     """`solve(p, doses, save_times, t0, options)`: `solve_animal` of one animal plus its
     exact endpoints, `(AnimalSolution at save_times with the model's own states,
     {endpoint name: value})`. Made outside any trace (the augmented model is built
     and checked here)."""
-    solved_model = augmented(model, spec.integrated) if spec.integrated else model
+    solved_model = exposure_model(model, spec)
 
     def solve(p, doses, save_times, t0, options: SolverOptions):
         return _solve_with_exposure(model, solved_model, p, doses, save_times, t0, options, spec)
@@ -267,9 +274,16 @@ def _refine(model, value_and_slope, ts, y_post, q_post, r_post, pre, post, lo, h
     solver = SOLVERS[options.solver]()
     controller = options.controller()
 
-    def refine(j, g):
-        qj = {name: v[j] for name, v in q_post.items()}
-        rj = r_post[j]
+    valid = rising_falling[interval, group]
+
+    def refine(j, g, ok):
+        # A lane with no candidate is computed and discarded; its inputs carry no
+        # derivative, so a degenerate bracket cannot send NaN into the gradients.
+        def cut(x):
+            return jnp.where(ok, x, jax.lax.stop_gradient(x))
+
+        qj = {name: cut(v[j]) for name, v in q_post.items()}
+        rj = cut(r_post[j])
         term = dfx.ODETerm(lambda t, y, args: model.vector_field(t, y, qj, rj))
 
         def step(bracket, _):
@@ -290,10 +304,10 @@ def _refine(model, value_and_slope, ts, y_post, q_post, r_post, pre, post, lo, h
                        jnp.where(right, tb, t), jnp.where(right, cb, c), jnp.where(right, db, d))
             return bracket, (c, t)
 
-        init = (a[j], y_post[j], c_post[j, g], d_post[j, g], b[j], c_pre[j + 1, g], d_pre[j + 1, g])
+        init = tuple(cut(x) for x in (a[j], y_post[j], c_post[j, g], d_post[j, g], b[j], c_pre[j + 1, g], d_pre[j + 1, g]))
         _, (values, times) = jax.lax.scan(step, init, None, length=N_REFINE)
         return values, times
 
-    values, times = jax.vmap(refine)(interval, group)  # (n_groups * k, N_REFINE)
-    values = jnp.where(rising_falling[interval, group][:, None], values, neg)
+    values, times = jax.vmap(refine)(interval, group, valid)  # (n_groups * k, N_REFINE)
+    values = jnp.where(valid[:, None], values, neg)
     return values.reshape(n_groups, -1), times.reshape(n_groups, -1)

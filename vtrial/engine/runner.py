@@ -47,7 +47,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from vtrial.engine import distributed, export_cache, lapack
 from vtrial.engine.events import DoseRecords
-from vtrial.engine.exposure import ExposureSpec, exposure_solver, result_name
+from vtrial.engine.exposure import ExposureSpec, exposure_model, exposure_solver, result_name
 from vtrial.errors import SpecError
 from vtrial.models.base import Model
 from vtrial.engine.inputs import check_inputs, check_times  # noqa: F401  (check_times: re-exported)
@@ -231,7 +231,8 @@ def batched_solver(
         return (sol.states if states else None), obs, sol.status, sol.n_steps, extras
 
     vmapped = jax.vmap(one, in_axes=(0, 0, None, 0, None))
-    flops = lapack_flops_per_animal(model, options)
+    # The LAPACK bound counts the integrated AUC states an implicit solver's Jacobian carries too.
+    flops = lapack_flops_per_animal(model if exposure is None else exposure_model(model, exposure), options)
     devices = mesh.devices.flat if mesh is not None else None
     per_device = 1 if mesh is None or options.solver not in IMPLICIT_SOLVERS else mesh.size
 

@@ -165,11 +165,15 @@ STATISTICS = ("value", "auc", "mean", "max", "min", "tmax")
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A per-animal number computed from one observable at the output times.
+    """A per-animal number computed from one observable.
 
     - `statistic`: `value` (at `start_h`; with no `start_h`, at the last output time, the
-      end of the run as the config sets it), `auc` (trapezoidal, observable unit x h),
-      `mean` (time-weighted: AUC / window length), `max`, `min`, `tmax` (h);
+      end of the run as the config sets it), `auc` (observable unit x h), `mean`
+      (time-weighted: AUC / window length), `max`, `min`, `tmax` (h; the first time of
+      the maximum). A trial takes `auc`, `mean`, `max`, `min` and `tmax` from the solver,
+      exactly whatever the output times (`vtrial.engine.exposure`); from sampled data
+      (`vtrial.analysis.endpoints.endpoint_values` alone) they are the trapezoidal AUC and
+      the largest sample;
     - `start_h`, `end_h`: the window (default: all output times); both ends are added to
       the output times;
     - `inhibition`: also report, under this name, the percent inhibition of this endpoint
