@@ -160,6 +160,11 @@ class Exported:
 
     def __call__(self, *args):
         leaves, treedef = jax.tree_util.tree_flatten(args)
+        if any(isinstance(a, jax.core.Tracer) for a in leaves):
+            # Called inside a transformation (e.g. vmapped over bootstrap replicates,
+            # `vtrial.estimation.batched_fit`): a compiled executable cannot be
+            # transformed, the jitted function can (it composes as any jax.jit).
+            return self._jitted(*args)
         layout = (treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves))
         compiled = self._compiled.get(layout)
         if compiled is None:
