@@ -212,6 +212,15 @@ def test_pheno_check_matches_nonmem(tmp_path):
     result = CliRunner().invoke(app, ["import-nonmem", str(EXAMPLES / "pheno.mod"), "--out", str(tmp_path / "p"), "--check"])
     assert result.exit_code == 0, result.output
     assert "matches NONMEM's outputs" in result.output
+    # CWRES are NONMEM's definition (symmetric inverse square root, not Cholesky: 0.29 then)
+    facts = dict(line.strip().split(": ", 1) for line in result.output.splitlines() if "_relative_difference: " in line)
+    assert float(facts["cwres_median_relative_difference"]) < 1e-4
+    assert float(facts["cwres_p95_relative_difference"]) < 1e-3
+    # NONMEM's .cov: vtrial's covariance step at NONMEM's estimates gives its SEs (9e-4 at most)
+    se = {k: float(v) for k, v in (line.strip().split(": ", 1) for line in result.output.splitlines()
+                                   if line.strip().startswith("se_relative_difference_"))}
+    assert set(se) == {f"se_relative_difference_{p}" for p in ("POP_CL", "POP_VC", "COVAPGR", "IIV_CL", "IIV_VC", "SIGMA")}
+    assert max(se.values()) < 3e-3
 
 
 @pytest.mark.long

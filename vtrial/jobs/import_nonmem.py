@@ -7,8 +7,11 @@ no edit) into `out`, and loads them back as `vtrial fit` would. With `check=True
 `check_import` evaluates the imported model at NONMEM's final estimates (the .ext file;
 pharmpy reads it) with the EBEs re-optimised (MAXEVAL=0) and compares, over observation
 rows, PRED and IPRED (and CWRES where tabled) with NONMEM's $TABLE file, the EBEs with
-the .phi file, and the OFV with NONMEM's. It matches when PRED and IPRED differ by less
-than 1e-4 (median) and 1e-3 (95th percentile) relatively and |dOFV| < 0.01.
+the .phi file, and the OFV with NONMEM's. It matches when PRED and IPRED (and CWRES where
+tabled: vtrial's are NONMEM's definition, `vtrial.estimation.focei_diagnostics`) differ by
+less than 1e-4 (median) and 1e-3 (95th percentile) relatively and |dOFV| < 0.01. Where
+NONMEM's .cov sits beside it, the standard errors of vtrial's covariance step at NONMEM's
+estimates are compared with NONMEM's (reported, not part of the match).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from vtrial.io.nonmem import read_nonmem
 from vtrial.io.nonmem_codegen import fit_config, model_file
 from vtrial.io.nonmem_control import ControlStream, read_control_stream
 
-#: `--check` thresholds (the issue's): relative differences of PRED/IPRED, and |dOFV|.
+#: `--check` thresholds (the issue's): relative differences of PRED/IPRED/CWRES, and |dOFV|.
 MEDIAN_TOLERANCE = 1e-4
 P95_TOLERANCE = 1e-3
 OFV_TOLERANCE = 0.01
@@ -112,8 +115,13 @@ def check_import(cs: ControlStream, config_path: Path) -> dict:
     population = read_nonmem(built.cfg.data_file(), built.model, built.cfg.data)
     from vtrial.estimation import fit_population
 
+    # NONMEM's .cov (its $COVARIANCE step) beside the control stream: vtrial's covariance
+    # step runs at NONMEM's estimates too (the matrix $COVARIANCE names; R^-1 S R^-1 without one).
+    covariance = None
+    if cs.path.with_suffix(".cov").is_file() and getattr(results, "standard_errors", None) is not None:
+        covariance = cs.covariance if cs.covariance != "none" else "sandwich"
     fit = fit_population(built.model, population, built.estimation_spec(), method=built.method, solver=built.options,
-                         max_iterations=0, covariance=None)
+                         max_iterations=0, covariance=covariance)
     frame = fit.predictions_frame()
     facts: dict = {"ofv": float(fit.ofv), "nonmem_ofv": float(results.ofv), "d_ofv": float(fit.ofv - results.ofv)}
     n_obs = len(frame)
@@ -143,7 +151,7 @@ def check_import(cs: ControlStream, config_path: Path) -> dict:
             rel = _relative(frame[ours].to_numpy(float), table[theirs].to_numpy(float)[rows])
             facts[f"{ours.lower()}_median_relative_difference"] = float(np.median(rel))
             facts[f"{ours.lower()}_p95_relative_difference"] = float(np.percentile(rel, 95))
-            if ours in ("PRED", "IPRED"):
+            if ours in ("PRED", "IPRED", "CWRES"):
                 ok = np.median(rel) < MEDIAN_TOLERANCE and np.percentile(rel, 95) < P95_TOLERANCE
                 matches &= bool(ok)
                 if not ok:
@@ -159,6 +167,8 @@ def check_import(cs: ControlStream, config_path: Path) -> dict:
         if cols:
             diff = np.abs(ours[[f"eta_{names.of[e]}" for e in cols]].to_numpy(float) - theirs[cols].to_numpy(float))
             facts["ebe_max_abs_difference"] = float(diff.max())
+    if covariance is not None:
+        facts.update(_compare_standard_errors(fit, results.standard_errors, final, names))
     facts["matches"] = bool(matches)
     facts["worst_rows"] = worst
     return facts
@@ -178,3 +188,50 @@ def _omega_at(etas: list[str], matrix, cs: ControlStream, estimates: dict) -> li
             subs = {s: estimates.get(s.name, model.parameters[s.name].init) for s in var.free_symbols}
             return [[float(var[i, j].subs(subs)) for j in range(len(etas))] for i in range(len(etas))]
     return matrix
+
+
+def _compare_standard_errors(fit, nonmem_se, cs: ControlStream, names) -> dict:
+    """`se_relative_difference_<NONMEM name>`: |SE_vtrial - SE_NONMEM| / SE_NONMEM of each
+    estimated parameter on NONMEM's scales (THETA, OMEGA and SIGMA as variances: a
+    residual SD b = sqrt(SIGMA) gives SE(SIGMA) = 2 b SE(b) by the delta method), and the
+    largest. Reported, not part of "matches" (see the README)."""
+    if fit.covariance is None:
+        return {"standard_errors": f"vtrial's covariance step failed ({fit.covariance_step}): not compared"}
+    table = fit.to_frame().set_index("name")
+    ours: dict[str, float] = {}
+    residual_thetas = set(cs.residual.thetas)
+    for t in cs.thetas:
+        if t.name not in residual_thetas and names.of[t.name] in table.index:
+            ours[t.name] = float(table.at[names.of[t.name], "se"])
+    import sympy
+
+    from pharmpy.modeling import read_model
+
+    for dist in read_model(str(cs.path)).random_variables.etas:
+        etas = list(dist.names)
+        var = sympy.Matrix(sympy.sympify(dist.variance)) if len(etas) > 1 else sympy.Matrix([[sympy.sympify(dist.variance)]])
+        for i, a in enumerate(etas):
+            for j, b in enumerate(etas[: i + 1]):
+                rows = [f"omega2_{names.of[a]}"] if a == b else [f"omega_{names.of[b]}_{names.of[a]}",
+                                                               f"omega_{names.of[a]}_{names.of[b]}"]
+                row = next((r for r in rows if r in table.index), None)
+                if row is not None and isinstance(var[i, j], sympy.Symbol) and not bool(table.at[row, "fixed"]):
+                    ours[var[i, j].name] = float(table.at[row, "se"])
+
+    for part, expr in (("additive", cs.residual.additive2), ("proportional", cs.residual.proportional2)):
+        row = f"y.{part}"
+        if row not in table.index or expr == 0:
+            continue
+        sd, se_sd = float(table.at[row, "estimate"]), float(table.at[row, "se"])
+        if isinstance(expr, sympy.Symbol):  # a^2 = SIGMA
+            ours[expr.name] = 2 * sd * se_sd
+        elif isinstance(expr, sympy.Pow) and expr.exp == 2 and isinstance(expr.base, sympy.Symbol):  # a^2 = THETA^2
+            ours[expr.base.name] = se_sd
+    out: dict = {}
+    for name, theirs in nonmem_se.items():
+        if name in ours and math.isfinite(ours[name]) and theirs > 0:
+            out[f"se_relative_difference_{name}"] = abs(ours[name] - float(theirs)) / float(theirs)
+    if out:
+        out["se_max_relative_difference"] = max(out.values())
+    return out
+
