@@ -172,7 +172,6 @@ def test_refused_with_record_and_line(tmp_path, change, where, why):
 
 
 @pytest.mark.parametrize("example, where, why", [
-    ("pheno_linear.mod", "$PRED (line 5)", "$PRED models are not supported"),
     ("moxo.mod", "$OMEGA (line 47)", "inter-occasion"),
 ])
 def test_pharmpy_examples_refused(example, where, why):

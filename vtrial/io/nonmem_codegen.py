@@ -25,7 +25,7 @@ from pathlib import Path
 import sympy
 from sympy.printing.numpy import JaxPrinter
 
-from vtrial.io.nonmem_control import ControlStream
+from vtrial.io.nonmem_control import PRED, ControlStream
 
 #: Names the generated functions use themselves.
 _RESERVED = {"p", "y", "t", "rate", "jnp", "math", "out"}
@@ -100,6 +100,9 @@ def _code_line(c, names: Names, amounts: dict, zero: dict | None = None) -> str:
 def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
     """The model file's text (its factory named `factory`) and the names it uses."""
     names = Names()
+    pred = cs.advan == PRED
+    if pred:
+        names.add("TIME")  # the clock state: `time`
     code_names = [c.name for c in cs.pk + cs.des + cs.error]
     for n in code_names:
         names.add(n)
@@ -116,15 +119,20 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
     amounts = cs.amounts
     thetas = {t.name: t for t in cs.thetas}
     pk_names = list(dict.fromkeys(names.of[c.name] for c in cs.pk))
-    lines = [f'"""{cs.problem or cs.path.stem}: imported from {cs.path.name} by `vtrial import-nonmem`.', "",
-             f"{cs.advan} {cs.trans}; compartments {', '.join(f'{k + 1} {c}' for k, c in enumerate(cs.compartments))}.",
+    structure = ("$PRED: no compartments; the one state is TIME (dTIME/dt = 1 from 0), which the observation reads."
+                 if pred else f"{cs.advan} {cs.trans}; compartments "
+                              f"{', '.join(f'{k + 1} {c}' for k, c in enumerate(cs.compartments))}.")
+    lines = [f'"""{cs.problem or cs.path.stem}: imported from {cs.path.name} by `vtrial import-nonmem`.', "", structure,
              "THETAs are parameters; each ETA is a parameter with typical value 0 and an additive random effect",
-             "(the fit config fixes the typical value and gives OMEGA), so $PK reads ETA(k) as written.", '"""', "",
+             f"(the fit config fixes the typical value and gives OMEGA), so {'$PRED' if pred else '$PK'} reads ETA(k) as "
+             "written.", '"""', "",
              "from __future__ import annotations", "", "import math", "", "import jax.numpy as jnp", "",
              "from vtrial.models.base import Covariate, Model, Observable, Parameter, Route, State"]
     if cs.linear:
         lines.append("from vtrial.models.linear_pk import LinearPK, MammillaryConstants")
-    lines += ["", "", "def individual(p):", f'    """$PK (line {cs.pk[0].line if cs.pk else 0})."""']
+    first = cs.pk[0].line if cs.pk else 0
+    lines += ["", "", "def individual(p):", f'    """$PRED\'s statements per subject (line {first})."""' if pred
+              else f'    """$PK (line {first})."""']
     lines += _unpack(_free(c.expr for c in cs.pk), names, inputs)
     lines += [_code_line(c, names, amounts) for c in cs.pk]
     lines += ["    return {" + ", ".join(f'"{n}": {n}' for n in pk_names) + "}"]
@@ -132,6 +140,7 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
     state_of = {c: k for k, c in enumerate(cs.compartments)}
     des_inputs = inputs + [c.name for c in cs.pk]
     lines += ["", "", "def vector_field(t, y, p, rate):",
+              '    """$PRED\'s clock: dTIME/dt = 1 (no doses)."""' if pred else
               f'    """{"$DES (line " + str(cs.des[0].line) + ")" if cs.des else "The compartments of " + cs.advan}: dA/dt."""']
     lines += [f"    {', '.join(names.of[c] for c in cs.compartments)}{',' if len(cs.compartments) == 1 else ''} = y"]
     lines += _unpack(_free([c.expr for c in cs.des] + list(cs.derivatives.values())), names, des_inputs)
@@ -150,7 +159,8 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
             wanted |= {s.name for s in c.expr.subs(eps_zero).free_symbols}
     needed.reverse()
     err_inputs = inputs + [c.name for c in cs.pk]
-    lines += ["", "", "def observe(y, p):", f'    """$ERROR (line {min([c.line for c in cs.error if c.line] or [0])}): Y with every EPS = 0."""']
+    record = "$PRED" if pred else "$ERROR"
+    lines += ["", "", "def observe(y, p):", f'    """{record} (line {min([c.line for c in cs.error if c.line] or [0])}): Y with every EPS = 0."""']
     lines += [f"    {', '.join(names.of[c] for c in cs.compartments)}{',' if len(cs.compartments) == 1 else ''} = y"]
     lines += _unpack(_free(c.expr.subs(eps_zero) for c in needed) - {c.name for c in needed}, names, err_inputs)
     lines += [_code_line(c, names, amounts, eps_zero) for c in needed]
@@ -170,7 +180,8 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
 
     lines += ["", "", f"def {factory}() -> Model:", f'    """{cs.path.name} as a vtrial model."""', "    return Model(",
               f"        name={cs.path.stem!r},", f"        description={('imported from ' + cs.path.name + ': ' + cs.problem)!r},",
-              "        states=(" + " ".join(f"State({names.of[c]!r}, \"mg\", description=\"compartment {k + 1} ({c})\")," for k, c in enumerate(cs.compartments)) + "),",
+              ("        states=(State(\"time\", \"h\", description=\"TIME of $PRED (a clock: dTIME/dt = 1 from 0)\"),)," if pred else
+               "        states=(" + " ".join(f"State({names.of[c]!r}, \"mg\", description=\"compartment {k + 1} ({c})\")," for k, c in enumerate(cs.compartments)) + "),"),
               "        parameters=("]
     for t in theta_names:
         th = thetas[t]
@@ -183,7 +194,7 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
         lines.append("        covariates=(" + " ".join(
             f"Covariate({names.of[c]!r}, \"-\", {v!r}, \"data item {c} (reference: its median)\", positive=False)," for c, v in cs.covariates.items()) + "),")
     lines += ["        individual=individual,", "        vector_field=vector_field,",
-              f"        observables=(Observable({OBSERVABLE!r}, observe, \"Y of $ERROR at EPS = 0 (IPRED)\"),),",
+              f"        observables=(Observable({OBSERVABLE!r}, observe, \"Y of {record} at EPS = 0 (IPRED)\"),),",
               "        routes=(" + " ".join(_route(cs, c, names) for c in route_compartments(cs)) + "),"]
     if cs.linear:
         lin = cs.linear
@@ -202,7 +213,9 @@ def _eps_names(cs: ControlStream) -> list[str]:
 
 def route_compartments(cs: ControlStream) -> list[str]:
     """The compartments doses may go into: the default dose compartment first (the only
-    one when the dataset has no CMT)."""
+    one when the dataset has no CMT); none for a $PRED model."""
+    if cs.advan == PRED:
+        return []
     if "CMT" not in [c.upper() for c in cs.data["columns"]]:
         return [cs.dose_compartment]
     return [cs.dose_compartment] + [c for c in cs.compartments if c != cs.dose_compartment]
@@ -280,8 +293,10 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
                   f"b^2 = {cs.residual.proportional2}"]
     lines += [f"additive = {add!r}", f"proportional = {prop!r}"]
     lines += ["", "[data]  # NONMEM has no units: amounts and DV as in the dataset, time as the dataset's",
-              'amt_unit = "mg"', 'time_unit = "h"', "", "[data.routes]  # compartment numbers (CMT) of doses"]
-    lines += [f"{names.of[c]} = [{cs.compartments.index(c) + 1}]" for c in route_compartments(cs)]
+              'amt_unit = "mg"', 'time_unit = "h"']
+    if route_compartments(cs):
+        lines += ["", "[data.routes]  # compartment numbers (CMT) of doses"]
+        lines += [f"{names.of[c]} = [{cs.compartments.index(c) + 1}]" for c in route_compartments(cs)]
     if cs.covariates:
         lines += ["", "[data.covariates]  # data items read by $PK/$DES/$ERROR"]
         lines += [f"{names.of[c]} = {_toml(c)}" for c in cs.covariates]

@@ -22,8 +22,15 @@ from vtrial.errors import SpecError
 from vtrial.io.nonmem_residual import Residual, residual_model
 
 #: The records an import reads (others are refused, naming the record and its line).
-SUPPORTED_RECORDS = ("PROBLEM", "INPUT", "DATA", "SUBROUTINES", "SUBROUTINE", "MODEL", "PK", "DES", "ERROR", "THETA",
-                     "OMEGA", "SIGMA", "ESTIMATION", "ESTIMATE", "COVARIANCE", "TABLE", "ABBREVIATED", "SIZES")
+SUPPORTED_RECORDS = ("PROBLEM", "INPUT", "DATA", "SUBROUTINES", "SUBROUTINE", "MODEL", "PK", "DES", "ERROR", "PRED",
+                     "THETA", "OMEGA", "SIGMA", "ESTIMATION", "ESTIMATE", "COVARIANCE", "TABLE", "ABBREVIATED", "SIZES")
+#: PREDPP's records, which a $PRED model has none of.
+PREDPP_RECORDS = ("SUBROUTINES", "SUBROUTINE", "MODEL", "PK", "DES", "ERROR")
+#: Data items only PREDPP reads (doses): a $PRED model's dataset is read without them, as
+#: NONMEM reads it (no record is a dose).
+PREDPP_ITEMS = ("AMT", "RATE", "SS", "II", "ADDL", "CMT", "PCMT")
+#: The `advan` of a $PRED model: no compartments; TIME is a state of slope 1 (a clock).
+PRED = "PRED"
 #: ADVANs whose compartments are linear PK (the closed form), and those run with $DES.
 LINEAR_ADVANS = ("ADVAN1", "ADVAN2", "ADVAN3", "ADVAN4", "ADVAN11", "ADVAN12")
 DES_ADVANS = ("ADVAN6", "ADVAN13")
@@ -80,7 +87,7 @@ class ControlStream:
 
     path: Path
     problem: str
-    advan: str
+    advan: str  # ADVANn, or PRED for a $PRED model
     trans: str
     thetas: list[Theta]
     etas: list[str]
@@ -173,7 +180,7 @@ def read_control_stream(path: str | Path) -> ControlStream:
         if name not in SUPPORTED_RECORDS:
             raise _refuse(name, line, "this record is not supported by vtrial import-nonmem (supported: "
                                       f"{', '.join('$' + s for s in SUPPORTED_RECORDS)})")
-        if name in ("PK", "DES", "ERROR", "ESTIMATION", "ESTIMATE", "COVARIANCE", "DATA", "INPUT", "SUBROUTINES",
+        if name in ("PK", "DES", "ERROR", "PRED", "ESTIMATION", "ESTIMATE", "COVARIANCE", "DATA", "INPUT", "SUBROUTINES",
                     "SUBROUTINE") and name in seen:
             raise _refuse(name, line, f"a second ${name} (the first is at line {seen[name]}); one problem with one "
                                       "estimation step is supported")
@@ -182,24 +189,23 @@ def read_control_stream(path: str | Path) -> ControlStream:
             body = str(r)
             if re.search(r"\b(PROTECT|DERIV2|DECLARE|FUNCTION|COMRES|COMSAV|VECTORA|VECTORC)\b", body, re.I):
                 raise _refuse(name, line, "only $ABBREVIATED REPLACE is supported")
-    if "PRED" in seen or "PK" not in seen:
-        where = ("PRED", seen["PRED"]) if "PRED" in seen else ("PK", 1)
-        raise _refuse(*where, "$PRED models and models without $PK are not supported yet: write the model with "
-                              "$SUBROUTINES ADVANn, $PK and $ERROR")
+    pred = "PRED" in seen  # (with no PREDPP record: `_prescan`)
+    if not pred and "PK" not in seen:
+        raise _refuse("PK", 1, "no $PK (and no $PRED): write the model with $SUBROUTINES ADVANn, $PK and $ERROR, or $PRED")
     line_of = {n: seen[n] for n in seen}
-    sub = cs.get_records("SUBROUTINES")[0]
-    advan, trans = str(sub.advan).upper(), str(sub.trans or "TRANS1").upper()
-    if advan not in LINEAR_ADVANS + DES_ADVANS:
+    sub = None if pred else cs.get_records("SUBROUTINES")[0]
+    advan, trans = (PRED, "") if pred else (str(sub.advan).upper(), str(sub.trans or "TRANS1").upper())
+    if not pred and advan not in LINEAR_ADVANS + DES_ADVANS:
         raise _refuse("SUBROUTINES", line_of["SUBROUTINES"], f"{advan} is not supported (supported: "
                                                               f"{', '.join(LINEAR_ADVANS + DES_ADVANS)} with $DES)")
     if advan in DES_ADVANS and "DES" not in seen:
         raise _refuse("SUBROUTINES", line_of["SUBROUTINES"], f"{advan} needs $DES")
     code = {}
     for r, line in records:
-        if (getattr(r, "name", "") or "").upper() in ("PK", "DES", "ERROR"):
+        if (getattr(r, "name", "") or "").upper() in ("PK", "DES", "ERROR", "PRED"):
             code[r.name.upper()] = _code_lines(r, line)
             _check_code(r.name.upper(), code[r.name.upper()])
-    for line, c in code["PK"] + code.get("ERROR", []):
+    for line, c in code.get("PK", []) + code.get("ERROR", []):
         if re.search(r"(?<![\w(])(TIME|T)(?![\w(])", re.sub(r"^\s*\w+\s*=", "", c), re.I):
             rec = "PK" if (line, c) in code["PK"] else "ERROR"
             raise _refuse(rec, line, f"{c.strip()!r}: TIME in ${rec} makes parameters change with time, which "
@@ -257,7 +263,9 @@ def read_control_stream(path: str | Path) -> ControlStream:
     pk, des, error = [], [], []
     des_names: set[str] = set()
     pk_index = des_index = err_index = 0
-    for st in sts.before_odes:
+    if pred:
+        pk, error = _pred_statements(sts, code["PRED"])
+    for st in [] if pred else sts.before_odes:
         name, expr = str(st.symbol), sympy.sympify(st.expression)
         if reads_amounts(expr) or expr.free_symbols & {sympy.Symbol(n) for n in des_names}:
             des_index, (line, c) = _assign_line(code.get("DES", []), name, des_index)
@@ -266,28 +274,37 @@ def read_control_stream(path: str | Path) -> ControlStream:
         else:
             pk_index, (line, c) = _assign_line(code["PK"], name, pk_index)
             pk.append(Code(name, expr, line, c.strip()))
-    for st in sts.after_odes:
+    for st in [] if pred else sts.after_odes:
         name, expr = str(st.symbol), sympy.sympify(st.expression)
         err_index, (line, c) = _assign_line(code.get("ERROR", []), name, err_index)
         error.append(Code(name, expr, line, c.strip()))
 
-    compartments, derivatives, dose_compartment, linear = _compartments(model, ode, advan, trans, line_of)
+    if pred:
+        # $PRED's TIME is the model's one state, dTIME/dt = 1 from 0: the observable reads it.
+        compartments, derivatives, dose_compartment, linear = ["TIME"], {"TIME": sympy.Integer(1)}, "TIME", None
+        amount_fns = {"TIME": sympy.Symbol("TIME")}
+        _check_pred_time(model, line_of, any(c.expr.has(sympy.Symbol("TIME")) for c in pk + error))
+    else:
+        compartments, derivatives, dose_compartment, linear = _compartments(model, ode, advan, trans, line_of)
     data_columns = [c.name for c in model.datainfo if not c.drop]
     eps_variance = {d.names[0]: str(d.variance) for d in rvs.epsilons}
-    residual, observed = residual_model(error, eps_names, {p.name: p for p in params}, [t.name for t in thetas],
-                                        line_of.get("ERROR", 0), amount_set, eps_variance)
+    error_record = "PRED" if pred else "ERROR"
+    residual, observed = residual_model(pk + error if pred else error, eps_names, {p.name: p for p in params}, [t.name for t in thetas],
+                                        line_of.get(error_record, 0), amount_set, eps_variance, record=error_record)
     used = set()
     for c in pk + des:
         used |= {s.name for s in c.expr.free_symbols}
     used |= {s.name for s in observed.free_symbols}
     for t in residual.thetas:
         if t in used:
-            raise _refuse("ERROR", line_of.get("ERROR", 0), f"THETA {t} is part of the residual error model and of the "
-                                                            "structural model; vtrial estimates residual SDs apart")
+            raise _refuse(error_record, line_of.get(error_record, 0), f"THETA {t} is part of the residual error model "
+                                                                      "and of the structural model; vtrial estimates "
+                                                                      "residual SDs apart")
     defined = {c.name for c in pk + des + error}
     covariates = {}
     dataset = model.dataset
-    for name in sorted(used - defined - {t.name for t in thetas} - set(eta_names) - set(eps_names) - {"t"}):
+    clock = {"TIME"} if pred else {"t"}
+    for name in sorted(used - defined - {t.name for t in thetas} - set(eta_names) - set(eps_names) - clock):
         if name.upper() in RECORD_ITEMS:
             rec, line = _first_use(code, name)
             raise _refuse(rec, line, f"the data item {name} changes from record to record; vtrial's individual parameters "
@@ -296,12 +313,16 @@ def read_control_stream(path: str | Path) -> ControlStream:
             column = dataset[name] if dataset is not None and name in dataset else None
             covariates[name] = float(column.median()) if column is not None and len(column) else 1.0
         elif name.upper() not in [c.upper() for c in data_columns]:
-            raise _refuse("PK", line_of["PK"], f"{name} is read but neither assigned nor a data item of $INPUT")
+            raise _refuse(error_record if pred else "PK", line_of["PRED" if pred else "PK"],
+                          f"{name} is read but neither assigned nor a data item of $INPUT")
     method, max_iterations, covariance, notes = _estimation(cs, line_of)
-    tol = re.search(r"\bTOL\s*=\s*(\S+)", str(sub), re.I)
+    tol = None if pred else re.search(r"\bTOL\s*=\s*(\S+)", str(sub), re.I)
     if tol:
         notes.append(f"$SUBROUTINES (line {line_of['SUBROUTINES']}) TOL={tol.group(1)}: vtrial's [solver] tolerances apply")
     data = _data(model, cs, line_of, path)
+    if pred:
+        dropped = {d.upper() for d in data["drop"]}
+        data["drop"] += [c for c in data["columns"] if c.upper() in PREDPP_ITEMS and c.upper() not in dropped]
     return ControlStream(
         path=path, problem=str(cs.get_records("PROBLEM")[0]).split("\n")[0].replace("$PROBLEM", "").strip(),
         advan=advan, trans=trans, thetas=thetas, etas=eta_names, omega_blocks=blocks, residual=residual,
@@ -316,16 +337,18 @@ def read_control_stream(path: str | Path) -> ControlStream:
 def _first_use(code: dict, name: str) -> tuple[str, int]:
     """(record, line) of the first code line that mentions `name`."""
     pattern = re.compile(rf"(?<![\w(]){re.escape(name)}(?![\w(])", re.I)
-    for rec in ("PK", "DES", "ERROR"):
+    for rec in ("PK", "DES", "ERROR", "PRED"):
         for line, c in code.get(rec, []):
             if pattern.search(c):
                 return rec, line
-    return "PK", code["PK"][0][0] if code.get("PK") else 0
+    rec = "PRED" if code.get("PRED") else "PK"
+    return rec, code[rec][0][0] if code.get(rec) else 0
 
 
 def _prescan(text: str) -> None:
     """Refuse unsupported records and ADVANs from the raw text, before pharmpy parses
-    (which fails on some of them with a less helpful message)."""
+    (which fails on some of them with a less helpful message), and $PRED with PREDPP's records."""
+    seen: dict[str, int] = {}
     for k, raw in enumerate(text.splitlines(), start=1):
         m = re.match(r"^\s*\$(\w+)", raw.split(";", 1)[0])
         if not m:
@@ -338,9 +361,7 @@ def _prescan(text: str) -> None:
                                                      "OMEGAP", "OMEGAPD", "SIGMAP", "SIGMAPD", "RCOV", "RCOVI",
                                                      "SUPER", "WARNINGS", "CHAIN")
                      if s.startswith(name) and len(name) >= 3), name)
-        if full == "PRED":
-            raise _refuse("PRED", k, "$PRED models are not supported yet: write the model with $SUBROUTINES ADVANn, $PK "
-                                     "and $ERROR")
+        seen.setdefault(full, k)
         if full not in SUPPORTED_RECORDS:
             raise _refuse(full, k, "this record is not supported by vtrial import-nonmem (supported: "
                                    f"{', '.join('$' + s for s in SUPPORTED_RECORDS)})")
@@ -349,6 +370,42 @@ def _prescan(text: str) -> None:
             if advan and f"ADVAN{advan.group(1)}" not in LINEAR_ADVANS + DES_ADVANS:
                 raise _refuse("SUBROUTINES", k, f"ADVAN{advan.group(1)} is not supported (supported: "
                                                 f"{', '.join(LINEAR_ADVANS + DES_ADVANS)} with $DES)")
+    predpp = [(line, name) for name, line in seen.items() if name in PREDPP_RECORDS]
+    if "PRED" in seen and predpp:
+        line, name = min(predpp)
+        raise _refuse(name, line, f"a $PRED model (line {seen['PRED']}) has no PREDPP records ($SUBROUTINES, $MODEL, "
+                                  "$PK, $DES, $ERROR): use $PRED alone, or $PK and $ERROR with an ADVAN")
+
+
+def _pred_statements(sts, lines: list[tuple[int, str]]) -> tuple[list[Code], list[Code]]:
+    """$PRED's statements as (individual parameters, observation): those that read TIME,
+    an EPS or Y's chain through them, and Y itself, are the observation (evaluated at each
+    record's time); the rest are per subject (or per covariate interval), as $PK's."""
+    per_record = {sympy.Symbol("TIME")}
+    pk, error = [], []
+    index = 0
+    for st in sts:
+        name, expr = str(st.symbol), sympy.sympify(st.expression)
+        index, (line, c) = _assign_line(lines, name, index)
+        code = Code(name, expr, line, c.strip())
+        reads_eps = any(s.name.startswith(("EPS", "ERR")) for s in expr.free_symbols)
+        if name == "Y" or reads_eps or expr.free_symbols & per_record:
+            per_record.add(sympy.Symbol(name))
+            error.append(code)
+        else:
+            pk.append(code)
+    return pk, error
+
+
+def _check_pred_time(model, line_of: dict, reads_time: bool) -> None:
+    """A $PRED reading TIME needs TIME >= 0: vtrial's clock starts at 0 (the solve's start)."""
+    dataset = model.dataset
+    if not reads_time or dataset is None or "TIME" not in dataset:
+        return
+    low = float(dataset["TIME"].min())
+    if low < 0:
+        raise _refuse("DATA", line_of["DATA"], f"TIME {low:g} < 0: a $PRED model reading TIME needs times >= 0 (its "
+                                               "TIME is a clock from 0); shift the times")
 
 
 def _block_line(omega_records, names: list[str], all_etas: list[str]) -> int:
