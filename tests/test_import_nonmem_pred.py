@@ -114,3 +114,27 @@ def test_pred_and_advan1_forms_are_one_model(tmp_path):
         out[name] = (fit.ofv, fit.predictions_frame()[["PRED", "IPRED", "CWRES"]].to_numpy(float))
     assert out["pred_bolus"][0] == pytest.approx(out["pred_bolus_advan1"][0], abs=1e-8)
     np.testing.assert_allclose(out["pred_bolus"][1], out["pred_bolus_advan1"][1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.long
+def test_pred_reads_a_data_item_that_changes_per_record(tmp_path):
+    """A data item that changes from record to record (X) is read at each record, as
+    NONMEM's $PRED reads it: PRED = DOSE/V exp(-CL/V TIME) X at the initial estimates."""
+    import pandas as pd
+
+    from vtrial.estimation import fit_population
+    from vtrial.io.nonmem import read_nonmem
+
+    data = pd.read_csv(MODELS / "pred_bolus.csv")
+    data["X"] = 1 + 0.1 * (np.arange(len(data)) % 7)
+    data.to_csv(tmp_path / "pred_bolus.csv", index=False)
+    text = (MODELS / "pred_bolus.ctl").read_text().replace("$INPUT ID TIME AMT DV MDV DOSE WT", "$INPUT ID TIME AMT DV MDV DOSE WT X")
+    (tmp_path / "run.ctl").write_text(text.replace("IPRED = DOSE/V*EXP(-K*TIME)", "IPRED = DOSE/V*EXP(-K*TIME)*X"))
+    _, _, config_path = import_nonmem(tmp_path / "run.ctl", tmp_path / "p")
+    built = load_config(config_path)
+    population = read_nonmem(built.cfg.data_file(), built.model, built.cfg.data)
+    fit = fit_population(built.model, population, built.estimation_spec(), method=built.method, solver=built.options,
+                         max_iterations=0, covariance=None)
+    obs = data[data.MDV == 0]
+    expected = obs.DOSE / 50 * np.exp(-5 * (obs.WT / 70) ** 0.75 / 50 * obs.TIME) * obs.X
+    np.testing.assert_allclose(fit.predictions_frame()["PRED"].to_numpy(float), expected.to_numpy(float), rtol=1e-10)
