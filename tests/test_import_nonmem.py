@@ -171,15 +171,6 @@ def test_refused_with_record_and_line(tmp_path, change, where, why):
     assert e.value.field == where and why in e.value.problem
 
 
-@pytest.mark.parametrize("example, where, why", [
-    ("moxo.mod", "$OMEGA (line 47)", "inter-occasion"),
-])
-def test_pharmpy_examples_refused(example, where, why):
-    with pytest.raises(SpecError) as e:
-        read_control_stream(EXAMPLES / example)
-    assert e.value.field == where and why in e.value.problem
-
-
 def test_data_source_filters(tmp_path):
     path = tmp_path / "d.dta"
     path.write_text("ID TIME AMT DV WT\n1 0 100 0 70\n1,1,0,5.5,70\n2 0 100 0 80\n3 0 100 0 90\n")

@@ -175,7 +175,9 @@ def model_file(cs: ControlStream, factory: str) -> tuple[str, Names]:
         lines += ["", "", "def constants(p):", f'    """The rate constants of {cs.advan} {cs.trans} (the closed form\'s)."""']
         lines += _unpack(_free(exprs), names, des_inputs)
         stack = lambda xs: f"jnp.stack([{', '.join(_print(x, names, amounts) for x in xs)}])" if xs else "jnp.zeros(0)"  # noqa: E731
-        lines += [f"    return MammillaryConstants({stack(lin['ka'])}, {_print(cl, names, amounts)}, {_print(v1, names, amounts)}, "
+        # A rate-constant TRANS (ADVAN2 TRANS1: K) has CL = K and V1 = 1: numbers, made arrays.
+        scalar = lambda x: f"jnp.asarray({_print(x, names, amounts)}, dtype=float)" if x.is_number else _print(x, names, amounts)  # noqa: E731
+        lines += [f"    return MammillaryConstants({stack(lin['ka'])}, {scalar(cl)}, {scalar(v1)}, "
                   f"{stack(qs)}, {stack(vs)})"]
 
     lines += ["", "", f"def {factory}() -> Model:", f'    """{cs.path.name} as a vtrial model."""', "    return Model(",
@@ -216,7 +218,8 @@ def route_compartments(cs: ControlStream) -> list[str]:
     one when the dataset has no CMT); none for a $PRED model."""
     if cs.advan == PRED:
         return []
-    if "CMT" not in [c.upper() for c in cs.data["columns"]]:
+    dropped = {c.upper() for c in cs.data["drop"]}
+    if "CMT" not in [c.upper() for c in cs.data["columns"] if c.upper() not in dropped]:  # CMT=DROP: no CMT
         return [cs.dose_compartment]
     return [cs.dose_compartment] + [c for c in cs.compartments if c != cs.dose_compartment]
 
@@ -256,6 +259,8 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
     # $OMEGA 0 FIX switches an ETA off: its parameter stays at 0 with no random effect.
     off = {etas[0] for etas, m, f, _ in cs.omega_blocks if len(etas) == 1 and f and m[0][0] == 0}
     fixed += [f"omega2_{names.of[e]}" for etas, _, f, _ in cs.omega_blocks if f for e in etas if e not in off]
+    occasions = cs.occasions.carriers if cs.occasions else {}
+    fixed += [f"iov_omega2_{names.of[e]}" for e, (_, _, f, _) in occasions.items() if f]
     from_pharmpy = _residual_values(cs)
     add, prop = cs.residual.sds(from_pharmpy)
     fixes = {**fix, **_sigma_fix(cs)}
@@ -283,6 +288,11 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
             lines.append(f"# {names.of[etas[0]]}: $OMEGA line {line} is 0 FIX, no random effect")
         elif len(etas) == 1:
             lines.append(f"{names.of[etas[0]]} = {matrix[0][0]!r}  # $OMEGA line {line}{' FIX' if f else ''}")
+    if occasions:
+        lines += ["", f"[variability.occasions]  # $OMEGA BLOCK(1) ... SAME: one effect per value of "
+                      f"{cs.occasions.column}, added to the ETA it adds to in $PK"]
+        lines += [f"{names.of[e]} = {v!r}  # {name}, $OMEGA line {line}{' FIX' if f else ''}"
+                  for e, (name, v, f, line) in occasions.items()]
     lines += ["", "[variability.kind]  # ETA(k) enters $PK as written: an additive effect on a parameter fixed at 0"]
     lines += [f'{names.of[e]} = "additive"' for e in cs.etas if e not in off]
     for etas, matrix, f, line in cs.omega_blocks:
@@ -294,6 +304,8 @@ def fit_config(cs: ControlStream, names: Names, model_ref: str, out_dir: Path) -
     lines += [f"additive = {add!r}", f"proportional = {prop!r}"]
     lines += ["", "[data]  # NONMEM has no units: amounts and DV as in the dataset, time as the dataset's",
               'amt_unit = "mg"', 'time_unit = "h"']
+    if cs.occasions:
+        lines.append(f"occasion = {_toml(cs.occasions.column)}  # the data item selecting the occasion ETAs")
     if route_compartments(cs):
         lines += ["", "[data.routes]  # compartment numbers (CMT) of doses"]
         lines += [f"{names.of[c]} = [{cs.compartments.index(c) + 1}]" for c in route_compartments(cs)]

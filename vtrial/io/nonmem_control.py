@@ -19,6 +19,7 @@ from pathlib import Path
 import sympy
 
 from vtrial.errors import SpecError
+from vtrial.io.nonmem_occasions import ControlStreamOccasions, occasion_effects
 from vtrial.io.nonmem_residual import Residual, residual_model
 
 #: The records an import reads (others are refused, naming the record and its line).
@@ -111,6 +112,7 @@ class ControlStream:
     sigma_inits: dict[str, float] = field(default_factory=dict)  # SIGMA name -> initial value
     sigma_fix: dict[str, bool] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # options read that change nothing in vtrial
+    occasions: ControlStreamOccasions | None = None  # $OMEGA BLOCK(1) SAME: vtrial's occasions
 
 
 def _record_lines(cs) -> list[tuple[object, int]]:
@@ -226,14 +228,17 @@ def read_control_stream(path: str | Path) -> ControlStream:
         t.line = theta_lines[k] if k < len(theta_lines) else line_of.get("THETA", 0)
 
     omega_records = [(r, line) for r, line in records if r.name and r.name.upper() == "OMEGA"]
-    for r, line in omega_records:
-        if re.search(r"\bSAME\b", str(r), re.I):
-            raise _refuse("OMEGA", line, "SAME (the same block for another occasion) is inter-occasion variability, "
-                                         "which an import does not convert yet")
+    occasions = occasion_effects(model, list(sts.before_odes) + list(sts.after_odes),
+                                 [c.name for c in model.datainfo if not c.drop],
+                                 lambda e: _block_line(omega_records, [e], eta_names),
+                                 lambda line, why: _refuse("OMEGA", line, why))
+    occasion_etas = set(occasions.occasion_etas) if occasions else set()
     used_params: dict[str, str] = {}
     blocks = []
     for dist in rvs.etas:
         names = list(dist.names)
+        if set(names) & occasion_etas:
+            continue  # vtrial's kappas ([variability.occasions])
         var = sympy.Matrix(sympy.sympify(dist.variance)) if len(names) > 1 else sympy.Matrix([[sympy.sympify(dist.variance)]])
         for s in var.free_symbols:
             if s.name in used_params and used_params[s.name] != names[0]:
@@ -279,6 +284,8 @@ def read_control_stream(path: str | Path) -> ControlStream:
         err_index, (line, c) = _assign_line(code.get("ERROR", []), name, err_index)
         error.append(Code(name, expr, line, c.strip()))
 
+    if occasions:
+        pk = _without_occasion_etas(pk, des, error, occasions, line_of.get("PRED" if pred else "PK", 0))
     if pred:
         # $PRED's TIME is the model's one state, dTIME/dt = 1 from 0: the observable reads it.
         compartments, derivatives, dose_compartment, linear = ["TIME"], {"TIME": sympy.Integer(1)}, "TIME", None
@@ -325,13 +332,40 @@ def read_control_stream(path: str | Path) -> ControlStream:
         data["drop"] += [c for c in data["columns"] if c.upper() in PREDPP_ITEMS and c.upper() not in dropped]
     return ControlStream(
         path=path, problem=str(cs.get_records("PROBLEM")[0]).split("\n")[0].replace("$PROBLEM", "").strip(),
-        advan=advan, trans=trans, thetas=thetas, etas=eta_names, omega_blocks=blocks, residual=residual,
+        advan=advan, trans=trans, thetas=thetas, etas=[e for e in eta_names if e not in occasion_etas], omega_blocks=blocks, residual=residual,
         pk=pk, des=des, error=error, compartments=compartments, derivatives=derivatives, amounts=amount_fns,
         dose_compartment=dose_compartment, linear=linear, observed=observed, covariates=covariates, method=method,
         max_iterations=max_iterations, covariance=covariance, data=data, eps=eps_names,
         sigma_inits={v: float(params[v].init) for v in eps_variance.values()},
-        sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()}, notes=notes,
+        sigma_fix={v: bool(params[v].fix) for v in eps_variance.values()}, notes=notes, occasions=occasions,
     )
+
+
+def _without_occasion_etas(pk: list[Code], des: list[Code], error: list[Code], occasions: ControlStreamOccasions,
+                           line: int) -> list[Code]:
+    """$PK with the occasion ETAs at 0 (vtrial's kappa joins the ETA they add to) and the
+    statements that only selected them (`VIS3 = 0`, `IF (VISI.EQ.3) VIS3 = 1`) left out;
+    a statement that reads the occasion item for anything else is refused."""
+    zero = {sympy.Symbol(e): 0 for e in occasions.occasion_etas}
+    for c in pk + des + error:
+        if c.expr.free_symbols & set(zero):
+            c.expr = c.expr.subs(zero)
+            c.text += f"  (occasion ETAs: vtrial's kappas, [variability.occasions])"
+    column = sympy.Symbol(occasions.column)
+    flags: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for c in pk:
+            if c.name not in flags and (c.expr.has(column) or {s.name for s in c.expr.free_symbols} & flags):
+                flags.add(c.name)
+                changed = True
+    for c in pk + des + error:
+        read = {s.name for s in c.expr.free_symbols} & flags
+        if c.name not in flags and read or (c.name in flags and re.match(r"^(F|ALAG|R|D|S)\d+$|^(F0|FO|S0)$", c.name)):
+            raise _refuse("PK", c.line or line, f"{c.text or c.name}: reads the occasion item {occasions.column} for "
+                                                "more than selecting the occasion ETAs ($OMEGA SAME)")
+    return [c for c in pk if c.name not in flags]
 
 
 def _first_use(code: dict, name: str) -> tuple[str, int]:

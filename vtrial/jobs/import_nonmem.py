@@ -108,6 +108,9 @@ def check_import(cs: ControlStream, config_path: Path) -> dict:
     final = replace(cs, thetas=[replace(t, init=float(estimates.get(t.name, t.init))) for t in cs.thetas],
                     sigma_inits={k: float(estimates.get(k, v)) for k, v in cs.sigma_inits.items()},
                     omega_blocks=[(etas, _omega_at(etas, m, cs, estimates), f, line) for etas, m, f, line in cs.omega_blocks])
+    if cs.occasions:  # the occasions' variance ($OMEGA BLOCK(1) ... SAME) at NONMEM's estimate too
+        carriers = {e: (name, float(estimates.get(name, v)), f, line) for e, (name, v, f, line) in cs.occasions.carriers.items()}
+        final = replace(final, occasions=replace(cs.occasions, carriers=carriers))
     text, names = model_file(final, "model")
     data = tomllib.loads(fit_config(final, names, f"{config_path.stem.removesuffix('_fit')}.py:model", config_path.parent))
     data.pop("kind", None)
