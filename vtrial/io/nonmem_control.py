@@ -285,7 +285,8 @@ def read_control_stream(path: str | Path) -> ControlStream:
         error.append(Code(name, expr, line, c.strip()))
 
     if occasions:
-        pk = _without_occasion_etas(pk, des, error, occasions, line_of.get("PRED" if pred else "PK", 0))
+        record = "PRED" if pred else "PK"
+        pk = _without_occasion_etas(pk, des, error, occasions, record, line_of.get(record, 0))
     if pred:
         # $PRED's TIME is the model's one state, dTIME/dt = 1 from 0: the observable reads it.
         compartments, derivatives, dose_compartment, linear = ["TIME"], {"TIME": sympy.Integer(1)}, "TIME", None
@@ -296,8 +297,9 @@ def read_control_stream(path: str | Path) -> ControlStream:
     data_columns = [c.name for c in model.datainfo if not c.drop]
     eps_variance = {d.names[0]: str(d.variance) for d in rvs.epsilons}
     error_record = "PRED" if pred else "ERROR"
-    residual, observed = residual_model(pk + error if pred else error, eps_names, {p.name: p for p in params}, [t.name for t in thetas],
-                                        line_of.get(error_record, 0), amount_set, eps_variance, record=error_record)
+    residual, observed = residual_model(pk + error if pred else error, eps_names, {p.name: p for p in params},
+                                        [t.name for t in thetas], line_of.get(error_record, 0), amount_set, eps_variance,
+                                        record=error_record)
     used = set()
     for c in pk + des:
         used |= {s.name for s in c.expr.free_symbols}
@@ -332,7 +334,8 @@ def read_control_stream(path: str | Path) -> ControlStream:
         data["drop"] += [c for c in data["columns"] if c.upper() in PREDPP_ITEMS and c.upper() not in dropped]
     return ControlStream(
         path=path, problem=str(cs.get_records("PROBLEM")[0]).split("\n")[0].replace("$PROBLEM", "").strip(),
-        advan=advan, trans=trans, thetas=thetas, etas=[e for e in eta_names if e not in occasion_etas], omega_blocks=blocks, residual=residual,
+        advan=advan, trans=trans, thetas=thetas, etas=[e for e in eta_names if e not in occasion_etas],
+        omega_blocks=blocks, residual=residual,
         pk=pk, des=des, error=error, compartments=compartments, derivatives=derivatives, amounts=amount_fns,
         dose_compartment=dose_compartment, linear=linear, observed=observed, covariates=covariates, method=method,
         max_iterations=max_iterations, covariance=covariance, data=data, eps=eps_names,
@@ -342,7 +345,7 @@ def read_control_stream(path: str | Path) -> ControlStream:
 
 
 def _without_occasion_etas(pk: list[Code], des: list[Code], error: list[Code], occasions: ControlStreamOccasions,
-                           line: int) -> list[Code]:
+                           record: str, line: int) -> list[Code]:
     """$PK with the occasion ETAs at 0 (vtrial's kappa joins the ETA they add to) and the
     statements that only selected them (`VIS3 = 0`, `IF (VISI.EQ.3) VIS3 = 1`) left out;
     a statement that reads the occasion item for anything else is refused."""
@@ -350,7 +353,7 @@ def _without_occasion_etas(pk: list[Code], des: list[Code], error: list[Code], o
     for c in pk + des + error:
         if c.expr.free_symbols & set(zero):
             c.expr = c.expr.subs(zero)
-            c.text += f"  (occasion ETAs: vtrial's kappas, [variability.occasions])"
+            c.text += "  (occasion ETAs: vtrial's kappas, [variability.occasions])"
     column = sympy.Symbol(occasions.column)
     flags: set[str] = set()
     changed = True
@@ -362,8 +365,9 @@ def _without_occasion_etas(pk: list[Code], des: list[Code], error: list[Code], o
                 changed = True
     for c in pk + des + error:
         read = {s.name for s in c.expr.free_symbols} & flags
-        if c.name not in flags and read or (c.name in flags and re.match(r"^(F|ALAG|R|D|S)\d+$|^(F0|FO|S0)$", c.name)):
-            raise _refuse("PK", c.line or line, f"{c.text or c.name}: reads the occasion item {occasions.column} for "
+        if (c.name not in flags and (read or c.expr.has(column))) or (
+                c.name in flags and re.match(r"^(F|ALAG|R|D|S)\d+$|^(F0|FO|S0)$", c.name)):  # PREDPP reads these
+            raise _refuse(record, c.line or line, f"{c.text or c.name}: reads the occasion item {occasions.column} for "
                                                 "more than selecting the occasion ETAs ($OMEGA SAME)")
     return [c for c in pk if c.name not in flags]
 
