@@ -5,7 +5,9 @@ extra: `pip install "vtrial[nonmem]"`) and returns a `ControlStream`: the $PK, $
 $ERROR statements as sympy expressions (IF/THEN/ELSE as `Piecewise`), the compartments
 (the linear-PK rate constants for ADVAN1-4/11/12), THETA/OMEGA/SIGMA with their bounds,
 blocks and FIX, the residual error model found in $ERROR, $ESTIMATION/$COVARIANCE and the
-$INPUT/$DATA mapping. Everything vtrial cannot run as written is refused with a
+$INPUT/$DATA mapping. A $PRED model's statements are split into the per-subject ones and
+those read per record (TIME, EPS; `advan` is `PRED`, TIME its one state); `$OMEGA
+BLOCK(1) SAME` becomes vtrial's occasions (`vtrial.io.nonmem_occasions.occasion_effects`). Everything vtrial cannot run as written is refused with a
 `SpecError` naming the record and its line (`SUPPORTED_RECORDS`, `REFUSED_CODE`): never
 dropped silently. `vtrial.io.nonmem_codegen` writes the files from it.
 """

@@ -195,7 +195,7 @@ def _omega_at(etas: list[str], matrix, cs: ControlStream, estimates: dict) -> li
 
 def _compare_standard_errors(fit, nonmem_se, cs: ControlStream, names) -> dict:
     """`se_relative_difference_<NONMEM name>`: |SE_vtrial - SE_NONMEM| / SE_NONMEM of each
-    estimated parameter on NONMEM's scales (THETA, OMEGA and SIGMA as variances: a
+    estimated parameter on NONMEM's scales (THETA, OMEGA (occasions' too) and SIGMA as variances: a
     residual SD b = sqrt(SIGMA) gives SE(SIGMA) = 2 b SE(b) by the delta method), and the
     largest. Reported, not part of "matches" (see the README)."""
     if fit.covariance is None:
@@ -221,6 +221,10 @@ def _compare_standard_errors(fit, nonmem_se, cs: ControlStream, names) -> dict:
                 if row is not None and isinstance(var[i, j], sympy.Symbol) and not bool(table.at[row, "fixed"]):
                     ours[var[i, j].name] = float(table.at[row, "se"])
 
+    for e, (name, _, fix, _) in (cs.occasions.carriers.items() if cs.occasions else ()):
+        row = f"iov_omega2_{names.of[e]}"
+        if row in table.index and not fix:
+            ours[name] = float(table.at[row, "se"])
     for part, expr in (("additive", cs.residual.additive2), ("proportional", cs.residual.proportional2)):
         row = f"y.{part}"
         if row not in table.index or expr == 0:
