@@ -32,8 +32,9 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
+
+from conftest import assert_run_refuses_edit, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "ami_mouse.toml"
@@ -115,15 +116,9 @@ def at(t):
     return int(np.flatnonzero(np.isclose(TIMES, t))[0])
 
 
-def load_config() -> TrialConfig:
-    data, _ = read_toml(CONFIG)
-    data.pop("kind")
-    return validate(TrialConfig, data)
-
-
 @pytest.fixture(scope="module")
 def built():
-    return BuiltTrial(load_config(), animals_per_arm=N_POP)
+    return BuiltTrial(trial_config(CONFIG), animals_per_arm=N_POP)
 
 
 def _by_arm(res):
@@ -378,10 +373,4 @@ def test_cli_runs_the_config(tmp_path):
     ("[sampling.apoptosis_pct]", "[sampling.apoptosis]", "sampling.apoptosis"),
 ])
 def test_bad_config_is_rejected_naming_the_field(tmp_path, old, new, field):
-    text = CONFIG.read_text()
-    assert old in text
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(text.replace(old, new, 1))
-    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and field in result.output, result.output
-    assert not (tmp_path / "out").exists()
+    assert_run_refuses_edit(tmp_path, CONFIG, old, new, field)

@@ -28,10 +28,11 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
 from vtrial.engine.runner import simulate_population
 from vtrial.design.trial import prepare_trial
+
+from conftest import trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cia_rat_liu2011.toml"
@@ -40,9 +41,7 @@ TIMEOUT_S = 150
 
 
 def cia(animals_per_arm: int) -> BuiltTrial:
-    data, _ = read_toml(CONFIG)
-    data.pop("kind")
-    return BuiltTrial(validate(TrialConfig, data), animals_per_arm)
+    return BuiltTrial(trial_config(CONFIG), animals_per_arm)
 
 
 def test_cost_order_is_bitwise_neutral_and_cuts_waste():
