@@ -17,6 +17,7 @@
   model cards, the seed in `../shared/`): the path, or the test skips saying what is
   missing, or fails when `CI=true` (CI has the data, so nothing is skipped silently there);
 - `trial_config(path)`: a trial config file validated as a `TrialConfig`;
+- `by_arm(result)`: a simulation's observables split by arm;
 - `assert_run_refuses_edit(tmp_path, config, old, new, field)`: `vtrial run` of a config
   with one edit exits 2 naming the field and writes nothing.
 """
@@ -75,6 +76,14 @@ def trial_config(path: str | os.PathLike):
     data, _ = read_toml(path)
     data.pop("kind")
     return validate(TrialConfig, data)
+
+
+def by_arm(result, values=None) -> dict:
+    """`{arm: {name: its animals' rows}}` of a simulation result's observables (or of
+    `values`, e.g. `result.noisy`), the arms in the order of the animals table."""
+    arms = result.animals["arm"].to_numpy()
+    values = result.solution.observables if values is None else values
+    return {a: {k: v[arms == a] for k, v in values.items()} for a in dict.fromkeys(arms)}
 
 
 def assert_run_refuses_edit(tmp_path: Path, config: Path, old: str, new: str, field: str) -> None:

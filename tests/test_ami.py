@@ -34,7 +34,7 @@ import vtrial as vt
 from vtrial.cli import app
 from vtrial.io.trial_config import BuiltTrial
 
-from conftest import assert_run_refuses_edit, trial_config
+from conftest import assert_run_refuses_edit, by_arm, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "ami_mouse.toml"
@@ -121,11 +121,6 @@ def built():
     return BuiltTrial(trial_config(CONFIG), animals_per_arm=N_POP)
 
 
-def _by_arm(res):
-    arms = res.animals["arm"].to_numpy()
-    return {a: {k: v[arms == a] for k, v in res.solution.observables.items()} for a in dict.fromkeys(arms)}
-
-
 def _run(built, table, **kw):
     res = vt.simulate(built.model, built.arms, built.population, times_h=TIMES, animals=table, options=built.options, states=False, **kw)
     assert (res.animals["status"] == "ok").all()
@@ -138,7 +133,7 @@ def typical(built):
     out = {}
     for ke0 in (CARD["ke0"], 100.0):
         table = pd.DataFrame({"arm": [a.name for a in built.arms], "animal": 0, "ke0": ke0})
-        out[ke0] = {a: {k: v[0] for k, v in obs.items()} for a, obs in _by_arm(_run(built, table)).items()}
+        out[ke0] = {a: {k: v[0] for k, v in obs.items()} for a, obs in by_arm(_run(built, table)).items()}
     return out
 
 
@@ -148,7 +143,7 @@ def population(built):
     columns = {k: np.asarray(drawn[k]) for k in (*IIV, "bw")}
     table = pd.concat([pd.DataFrame({"arm": a.name, "animal": np.arange(N_POP), **columns}) for a in built.arms], ignore_index=True)
     res = _run(built, table, seed=5)
-    return _by_arm(res), res.animals
+    return by_arm(res), res.animals
 
 
 # --- the card's parameters and the config ----------------------------------------------------

@@ -36,7 +36,7 @@ import vtrial as vt
 from vtrial.cli import app
 from vtrial.io.trial_config import BuiltTrial
 
-from conftest import assert_run_refuses_edit, trial_config
+from conftest import assert_run_refuses_edit, by_arm, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "msu_peritonitis_mouse.toml"
@@ -158,15 +158,10 @@ def built():
     return BuiltTrial(trial_config(CONFIG), animals_per_arm=N_POP)
 
 
-def _by_arm(res):
-    arms = res.animals["arm"].to_numpy()
-    return {a: {k: v[arms == a] for k, v in res.solution.observables.items()} for a in dict.fromkeys(arms)}
-
-
 @pytest.fixture(scope="module")
 def typical(built):
     res = vt.simulate(built.model, built.arms, built.population, times_h=TIMES, typical=True, options=built.options, states=False)
-    return {a: {k: v[0] for k, v in obs.items()} for a, obs in _by_arm(res).items()}
+    return {a: {k: v[0] for k, v in obs.items()} for a, obs in by_arm(res).items()}
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +172,7 @@ def population(built):
     table = pd.concat([pd.DataFrame({"arm": a.name, "animal": np.arange(N_POP), **columns}) for a in built.arms], ignore_index=True)
     res = vt.simulate(built.model, built.arms, built.population, times_h=TIMES, animals=table, seed=3, options=built.options, states=False)
     assert (res.animals["status"] == "ok").all()
-    arms = res.animals["arm"].to_numpy()
-    noisy = {a: {k: v[arms == a] for k, v in res.noisy.items()} for a in dict.fromkeys(arms)}
-    return _by_arm(res), noisy, res.animals
+    return by_arm(res), by_arm(res, res.noisy), res.animals
 
 
 # --- the card's parameters and the config ----------------------------------------------------
