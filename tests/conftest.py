@@ -18,6 +18,7 @@
   missing, or fails when `CI=true` (CI has the data, so nothing is skipped silently there);
 - `trial_config(path)`: a trial config file validated as a `TrialConfig`;
 - `by_arm(result)`: a simulation's observables split by arm;
+- `free_port()`: a free TCP port on this machine (a multi-process run's coordinator);
 - `assert_run_refuses_edit(tmp_path, config, old, new, field)`: `vtrial run` of a config
   with one edit exits 2 naming the field and writes nothing.
 """
@@ -29,6 +30,7 @@ import gc
 import itertools
 import logging
 import os
+import socket
 from pathlib import Path
 
 import jax
@@ -84,6 +86,13 @@ def by_arm(result, values=None) -> dict:
     arms = result.animals["arm"].to_numpy()
     values = result.solution.observables if values is None else values
     return {a: {k: v[arms == a] for k, v in values.items()} for a in dict.fromkeys(arms)}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the coordinator of a multi-process run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def assert_run_refuses_edit(tmp_path: Path, config: Path, old: str, new: str, field: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,8 @@ import pytest
 
 import vtrial as vt
 from vtrial.io.run_folder import MANIFEST, partial_folder
+
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"wall_seconds", "compile_seconds", "run_seconds", "command", "chunks_computed", "chunks_resumed"}
@@ -115,15 +116,9 @@ def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, reference):
     same_outputs(out, reference.out_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_calling_the_library_equal_one(tmp_path, reference):
     out = tmp_path / "two"
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     script = (
         "import json, sys; import vtrial as vt; "
         "r = vt.run_config(json.loads(sys.argv[1]), out=sys.argv[2], coordinator=sys.argv[3], num_processes=2, "
