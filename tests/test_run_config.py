@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 import pytest
 
 import vtrial as vt
-from vtrial.io.run_folder import MANIFEST, partial_folder
+from vtrial.io.run_folder import MANIFEST, output_folder, partial_folder
 
 from conftest import free_port
 
@@ -82,6 +83,14 @@ def test_bad_input_writes_nothing(tmp_path):
     with pytest.raises(vt.SpecError, match="--chunk-size"):
         vt.run_config(CONFIG, out=out, chunk_size=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_without_out_writes_into_runs_named_by_the_time():
+    """The default output folder of the jobs that name one (bootstrap, covariates,
+    fit-curve, predict): `runs/<name>-<YYYYmmdd-HHMMSS>`; a given `--out` as it is."""
+    assert output_folder("elsewhere/mine", "bootstrap-pheno_fit") == Path("elsewhere/mine")
+    default = output_folder(None, "bootstrap-pheno_fit")
+    assert default.parent == Path("runs") and re.fullmatch(r"bootstrap-pheno_fit-\d{8}-\d{6}", default.name), default
 
 
 def test_existing_output_folder_is_refused(tmp_path, reference):

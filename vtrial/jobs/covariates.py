@@ -41,7 +41,7 @@ from vtrial.errors import SpecError
 from vtrial.io.config import read_toml, validate
 from vtrial.io.covariate_search import toml_text
 from vtrial.io.fit_config import FitConfig
-from vtrial.io.run_folder import RunFolder
+from vtrial.io.run_folder import RunFolder, output_folder
 from vtrial.io.writers import atomic_write, write_csv, write_json
 from vtrial.jobs.bootstrap import read_fit_inputs
 
@@ -213,8 +213,8 @@ def run_covariates(config: str | Path, data: str | Path, *, out: str | Path | No
     search = inputs.cfg.covariate_search
     if search is None:
         raise SpecError("covariate_search", "missing: give [[covariate_search.candidates]] (parameter, covariate, shape) in the config")
-    out_dir = Path(out) if out is not None else Path("runs") / f"covariates-{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = RunFolder(out_dir, {"kind": "covariates", "config_sha256": inputs.config_sha256}, chunks=False)
+    folder = RunFolder(output_folder(out, f"covariates-{Path(config).stem}"),
+                       {"kind": "covariates", "config_sha256": inputs.config_sha256}, chunks=False)
     start = time.perf_counter()
     try:
         log, included, final, s = search_covariates(inputs.built, inputs.data, search, on_step)
