@@ -18,8 +18,9 @@ def pheno_base() -> Model:
         one_compartment(),
         name="pheno_base",
         description="phenobarbital in neonates: one compartment, i.v. boluses, no covariate effects",
-        # Both bounded below by 0, not the shipped V's 1e-12: estimated on the plain log
-        # scale, as NONMEM's THETAs of this model are.
+        # Both bounded below by 0, not 1e-12 as the shipped V: a lower bound a > 0 is
+        # estimated on the log(x - a) scale (vtrial.estimation.population_spec), so 0 keeps
+        # the plain log scale and this search's numbers.
         parameters=(
             Parameter("cl", 0.006, "L/h", 0.0, math.inf, "clearance"),
             Parameter("v", 1.3, "L", 0.0, math.inf, "volume"),
