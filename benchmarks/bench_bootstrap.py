@@ -24,13 +24,11 @@ not in the repository (the README's "Reference datasets").
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
-from harness import ROOT, CpuMeter, base_parser, device_info, device_slug, use_cores_like_vtrial_run, wait_idle, write_result
+from harness import ROOT, SHARED_DIR, CpuMeter, base_parser, device_info, device_slug, use_cores_like_vtrial_run, wait_idle, write_result
 
-SHARED = Path(os.environ.get("VTRIAL_SHARED_DIR") or ROOT.parent / "shared") / "data"
+SHARED = SHARED_DIR / "data"
 PROBLEMS = {
     "pheno": (ROOT / "tests" / "models" / "pheno_fit.toml", SHARED / "pheno" / "pheno_nonmem.csv"),
     "bolus_2cpt": (ROOT / "configs" / "bolus_2cpt_fit.toml", SHARED / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"),

@@ -33,14 +33,13 @@ included unless the persistent cache has it) and once more compiled. Writes
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
-from harness import (ROOT, CpuMeter, base_parser, device_info, device_slug, target, use_cores_like_vtrial_run, wait_idle,
-                     write_result)
+from harness import (ROOT, SHARED_DIR, CpuMeter, base_parser, device_info, device_slug, target, use_cores_like_vtrial_run,
+                     wait_idle, write_result)
 
-DATA = Path(os.environ.get("VTRIAL_SHARED_DIR") or ROOT.parent / "shared") / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
+DATA = SHARED_DIR / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
 NONMEM = {"ofv": 20167.641, "estimation_s": 71.95, "covariance_s": 28.38}
 NLMIXR_OPTIMISER_S = 5.9
 NONMEM_INITIAL = {"cl": 1.6, "v1": 4.5, "q": 1.6, "v2": 4.0}

@@ -4,8 +4,9 @@ pharmpy's example `pheno` (ADVAN1 TRANS2) is imported with `vtrial import-nonmem
 FOCE-I objective with its exact gradient (what every step of a fit evaluates: the EBEs
 re-optimised, all 59 subjects) is timed at the control stream's initial values, against
 the hand-written `tests/models/pheno.py` with `tests/models/pheno_fit.toml` on the same
-data (`../shared/data/pheno/pheno_nonmem.csv`). The first call of each is the compile (and
-the OFVs must agree: the same model); then the best of `--repeats` calls each, alternately.
+data (`data/pheno/pheno_nonmem.csv` under `$VTRIAL_SHARED_DIR`, default `../shared`). The
+first call of each is the compile (and the OFVs must agree: the same model); then the best
+of `--repeats` calls each, alternately.
 
     python benchmarks/bench_import_nonmem.py [--quick] [--repeats N]
 """
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, base_parser, device_info, device_slug, target, wait_idle, write_result
+from harness import ROOT, SHARED_DIR, base_parser, device_info, device_slug, target, wait_idle, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -47,7 +48,7 @@ def main(argv=None) -> dict:
         imported = load_config(config_path)
         imported_data = read_nonmem(imported.cfg.data_file(), imported.model, imported.cfg.data)
     hand = load_config(ROOT / "tests" / "models" / "pheno_fit.toml")
-    hand_data = read_nonmem(ROOT.parent / "shared" / "data" / "pheno" / "pheno_nonmem.csv", hand.model, hand.cfg.data)
+    hand_data = read_nonmem(SHARED_DIR / "data" / "pheno" / "pheno_nonmem.csv", hand.model, hand.cfg.data)
     cases = {"hand_written": (hand, hand_data), "imported": (imported, imported_data)}
 
     def evaluate(label):

@@ -34,9 +34,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import ROOT, CpuMeter, base_parser, device_info, device_slug, target, wait_idle, write_result
+from harness import ROOT, SHARED_DIR, CpuMeter, base_parser, device_info, device_slug, target, wait_idle, write_result
 
-BOLUS = ROOT.parent / "shared" / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
+BOLUS = SHARED_DIR / "data" / "bolus_2cpt" / "bolus_2cpt_nonmem.csv"
 CONFIGS = ROOT / "configs"
 ROWS = ("import", "help", "run_cia_200", "fit_oral_12", "fit_bolus_2cpt_closed", "fit_bolus_2cpt_ode")
 #: (row, cold or warm) -> (threshold s, op)

@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CIA_CONFIG = ROOT / "configs" / "cia_rat_liu2011.toml"
+#: The reference data kept outside the repository (public datasets): `$VTRIAL_SHARED_DIR`,
+#: or `shared/` next to the repository, as the tests find them (tests/conftest.py).
+SHARED_DIR = Path(os.environ.get("VTRIAL_SHARED_DIR") or ROOT.parent / "shared")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -15,7 +15,12 @@
   events as jumps of one solve;
 - `shared_data(relative)`: reference data kept outside the repository (public datasets,
   model cards, the seed in `../shared/`): the path, or the test skips saying what is
-  missing, or fails when `CI=true` (CI has the data, so nothing is skipped silently there).
+  missing, or fails when `CI=true` (CI has the data, so nothing is skipped silently there);
+- `trial_config(path)`: a trial config file validated as a `TrialConfig`;
+- `by_arm(result)`: a simulation's observables split by arm;
+- `free_port()`: a free TCP port on this machine (a multi-process run's coordinator);
+- `assert_run_refuses_edit(tmp_path, config, old, new, field)`: `vtrial run` of a config
+  with one edit exits 2 naming the field and writes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import gc
 import itertools
 import logging
 import os
+import socket
 from pathlib import Path
 
 import jax
@@ -62,6 +68,50 @@ def shared_data(relative: str | os.PathLike) -> Path:
     if os.environ.get("CI", "").strip().lower() == "true":
         pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
     pytest.skip(reason)
+
+
+def trial_config(path: str | os.PathLike):
+    """The trial config at `path` (`kind = "trial"`) validated as a `TrialConfig`."""
+    from vtrial.io.config import read_toml, validate
+    from vtrial.io.trial_config import TrialConfig
+
+    data, _ = read_toml(path)
+    data.pop("kind")
+    return validate(TrialConfig, data)
+
+
+def by_arm(result, values=None) -> dict:
+    """`{arm: {name: its animals' rows}}` of a simulation result's observables (or of
+    `values`, e.g. `result.noisy`), the arms in the order of the animals table."""
+    arms = result.animals["arm"].to_numpy()
+    values = result.solution.observables if values is None else values
+    return {a: {k: v[arms == a] for k, v in values.items()} for a in dict.fromkeys(arms)}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the coordinator of a multi-process run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_run_refuses_edit(tmp_path: Path, config: Path, old: str, new: str, field: str) -> None:
+    """`vtrial run` of `config` with its first `old` replaced by `new` exits 2 naming
+    `field`, and leaves neither its output folder nor a partial one."""
+    from typer.testing import CliRunner
+
+    from vtrial.cli import app
+
+    text = Path(config).read_text()
+    assert old in text, f"{Path(config).name} no longer holds {old!r}: update the test's edit"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(old, new, 1))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(bad), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert field in result.output, result.output
+    assert not out.exists()
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
 
 
 #: "auto" = closed-form linear PK (the default), "ode" = integrate every state with

@@ -15,17 +15,16 @@ import numpy as np
 import pandas as pd
 
 import vtrial as vt
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
+
+from conftest import trial_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def built_trial(name: str) -> BuiltTrial:
     """The library objects of `configs/<name>.toml` (one animal per arm)."""
-    data, _ = read_toml(CONFIGS / f"{name}.toml")
-    data.pop("kind")
-    return BuiltTrial(validate(TrialConfig, data), animals_per_arm=1)
+    return BuiltTrial(trial_config(CONFIGS / f"{name}.toml"), animals_per_arm=1)
 
 
 def paired_animals(built: BuiltTrial, n: int, seed: int) -> pd.DataFrame:

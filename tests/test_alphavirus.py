@@ -22,6 +22,8 @@ import vtrial as vt
 from vtrial.cli import app
 from tests.paired_population import CONFIGS, built_trial, simulate_paired
 
+from conftest import assert_run_refuses_edit
+
 NM_PER_MG_PER_L = 1e6 / 17_300.0
 MPK = {"cl_ref": 0.020, "v1_ref": 0.0015, "q_ref": 0.0042, "v2_ref": 0.0020, "ka_ip": 1.5, "f_ip": 0.9, "ke0": 0.1}
 LINK = {"k_i": 0.21, "k_l": 0.26, "tau": 3.0}
@@ -334,13 +336,4 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_config_exits_2_naming_the_field(tmp_path, case):
-    old, new, field = BAD[case]
-    text = (CONFIGS / "alphavirus_bone_mouse.toml").read_text()
-    assert old in text
-    bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace(old, new, 1))
-    out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(bad), "--out", str(out)])
-    assert result.exit_code == 2, result.output
-    assert field in result.output
-    assert not out.exists()
+    assert_run_refuses_edit(tmp_path, CONFIGS / "alphavirus_bone_mouse.toml", *BAD[case])

@@ -32,8 +32,9 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
+
+from conftest import assert_run_refuses_edit, by_arm, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "ami_mouse.toml"
@@ -115,20 +116,9 @@ def at(t):
     return int(np.flatnonzero(np.isclose(TIMES, t))[0])
 
 
-def load_config() -> TrialConfig:
-    data, _ = read_toml(CONFIG)
-    data.pop("kind")
-    return validate(TrialConfig, data)
-
-
 @pytest.fixture(scope="module")
 def built():
-    return BuiltTrial(load_config(), animals_per_arm=N_POP)
-
-
-def _by_arm(res):
-    arms = res.animals["arm"].to_numpy()
-    return {a: {k: v[arms == a] for k, v in res.solution.observables.items()} for a in dict.fromkeys(arms)}
+    return BuiltTrial(trial_config(CONFIG), animals_per_arm=N_POP)
 
 
 def _run(built, table, **kw):
@@ -143,7 +133,7 @@ def typical(built):
     out = {}
     for ke0 in (CARD["ke0"], 100.0):
         table = pd.DataFrame({"arm": [a.name for a in built.arms], "animal": 0, "ke0": ke0})
-        out[ke0] = {a: {k: v[0] for k, v in obs.items()} for a, obs in _by_arm(_run(built, table)).items()}
+        out[ke0] = {a: {k: v[0] for k, v in obs.items()} for a, obs in by_arm(_run(built, table)).items()}
     return out
 
 
@@ -153,7 +143,7 @@ def population(built):
     columns = {k: np.asarray(drawn[k]) for k in (*IIV, "bw")}
     table = pd.concat([pd.DataFrame({"arm": a.name, "animal": np.arange(N_POP), **columns}) for a in built.arms], ignore_index=True)
     res = _run(built, table, seed=5)
-    return _by_arm(res), res.animals
+    return by_arm(res), res.animals
 
 
 # --- the card's parameters and the config ----------------------------------------------------
@@ -378,10 +368,4 @@ def test_cli_runs_the_config(tmp_path):
     ("[sampling.apoptosis_pct]", "[sampling.apoptosis]", "sampling.apoptosis"),
 ])
 def test_bad_config_is_rejected_naming_the_field(tmp_path, old, new, field):
-    text = CONFIG.read_text()
-    assert old in text
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(text.replace(old, new, 1))
-    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and field in result.output, result.output
-    assert not (tmp_path / "out").exists()
+    assert_run_refuses_edit(tmp_path, CONFIG, old, new, field)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
+from vtrial.io.covariate_search import toml_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -51,22 +52,8 @@ def config(path: Path, **edits) -> dict:
 
 
 def write_toml(tmp_path: Path, data: dict, name: str = "c.toml") -> Path:
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace('"', '\\"') + '"'
-        if isinstance(v, float):
-            return "nan" if v != v else ("inf" if v == float("inf") else ("-inf" if v == -float("inf") else repr(v)))
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + " }"
-        return str(v)
-
-    lines = [f'"{k}" = {value(v)}' for k, v in data.items()]
     path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(toml_text(data))
     return path
 
 

@@ -31,6 +31,7 @@ from vtrial.estimation import EstimationSpec, PopulationData, population_objecti
 from vtrial.estimation.censoring import observation_terms, resolve_censoring
 from vtrial.estimation.focei import problem
 from vtrial.estimation.population import _prepare
+from vtrial.io.covariate_search import toml_text
 from vtrial.io.nonmem import read_nonmem
 from vtrial.models import one_compartment
 
@@ -219,25 +220,9 @@ def test_check_refuses_m3_with_focei_naming_the_fix(tmp_path):
     with pytest.raises(vtrial.SpecError, match="estimation.censoring"):
         vtrial.check_config(_fit_table(censoring="m5"), data=path)
     config = tmp_path / "fit.toml"
-    config.write_text(tomli_w_text(_fit_table()))
+    config.write_text(toml_text(_fit_table()))
     result = CliRunner().invoke(app, ["check", str(config), "--data", str(path)])
     assert result.exit_code == 2 and "laplace" in " ".join(result.output.split())
-
-
-def tomli_w_text(table: dict) -> str:
-    """A fit config table as TOML (the few value types a config has)."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        return repr(v)
-
-    return "".join(f"{json.dumps(k)} = {value(v)}\n" for k, v in table.items())
 
 
 # -- outputs: VPC with the share below the LLOQ, GOF marking censored rows -----------

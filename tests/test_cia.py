@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
 from tests.cia_reference import CIA_TYPICAL, simulate_cia_scipy
+
+from conftest import assert_run_refuses_edit, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cia_rat_liu2011.toml"
@@ -29,15 +30,9 @@ ARMS = {  # arm name -> (rate mg/kg/day, duration h)
 }
 
 
-def load_config(path=CONFIG) -> TrialConfig:
-    data, _ = read_toml(path)
-    data.pop("kind")
-    return validate(TrialConfig, data)
-
-
 @pytest.fixture(scope="module")
 def typical():
-    built = BuiltTrial(load_config(), animals_per_arm=1)
+    built = BuiltTrial(trial_config(CONFIG), animals_per_arm=1)
     res = vt.simulate(built.model, built.arms, built.population, times_h=built.times_h, typical=True, options=built.options)
     return built, res
 
@@ -192,17 +187,7 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_config_exits_2_naming_the_field(tmp_path, case):
-    old, new, field = BAD[case]
-    text = CONFIG.read_text()
-    assert old in text
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(text.replace(old, new, 1))
-    out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(cfg), "--out", str(out)])
-    assert result.exit_code == 2, result.output
-    assert field in result.output
-    assert not out.exists()
-    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+    assert_run_refuses_edit(tmp_path, CONFIG, *BAD[case])
 
 
 def test_unknown_parameter_in_animals_file(tmp_path):

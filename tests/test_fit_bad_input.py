@@ -22,6 +22,7 @@ import vtrial as vt
 from vtrial.cli import app
 from vtrial.errors import DataError, DatasetError, SpecError
 from vtrial.estimation.population_tables import cv_pct_row, unfit_observation
+from vtrial.io.covariate_search import toml_text
 
 from conftest import REPO_ROOT
 
@@ -65,21 +66,6 @@ def fit_config(**edits) -> dict:
         else:
             node[keys[-1]] = value
     return table
-
-
-def toml_text(table: dict) -> str:
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + " }"
-        return repr(v)
-
-    return "\n".join(f'"{k}" = {value(v)}' for k, v in table.items()) + "\n"
 
 
 def cli(*args):

@@ -24,6 +24,7 @@ import vtrial as vt
 import vtrial.estimation
 from vtrial.cli import app
 from vtrial.errors import SpecError
+from vtrial.io.covariate_search import toml_text
 from vtrial.io.nonmem import read_nonmem
 from vtrial.models import get_model
 
@@ -172,23 +173,10 @@ TRIAL = {
 def simulated_study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
     config = folder / "pk_study.toml"
-    config.write_text(_toml(TRIAL))
+    config.write_text(toml_text(TRIAL))
     result = invoke("run", config, "--out", folder / "run", "--dataset", folder / "study.csv")
     assert result.exit_code == 0, result.output
     return folder
-
-
-def _toml(table) -> str:
-    def value(v):
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        return repr(v)
-
-    return "\n".join(f"{json.dumps(k)} = {value(v)}" for k, v in table.items()) + "\n"
 
 
 def test_run_dataset_reads_back_into_the_same_study(simulated_study):
@@ -222,7 +210,7 @@ def test_run_dataset_reads_back_into_the_same_study(simulated_study):
 
 def test_run_dataset_is_refused_where_it_cannot_apply(tmp_path):
     config = tmp_path / "pk.toml"
-    config.write_text(_toml(TRIAL))
+    config.write_text(toml_text(TRIAL))
     result = invoke("run", config, "--out", tmp_path / "out", "--dataset", tmp_path / "study.parquet")
     assert result.exit_code == 2 and "--dataset" in result.output and not (tmp_path / "out").exists()
     result = invoke("run", REPO_ROOT / "configs" / "cia_power.toml", "--out", tmp_path / "out", "--dataset", tmp_path / "s.csv")

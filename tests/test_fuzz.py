@@ -104,12 +104,18 @@ def _toml_value(v) -> str:
     return str(v)
 
 
+def _toml_text(table: dict) -> str:
+    """A (mutated) config table as TOML, tables inline. Not vtrial's `toml_text`: the values
+    hypothesis draws include strings with control characters, which this escapes."""
+    return "\n".join(f'"{k}" = {_toml_value(v)}' for k, v in table.items()) + "\n"
+
+
 @given(mutated_configs())
 def test_vtrial_check_exits_0_or_2_and_writes_nothing(tmp_path_factory, case):
     name, data = case
     folder = tmp_path_factory.mktemp("fuzz")
     path = folder / name
-    path.write_text("\n".join(f'"{k}" = {_toml_value(v)}' for k, v in data.items()) + "\n")
+    path.write_text(_toml_text(data))
     result = CliRunner().invoke(app, ["check", str(path), "--typical"])
     assert result.exit_code in (0, 2), (name, result.output, result.exception)
     assert "Traceback" not in result.output
@@ -167,22 +173,11 @@ def test_mutated_optimize_and_power_configs_exit_0_or_2_naming_a_key(tmp_path_fa
     """`vtrial check` of a mutated optimize/power config: 0, or 2 with a message that starts
     with a key of the config (never exit 1, never a traceback)."""
     table = copy.deepcopy(CONFIGS[name])
-    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
-        path = data.draw(st.sampled_from(PATHS[name]))
-        node = table
-        try:
-            for part in path[:-1]:
-                node = node[part]
-            value = data.draw(odd_values)
-            if value is DELETE:
-                del node[path[-1]]
-            else:
-                node[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue
+    mutate_paths(data.draw, table, st.sampled_from(PATHS[name]), odd_values, delete=DELETE,
+                 times=data.draw(st.integers(min_value=1, max_value=3)))
     folder = tmp_path_factory.mktemp("design")
     path = folder / name
-    path.write_text("\n".join(f'"{k}" = {_toml_value(v)}' for k, v in table.items()) + "\n")
+    path.write_text(_toml_text(table))
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code in (0, 2), (name, result.output, result.exception)
     assert "Traceback" not in result.output
@@ -228,7 +223,7 @@ def mutated_run_animals(draw):
 @pytest.fixture(scope="module")
 def pk_trial_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("pk") / "fuzz_pk.toml"
-    path.write_text("\n".join(f'"{k}" = {_toml_value(v)}' for k, v in PK_TRIAL.items()) + "\n")
+    path.write_text(_toml_text(PK_TRIAL))
     return path
 
 

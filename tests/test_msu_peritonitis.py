@@ -34,8 +34,9 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
+
+from conftest import assert_run_refuses_edit, by_arm, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "msu_peritonitis_mouse.toml"
@@ -152,26 +153,15 @@ def at(t):
     return int(np.flatnonzero(np.isclose(TIMES, t))[0])
 
 
-def load_config() -> TrialConfig:
-    data, _ = read_toml(CONFIG)
-    data.pop("kind")
-    return validate(TrialConfig, data)
-
-
 @pytest.fixture(scope="module")
 def built():
-    return BuiltTrial(load_config(), animals_per_arm=N_POP)
-
-
-def _by_arm(res):
-    arms = res.animals["arm"].to_numpy()
-    return {a: {k: v[arms == a] for k, v in res.solution.observables.items()} for a in dict.fromkeys(arms)}
+    return BuiltTrial(trial_config(CONFIG), animals_per_arm=N_POP)
 
 
 @pytest.fixture(scope="module")
 def typical(built):
     res = vt.simulate(built.model, built.arms, built.population, times_h=TIMES, typical=True, options=built.options, states=False)
-    return {a: {k: v[0] for k, v in obs.items()} for a, obs in _by_arm(res).items()}
+    return {a: {k: v[0] for k, v in obs.items()} for a, obs in by_arm(res).items()}
 
 
 @pytest.fixture(scope="module")
@@ -182,9 +172,7 @@ def population(built):
     table = pd.concat([pd.DataFrame({"arm": a.name, "animal": np.arange(N_POP), **columns}) for a in built.arms], ignore_index=True)
     res = vt.simulate(built.model, built.arms, built.population, times_h=TIMES, animals=table, seed=3, options=built.options, states=False)
     assert (res.animals["status"] == "ok").all()
-    arms = res.animals["arm"].to_numpy()
-    noisy = {a: {k: v[arms == a] for k, v in res.noisy.items()} for a in dict.fromkeys(arms)}
-    return _by_arm(res), noisy, res.animals
+    return by_arm(res), by_arm(res, res.noisy), res.animals
 
 
 # --- the card's parameters and the config ----------------------------------------------------
@@ -412,10 +400,4 @@ def test_cli_runs_the_config(tmp_path):
     ("[variability.cv_percent]\nkin = 30", "[variability.cv_percent]\nk_in = 30", "variability.cv_percent.k_in"),
 ])
 def test_bad_config_is_rejected_naming_the_field(tmp_path, old, new, field):
-    text = CONFIG.read_text()
-    assert old in text
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(text.replace(old, new, 1))
-    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and field in result.output, result.output
-    assert not (tmp_path / "out").exists()
+    assert_run_refuses_edit(tmp_path, CONFIG, old, new, field)

@@ -22,6 +22,8 @@ import vtrial as vt
 from vtrial.cli import app
 from tests.paired_population import CONFIGS, built_trial, simulate_paired
 
+from conftest import assert_run_refuses_edit
+
 CONFIG = CONFIGS / "renal_nmp_pig.toml"
 NM_PER_MG_PER_L = 1e6 / 17_300.0
 CARD = {  # the card's parameter table
@@ -278,13 +280,4 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_config_exits_2_naming_the_field(tmp_path, case):
-    old, new, field = BAD[case]
-    text = CONFIG.read_text()
-    assert old in text
-    bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace(old, new, 1))
-    out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(bad), "--out", str(out)])
-    assert result.exit_code == 2, result.output
-    assert field in result.output
-    assert not out.exists()
+    assert_run_refuses_edit(tmp_path, CONFIG, *BAD[case])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +22,9 @@ import pandas as pd
 import pytest
 
 import vtrial as vt
-from vtrial.io.run_folder import MANIFEST, partial_folder
+from vtrial.io.run_folder import MANIFEST, output_folder, partial_folder
+
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"wall_seconds", "compile_seconds", "run_seconds", "command", "chunks_computed", "chunks_resumed"}
@@ -83,6 +85,14 @@ def test_bad_input_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_job_without_out_writes_into_runs_named_by_the_time():
+    """The default output folder of the jobs that name one (bootstrap, covariates,
+    fit-curve, predict): `runs/<name>-<YYYYmmdd-HHMMSS>`; a given `--out` as it is."""
+    assert output_folder("elsewhere/mine", "bootstrap-pheno_fit") == Path("elsewhere/mine")
+    default = output_folder(None, "bootstrap-pheno_fit")
+    assert default.parent == Path("runs") and re.fullmatch(r"bootstrap-pheno_fit-\d{8}-\d{6}", default.name), default
+
+
 def test_existing_output_folder_is_refused(tmp_path, reference):
     with pytest.raises(vt.SpecError, match="exists and is not empty"):
         vt.run_config(CONFIG, out=reference.out_dir)
@@ -115,15 +125,9 @@ def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, reference):
     same_outputs(out, reference.out_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_calling_the_library_equal_one(tmp_path, reference):
     out = tmp_path / "two"
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     script = (
         "import json, sys; import vtrial as vt; "
         "r = vt.run_config(json.loads(sys.argv[1]), out=sys.argv[2], coordinator=sys.argv[3], num_processes=2, "

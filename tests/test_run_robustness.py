@@ -21,6 +21,7 @@ import pytest
 import vtrial as vt
 from vtrial.analysis.endpoints import endpoint_table, nonfinite_endpoints
 from vtrial.errors import RunWarning
+from vtrial.io.covariate_search import toml_text
 from vtrial.io.writers import save_figure
 from vtrial.models.base import Endpoint
 
@@ -88,22 +89,10 @@ def test_the_cli_prints_a_failed_figure_and_exits_0(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trial_job, "plot_trial_report", lambda *a, **k: 1 / 0)
     path = tmp_path / "c.toml"
-    path.write_text(_toml(CONFIG))
+    path.write_text(toml_text(CONFIG))
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "warning: report.png was not drawn: ZeroDivisionError" in result.output
-
-
-def _toml(table) -> str:
-    """CONFIG as TOML (JSON's strings, numbers and lists are TOML's; tables inline)."""
-    def value(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(v)
-
-    return "\n".join(f"{k} = {value(v)}" for k, v in table.items()) + "\n"
 
 
 # -- absurd doses, non-finite endpoints ----------------------------------------------------

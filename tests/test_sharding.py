@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +27,11 @@ from typer.testing import CliRunner
 
 import vtrial as vt
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
-from vtrial.io.trial_config import BuiltTrial, TrialConfig
+from vtrial.io.trial_config import BuiltTrial
 from vtrial.engine.runner import simulate_population
 from vtrial.design.trial import prepare_trial
+
+from conftest import free_port, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cia_rat_liu2011.toml"
@@ -40,9 +40,7 @@ TIMEOUT_S = 150
 
 
 def cia(animals_per_arm: int) -> BuiltTrial:
-    data, _ = read_toml(CONFIG)
-    data.pop("kind")
-    return BuiltTrial(validate(TrialConfig, data), animals_per_arm)
+    return BuiltTrial(trial_config(CONFIG), animals_per_arm)
 
 
 def test_cost_order_is_bitwise_neutral_and_cuts_waste():
@@ -133,12 +131,6 @@ def test_four_devices_equal_one(reference, tmp_path):
     assert_same_outputs(out, reference)
     info = json.loads((out / "run.json").read_text())
     assert info["devices"] == 4 and info["processes"] == 1 and info["chunk_size"] == 6 and info["n_chunks"] == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_equal_one(reference, tmp_path):

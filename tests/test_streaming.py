@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 import vtrial as vt
 from vtrial.analysis import summaries
 from vtrial.cli import app
-from vtrial.io.config import read_toml, validate
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
 from vtrial.jobs import RunContext
 from vtrial.analysis.quantiles import QuantileSketch
@@ -34,6 +33,8 @@ from vtrial.engine.runner import iter_population_chunks
 from vtrial.analysis.summaries import QUANTILES, SummaryAccumulator, summary_table
 from vtrial.design.trial import prepare_trial
 from vtrial.jobs.trial import run_trial
+
+from conftest import trial_config
 
 PK_TRIAL = """
 kind = "trial"
@@ -92,9 +93,7 @@ def pk_config(tmp_path: Path, every_h: float = 1.0) -> Path:
 
 
 def built_trial(path: Path, animals_per_arm: int | None = None) -> tuple[TrialConfig, BuiltTrial]:
-    data, _ = read_toml(path)
-    data.pop("kind")
-    cfg = validate(TrialConfig, data)
+    cfg = trial_config(path)
     return cfg, BuiltTrial(cfg, animals_per_arm)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from vtrial.errors import SpecError
@@ -27,6 +28,14 @@ MANIFEST = "manifest.json"
 
 class ResumeMismatch(SpecError):
     """A partial run exists but was started with other settings."""
+
+
+def output_folder(out: str | Path | None, name: str) -> Path:
+    """A job's output folder: `out` (`--out`), or `runs/<name>-<YYYYmmdd-HHMMSS>` (local
+    time) when none is given."""
+    if out is not None:
+        return Path(out)
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def partial_folder(out_dir: Path) -> Path:

@@ -35,7 +35,7 @@ import pandas as pd
 from vtrial.errors import DataError, SpecError
 from vtrial.io.config import read_toml, validate
 from vtrial.io.fit_config import FitConfig
-from vtrial.io.run_folder import RunFolder
+from vtrial.io.run_folder import RunFolder, output_folder
 from vtrial.io.writers import write_csv, write_json
 from vtrial.jobs.context import RunContext
 
@@ -152,10 +152,9 @@ def run_bootstrap(config: str | Path, data: str | Path, *, samples: int, stratif
     inputs = read_fit_inputs(config, data)
     built, pdata = inputs.built, inputs.data
     groups = strata(data, pdata.ids, stratify) if stratify else None
-    out_dir = Path(out) if out is not None else Path("runs") / f"bootstrap-{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     manifest = {"kind": "bootstrap", "config_sha256": inputs.config_sha256, "data_sha256": inputs.data_sha256,
                 "samples": samples, "seed": seed, "stratify": stratify, "batch": batch, "method": built.method}
-    folder = RunFolder(out_dir, manifest, resume=resume)
+    folder = RunFolder(output_folder(out, f"bootstrap-{Path(config).stem}"), manifest, resume=resume)
     start = time.perf_counter()
     chunks = folder.path / "chunks"
     chunks.mkdir(exist_ok=True)

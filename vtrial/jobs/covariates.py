@@ -41,7 +41,7 @@ from vtrial.errors import SpecError
 from vtrial.io.config import read_toml, validate
 from vtrial.io.covariate_search import toml_text
 from vtrial.io.fit_config import FitConfig
-from vtrial.io.run_folder import RunFolder
+from vtrial.io.run_folder import RunFolder, output_folder
 from vtrial.io.writers import atomic_write, write_csv, write_json
 from vtrial.jobs.bootstrap import read_fit_inputs
 
@@ -106,6 +106,36 @@ class _Search:
                          max_iterations=b.max_iterations, tolerance=b.tolerance)
 
 
+def _fit_step(s: _Search, search, step: int, direction: str, candidates, sets, current, on_step):
+    """One step of the search: the model of each set of candidates fitted in one batch
+    from the current model (`current`: its OFV, x and EBEs), one log row per candidate
+    (`candidates[row]` is the one `sets[row]` adds, forward, or leaves out, backward).
+    Forward chooses the largest drop of the OFV that is significant at `forward_p`;
+    backward the smallest rise that is not significant at `backward_p` (the relation that
+    matters least). Returns the rows, the chosen row and the chosen model as `current`
+    (None, None: none qualifies, which ends that direction); a model that did not converge
+    is never chosen."""
+    forward = direction == "forward"
+    fits = s.fit(sets, current[1], current[2])
+    rows, chosen = [], None
+    for row, c in enumerate(candidates):
+        ofv = float(fits.ofv[row])
+        d = current[0] - ofv if forward else ofv - current[0]  # forward: the drop; backward: the rise
+        p = _p_value(d, 1)
+        ok = bool(fits.converged[row])
+        rows.append(dict(step=step, direction=direction, candidate=s.labels[c], ofv=ofv, dOFV=d, df=1, p=p,
+                         converged=ok, chosen=False))
+        qualifies = p < search.forward_p if forward else p >= search.backward_p
+        if ok and qualifies and (chosen is None or (d > rows[chosen]["dOFV"] if forward else d < rows[chosen]["dOFV"])):
+            chosen = row
+    if on_step is not None:
+        on_step(direction, step)
+    if chosen is None:
+        return rows, None, None
+    rows[chosen]["chosen"] = True
+    return rows, chosen, (float(fits.ofv[chosen]), fits.x[chosen], fits.eta[chosen])
+
+
 def search_covariates(built, data, search, on_step=None):
     """Forward inclusion then backward elimination (module docstring). Returns the log
     (a DataFrame of `scm_log.csv`'s rows), the included candidates (indices), the final
@@ -126,49 +156,20 @@ def search_covariates(built, data, search, on_step=None):
         if not remaining:
             break
         step += 1
-        fits = s.fit([included + (c,) for c in remaining], current[1], current[2])
-        best = None
-        rows = []
-        for row, c in enumerate(remaining):
-            d = current[0] - float(fits.ofv[row])
-            p = _p_value(d, 1)
-            ok = bool(fits.converged[row])
-            rows.append(dict(step=step, direction="forward", candidate=s.labels[c], ofv=float(fits.ofv[row]), dOFV=d, df=1, p=p,
-                             converged=ok, chosen=False))
-            if ok and p < search.forward_p and (best is None or d > best[1]):
-                best = (row, d)
-        if best is not None:
-            rows[best[0]]["chosen"] = True
+        rows, chosen, model = _fit_step(s, search, step, "forward", remaining, [included + (c,) for c in remaining],
+                                        current, on_step)
         log += rows
-        if on_step is not None:
-            on_step("forward", step)
-        if best is None:
+        if chosen is None:
             break
-        row = best[0]
-        included = included + (remaining[row],)
-        current = (float(fits.ofv[row]), fits.x[row], fits.eta[row])
+        included, current = included + (remaining[chosen],), model
     while included:
         step += 1
-        fits = s.fit([tuple(c for c in included if c != out) for out in included], current[1], current[2])
-        rows, weakest = [], None
-        for row, c in enumerate(included):
-            d = float(fits.ofv[row]) - current[0]
-            p = _p_value(d, 1)
-            ok = bool(fits.converged[row])
-            rows.append(dict(step=step, direction="backward", candidate=s.labels[c], ofv=float(fits.ofv[row]), dOFV=d, df=1, p=p,
-                             converged=ok, chosen=False))
-            if ok and p >= search.backward_p and (weakest is None or d < weakest[1]):
-                weakest = (row, d)
-        if weakest is not None:
-            rows[weakest[0]]["chosen"] = True
+        rows, chosen, model = _fit_step(s, search, step, "backward", included,
+                                        [tuple(c for c in included if c != out) for out in included], current, on_step)
         log += rows
-        if on_step is not None:
-            on_step("backward", step)
-        if weakest is None:
+        if chosen is None:
             break
-        row = weakest[0]
-        included = tuple(c for c in included if c != included[row])
-        current = (float(fits.ofv[row]), fits.x[row], fits.eta[row])
+        included, current = tuple(c for c in included if c != included[chosen]), model
     final = s.fit([included], current[1], current[2])
     return pd.DataFrame(log), included, final, s
 
@@ -212,8 +213,8 @@ def run_covariates(config: str | Path, data: str | Path, *, out: str | Path | No
     search = inputs.cfg.covariate_search
     if search is None:
         raise SpecError("covariate_search", "missing: give [[covariate_search.candidates]] (parameter, covariate, shape) in the config")
-    out_dir = Path(out) if out is not None else Path("runs") / f"covariates-{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = RunFolder(out_dir, {"kind": "covariates", "config_sha256": inputs.config_sha256}, chunks=False)
+    folder = RunFolder(output_folder(out, f"covariates-{Path(config).stem}"),
+                       {"kind": "covariates", "config_sha256": inputs.config_sha256}, chunks=False)
     start = time.perf_counter()
     try:
         log, included, final, s = search_covariates(inputs.built, inputs.data, search, on_step)

@@ -4,7 +4,6 @@ written to one output folder (`curve_fit.csv`, `curve_fit.png`), as `vtrial fit-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ from vtrial.assays.common import curve_table, fit_logistic4_scaled, fit_rows, go
 from vtrial.errors import SpecError
 from vtrial.estimation.curvefit import cheng_prusoff_ki, curve_fit_figure
 from vtrial.estimation.least_squares import FitResult
-from vtrial.io.run_folder import RunFolder
+from vtrial.io.run_folder import RunFolder, output_folder
 from vtrial.io.tables import load_concentration_response
 from vtrial.io.writers import save_figure, write_csv
 from vtrial.units import concentration_to_nm_factor
@@ -60,7 +59,7 @@ def fit_curve_file(
                                "negligible depletion (use the full model of `vtrial run` when they fail)",
                                cp.se, (cp.ci_low, cp.ci_high)))
     table = curve_table(parts)
-    out_dir = Path(out) if out is not None else Path("runs") / f"fit-curve-{data.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out_dir = output_folder(out, f"fit-curve-{data.stem}")
     folder = RunFolder(out_dir, chunks=False)
     try:
         write_csv(table, folder.path / "curve_fit.csv")

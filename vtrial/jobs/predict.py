@@ -41,7 +41,7 @@ from vtrial.errors import DataError, SpecError
 from vtrial.io.fit_config import BuiltFit
 from vtrial.io.nonmem import DataSpec, read_nonmem
 from vtrial.io.nonmem_source import read_source
-from vtrial.io.run_folder import RunFolder
+from vtrial.io.run_folder import RunFolder, output_folder
 from vtrial.io.tables import read_table
 from vtrial.io.trial_config import BuiltTrial
 from vtrial.io.writers import write_csv
@@ -202,13 +202,10 @@ def predict_to_folder(config, data, *, out=None, individual=None, replicates: in
                       command: str | None = None) -> tuple[Path, dict]:
     """`predict`, written into a new run folder (`predictions.csv`, `run.json`), atomically:
     nothing is left behind on bad input or failure. Returns (folder, run.json's facts)."""
-    from datetime import datetime
-
     start = time.perf_counter()
     result = predict(config, data, individual=individual, replicates=replicates, seed=seed)
     name = Path(config).stem if isinstance(config, str | Path) else "predict"
-    out_dir = Path(out) if out is not None else Path("runs") / f"{name}-predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    folder = RunFolder(out_dir, {"kind": "predict"})
+    folder = RunFolder(output_folder(out, f"{name}-predict"), {"kind": "predict"})
     try:
         write_csv(result.table, folder.path / "predictions.csv")
         facts = {
