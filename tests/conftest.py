@@ -117,6 +117,10 @@ def assert_run_refuses_edit(tmp_path: Path, config: Path, old: str, new: str, fi
 #: "auto" = closed-form linear PK (the default), "ode" = integrate every state with
 #: diffrax, one solve per event segment; "ode-jumps" = the same in one solve per animal.
 PK_PATHS = ("auto", "ode", "ode-jumps")
+#: The same, with the all-ODE paths marked `long`: for test modules whose every test repeats
+#: per path (jit/vmap/grad, chunking), the default run checks the default path and CI's
+#: long step the ODE reference paths (which tests/test_pk_analytic.py checks by default).
+PK_PATHS_DEFAULT_AUTO = ("auto", *(pytest.param(p, marks=pytest.mark.long) for p in ("ode", "ode-jumps")))
 
 
 def solver_options(path: str, **kwargs) -> vtrial.SolverOptions:

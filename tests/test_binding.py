@@ -99,6 +99,7 @@ def _rl(y, p):
     return y[0]
 
 
+@pytest.mark.long  # derivative validation against finite differences
 def test_differentiable_readout_matches_plate_and_finite_differences():
     f = well_readout(binding_model(), _rl, "ki")
     conc = np.logspace(-3, 2.5, 12)

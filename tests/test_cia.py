@@ -208,9 +208,15 @@ def _runs_without_a_dataset(path) -> bool:
     return 'kind = "fit"' not in path.read_text()
 
 
-#: Configs whose full run is a long validation (dose search and dose-response sweeps: many
-#: animal-regimens); their jobs' small runs are in tests/test_optimize.py and test_msu_peritonitis.py.
-LONG_CONFIGS = ("cia_dose_optimization", "msu_dose_response")
+#: Configs whose full run is a long validation: dose search and dose-response sweeps (many
+#: animal-regimens; their jobs' small runs are in tests/test_optimize.py and
+#: test_msu_peritonitis.py), and the configs of models whose own test file runs `vtrial run`
+#: by default (test_alphavirus, test_renal_nmp, test_caf_tslp, test_ami, test_msu_peritonitis,
+#: test_assays): their golden numbers are compared in CI's long step. The flagship and the
+#: README's quick-start study stay in the default run.
+LONG_CONFIGS = ("cia_dose_optimization", "msu_dose_response", "alphavirus_bone_mouse", "renal_nmp_pig",
+                "pancreatic_caf_tslp_mouse", "pancreatic_caf_tslp", "ami_mouse", "msu_peritonitis_mouse",
+                "el4_displacement", "pbmc_lps", "cia_power")
 
 
 @pytest.mark.parametrize("config", [pytest.param(p, marks=pytest.mark.long) if p.stem in LONG_CONFIGS else p

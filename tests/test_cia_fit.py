@@ -46,6 +46,7 @@ def _vehicle_paw(paw0_factor, options):
     return solve_animal(model, p, doses, times, t0=0.0, options=options).states[:, model.state_index("paw")]
 
 
+@pytest.mark.long  # derivative validation against central differences
 def test_forward_mode_paw_derivative_matches_central_differences_with_a_bounded_step():
     """Before disease onset the paw volume sits exactly at its steady state: the error
     estimate is 0 and, unbounded, the steps leave Tsit5's stability region, so the tangent

@@ -128,6 +128,7 @@ def test_default_path_is_one_solve():
     assert not vt.engine.solve.uses_jumps(MODEL, vt.SolverOptions(events="split"))
 
 
+@pytest.mark.long  # gradient validation against finite differences
 def test_gradient_with_respect_to_event_times_is_exact():
     """d/d(alag), d/d(t_flare), d/d(cl) of the response at a few times, by reverse mode
     through the default (one-solve) path, against central differences of its values."""
@@ -194,6 +195,7 @@ def cia_runs():
     return runs
 
 
+@pytest.mark.long  # 49 CIA-1 animals on three solver paths: a validation (test_pkpd_with_state_jump_matches_scipy checks both event paths by default)
 @pytest.mark.parametrize("path", ["jumps", "split"])
 def test_cia_closed_form_paths_match_ode(cia_runs, path):
     rel = np.abs(cia_runs[path] - cia_runs["ode"]) / cia_runs["ode"]

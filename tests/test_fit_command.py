@@ -401,6 +401,7 @@ def test_covariance_none_skips_the_step_and_succeeds(simulated_study, tmp_path, 
     assert json.loads((out / "fit.json").read_text())["covariance_step"] == "not requested"
 
 
+@pytest.mark.long  # a real fit stopped by its iteration limit (the exit-3 path is checked by default with the stand-in estimator)
 def test_the_real_estimator_stopped_early_says_so_and_exits_3(simulated_study, tmp_path):
     """End to end with the real estimator (no stand-in): `vtrial fit` on the study that
     `vtrial run --dataset` wrote, allowed one outer iteration, cannot converge; it writes

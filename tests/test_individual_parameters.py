@@ -130,6 +130,7 @@ def test_trial_path_closed_form_and_ode_use_the_derived_parameters(model, pk):
         np.testing.assert_allclose(conc[i, 1:], expected, rtol=1e-6 if pk == "ode" else 1e-10)
 
 
+@pytest.mark.long  # jit/vmap/grad agreement on both PK paths: a validation
 def test_jit_vmap_and_grad_through_the_pk_block(model):
     times = jnp.array([2.0, 6.0])
     dose = one_dose().map(lambda a: jnp.asarray(a[0]))

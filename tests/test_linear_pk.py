@@ -80,6 +80,7 @@ def cia_population():
     return model, pop, arms
 
 
+@pytest.mark.long  # CIA-1 animals on the closed form against the all-ODE path: a validation (tests/test_pk_analytic.py checks the closed form by default)
 def test_closed_form_matches_ode_path_on_variable_animals(cia_population):
     model, pop, arms = cia_population
     times = np.linspace(0.0, 840.0, 71)

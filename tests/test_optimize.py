@@ -94,6 +94,7 @@ def test_answer_is_verified_on_fresh_animals(closed_form):
     assert table.loc[table["meets_all"], "daily_dose_mg_per_kg"].min() == result.chosen["daily_dose_mg_per_kg"]
 
 
+@pytest.mark.long  # gradient validation against finite differences of whole trials
 def test_gradient_slopes_equal_finite_differences():
     """d(margin)/d(log dose) of a trough and an AUC under twice-daily boluses, by reverse
     mode through the solve, against central differences."""

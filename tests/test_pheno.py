@@ -120,6 +120,7 @@ def test_pred_and_ipred_at_nonmem_estimates_and_ebes(at_nonmem, model):
     np.testing.assert_allclose(predictions["PRED"], rows["PRED"], atol=1e-3)
 
 
+@pytest.mark.long  # gradient validation against central differences
 def test_gradient_with_a_negative_bounded_theta_and_an_additive_effect(model, tmp_path):
     """A few subjects: the exact gradient against central differences with THETA3 on its
     shifted-log scale and an additive random effect on it (the expansion's variable is

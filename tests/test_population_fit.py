@@ -124,7 +124,8 @@ def test_full_gradient_matches_central_differences(model, full_data, at_nonmem):
     np.testing.assert_allclose(at_nonmem.subject_gradients.sum(axis=0), at_nonmem.gradient, rtol=1e-10, atol=1e-8)
 
 
-@pytest.mark.parametrize("method", ["focei", "laplace", "foce", "fo"])
+# FOCE-I (the default method) by default; the other methods' gradients are long validations.
+@pytest.mark.parametrize("method", ["focei", *(pytest.param(m, marks=pytest.mark.long) for m in ("laplace", "foce", "fo"))])
 def test_gradient_matches_central_differences_few_subjects(model, few_data, method):
     """Away from the optimum, with a correlated block: the implicit derivative of the EBEs
     is in the gradient (FOCE-I's Hessian depends on them)."""
@@ -137,6 +138,7 @@ def test_gradient_matches_central_differences_few_subjects(model, few_data, meth
     np.testing.assert_allclose(r.subject_gradients.sum(axis=0), r.gradient, rtol=1e-10, atol=1e-8)
 
 
+@pytest.mark.long  # the all-ODE path of the FOCE-I objective against the closed form, with gradients: a validation (the closed form's gradient is checked by default)
 def test_ode_path_agrees_and_differentiates(model):
     """SolverOptions(pk="ode") (diffrax, forward-mode adjoint): same objective as the
     closed form to the solver's tolerance, gradient equal to central differences."""
@@ -509,6 +511,7 @@ def test_dense_sampling_on_two_devices_does_not_hang():
     assert _on_two_devices(_TWO_DEVICE_DENSE_SAMPLING) == {"ok": True}
 
 
+@pytest.mark.long  # a full FOCE-I fit with an estimated allometric exponent; the estimation machinery it uses is checked by default on smaller fits
 def test_estimated_exponent_and_fixed_variance(oral_study):
     """The allometric exponent estimated (from 1.0; truth 0.75) with omega2_v fixed at
     its truth: exact gradient with that layout, the exponent within 3 SEs of the truth,

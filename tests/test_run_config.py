@@ -125,6 +125,7 @@ def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, reference):
     same_outputs(out, reference.out_dir)
 
 
+@pytest.mark.long  # starts two JAX processes (multi-process runtime): a validation
 def test_two_processes_calling_the_library_equal_one(tmp_path, reference):
     out = tmp_path / "two"
     coordinator = f"127.0.0.1:{free_port()}"

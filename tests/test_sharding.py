@@ -43,6 +43,7 @@ def cia(animals_per_arm: int) -> BuiltTrial:
     return BuiltTrial(trial_config(CONFIG), animals_per_arm)
 
 
+@pytest.mark.long  # a validation over two animal orders of a CIA-1 population
 def test_cost_order_is_bitwise_neutral_and_cuts_waste():
     built = cia(4)
     vehicle, pump = built.arms[0], built.arms[2]
@@ -133,6 +134,7 @@ def test_four_devices_equal_one(reference, tmp_path):
     assert info["devices"] == 4 and info["processes"] == 1 and info["chunk_size"] == 6 and info["n_chunks"] == 2
 
 
+@pytest.mark.long  # starts two JAX processes (multi-process runtime): a validation
 def test_two_processes_equal_one(reference, tmp_path):
     out = tmp_path / "two"
     coordinator = f"127.0.0.1:{free_port()}"

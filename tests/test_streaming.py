@@ -174,6 +174,7 @@ def test_streamed_summary_matches_in_memory(pk_population, mode):
             assert np.all(np.abs(got.loc[rows, name].to_numpy() - exact.loc[rows, name].to_numpy()) <= bound), (arm, name)
 
 
+@pytest.mark.long  # the streamed tables against the in-memory ones for a whole trial job: a validation (the streaming writers are checked by default)
 def test_trial_job_streams_the_in_memory_tables(tmp_path, pk_population):
     config = pk_config(tmp_path)
     out = tmp_path / "out"
@@ -205,6 +206,7 @@ def test_trial_job_streams_the_in_memory_tables(tmp_path, pk_population):
     pd.testing.assert_frame_equal(pd.read_csv(quiet / "summary.csv"), summary)
 
 
+@pytest.mark.long  # memory measurement of a large run
 def test_memory_is_bounded_by_the_chunk_size(tmp_path, monkeypatch):
     """20,001 animals x 577 times (every 5 min for 48 h): one population-sized array of one
     observable would be 92 MB, so holding any (animals x times) array would push the

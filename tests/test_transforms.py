@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import PK_PATHS, solver_options
+from conftest import PK_PATHS_DEFAULT_AUTO, solver_options
 
 import vtrial as vt
 from vtrial.design.dosing import lower_regimens
@@ -48,7 +48,7 @@ def regimen(oral_mg=2.0):
     )
 
 
-@pytest.fixture(scope="module", params=PK_PATHS)
+@pytest.fixture(scope="module", params=PK_PATHS_DEFAULT_AUTO)
 def options(request):
     return solver_options(request.param, rtol=1e-10, atol=1e-12)
 
