@@ -48,18 +48,21 @@ def enable_persistent_cache() -> str | None:
     where = os.environ.get("VTRIAL_CACHE_DIR", str(Path.home() / ".cache" / "vtrial" / "jax"))
     if where.lower() in ("off", "0", "none", ""):
         return None
-    import jax
-
     try:
         Path(where).mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # read-only home: run without a cache rather than fail
-    jax.config.update("jax_compilation_cache_dir", where)
     # Every executable is kept: vtrial's own small functions (population sampler,
     # residual noise) and the dozens of small operations a fit runs outside its compiled
     # functions each compile in well under JAX's default 1 s threshold, but together they
     # cost seconds of every process.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    settings = {"jax_compilation_cache_dir": where, "jax_persistent_cache_min_compile_time_secs": 0.0}
+    if "jax" in sys.modules:
+        for name, value in settings.items():
+            sys.modules["jax"].config.update(name, value)
+    else:  # as for x64: JAX reads them when it is imported (`vtrial run --help` never imports it)
+        for name, value in settings.items():
+            os.environ[name.upper()] = str(value)
     return where
 
 

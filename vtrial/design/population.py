@@ -288,15 +288,16 @@ class Population:
             tuple(self.additive),
             tuple(e.kind for e in self.covariate_effects),
         )
+        # Host arrays: each eager JAX conversion would compile a program of its own.
         draws = draw(
             key,
-            jnp.arange(first_index, first_index + n_animals),
-            {name: jnp.asarray(v, dtype=float) for name, v in self.typical_parameters().items()},
-            jnp.asarray([c.median for c in self.covariates], dtype=float),
-            jnp.asarray([c.sigma for c in self.covariates], dtype=float),
-            jnp.asarray([e.reference for e in self.covariate_effects], dtype=float),
-            jnp.asarray([e.exponent for e in self.covariate_effects], dtype=float),
-            jnp.asarray(chol, dtype=float),
+            np.arange(first_index, first_index + n_animals, dtype=np.int64),
+            {name: np.asarray(v, dtype=np.float64) for name, v in self.typical_parameters().items()},
+            np.asarray([c.median for c in self.covariates], dtype=np.float64),
+            np.asarray([c.sigma for c in self.covariates], dtype=np.float64),
+            np.asarray([e.reference for e in self.covariate_effects], dtype=np.float64),
+            np.asarray([e.exponent for e in self.covariate_effects], dtype=np.float64),
+            np.asarray(chol, dtype=np.float64),
         )
         return {name: np.asarray(v) for name, v in draws.items()}
 
@@ -349,6 +350,22 @@ def _sampler(covariates: tuple[str, ...], effects: tuple[tuple[str, str], ...], 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None, None, None, None)))
 
 
+# Keys computed by one compiled program each: op by op, every operation (the seed's
+# conversion, threefry's seeding, each fold-in) would compile a program of its own.
+_seed_key = jax.jit(jax.random.PRNGKey)
+_fold_in_each = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)))
+
+
+def seed_key(seed: int) -> np.ndarray:
+    """`PRNGKey(seed)` as a host array."""
+    return np.asarray(_seed_key(np.int64(seed)))
+
+
+def arm_keys(seed: int, n_arms: int) -> np.ndarray:
+    """The key of each arm's animals, `fold_in(PRNGKey(seed), a)` for arm `a`, shape `(n_arms, 2)`."""
+    return np.asarray(_fold_in_each(seed_key(seed), np.arange(n_arms, dtype=np.int64)))
+
+
 def residual_keys(key, animal_index):
     """The residual-error key of an animal (independent of its parameter draws)."""
     return jax.random.fold_in(jax.random.fold_in(key, animal_index), _RESIDUAL)
@@ -384,7 +401,7 @@ class ResidualDraw:
 
     def shared(self, residual: Mapping[str, ResidualError], seed: int) -> dict:
         return {
-            "key": np.asarray(jax.random.PRNGKey(seed)),
+            "key": seed_key(seed),
             "stream": np.asarray([observable_stream(n) for n in self.observables], np.uint32),
             "additive": np.asarray([residual[n].additive for n in self.observables], float),
             "proportional": np.asarray([residual[n].proportional for n in self.observables], float),

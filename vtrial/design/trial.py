@@ -28,7 +28,7 @@ import pandas as pd
 from vtrial.analysis.tables import frame, observation_columns, trajectory_columns
 from vtrial.design.dosing import Regimen, lower_regimens
 from vtrial.design.occasions import trial_occasions
-from vtrial.design.population import Population, ResidualDraw
+from vtrial.design.population import Population, ResidualDraw, arm_keys
 from vtrial.engine.events import CovariateChanges, DoseRecords
 from vtrial.engine.exposure import exposure_spec, result_name
 from vtrial.engine.runner import ChunkResult, PopulationChunks, PopulationSolution, check_times, gather, iter_population_chunks
@@ -93,10 +93,10 @@ def _check_arms(model: Model, arms) -> tuple[Arm, ...]:
 
 def _drawn_animals(model, population, arms, seed, typical) -> pd.DataFrame:
     needed = list(model.parameter_names) + list(model.covariate_names)
-    key = jax.random.PRNGKey(seed)
+    keys = None if typical else arm_keys(seed, len(arms))
     tables = []
     for a, arm in enumerate(arms):
-        p = population.typical_animals(1) if typical else population.sample(jax.random.fold_in(key, a), arm.n_animals)
+        p = population.typical_animals(1) if typical else population.sample(keys[a], arm.n_animals)
         n = len(next(iter(p.values())))
         df = pd.DataFrame({"arm": arm.name, "arm_index": a, "animal": np.arange(n)})
         for k in needed:

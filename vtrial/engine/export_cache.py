@@ -110,15 +110,16 @@ def model_identity(model) -> str | None:
     return f"{reference}@{digest}"
 
 
-def compile_exported(jitted: Callable, path: Path | None, args):
-    """`jitted` compiled for `args`, through the export at `path`: read if there (no
-    tracing), else traced, written and used (so the first and later processes compile
-    the same program and share its persistent-cache entry). Without an entry path, or
-    when the function cannot be exported (e.g. `flatbuffers` missing), it is traced and
-    compiled as usual."""
+def compile_exported(build: Callable[[], Callable], path: Path | None, args):
+    """The jitted function that `build()` returns, compiled for `args`, through the
+    export at `path`: read if there (no tracing, and `build` is never called: building a
+    solve can cost model checks and compilations of its own), else traced, written and
+    used (so the first and later processes compile the same program and share its
+    persistent-cache entry). Without an entry path, or when the function cannot be
+    exported (e.g. `flatbuffers` missing), it is traced and compiled as usual."""
     if path is None:
         COUNTS["traced"] += 1
-        return jitted.lower(*args).compile()
+        return build().lower(*args).compile()
     exported = None
     if path.is_file():
         try:
@@ -126,6 +127,7 @@ def compile_exported(jitted: Callable, path: Path | None, args):
         except Exception:  # written by another version, truncated: trace afresh
             exported = None
     if exported is None:
+        jitted = build()
         try:
             exported = jax.export.export(jitted)(*args)
             blob = exported.serialize()
@@ -169,7 +171,7 @@ class Exported:
         compiled = self._compiled.get(layout)
         if compiled is None:
             path = entry_path(self._model, self._key, args)
-            compiled = self._compiled[layout] = compile_exported(self._jitted, path, args)
+            compiled = self._compiled[layout] = compile_exported(lambda: self._jitted, path, args)
         return compiled(*args)
 
 

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
@@ -260,6 +259,8 @@ def _peaks(model: Model, q, doses, events, event_t, ts, y_out, save_times, optio
 def _refine(model, value_and_slope, ts, y_post, q_post, r_post, pre, post, lo, hi, k, options: SolverOptions):
     """The interior maxima of the `k` best rising-then-falling intervals of each group:
     `(n_groups, k * N_REFINE)` values (-inf where there is none) and their times."""
+    import diffrax as dfx  # here: imported when a solve is traced (`vtrial.engine.solvers`)
+
     dtype = ts.dtype
     (c_pre, d_pre), (c_post, d_post) = pre, post
     neg = jnp.asarray(-jnp.inf, dtype)

@@ -298,7 +298,9 @@ def compiled_solver(
     path = export_cache.entry_path(
         model, ("batched_solver", options, float(t0), mesh_key, states, lane_outputs, exposure, lapack.LAPACK_PARALLEL_WORK), args
     )
-    compiled = export_cache.compile_exported(batched_solver(model, options, t0, mesh, states, lane_outputs, exposure), path, args)
+    compiled = export_cache.compile_exported(
+        lambda: batched_solver(model, options, t0, mesh, states, lane_outputs, exposure), path, args
+    )
     _COMPILED[key] = compiled
     while len(_COMPILED) > _COMPILED_MAX:
         _COMPILED.popitem(last=False)

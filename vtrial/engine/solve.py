@@ -48,9 +48,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
-import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,12 +144,16 @@ class SolverOptions:
         if self.max_step_h is not None and not (self.max_step_h > 0 and math.isfinite(self.max_step_h)):
             raise SpecError("solver.max_step_h", f"must be a finite number of hours > 0, got {self.max_step_h!r}")
 
-    def controller(self) -> dfx.PIDController:
-        """The adaptive step-size controller of these options."""
+    def controller(self):
+        """The adaptive step-size controller of these options (a `diffrax.PIDController`)."""
+        import diffrax as dfx  # here: imported when a solve is traced (`vtrial.engine.solvers`)
+
         return dfx.PIDController(rtol=self.rtol, atol=self.atol, dtmax=self.max_step_h)
 
     @property
     def diffrax_adjoint(self):
+        import diffrax as dfx
+
         return dfx.ForwardMode() if self.adjoint == "forward" else dfx.RecursiveCheckpointAdjoint()
 
     @property
@@ -166,12 +170,16 @@ class AnimalSolution(NamedTuple):
 
 
 def _result_code(result) -> jnp.ndarray:
+    import diffrax as dfx
+
     return jnp.where(
         result == dfx.RESULTS.successful, 0, jnp.where(result == dfx.RESULTS.max_steps_reached, 1, 2)
     )
 
 
 def _diffeqsolve(f, a, b, y, args, ts, dt0, options):
+    import diffrax as dfx
+
     return dfx.diffeqsolve(
         dfx.ODETerm(f),
         SOLVERS[options.solver](),
@@ -335,51 +343,61 @@ def _jumps_with_split_gradients(model: Model, options: SolverOptions):
     return solve
 
 
-class _ToleranceOnState(dfx.AbstractAdaptiveStepSizeController):
-    r"""A step-size controller whose relative tolerance applies to the state, not to the
-    integrated variable $\tilde y = y - H(t)$ of the one-solve path.
+@lru_cache(maxsize=1)
+def _tolerance_on_state():
+    """The class below, defined when a solve is first traced: it subclasses a diffrax
+    class, and diffrax is imported only then (`vtrial.engine.solvers`)."""
+    import diffrax as dfx
 
-    Without it, after boluses adding up to $H$ the error allowed in a state would be
-    `rtol * |y - H|`, which is `rtol * |H|` once the boluses have been cleared: with
-    repeated doses the accuracy of a decaying concentration would degrade with every
-    dose. The jumps are put back before the wrapped controller sees the values.
-    """
+    class _ToleranceOnState(dfx.AbstractAdaptiveStepSizeController):
+        r"""A step-size controller whose relative tolerance applies to the state, not to the
+        integrated variable $\tilde y = y - H(t)$ of the one-solve path.
 
-    controller: dfx.PIDController
-    event_t: jnp.ndarray
-    jumped: jnp.ndarray  # (n_events + 1, n_solved): the boluses after the first k events
+        Without it, after boluses adding up to $H$ the error allowed in a state would be
+        `rtol * |y - H|`, which is `rtol * |H|` once the boluses have been cleared: with
+        repeated doses the accuracy of a decaying concentration would degrade with every
+        dose. The jumps are put back before the wrapped controller sees the values.
+        """
 
-    @property
-    def rtol(self):
-        return self.controller.rtol
+        controller: dfx.PIDController
+        event_t: jnp.ndarray
+        jumped: jnp.ndarray  # (n_events + 1, n_solved): the boluses after the first k events
 
-    @property
-    def atol(self):
-        return self.controller.atol
+        @property
+        def rtol(self):
+            return self.controller.rtol
 
-    @property
-    def norm(self):
-        return self.controller.norm
+        @property
+        def atol(self):
+            return self.controller.atol
 
-    def _state(self, t, y_tilde):
-        return y_tilde + self.jumped[jnp.searchsorted(self.event_t, t, side="right", method="compare_all")]
+        @property
+        def norm(self):
+            return self.controller.norm
 
-    def wrap(self, direction):
-        return _ToleranceOnState(self.controller.wrap(direction), self.event_t, self.jumped)
+        def _state(self, t, y_tilde):
+            return y_tilde + self.jumped[jnp.searchsorted(self.event_t, t, side="right", method="compare_all")]
 
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        return self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        def wrap(self, direction):
+            return type(self)(self.controller.wrap(direction), self.event_t, self.jumped)
 
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        # Steps never straddle an event (jump_ts), so the jumps at t0 and t1 are the
-        # step's own: after the events at t0, before those at t1.
-        return self.controller.adapt_step_size(
-            t0, t1, self._state(t0, y0), self._state(t1, y1_candidate), args, y_error, error_order, controller_state
-        )
+        def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+            return self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+
+        def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+            # Steps never straddle an event (jump_ts), so the jumps at t0 and t1 are the
+            # step's own: after the events at t0, before those at t1.
+            return self.controller.adapt_step_size(
+                t0, t1, self._state(t0, y0), self._state(t1, y1_candidate), args, y_error, error_order, controller_state
+            )
+
+    return _ToleranceOnState
 
 
 def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions) -> AnimalSolution:
     """One diffrax solve per animal, events as jumps of its right-hand side; see the module docstring."""
+    import diffrax as dfx  # here: imported when a solve is traced (`vtrial.engine.solvers`)
+
     dtype = options.jnp_dtype
     t_end = save_times[-1]
     n_states = model.n_states
@@ -453,7 +471,7 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
 
     controller = options.controller()
     if event_t.shape[0] > 0:
-        controller = _ToleranceOnState(controller, event_t, jumped[:, solved])
+        controller = _tolerance_on_state()(controller, event_t, jumped[:, solved])
         controller = dfx.ClipStepSizeController(controller, step_ts=step_ts, jump_ts=event_t)
     # At an event time the solver stops just before the jump (the float below it) and
     # restarts just after; an output there is the pre-event value, saved where that

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
@@ -47,6 +46,8 @@ def _interval_map(model: Model, options, adjoint) -> Callable:
     solve succeeded); `theta` holds the record's parameters `q` and its dose's
     `t0, dose, rate, duration, ii, lag, e, kind, n_run` (all floats; `e` the one-hot
     dosed state, `kind` 0 bolus, 1 infusion, 2 constant infusion)."""
+    import diffrax as dfx  # here: imported when a solve is traced (`vtrial.engine.solvers`)
+
     solver = SOLVERS[options.solver]()
     controller = options.controller()
 
@@ -104,6 +105,8 @@ def _scaled_residual(x, g, atol):
 def periodic_state(model: Model, options, th: dict) -> jnp.ndarray:
     """The state $x^*$ at a steady-state record's time (before its own dose), for one
     record; NaN where no steady state was found. Differentiable (see the module docstring)."""
+    import diffrax as dfx  # here: imported when a solve is traced (`vtrial.engine.solvers`)
+
     phi_forward = _interval_map(model, options, dfx.ForwardMode())
     tolerance = 1e3 * options.rtol
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -160,6 +161,28 @@ def write_json(obj, path: str | Path) -> Path:
         p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
     return atomic_write(path, w)
+
+
+def preload_matplotlib() -> threading.Thread:
+    """Start importing matplotlib (pyplot, Agg backend) in a background thread; returns it.
+
+    A run calls this before its solve, so that the import (about half a CPU second)
+    overlaps the loading of the compiled solve and the solve itself, which run outside
+    Python's interpreter lock, instead of delaying the report figure at the end.
+    `save_figure` imports it anyway: an import in progress is waited for, never repeated."""
+
+    def load():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:  # noqa: BLE001 - it fails again, and is reported, where the figure is drawn
+            pass
+
+    thread = threading.Thread(target=load, name="vtrial-preload-matplotlib")
+    thread.start()
+    return thread
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120, *, skip: bool = False) -> Path | None:

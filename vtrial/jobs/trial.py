@@ -43,7 +43,7 @@ from vtrial.engine.solve import STATUS_NAMES
 from vtrial.errors import RunWarning, SpecError
 from vtrial.io.nonmem_writer import DatasetWriter, check_dataset_path, dataset_columns
 from vtrial.io.trial_config import BuiltTrial, TrialConfig
-from vtrial.io.writers import ParquetStream, save_figure, write_csv, write_parquet
+from vtrial.io.writers import ParquetStream, preload_matplotlib, save_figure, write_csv, write_parquet
 from vtrial.jobs.context import RunContext
 
 #: Write trajectories/observations by default up to this many animal-times.
@@ -108,6 +108,8 @@ def run_trial(cfg: TrialConfig, ctx: RunContext) -> dict:
         if writer and ctx.dataset_out is not None:  # the simulated study as a NONMEM dataset, from the same chunks
             dataset = files.enter_context(DatasetWriter(ctx.dataset_out))
             covariate_names = [c for c in model.covariate_names if c in inputs.params]
+        if writer and ctx.figures:
+            preload_matplotlib()  # the report figure's import overlaps the solve
         for chunk in chunks:
             done += chunk.rows.size
             if ctx.progress is not None:

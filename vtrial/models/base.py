@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -314,8 +315,8 @@ class Model:
             for name in self.linear_pk.states:
                 if name not in states:
                     raise SpecError(f"{self.name}.linear_pk", f"unknown state {name!r}")
-            try:
-                self.linear_pk.constants(self.derive({k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()}))
+            try:  # traced only (no values needed): a name it reads that the model lacks fails here
+                jax.eval_shape(lambda p: self.linear_pk.constants(self.derive(p)), self.typical_inputs())
             except KeyError as e:
                 raise SpecError(f"{self.name}.linear_pk", f"its constants read {e.args[0]!r}, which is no parameter, covariate or derived quantity") from None
         check_endpoints(self, self.endpoints, f"{self.name}.endpoints")
@@ -357,6 +358,14 @@ class Model:
         out = {p.name: p.value for p in self.parameters}
         out.update({c.name: c.reference for c in self.covariates})
         return out
+
+    def typical_inputs(self) -> dict[str, np.ndarray]:
+        """`typical_values` as float64 scalars on the host, the arguments of the jitted
+        checks of a model's functions at the typical values. Checks evaluate the model's
+        functions inside one `jax.jit` each, never op by op: every eager JAX operation is
+        a compilation of its own (tens of ms each in a new process, even from the
+        persistent cache), and a model's checks would otherwise run dozens of them."""
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.typical_values().items()}
 
     def observable(self, name: str) -> Observable:
         for o in self.observables:
@@ -458,35 +467,43 @@ class Model:
         where = f"{self.name}.individual"
         if not callable(self.individual):
             raise SpecError(where, "must be a function of the parameters and covariates returning a dict of derived quantities")
-        p = {k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()}
-        try:
-            out = self.individual(p)
-        except Exception as e:  # the model author's code: name it, whatever it raised
-            raise SpecError(where, f"failed at the typical values: {type(e).__name__}: {e}") from None
-        if not isinstance(out, Mapping) or not out:
-            raise SpecError(where, f"must return a non-empty dict name -> value, got {type(out).__name__}")
+
+        def derived(p):  # traced: the checks of names and shapes happen here, the values come back
+            try:
+                out = self.individual(p)
+            except Exception as e:  # the model author's code: name it, whatever it raised
+                raise SpecError(where, f"failed at the typical values: {type(e).__name__}: {e}") from None
+            if not isinstance(out, Mapping) or not out:
+                raise SpecError(where, f"must return a non-empty dict name -> value, got {type(out).__name__}")
+            for k, v in out.items():
+                if not isinstance(k, str) or not k:
+                    raise SpecError(where, f"derived names must be strings, got {k!r}")
+                if k in inputs:
+                    raise SpecError(f"{where}.{k}", "is already a parameter or covariate of the model; give the derived quantity its own name")
+                if jnp.shape(v) != ():
+                    raise SpecError(f"{where}.{k}", f"must be a scalar for one animal, got shape {jnp.shape(v)}")
+            return dict(out)
+
+        out = jax.jit(derived)(self.typical_inputs())
         for k, v in out.items():
-            if not isinstance(k, str) or not k:
-                raise SpecError(where, f"derived names must be strings, got {k!r}")
-            if k in inputs:
-                raise SpecError(f"{where}.{k}", "is already a parameter or covariate of the model; give the derived quantity its own name")
-            if jnp.shape(v) != ():
-                raise SpecError(f"{where}.{k}", f"must be a scalar for one animal, got shape {jnp.shape(v)}")
-            if not bool(jnp.isfinite(v)):
+            if not np.isfinite(v):
                 raise SpecError(f"{where}.{k}", f"is {float(v)!r} at the typical values (covariates at their references)")
         return tuple(out)
 
     def _check_rate_is_used(self) -> None:
         if not self.routes:
             return
-        p = self.derive({k: jnp.asarray(v, dtype=float) for k, v in self.typical_values().items()})
-        y = self.initial_state(p)
-        n = self.n_states
-        base = self.vector_field(0.0, y, p, jnp.zeros(n))
-        for r in self.routes:
-            i = self.state_index(r.state)
-            bumped = self.vector_field(0.0, y, p, jnp.zeros(n).at[i].set(1.0))
-            if not bool(jnp.abs(bumped[i] - base[i] - 1.0) < 1e-9):
+        routed = [self.state_index(r.state) for r in self.routes]
+
+        def responses(p):  # d(dy_i/dt)/d(rate_i) for each route's state i, by a unit bump
+            p = self.derive(p)
+            y = self.initial_state(p)
+            n = self.n_states
+            base = self.vector_field(0.0, y, p, jnp.zeros(n))
+            return jnp.stack([self.vector_field(0.0, y, p, jnp.zeros(n).at[i].set(1.0))[i] - base[i] for i in routed])
+
+        for r, i, response in zip(self.routes, routed, np.asarray(jax.jit(responses)(self.typical_inputs()))):
+            if not abs(response - 1.0) < 1e-9:
                 raise SpecError(
                     f"{self.name}.vector_field",
                     f"must add rate[{i}] to d{r.state}/dt (infusions into route {r.name!r} would be ignored)",

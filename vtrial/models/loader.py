@@ -191,30 +191,45 @@ def check_model(model, where: str = "model") -> None:
     if not isinstance(model, Model):
         raise SpecError("model", f"{where}: must return a vtrial.models.Model, got {type(model).__name__}")
     # With the model's derived quantities (its $PK, `Model.derive`), as the solve sees them.
-    p = model.derive({k: jnp.asarray(v, dtype=float) for k, v in model.typical_values().items()})
+    p = model.typical_inputs()
     n = model.n_states
+
+    def at_start(p):
+        p = model.derive(p)
+        return model.vector_field(0.0, model.initial_state(p), p, jnp.zeros(n))
+
     try:
-        y0 = model.initial_state(p)
-        shape = jax.eval_shape(lambda y: model.vector_field(0.0, y, p, jnp.zeros(n)), y0).shape
+        shape = jax.eval_shape(at_start, p).shape  # traced only
     except Exception as e:
         raise SpecError("model", f"{where}: the vector field fails at the typical values: {type(e).__name__}: {e}") from None
     if shape != (n,):
         raise SpecError("model", f"{where}: the vector field returns shape {shape}; it must return one derivative per state, "
                                  f"shape ({n},) for states {', '.join(model.state_names)}")
+
+    def at(p, y):  # traced (one compilation, `Model.typical_inputs`): derivatives and observables at state y
+        values = {}
+        for o in model.observables:
+            try:
+                values[o.name] = jnp.asarray(o.fn(y, p), dtype=float)
+            except Exception as e:
+                raise SpecError("model", f"{where}: observable {o.name!r} fails: {type(e).__name__}: {e}") from None
+            if values[o.name].shape != ():
+                raise SpecError("model", f"{where}: observable {o.name!r} must be a scalar, got shape {values[o.name].shape}")
+        return model.vector_field(0.0, y, p, jnp.zeros(n)), values
+
+    def both(p):
+        p = model.derive(p)
+        return at(p, model.initial_state(p)), at(p, jnp.ones(n))
+
     # At the initial state (where every solve starts) and with every state at 1 (a state
     # the solve reaches once dosed; catches e.g. a division by a parameter that is 0).
-    for label, y in (("the initial state", y0), ("every state at 1", jnp.ones(n))):
-        dy = np.asarray(model.vector_field(0.0, y, p, jnp.zeros(n)), dtype=float)
+    for label, (dy, observed) in zip(("the initial state", "every state at 1"), jax.jit(both)(p)):
+        dy = np.asarray(dy, dtype=float)
         bad = np.flatnonzero(~np.isfinite(dy))
         if bad.size:
             raise SpecError("model", f"{where}: the vector field is {dy[bad[0]]} for d{model.state_names[bad[0]]}/dt at the typical "
                                      f"values and {label}")
         for o in model.observables:
-            try:
-                v = np.asarray(o.fn(y, p), dtype=float)
-            except Exception as e:
-                raise SpecError("model", f"{where}: observable {o.name!r} fails: {type(e).__name__}: {e}") from None
-            if v.shape != ():
-                raise SpecError("model", f"{where}: observable {o.name!r} must be a scalar, got shape {v.shape}")
+            v = np.asarray(observed[o.name], dtype=float)
             if not np.isfinite(v):
                 raise SpecError("model", f"{where}: observable {o.name!r} is {v} at the typical values and {label}")
