@@ -111,18 +111,22 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
     base = dict(u.typical)
     n = data.n_subjects
     for c in model.covariates:
-        base[c.name] = jnp.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
-    base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
+        base[c.name] = np.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
+    base = {k: np.broadcast_to(np.asarray(v, float), (n,)) for k, v in base.items()}
+    effects = (np.asarray(constants.effect_reference), np.asarray(u.effect_exponent))
 
-    def parameters(p, e, kappa=None):
-        q = individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive,
-                                  layout.effect_shapes)
+    def parameters(p, e, effects, kappa=None):
+        reference, exponent = effects
+        q = individual_parameters(p, layout.effects, reference, exponent, layout.iiv_names, e, layout.additive, layout.effect_shapes)
         if kappa is not None:  # the parameters in one occasion
             q.update(zip(layout.iov_names, occasion_values(layout._replace(n_occasions=1), q, kappa)[0]))
         return model.derive(q)
 
+    # One compiled program (the estimates as arguments, so it is the same program for every
+    # fit of this model), not a dozen small operations compiled one by one.
+    every_subject = jax.jit(jax.vmap(parameters, in_axes=(0, 0, None)))
     eta = np.asarray(eta)
-    indiv = jax.vmap(parameters)(base, jnp.asarray(eta[:, : layout.n_iiv]))
+    indiv = every_subject(base, eta[:, : layout.n_iiv], effects)
     shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names or p in layout.iov_names]
     for p in (*shown, *model.derived_names):  # the derived ones: NONMEM's $PK variables (CL, V)
         out[p] = np.asarray(indiv[p])
@@ -133,7 +137,8 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
         return pd.DataFrame(out)
 
     def in_occasion(index, kappa):
-        q = jax.vmap(parameters)({k: v[index] for k, v in base.items()}, jnp.asarray(eta[index, : layout.n_iiv]), jnp.asarray(kappa))
+        q = jax.vmap(parameters, in_axes=(0, 0, None, 0))({k: v[index] for k, v in base.items()}, jnp.asarray(eta[index, : layout.n_iiv]),
+                                                          effects, jnp.asarray(kappa))
         return {p: np.asarray(q[p]) for p in (*shown, *model.derived_names)}
 
     return occasion_individual_frame(model, data, layout, pd.DataFrame(out), eta, in_occasion)
