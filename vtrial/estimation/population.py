@@ -2,11 +2,11 @@ r"""Population estimation by maximum likelihood, with NONMEM's conventions.
 
 `fit_population(model, data, spec)` estimates typical values, Omega and the residual
 error of a `PopulationData` by FOCE-I (default), FOCE, Laplace or FO
-(`vtrial.estimation.focei`), with optax's L-BFGS and zoom line search (run on the host in
-numpy: `vtrial.estimation.lbfgs`) over the
-unconstrained vector of `vtrial.estimation.population_spec` (each parameter scaled by
-its curvature, estimated from the subjects' gradients), the EBEs of every subject
-re-optimised (warm-started) at every objective evaluation. Convergence is judged in
+(`vtrial.estimation.focei`), with optax's L-BFGS and zoom line search (run on the host
+in numpy: `vtrial.estimation.lbfgs`) over the unconstrained vector of
+`vtrial.estimation.population_spec` (each parameter scaled by its curvature, estimated
+from the subjects' gradients), the EBEs of every subject re-optimised (warm-started) at
+every objective evaluation. Convergence is judged in
 standard errors: every estimate within `tolerance` SEs of the optimum. `population_objective`
 evaluates the objective (and its exact gradient) alone.
 
