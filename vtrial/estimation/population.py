@@ -145,15 +145,16 @@ def population_objective(
         raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
     n = data.n_subjects
     n_padded = prep.arrays.times.shape[0]
-    eta0 = jnp.zeros((n_padded, prep.layout.n_eta))
+    eta0 = np.zeros((n_padded, prep.layout.n_eta))
     if eta is not None:
-        eta0 = eta0.at[:n].set(jnp.asarray(eta, float))
+        eta0[:n] = np.asarray(eta, float)
+    eta0 = jax.device_put(eta0, subject_sharding(prep.problem.mesh))  # as in fit_population: nothing to compile
     names = reported_names(prep.layout, model.observable_names)
     if gradient:
-        ofv, g, ofv_i, jac, eta_hat, _ = prep.problem.evaluate(jnp.asarray(x), prep.constants, prep.arrays, eta0)
+        ofv, g, ofv_i, jac, eta_hat, _ = prep.problem.evaluate(jax.device_put(x), prep.constants, prep.arrays, eta0)
         g, jac = np.asarray(g), np.asarray(jac)
     else:
-        ofv, ofv_i, eta_hat = prep.problem.value_only(jnp.asarray(x), prep.constants, prep.arrays, eta0)
+        ofv, ofv_i, eta_hat = prep.problem.value_only(jax.device_put(x), prep.constants, prep.arrays, eta0)
         g = jac = None
     ofv = float(ofv)
     jac = None if jac is None else jac[:n]
