@@ -102,7 +102,10 @@ class _Prepared(NamedTuple):
     censoring: str = "none"
 
 
-def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
+def _prepare(model, data, spec, method, solver, censoring=None, *, one_device: bool = False) -> _Prepared:
+    """The problem, layout and the subjects' arrays, on the devices they are split over
+    (`one_device`: all on the default device, for a caller that batches otherwise, e.g.
+    over bootstrap replicates)."""
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
@@ -112,7 +115,7 @@ def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
     layout, constants, x0 = build_layout(model, spec, data.dv_scale, n_occasions(data, spec))
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
-    mesh = subject_mesh(solver)
+    mesh = None if one_device else subject_mesh(solver)
     arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size, occasions=layout.n_kappa > 0,
                                        sharding=subject_sharding(mesh))
     censoring = resolve_censoring(data, censoring, method)
