@@ -434,6 +434,7 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale, n_occasions: int 
         iov_estimated=iov_estimated,
         effect_shapes=tuple(e.kind for e in spec.covariate_effects),
     )
+
     def put(v):  # on the device as float64 (device_put compiles nothing; jnp.asarray compiles a small program)
         return jax.device_put(np.asarray(v, float))
 
