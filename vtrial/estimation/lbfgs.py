@@ -114,9 +114,7 @@ class HostLBFGS:
     n: int
     memory_size: int = 10
     max_linesearch_steps: int = 30
-    count: int = 0  # directions taken
-    # optax's memory: the last point and its gradient (optax's "updates"), the last
-    # `memory_size` differences of points and of gradients, and 1 / (their dot product).
+    count: int = 0
     last_params: np.ndarray = field(init=False)
     last_updates: np.ndarray = field(init=False)
     diff_params: np.ndarray = field(init=False)
