@@ -6,8 +6,8 @@
   `population_tables`): population fits of NONMEM datasets by FOCE-I, FOCE, Laplace or
   FO, with NONMEM's covariance step and diagnostics.
 
-The names below are imported when first used: a population fit (whose optimiser runs on
-the host, `lbfgs`) then never imports `individual`'s optax loop.
+The names below are imported when first used: a population fit never imports
+`individual`'s optax loop, nor a curve fit the population machinery.
 """
 
 from importlib import import_module

@@ -2,11 +2,10 @@ r"""Population estimation by maximum likelihood, with NONMEM's conventions.
 
 `fit_population(model, data, spec)` estimates typical values, Omega and the residual
 error of a `PopulationData` by FOCE-I (default), FOCE, Laplace or FO
-(`vtrial.estimation.focei`), with optax's L-BFGS and zoom line search (run on the host
-in numpy: `vtrial.estimation.lbfgs`) over the unconstrained vector of
-`vtrial.estimation.population_spec` (each parameter scaled by its curvature, estimated
-from the subjects' gradients), the EBEs of every subject re-optimised (warm-started) at
-every objective evaluation. Convergence is judged in
+(`vtrial.estimation.focei`), with optax's L-BFGS and zoom line search over the
+unconstrained vector of `vtrial.estimation.population_spec` (each parameter scaled by
+its curvature, estimated from the subjects' gradients), the EBEs of every subject
+re-optimised (warm-started) at every objective evaluation. Convergence is judged in
 standard errors: every estimate within `tolerance` SEs of the optimum. `population_objective`
 evaluates the objective (and its exact gradient) alone.
 
@@ -44,6 +43,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import optax.tree_utils as otu
 import pandas as pd
 
 from vtrial.design.population import Population, ResidualError
@@ -52,7 +53,6 @@ from vtrial.errors import SpecError
 from vtrial.estimation.censoring import censored_arrays, censored_rows, drop_warning, gaussian_rows, resolve_censoring
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
-from vtrial.estimation.lbfgs import HostLBFGS
 from vtrial.estimation.occasions import n_occasions
 from vtrial.estimation.subjects import subject_arrays, subject_mesh, subject_sharding
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
@@ -269,6 +269,67 @@ class PopulationFit:
         return dict(zip(self.estimation_names, np.sqrt(np.diag(self.covariance)).tolist()))
 
 
+def _lbfgs():
+    return optax.lbfgs(
+        # Try the full quasi-Newton step first (see vtrial.engine.optimize).
+        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one"),
+    )
+
+
+@lru_cache(maxsize=32)
+def _step_function(pr):
+    """jit: one L-BFGS update from (x, value, grad) with optax's zoom line search.
+
+    The line search's objective calls back to the host, which runs the separately
+    compiled objective and gradient (`Problem.evaluate`, EBEs warm-started from the
+    current ones): the step itself then compiles in a second and the objective is
+    compiled once, not once more inside the line search. One per `Problem`, so later fits
+    of the same shapes compile nothing.
+
+    The optimiser works on `z = x * scale` (`context["scale"]`, a curvature per
+    parameter: see `fit_population`), so that a unit step means about as much for
+    every parameter (a disease-onset time and a variance differ in curvature by 1e5).
+
+    Returns `(optimizer, step(z, state, value, grad_z), context)`: the caller puts the
+    current `eta`, `constants`, `arrays` and `scale` in `context` before each step; the
+    callback leaves the last point it evaluated there (`z`, `result`), usually the
+    accepted one.
+    The step sees only host arrays of the few outer parameters: the subjects' arrays
+    (split over devices) never enter it, so it is a one-device program whose callback
+    may run the multi-device objective."""
+
+    context = {}
+
+    def host(z):
+        scale = context["scale"]
+        result = pr.evaluate(jnp.asarray(np.asarray(z) / scale), context["constants"], context["arrays"], context["eta"])
+        context["z"], context["result"] = np.array(z), result
+        return np.asarray(result[0], np.float64), np.asarray(result[1], np.float64) / scale
+
+    def value_and_grad(x):
+        shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
+        return jax.pure_callback(host, shapes, x)
+
+    @jax.custom_vjp
+    def ofv(x):
+        return value_and_grad(x)[0]
+
+    def ofv_fwd(x):
+        return value_and_grad(x)
+
+    def ofv_bwd(grad, ct):
+        return (ct * grad,)
+
+    ofv.defvjp(ofv_fwd, ofv_bwd)
+    opt = _lbfgs()
+
+    def step(x, state, value, grad):
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=ofv)
+        return optax.apply_updates(x, updates), state
+
+    return opt, jax.jit(step), context
+
+
 @lru_cache(maxsize=8)
 def _jitted(fn):
     """`fn(layout, constants, x)` compiled (the layout static): one compiled function, kept
@@ -370,21 +431,16 @@ def fit_population(
             + (f" (subjects {', '.join(map(str, bad))})" if bad else "")
             + (f": {why}" if why else (": the solve failed or a prediction is 0 with a proportional error only" if bad else "")),
         )
+    opt, step, context = _step_function(prep.problem)
+    context.clear()
     # The optimiser steps in z = x * sqrt(R_ii), where the OFV's curvature is about 1 in
-    # every parameter (R_ii at the start, from the subjects' gradients): a unit step then
-    # means about as much for every parameter (a disease-onset time and a variance differ
-    # in curvature by 1e5).
+    # every parameter (R_ii at the start, from the subjects' gradients).
     scale = np.sqrt(_curvature(np.asarray(jac)[:n]))
-    optimizer = HostLBFGS(len(scale))
-    evaluated = {}  # the line search's last point and its evaluation, usually the accepted one
-
-    def value_and_grad(z):
-        # The EBEs warm-start from the accepted point's (`eta`), as every trial point's do.
-        evaluated["z"], evaluated["result"] = z, prep.problem.evaluate(jax.device_put(z / scale), constants, arrays, eta)
-        result = evaluated["result"]
-        return float(result[0]), np.asarray(result[1], np.float64) / scale
-
+    context["constants"], context["arrays"], context["scale"] = constants, arrays, scale
     z = np.asarray(x) * scale
+    # Strongly typed, as the step returns it: else the step compiles twice (its host
+    # callback keeps it out of the persistent cache, so every process compiles it).
+    state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), opt.init(z))
     converged = False
     iterations = 0
     stalls = 0
@@ -393,15 +449,17 @@ def fit_population(
             converged = True
             iterations -= 1
             break
-        z_new, new_value, _ = optimizer.step(z, float(value), np.asarray(grad, np.float64) / scale, value_and_grad)
+        context["eta"] = eta
+        z_new, state = step(z, state, np.asarray(value), np.asarray(grad) / scale)
+        new_value = float(otu.tree_get(state, "value"))
         if not np.isfinite(new_value) or new_value > float(value):
             warnings.append(f"the line search found no decrease at iteration {iterations}")
             break
         stalls = stalls + 1 if float(value) - new_value <= 1e-12 * max(1.0, abs(new_value)) else 0
-        z = z_new
+        z = np.asarray(z_new)
         x = jax.device_put(z / scale)
-        if "z" in evaluated and np.array_equal(evaluated["z"], z):
-            value, grad, ofv_i, jac, eta, done = evaluated["result"]
+        if "z" in context and np.array_equal(context["z"], z):
+            value, grad, ofv_i, jac, eta, done = context["result"]
         else:
             value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
         if on_iteration is not None:
