@@ -139,10 +139,14 @@ def vpc_table(observable: np.ndarray, time: np.ndarray, dv: np.ndarray, simulate
                     extra = {"lloq": lloq, "blq_observed": float(np.mean(obs == -np.inf)),
                              "blq_sim_low": float(np.percentile(share, 5)), "blq_sim_median": float(np.percentile(share, 50)),
                              "blq_sim_high": float(np.percentile(share, 95))}
-            for q in VPC_PERCENTILES:
+            if cens is None and sims.size:
+                # Every percentile of every replicate at once; numpy's nanpercentile goes
+                # row by row in Python, so it is kept for rows that have a NaN (a failed solve).
+                by_replicate = (np.nanpercentile if np.isnan(sims).any() else np.percentile)(sims, VPC_PERCENTILES, axis=1)
+            for k, q in enumerate(VPC_PERCENTILES):
                 if cens is None:
                     observed = float(np.percentile(obs, q))
-                    per_replicate = np.nanpercentile(sims, q, axis=1) if sims.size else np.array([np.nan])
+                    per_replicate = by_replicate[k] if sims.size else np.array([np.nan])
                 else:
                     observed = float(_censored_percentile(obs[None], q)[0])
                     per_replicate = _censored_percentile(sims, q) if sims.size else np.array([np.nan])

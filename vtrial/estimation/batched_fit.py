@@ -177,8 +177,8 @@ def fit_batch(
     """
     if not (isinstance(max_iterations, int) and max_iterations >= 0):
         raise SpecError("estimation.max_iterations", f"must be a whole number >= 0, got {max_iterations!r}")
-    prep = _prepare(model, data, spec, method, solver)
     # One device: the replicates are the batch axis here (the subjects' mesh is not used).
+    prep = _prepare(model, data, spec, method, solver, one_device=True)
     pr = problem(model, prep.layout, method, solver, prep.problem.t0, None)
     layout, constants, arrays = prep.layout, prep.constants, prep.arrays
     n, n_padded, n_x, k = data.n_subjects, arrays.times.shape[0], layout.n_x, layout.n_eta

@@ -10,7 +10,7 @@ parameters of its weakest direction.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 COVARIANCE_MATRICES = ("sandwich", "r", "s")
@@ -29,7 +29,7 @@ def hessian_by_differences(problem, constants, arrays, x, eta) -> np.ndarray:
         for sign in (1.0, -1.0):
             xi = x.copy()
             xi[i] += sign * R_STEP
-            cols.append(np.asarray(problem.evaluate(jnp.asarray(xi), constants, arrays, eta)[1]))
+            cols.append(np.asarray(problem.evaluate(jax.device_put(xi), constants, arrays, eta)[1]))
         r[:, i] = (cols[0] - cols[1]) / (2.0 * R_STEP)
     return 0.5 * (r + r.T)
 

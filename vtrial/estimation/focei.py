@@ -59,6 +59,7 @@ from functools import cached_property, lru_cache
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from vtrial.design.population import individual_parameters
@@ -488,13 +489,14 @@ class Problem:
         """(ofv, grad, per-subject ofv, per-subject gradients (n, n_x), EBEs, converged flags)."""
         eta, done, local = self._ebes_and_locals(x, constants, data, eta_warm)
         jac, ofv_i = self._jacobian(x, constants, data, eta, local)
-        return jnp.sum(ofv_i), jnp.sum(jac, axis=0), ofv_i, jac, eta, done
+        # Summed on the host: a sum of arrays split over devices is a program of its own.
+        return np.sum(np.asarray(ofv_i)), np.sum(np.asarray(jac), axis=0), ofv_i, jac, eta, done
 
     def value_only(self, x, constants, data, eta_warm):
         """(ofv, per-subject ofv, EBEs)."""
         eta, _, local = self._ebes_and_locals(x, constants, data, eta_warm)
         ofv_i = self._value(x, constants, data, eta, local)
-        return jnp.sum(ofv_i), ofv_i, eta
+        return np.sum(np.asarray(ofv_i)), ofv_i, eta
 
     @cached_property
     def diagnostics(self):

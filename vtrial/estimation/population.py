@@ -54,7 +54,7 @@ from vtrial.estimation.censoring import censored_arrays, censored_rows, drop_war
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
 from vtrial.estimation.occasions import n_occasions
-from vtrial.estimation.subjects import subject_arrays, subject_mesh
+from vtrial.estimation.subjects import subject_arrays, subject_mesh, subject_sharding
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
 from vtrial.estimation.population_data import PopulationData, check_population_data
 from vtrial.estimation.population_spec import (
@@ -102,7 +102,10 @@ class _Prepared(NamedTuple):
     censoring: str = "none"
 
 
-def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
+def _prepare(model, data, spec, method, solver, censoring=None, *, one_device: bool = False) -> _Prepared:
+    """The problem, layout and the subjects' arrays, on the devices they are split over
+    (`one_device`: all on the default device, for a caller that batches otherwise, e.g.
+    over bootstrap replicates)."""
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
@@ -112,8 +115,9 @@ def _prepare(model, data, spec, method, solver, censoring=None) -> _Prepared:
     layout, constants, x0 = build_layout(model, spec, data.dv_scale, n_occasions(data, spec))
     if method != "fo" and layout.n_eta == 0:
         raise SpecError("variability.omega", f"method {method} needs random effects; give at least one variance")
-    mesh = subject_mesh(solver)
-    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size, occasions=layout.n_kappa > 0)
+    mesh = None if one_device else subject_mesh(solver)
+    arrays, order, t0 = subject_arrays(model, data, 1 if mesh is None else mesh.size, occasions=layout.n_kappa > 0,
+                                       sharding=subject_sharding(mesh))
     censoring = resolve_censoring(data, censoring, method)
     arrays, censored_terms = censored_arrays(arrays, censoring)
     pr = problem(model, layout, method, solver, t0, mesh, censored_terms)
@@ -144,15 +148,16 @@ def population_objective(
         raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
     n = data.n_subjects
     n_padded = prep.arrays.times.shape[0]
-    eta0 = jnp.zeros((n_padded, prep.layout.n_eta))
+    eta0 = np.zeros((n_padded, prep.layout.n_eta))
     if eta is not None:
-        eta0 = eta0.at[:n].set(jnp.asarray(eta, float))
+        eta0[:n] = np.asarray(eta, float)
+    eta0 = jax.device_put(eta0, subject_sharding(prep.problem.mesh))  # as in fit_population: nothing to compile
     names = reported_names(prep.layout, model.observable_names)
     if gradient:
-        ofv, g, ofv_i, jac, eta_hat, _ = prep.problem.evaluate(jnp.asarray(x), prep.constants, prep.arrays, eta0)
+        ofv, g, ofv_i, jac, eta_hat, _ = prep.problem.evaluate(jax.device_put(x), prep.constants, prep.arrays, eta0)
         g, jac = np.asarray(g), np.asarray(jac)
     else:
-        ofv, ofv_i, eta_hat = prep.problem.value_only(jnp.asarray(x), prep.constants, prep.arrays, eta0)
+        ofv, ofv_i, eta_hat = prep.problem.value_only(jax.device_put(x), prep.constants, prep.arrays, eta0)
         g = jac = None
     ofv = float(ofv)
     jac = None if jac is None else jac[:n]
@@ -332,7 +337,11 @@ def _jitted(fn):
     return jax.jit(fn, static_argnums=0)
 
 
-_reported_jacobian = jax.jacfwd(reported_values, argnums=2)
+def _reported(layout, constants, x):
+    """The reported values (NONMEM's estimation scales), their Jacobian in `x` and the
+    model-scale values (`unpack`) at the optimum: one compiled function, read from the
+    persistent cache in one piece."""
+    return reported_values(layout, constants, x), jax.jacfwd(reported_values, argnums=2)(layout, constants, x), unpack(layout, constants, x)
 
 
 def _curvature(subject_gradients) -> np.ndarray:
@@ -407,9 +416,11 @@ def fit_population(
     names = reported_names(layout, model.observable_names)
     warnings: list[str] = [drop_warning(data)] if prep.censoring == "drop" else []
 
-    x = jnp.asarray(prep.x0)
+    # Host arrays put on the device (device_put compiles nothing, jnp.asarray and jnp.zeros
+    # compile a small program each).
+    x = jax.device_put(np.asarray(prep.x0, float))
     n = data.n_subjects
-    eta = jnp.zeros((arrays.times.shape[0], layout.n_eta))
+    eta = jax.device_put(np.zeros((arrays.times.shape[0], layout.n_eta)), subject_sharding(prep.problem.mesh))
     value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
     if not np.isfinite(float(value)) or not np.all(np.isfinite(np.asarray(grad))):
         bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)[:n]))][:10]
@@ -446,7 +457,7 @@ def fit_population(
             break
         stalls = stalls + 1 if float(value) - new_value <= 1e-12 * max(1.0, abs(new_value)) else 0
         z = np.asarray(z_new)
-        x = jnp.asarray(z / scale)
+        x = jax.device_put(z / scale)
         if "z" in context and np.array_equal(context["z"], z):
             value, grad, ofv_i, jac, eta, done = context["result"]
         else:
@@ -460,7 +471,7 @@ def fit_population(
     if not converged:
         warnings.append(
             f"not converged after {iterations} iterations: a parameter is {distance:.3g} SEs from the optimum by the "
-            f"gradient (tolerance {tolerance:g}; largest gradient entry {float(jnp.max(jnp.abs(grad))):.3g})"
+            f"gradient (tolerance {tolerance:g}; largest gradient entry {float(np.max(np.abs(grad))):.3g})"
         )
     if not bool(np.all(np.asarray(done)[:n])):
         n_bad = int(np.sum(~np.asarray(done)[:n]))
@@ -468,7 +479,7 @@ def fit_population(
 
     t_estimated = time.perf_counter()
     x_np = np.asarray(x)
-    rep_values = np.asarray(_jitted(reported_values)(layout, constants, x))
+    rep_values, jr, u = jax.device_get(_jitted(_reported)(layout, constants, x))
     cov_x, cov_status, cov_warnings = (None, "not requested", [])
     if covariance is not None:
         if not converged:
@@ -478,19 +489,17 @@ def fit_population(
     warnings += cov_warnings
     cov_rep = corr = None
     if cov_x is not None:
-        jr = np.asarray(_jitted(_reported_jacobian)(layout, constants, x))
         cov_rep = jr @ cov_x @ jr.T
         d = np.sqrt(np.diag(cov_rep))
         corr = cov_rep / np.outer(d, d)
 
     t_covariance = time.perf_counter()
-    u = _jitted(unpack)(layout, constants, x)
-    omega = np.asarray(u.chol @ u.chol.T)
+    omega = u.chol @ u.chol.T
     for i, name in enumerate(layout.iiv_names):
         if omega[i, i] < COLLAPSED_OMEGA2:
             warnings.append(f"omega2_{name} has collapsed to {omega[i, i]:.2g}: the data do not identify variability of {name}")
 
-    diag = jax.tree_util.tree_map(lambda a: a[:n], prep.problem.diagnostics(x, constants, arrays, eta))
+    diag = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], prep.problem.diagnostics(x, constants, arrays, eta))
     ofv = float(value)
     n_obs = int(np.sum(np.asarray(arrays.mask)))  # those in the likelihood
     predictions, eps_shrink = predictions_frame(model, data, prep.order, diag)

@@ -434,14 +434,18 @@ def build_layout(model: Model, spec: EstimationSpec, dv_scale, n_occasions: int 
         iov_estimated=iov_estimated,
         effect_shapes=tuple(e.kind for e in spec.covariate_effects),
     )
+
+    def put(v):  # on the device as float64 (device_put compiles nothing; jnp.asarray compiles a small program)
+        return jax.device_put(np.asarray(v, float))
+
     constants = Constants(
-        values=jnp.asarray([float(values[n]) for n in constant_names], float),
-        residual_sd=jnp.asarray(residual_sd, float),
-        effect_reference=jnp.asarray([e.reference for e in spec.covariate_effects], float),
-        effect_exponent=jnp.asarray([e.exponent for e in spec.covariate_effects], float),
-        dv_scale=jnp.asarray(np.asarray(dv_scale, float).reshape(n_obs)),
-        chol=jnp.asarray(chol, float),
-        iov_sd=jnp.asarray(iov_sd, float) if iov_names else None,
+        values=put([float(values[n]) for n in constant_names]),
+        residual_sd=put(residual_sd),
+        effect_reference=put([e.reference for e in spec.covariate_effects]),
+        effect_exponent=put([e.exponent for e in spec.covariate_effects]),
+        dv_scale=put(np.asarray(dv_scale, float).reshape(n_obs)),
+        chol=put(chol),
+        iov_sd=put(iov_sd) if iov_names else None,
     )
     return layout, constants, np.asarray(x_theta + x_exponents + x_chol + x_res + x_iov, float)
 

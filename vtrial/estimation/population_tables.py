@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +105,23 @@ def cv_pct_row(w: float, s: float, z: float) -> tuple[float, float, float, float
     return float(cv), float(se), float(rse), float(lo), float(hi)
 
 
+@lru_cache(maxsize=16)
+def _individual_parameters(model, layout):
+    """`parameters(p, eta, (effect references, exponents), kappa=None)`: one subject's model
+    and derived parameters; and it for every subject (no kappa) as one compiled program,
+    the estimates its arguments, so that every fit of this model and layout reuses it
+    (op by op, it would be a dozen small programs compiled one by one)."""
+
+    def parameters(p, e, effects, kappa=None):
+        reference, exponent = effects
+        q = individual_parameters(p, layout.effects, reference, exponent, layout.iiv_names, e, layout.additive, layout.effect_shapes)
+        if kappa is not None:  # the parameters in one occasion
+            q.update(zip(layout.iov_names, occasion_values(layout._replace(n_occasions=1), q, kappa)[0]))
+        return model.derive(q)
+
+    return parameters, jax.jit(jax.vmap(parameters, in_axes=(0, 0, None)))
+
+
 def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_shrink) -> pd.DataFrame:
     out = {"ID": np.asarray(data.ids)}
     for i, n in enumerate(layout.iiv_names):
@@ -111,18 +129,12 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
     base = dict(u.typical)
     n = data.n_subjects
     for c in model.covariates:
-        base[c.name] = jnp.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
-    base = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in base.items()}
-
-    def parameters(p, e, kappa=None):
-        q = individual_parameters(p, layout.effects, constants.effect_reference, u.effect_exponent, layout.iiv_names, e, layout.additive,
-                                  layout.effect_shapes)
-        if kappa is not None:  # the parameters in one occasion
-            q.update(zip(layout.iov_names, occasion_values(layout._replace(n_occasions=1), q, kappa)[0]))
-        return model.derive(q)
-
+        base[c.name] = np.asarray(data.covariates.get(c.name, np.full(n, c.reference)), float)
+    base = {k: np.broadcast_to(np.asarray(v, float), (n,)) for k, v in base.items()}
+    effects = (np.asarray(constants.effect_reference), np.asarray(u.effect_exponent))
+    parameters, every_subject = _individual_parameters(model, layout)
     eta = np.asarray(eta)
-    indiv = jax.vmap(parameters)(base, jnp.asarray(eta[:, : layout.n_iiv]))
+    indiv = every_subject(base, eta[:, : layout.n_iiv], effects)
     shown = [p for p in model.parameter_names if p in spec.typical or p in layout.iiv_names or p in layout.iov_names]
     for p in (*shown, *model.derived_names):  # the derived ones: NONMEM's $PK variables (CL, V)
         out[p] = np.asarray(indiv[p])
@@ -133,7 +145,8 @@ def individual_frame(model, data, spec, layout, constants, u, eta, ofv_i, eta_sh
         return pd.DataFrame(out)
 
     def in_occasion(index, kappa):
-        q = jax.vmap(parameters)({k: v[index] for k, v in base.items()}, jnp.asarray(eta[index, : layout.n_iiv]), jnp.asarray(kappa))
+        q = jax.vmap(parameters, in_axes=(0, 0, None, 0))({k: v[index] for k, v in base.items()}, jnp.asarray(eta[index, : layout.n_iiv]),
+                                                          effects, jnp.asarray(kappa))
         return {p: np.asarray(q[p]) for p in (*shown, *model.derived_names)}
 
     return occasion_individual_frame(model, data, layout, pd.DataFrame(out), eta, in_occasion)

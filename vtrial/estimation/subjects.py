@@ -98,6 +98,11 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
     return call
 
 
+def subject_sharding(mesh: Mesh | None) -> NamedSharding | None:
+    """How per-subject arrays are laid out over `mesh` (None: one device)."""
+    return None if mesh is None or mesh.size == 1 else NamedSharding(mesh, PartitionSpec(distributed.AXIS))
+
+
 def subject_mesh(options: SolverOptions) -> Mesh | None:
     """The devices a fit splits its subjects over: every local device (None when there is
     one). Implicit solvers' linear solves (lineax) reject `shard_map`'s per-device types
@@ -143,7 +148,8 @@ def _bucketed_doses(doses: DoseRecords) -> DoseRecords:
     return doses._replace(**{f: pad(getattr(doses, f)) for f in DoseRecords._fields[:5]}, nonmem=items)
 
 
-def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False) -> tuple[SubjectArrays, np.ndarray, float]:
+def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False,
+                   sharding: NamedSharding | None = None) -> tuple[SubjectArrays, np.ndarray, float]:
     """JAX arrays of a `PopulationData`, observations sorted by time within each subject,
     the subject axis padded to `size_bucket` and to a multiple of `SUBJECT_BUCKET` and of
     `devices` (the mesh's size: each device gets as many subjects; per-subject results:
@@ -151,7 +157,9 @@ def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False
     `size_bucket` too (padding: masked observations, doses that change nothing; results
     per observation: take the first `data.obs_time_h.shape[1]`). `occasions`: with the
     data's occasions (`data.occasions`) as parameter changes
-    (`vtrial.estimation.occasions.occasion_arrays`).
+    (`vtrial.estimation.occasions.occasion_arrays`). `sharding`: where the arrays are
+    put (`subject_sharding`: split over the mesh's devices, as the compiled functions take
+    them; default: the default device).
 
     Returns the arrays, the sorting permutation `(n, n_obs)` and the solve's start time.
     """
@@ -196,11 +204,12 @@ def subject_arrays(model: Model, data, devices: int = 1, occasions: bool = False
     )
     # Pad the subject axis with subjects that have no observations (they contribute
     # exactly 0): datasets of nearby sizes then share compiled functions. In numpy, then
-    # on the device once (no small compiled operations).
+    # on the devices once, as the compiled functions take them: no small compiled
+    # operations (converting, or slicing a one-device array for each device at each call).
     n = times.shape[0]
     multiple = math.lcm(SUBJECT_BUCKET, devices)
     pad = -(-size_bucket(n) // multiple) * multiple - n
     if pad:
         arrays = jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[:1], pad, axis=0)]), arrays)
         arrays = arrays._replace(mask=np.concatenate([arrays.mask[:n], np.zeros((pad, arrays.mask.shape[1]))]))
-    return jax.tree_util.tree_map(jnp.asarray, arrays), order, t0
+    return jax.device_put(arrays, sharding), order, t0
