@@ -49,7 +49,7 @@ from vtrial.estimation.population_spec import exponent_name
 from vtrial.io.config import read_toml, validate
 from vtrial.io.fit_config import BuiltFit, FitConfig, trial_config_fragment
 from vtrial.io.nonmem import read_nonmem
-from vtrial.io.writers import atomic_write, save_figure, write_csv, write_json
+from vtrial.io.writers import atomic_write, preload_matplotlib, save_figure, write_csv, write_json
 from vtrial.jobs.context import RunContext
 from vtrial.limits import MAX_FIT_DOSE_RECORDS
 from vtrial.models.base import Model
@@ -173,6 +173,8 @@ def run_fit(cfg: FitConfig, ctx: RunContext) -> dict:
     built, data = prepare_fit(cfg, ctx)
     if data is None:
         raise SpecError("DATA", "a fit needs a dataset: vtrial fit CONFIG DATA.csv")
+    if ctx.writer and ctx.figures:
+        preload_matplotlib()  # the figures' import overlaps the fit, as a run's overlaps its solve
     fit = _fit(built, data, ctx.on_iteration)
     facts = {"model": cfg.model, **fit_facts(fit), "device": distributed.device_summary()}
     if not ctx.writer:
