@@ -193,11 +193,12 @@ INLINE = re.compile(r"`(vtrial (?:run|check|fit|fit-curve|calibrate|optimize|pow
 @pytest.mark.parametrize("span", sorted({" ".join(m.split()) for m in INLINE.findall(README.read_text())}))
 def test_inline_command_parses(span):
     words = span.split()[1:]
-    synopsis = len(words) == 1 or any(w.startswith("[") or "|" in w or re.sub(r"\.\w+$", "", w).isupper() for w in words)
+    synopsis = len(words) == 1 or words[-1] == "--help" or any(w.startswith("[") or "|" in w or re.sub(r"\.\w+$", "", w).isupper() for w in words)
     if synopsis:  # a command's name or its usage: the command and every option named exist
         command = CLI.get_command(CLI.make_context("vtrial", [words[0]], resilient_parsing=True), words[0])
         assert command is not None, f"{span}: no command {words[0]!r}"
-        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        known = {o for p in command.get_params(CLI.make_context("vtrial", [words[0]], resilient_parsing=True))
+                 for o in (*p.opts, *p.secondary_opts)}  # --help included
         named = {m for w in words for m in re.findall(r"--[a-z][a-z0-9-]*", w)}
         assert named <= known, f"{span}: options {sorted(named - known)} do not exist"
         return

@@ -468,6 +468,8 @@ class Model:
         if not callable(self.individual):
             raise SpecError(where, "must be a function of the parameters and covariates returning a dict of derived quantities")
 
+        names: list[str] = []  # in `individual`'s order (a dict coming out of jit is sorted by key)
+
         def derived(p):  # traced: the checks of names and shapes happen here, the values come back
             try:
                 out = self.individual(p)
@@ -482,13 +484,14 @@ class Model:
                     raise SpecError(f"{where}.{k}", "is already a parameter or covariate of the model; give the derived quantity its own name")
                 if jnp.shape(v) != ():
                     raise SpecError(f"{where}.{k}", f"must be a scalar for one animal, got shape {jnp.shape(v)}")
-            return dict(out)
+            names[:] = list(out)
+            return tuple(out.values())
 
-        out = jax.jit(derived)(self.typical_inputs())
-        for k, v in out.items():
+        values = jax.jit(derived)(self.typical_inputs())
+        for k, v in zip(names, values):
             if not np.isfinite(v):
                 raise SpecError(f"{where}.{k}", f"is {float(v)!r} at the typical values (covariates at their references)")
-        return tuple(out)
+        return tuple(names)
 
     def _check_rate_is_used(self) -> None:
         if not self.routes:
