@@ -88,6 +88,21 @@ def by_arm(result, values=None) -> dict:
     return {a: {k: v[arms == a] for k, v in values.items()} for a in dict.fromkeys(arms)}
 
 
+def assert_control_stream_refused(path: Path, change: dict[str, str], where: str, why: str) -> None:
+    """The control stream at `path` with each `old -> new` of `change` applied (each must be
+    there) is refused by `vtrial import-nonmem`'s reader with `why`, naming `where`."""
+    from vtrial.io.nonmem_control import read_control_stream
+
+    text = path.read_text()
+    for old, new in change.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    with pytest.raises(vtrial.SpecError) as e:
+        read_control_stream(path)
+    assert e.value.field == where and why in e.value.problem, e.value
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the coordinator of a multi-process run)."""
     with socket.socket() as s:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from vtrial.errors import SpecError
 
 pharmpy = pytest.importorskip("pharmpy", reason="pharmpy-core (the nonmem extra) is not installed")
 
 from test_occasions import spec, write_dataset  # noqa: E402
 
 from vtrial.io.nonmem_control import read_control_stream  # noqa: E402
+from conftest import assert_control_stream_refused  # noqa: E402
 from vtrial.jobs.import_nonmem import import_nonmem, load_config  # noqa: E402
 
 EXAMPLES = Path(pharmpy.__file__).parent / "internals" / "example_models"
@@ -65,13 +65,7 @@ def test_moxo_occasions(tmp_path):
     ({"V = THETA(2)": "V = THETA(2)*(1 + OCC2)"}, "$PK (line 17)", "reads the occasion item OCC"),  # S2 = V
 ])
 def test_iov_refused_where_it_does_not_map(tmp_path, change, where, why):
-    text = (MODELS / "iov_oral.ctl").read_text()
-    for old, new in change.items():
-        assert old in text
-        text = text.replace(old, new)
-    with pytest.raises(SpecError) as e:
-        read_control_stream(_control_stream(tmp_path, text))
-    assert e.value.field == where and why in e.value.problem
+    assert_control_stream_refused(_control_stream(tmp_path), change, where, why)
 
 
 @pytest.mark.long
