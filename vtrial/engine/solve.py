@@ -48,7 +48,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -343,57 +342,6 @@ def _jumps_with_split_gradients(model: Model, options: SolverOptions):
     return solve
 
 
-@lru_cache(maxsize=1)
-def _tolerance_on_state():
-    """The class below, defined when a solve is first traced: it subclasses a diffrax
-    class, and diffrax is imported only then (`vtrial.engine.solvers`)."""
-    import diffrax as dfx
-
-    class _ToleranceOnState(dfx.AbstractAdaptiveStepSizeController):
-        r"""A step-size controller whose relative tolerance applies to the state, not to the
-        integrated variable $\tilde y = y - H(t)$ of the one-solve path.
-
-        Without it, after boluses adding up to $H$ the error allowed in a state would be
-        `rtol * |y - H|`, which is `rtol * |H|` once the boluses have been cleared: with
-        repeated doses the accuracy of a decaying concentration would degrade with every
-        dose. The jumps are put back before the wrapped controller sees the values.
-        """
-
-        controller: dfx.PIDController
-        event_t: jnp.ndarray
-        jumped: jnp.ndarray  # (n_events + 1, n_solved): the boluses after the first k events
-
-        @property
-        def rtol(self):
-            return self.controller.rtol
-
-        @property
-        def atol(self):
-            return self.controller.atol
-
-        @property
-        def norm(self):
-            return self.controller.norm
-
-        def _state(self, t, y_tilde):
-            return y_tilde + self.jumped[jnp.searchsorted(self.event_t, t, side="right", method="compare_all")]
-
-        def wrap(self, direction):
-            return type(self)(self.controller.wrap(direction), self.event_t, self.jumped)
-
-        def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-            return self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
-
-        def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-            # Steps never straddle an event (jump_ts), so the jumps at t0 and t1 are the
-            # step's own: after the events at t0, before those at t1.
-            return self.controller.adapt_step_size(
-                t0, t1, self._state(t0, y0), self._state(t1, y1_candidate), args, y_error, error_order, controller_state
-            )
-
-    return _ToleranceOnState
-
-
 def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions) -> AnimalSolution:
     """One diffrax solve per animal, events as jumps of its right-hand side; see the module docstring."""
     import diffrax as dfx  # here: imported when a solve is traced (`vtrial.engine.solvers`)
@@ -471,7 +419,9 @@ def _solve_jumps(model: Model, p, doses, save_times, t0, options: SolverOptions)
 
     controller = options.controller()
     if event_t.shape[0] > 0:
-        controller = _tolerance_on_state()(controller, event_t, jumped[:, solved])
+        from vtrial.engine.step_control import ToleranceOnState
+
+        controller = ToleranceOnState(controller, event_t, jumped[:, solved])
         controller = dfx.ClipStepSizeController(controller, step_ts=step_ts, jump_ts=event_t)
     # At an event time the solver stops just before the jump (the float below it) and
     # restarts just after; an output there is the pre-event value, saved where that
