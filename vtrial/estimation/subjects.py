@@ -100,7 +100,7 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
 
 def subject_sharding(mesh: Mesh | None) -> NamedSharding | None:
     """How per-subject arrays are laid out over `mesh` (None: one device)."""
-    return None if mesh is None or mesh.size == 1 else NamedSharding(mesh, PartitionSpec(distributed.AXIS))
+    return None if mesh is None or mesh.size == 1 else distributed.shardings(mesh)[0]
 
 
 def subject_mesh(options: SolverOptions) -> Mesh | None:
