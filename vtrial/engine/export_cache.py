@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable
 from functools import lru_cache
@@ -158,21 +159,31 @@ class Exported:
     def __init__(self, jitted: Callable, model, key: tuple):
         self._jitted, self._model, self._key = jitted, model, key
         self._compiled: dict = {}
+        # One compilation per layout when a background thread (`compile`) and the caller
+        # ask for the same one at once.
+        self._lock = threading.Lock()
         _LIVE.add(self)
 
     def __call__(self, *args):
-        leaves, treedef = jax.tree_util.tree_flatten(args)
+        leaves, _ = jax.tree_util.tree_flatten(args)
         if any(isinstance(a, jax.core.Tracer) for a in leaves):
             # Called inside a transformation (e.g. vmapped over bootstrap replicates,
             # `vtrial.estimation.batched_fit`): a compiled executable cannot be
             # transformed, the jitted function can (it composes as any jax.jit).
             return self._jitted(*args)
+        return self.compile(*args)(*args)
+
+    def compile(self, *args):
+        """The executable for arguments laid out as `args` (compiled, or read, once):
+        without running it, e.g. in a background thread while the caller computes."""
+        leaves, treedef = jax.tree_util.tree_flatten(args)
         layout = (treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves))
-        compiled = self._compiled.get(layout)
-        if compiled is None:
-            path = entry_path(self._model, self._key, args)
-            compiled = self._compiled[layout] = compile_exported(lambda: self._jitted, path, args)
-        return compiled(*args)
+        with self._lock:
+            compiled = self._compiled.get(layout)
+            if compiled is None:
+                path = entry_path(self._model, self._key, args)
+                compiled = self._compiled[layout] = compile_exported(lambda: self._jitted, path, args)
+        return compiled
 
 
 def _write_atomic(path: Path, blob: bytes) -> None:

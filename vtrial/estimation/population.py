@@ -36,6 +36,7 @@ import math
 import time
 import warnings as warnings_module
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import NamedTuple
@@ -330,6 +331,19 @@ def _step_function(pr):
     return opt, jax.jit(step), context
 
 
+def _typed(state):
+    """The optimiser's state strongly typed, as the step returns it: else the step compiles
+    twice (its host callback keeps it out of the persistent cache, so every process
+    compiles it)."""
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), state)
+
+
+def _compile_step(opt, step, x):
+    """Compile `step` (`_step_function`) for `x`'s size, as the fit calls it, without running it."""
+    z = np.zeros(np.shape(x))
+    return step.lower(z, _typed(opt.init(z)), np.asarray(0.0), z).compile()
+
+
 @lru_cache(maxsize=8)
 def _jitted(fn):
     """`fn(layout, constants, x)` compiled (the layout static): one compiled function, kept
@@ -421,8 +435,20 @@ def fit_population(
     x = jax.device_put(np.asarray(prep.x0, float))
     n = data.n_subjects
     eta = jax.device_put(np.zeros((arrays.times.shape[0], layout.n_eta)), subject_sharding(prep.problem.mesh))
+    opt, step, context = _step_function(prep.problem)
+    # The optimiser's step, the diagnostics and the reported values are compiled (or read
+    # from the caches) in a background thread while this one evaluates and iterates:
+    # XLA compiles and loads executables without holding the GIL, so on two cores most
+    # of that time is hidden.
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtrial-compile")
+    step_compiled = background.submit(_compile_step, opt, step, x)
+    ready = [background.submit(prep.problem.diagnostics.compile, x, constants, arrays, eta),
+             background.submit(lambda: _jitted(_reported).lower(layout, constants, x).compile())]
+    background.shutdown(wait=False)
     value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
     if not np.isfinite(float(value)) or not np.all(np.isfinite(np.asarray(grad))):
+        for piece in (step_compiled, *ready):
+            piece.cancel()  # those not yet started: the error need not wait for them
         bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(np.asarray(ofv_i)[:n]))][:10]
         why = _unfit_detail(model, data, prep, x, bad) if bad else ""
         raise SpecError(
@@ -431,16 +457,14 @@ def fit_population(
             + (f" (subjects {', '.join(map(str, bad))})" if bad else "")
             + (f": {why}" if why else (": the solve failed or a prediction is 0 with a proportional error only" if bad else "")),
         )
-    opt, step, context = _step_function(prep.problem)
     context.clear()
     # The optimiser steps in z = x * sqrt(R_ii), where the OFV's curvature is about 1 in
     # every parameter (R_ii at the start, from the subjects' gradients).
     scale = np.sqrt(_curvature(np.asarray(jac)[:n]))
     context["constants"], context["arrays"], context["scale"] = constants, arrays, scale
     z = np.asarray(x) * scale
-    # Strongly typed, as the step returns it: else the step compiles twice (its host
-    # callback keeps it out of the persistent cache, so every process compiles it).
-    state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), opt.init(z))
+    state = _typed(opt.init(z))
+    step_compiled.result()
     converged = False
     iterations = 0
     stalls = 0
@@ -477,6 +501,8 @@ def fit_population(
         n_bad = int(np.sum(~np.asarray(done)[:n]))
         warnings.append(f"the EBEs of {n_bad} subject(s) did not converge in {prep.problem.max_newton} Newton steps")
 
+    for piece in ready:
+        piece.result()
     t_estimated = time.perf_counter()
     x_np = np.asarray(x)
     rep_values, jr, u = jax.device_get(_jitted(_reported)(layout, constants, x))

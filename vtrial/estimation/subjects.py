@@ -76,7 +76,7 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
         return export_cache.Exported(jax.jit(f), model, (*key, mesh_key, lapack.LAPACK_PARALLEL_WORK))
 
     if mesh is None or mesh.size == 1:
-        return jit(fn)
+        return _with_compile(jit(fn), lambda *args: args)
     whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
 
     def sharded(x, constants, *per_subject):
@@ -95,6 +95,27 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
         x, constants = jax.device_put((x, constants), replicated)
         return compiled(x, constants, *jax.device_put(per_subject, split_sharding))
 
+    return _with_compile(compiled, lambda x, constants, *per_subject: (*jax.device_put((x, constants), replicated),
+                                                                      *jax.device_put(per_subject, split_sharding)), call)
+
+
+def _with_compile(compiled, place, call=None):
+    """`call` (default `compiled`) with a `compile(*args)` that compiles, or reads from the
+    caches, `compiled` for `args` (put on the devices by `place`) without running it: a
+    caller compiles the pieces it needs later in a background thread while it computes."""
+
+    def compile_only(*args):
+        args = place(*args)
+        return compiled.compile(*args) if isinstance(compiled, export_cache.Exported) else compiled.lower(*args).compile()
+
+    if call is None:
+        if isinstance(compiled, export_cache.Exported):
+            return compiled
+
+        def call(*args):
+            return compiled(*args)
+
+    call.compile = compile_only
     return call
 
 
