@@ -142,6 +142,19 @@ def compile_exported(build: Callable[[], Callable], path: Path | None, args):
     return jax.jit(exported.call).lower(*args).compile()
 
 
+def output_shapes(build: Callable[[], Callable], path: Path | None, args):
+    """The shapes and dtypes (`jax.ShapeDtypeStruct`s) of what `build()`'s function returns
+    for `args`: from the export at `path` when there is one (no tracing), else traced."""
+    if path is not None and path.is_file():
+        try:
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+            leaves = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in exported.out_avals]
+            return jax.tree_util.tree_unflatten(exported.out_tree, leaves)
+        except Exception:  # written by another version, truncated: trace afresh
+            pass
+    return jax.eval_shape(build(), *args)
+
+
 def forget_compiled() -> None:
     """Drop the executables every `Exported` keeps (`vtrial.engine.runner.clear_compiled`):
     with `jax.clear_caches()` this frees their machine code."""
@@ -173,9 +186,15 @@ class Exported:
             return self._jitted(*args)
         return self.compile(*args)(*args)
 
+    def output_shapes(self, *args):
+        """What it returns for arguments laid out as `args`, as `jax.ShapeDtypeStruct`s,
+        without compiling or running it (`output_shapes`)."""
+        return output_shapes(lambda: self._jitted, entry_path(self._model, self._key, args), args)
+
     def compile(self, *args):
-        """The executable for arguments laid out as `args` (compiled, or read, once):
-        without running it, e.g. in a background thread while the caller computes."""
+        """The executable for arguments laid out as `args` (arrays or
+        `jax.ShapeDtypeStruct`s; compiled, or read, once): without running it, e.g. in a
+        background thread while the caller computes."""
         leaves, treedef = jax.tree_util.tree_flatten(args)
         layout = (treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves))
         with self._lock:

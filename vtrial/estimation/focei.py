@@ -485,6 +485,16 @@ class Problem:
         eta, done, _, local = self.solve_ebes(x, constants, data, eta_warm)
         return eta, done, local
 
+    def compile_after_ebes(self, x, constants, data, eta_warm) -> None:
+        """Compile (or read from the caches) the piece `evaluate` runs after the EBEs, from
+        the shapes of the EBE step's outputs, without waiting for the EBEs: called in a
+        background thread while `evaluate` compiles and runs the EBE step (`fit_population`)."""
+        if self.method == "fo":
+            eta, local = eta_warm, self._locals_at_zero.output_shapes(x, constants, data, eta_warm)
+        else:
+            eta, _, _, local = self.solve_ebes.output_shapes(x, constants, data, eta_warm)
+        self._jacobian.compile(x, constants, data, eta, local)
+
     def evaluate(self, x, constants, data, eta_warm):
         """(ofv, grad, per-subject ofv, per-subject gradients (n, n_x), EBEs, converged flags)."""
         eta, done, local = self._ebes_and_locals(x, constants, data, eta_warm)

@@ -436,14 +436,15 @@ def fit_population(
     n = data.n_subjects
     eta = jax.device_put(np.zeros((arrays.times.shape[0], layout.n_eta)), subject_sharding(prep.problem.mesh))
     opt, step, context = _step_function(prep.problem)
-    # The optimiser's step, the diagnostics and the reported values are compiled (or read
-    # from the caches) in a background thread while this one evaluates and iterates:
-    # XLA compiles and loads executables without holding the GIL, so on two cores most
-    # of that time is hidden.
+    # The objective's second piece, the optimiser's step, the diagnostics and the reported
+    # values are compiled (or read from the caches) in a background thread while this one
+    # compiles and runs the EBE step, evaluates and iterates: XLA compiles and loads
+    # executables without holding the GIL, so on two cores much of that time is hidden.
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtrial-compile")
+    ready = [background.submit(prep.problem.compile_after_ebes, x, constants, arrays, eta)]
     step_compiled = background.submit(_compile_step, opt, step, x)
-    ready = [background.submit(prep.problem.diagnostics.compile, x, constants, arrays, eta),
-             background.submit(lambda: _jitted(_reported).lower(layout, constants, x).compile())]
+    ready += [background.submit(prep.problem.diagnostics.compile, x, constants, arrays, eta),
+              background.submit(lambda: _jitted(_reported).lower(layout, constants, x).compile())]
     background.shutdown(wait=False)
     value, grad, ofv_i, jac, eta, done = prep.problem.evaluate(x, constants, arrays, eta)
     if not np.isfinite(float(value)) or not np.all(np.isfinite(np.asarray(grad))):

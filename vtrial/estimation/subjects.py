@@ -76,7 +76,7 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
         return export_cache.Exported(jax.jit(f), model, (*key, mesh_key, lapack.LAPACK_PARALLEL_WORK))
 
     if mesh is None or mesh.size == 1:
-        return _with_compile(jit(fn), lambda *args: args)
+        return OverSubjects(jit(fn), None)
     whole, split = PartitionSpec(), PartitionSpec(distributed.AXIS)
 
     def sharded(x, constants, *per_subject):
@@ -86,37 +86,59 @@ def compile_over_subjects(fn, mesh: Mesh | None, flops_per_subject: Callable[[Su
         )
         return mapped(x, constants, per_subject)
 
-    compiled = jit(sharded)
-    replicated, split_sharding = NamedSharding(mesh, whole), NamedSharding(mesh, split)
-
-    def call(x, constants, *per_subject):
-        # Inputs laid out as the outputs are (a no-op for those), so that fresh host
-        # arrays and earlier results hit the same executable.
-        x, constants = jax.device_put((x, constants), replicated)
-        return compiled(x, constants, *jax.device_put(per_subject, split_sharding))
-
-    return _with_compile(compiled, lambda x, constants, *per_subject: (*jax.device_put((x, constants), replicated),
-                                                                      *jax.device_put(per_subject, split_sharding)), call)
+    return OverSubjects(jit(sharded), mesh)
 
 
-def _with_compile(compiled, place, call=None):
-    """`call` (default `compiled`) with a `compile(*args)` that compiles, or reads from the
-    caches, `compiled` for `args` (put on the devices by `place`) without running it: a
-    caller compiles the pieces it needs later in a background thread while it computes."""
+class OverSubjects:
+    """A function compiled over the subjects (`compile_over_subjects`), called like `fn`.
 
-    def compile_only(*args):
-        args = place(*args)
-        return compiled.compile(*args) if isinstance(compiled, export_cache.Exported) else compiled.lower(*args).compile()
+    Besides the call: `compile(*args)` compiles it (or reads it from the caches) for
+    arguments laid out as `args` without running it, and `output_shapes(*args)` gives its
+    outputs' shapes, dtypes and shardings without computing them (from its export when
+    there is one: no tracing). So a caller compiles the pieces it needs later in a
+    background thread, a piece from the output shapes of the one before it, while it
+    computes. Arguments may be arrays or `jax.ShapeDtypeStruct`s."""
 
-    if call is None:
-        if isinstance(compiled, export_cache.Exported):
-            return compiled
+    def __init__(self, jitted, mesh: Mesh | None):
+        self._jitted = jitted  # a jax.jit function or an export_cache.Exported
+        self._split = None if mesh is None else NamedSharding(mesh, PartitionSpec(distributed.AXIS))
+        self._replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
 
-        def call(*args):
-            return compiled(*args)
+    def _place(self, x, constants, *per_subject):
+        """Inputs laid out as the outputs are (a no-op for those), so that fresh host
+        arrays and earlier results hit the same executable."""
+        if self._split is None:
+            return (x, constants, *per_subject)
+        return (*_put((x, constants), self._replicated), *_put(per_subject, self._split))
 
-    call.compile = compile_only
-    return call
+    def __call__(self, *args):
+        return self._jitted(*self._place(*args))
+
+    def compile(self, *args):
+        args = self._place(*args)
+        if isinstance(self._jitted, export_cache.Exported):
+            return self._jitted.compile(*args)
+        return self._jitted.lower(*args).compile()
+
+    def output_shapes(self, *args):
+        args = self._place(*args)
+        if isinstance(self._jitted, export_cache.Exported):
+            shapes = self._jitted.output_shapes(*args)
+        else:
+            shapes = jax.eval_shape(self._jitted, *args)
+        # Every output is per subject: split as the inputs are, or on the inputs' device.
+        sharding = self._split if self._split is not None else getattr(args[0], "sharding", None)
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding, weak_type=s.weak_type), shapes)
+
+
+def _put(tree, sharding):
+    """`jax.device_put(tree, sharding)`; `jax.ShapeDtypeStruct`s get `sharding` as theirs."""
+    if not any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree_util.tree_leaves(tree)):
+        return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding, weak_type=a.weak_type)
+        if isinstance(a, jax.ShapeDtypeStruct) else jax.device_put(a, sharding), tree)
 
 
 def subject_sharding(mesh: Mesh | None) -> NamedSharding | None:
