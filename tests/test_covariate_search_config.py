@@ -79,3 +79,12 @@ def test_toml_text_round_trips():
              "bounds": {"apgr_v": [-0.99, math.inf]}, "data": {"routes": {"iv": [1]}, "covariates": {"wgt": "WGT"}},
              "covariate_effects": [{"parameter": "cl", "covariate": "wgt", "reference": 1.3, "exponent": 0.8, "estimate": True}]}
     assert tomllib.loads(toml_text(table)) == table
+
+
+def test_toml_text_escapes_control_characters_and_quotes_keys():
+    """A description with a newline, a tab or any other control character, and keys TOML
+    cannot write bare (spaces, dots, non-ASCII letters, quotes), survive the round trip."""
+    text = "line one\nline two\ttabbed \\ back \"quoted\" \x00\x1f\x7f é"
+    table = {"description": text, "parameters": {"weird key": 1.0, "a.b": 2.0, "é": 3.0, 'q"uote\n': 4.0, "": 5.0},
+             "data": {"columns": [text, "plain"]}}
+    assert tomllib.loads(toml_text(table)) == table

@@ -18,6 +18,7 @@ shape = "power"          # power, linear, exponential or categorical
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -78,8 +79,20 @@ def check_candidates(search: CovariateSearchSpec | None, model, typical, fixed, 
 # -- TOML text -----------------------------------------------------------------------------
 
 
+#: TOML's bare keys: ASCII letters, digits, `_` and `-` (anything else is quoted).
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: TOML's short escapes; other control characters are written as \uXXXX.
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _string(s: str) -> str:
+    """`s` as a TOML basic string: backslash, quote and every control character escaped
+    (a newline in a description must not end the line)."""
+    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in s) + '"'
+
+
 def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else '"' + k.replace('"', '\\"') + '"'
+    return k if _BARE_KEY.fullmatch(k) else _string(k)
 
 
 def _value(v) -> str:
@@ -94,7 +107,7 @@ def _value(v) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _string(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     raise TypeError(f"no TOML value for {v!r}")
