@@ -30,7 +30,7 @@ from vtrial.design.population import ResidualError
 from vtrial.estimation import EstimationSpec, PopulationData, population_objective
 from vtrial.estimation.censoring import observation_terms, resolve_censoring
 from vtrial.estimation.focei import problem
-from vtrial.estimation.population import _prepare
+from vtrial.estimation.population import prepare_problem
 from vtrial.io.covariate_search import toml_text
 from vtrial.io.nonmem import read_nonmem
 from vtrial.models import one_compartment
@@ -84,7 +84,7 @@ def test_observation_terms_match_scipy():
 def test_without_censored_rows_the_per_observation_terms_are_the_ordinary_ones_exactly():
     """The objective depends on the observations only through `Problem._phi` and its
     derivatives in f: with no row censored the M3/M4 path gives them bit for bit."""
-    prep = _prepare(MODEL, one_subject(cens=None), SPEC, "laplace", vtrial.SolverOptions())
+    prep = prepare_problem(MODEL, one_subject(cens=None), SPEC, "laplace", vtrial.SolverOptions())
     from vtrial.estimation.population_spec import unpack
 
     u = unpack(prep.layout, prep.constants, jnp.asarray(prep.x0))

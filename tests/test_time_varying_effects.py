@@ -48,7 +48,7 @@ def test_power_effect_follows_a_weight_that_changes(tmp_path):
     mapping = {"covariates": {"wt": "WT"}}
     data = read_nonmem(path, plain, mapping)
     assert data.doses.nonmem.changes is not None
-    prep = population._prepare(plain, data, spec, "foce", SolverOptions())
+    prep = population.prepare_problem(plain, data, spec, "foce", SolverOptions())
     u = unpack(prep.layout, prep.constants, jnp.asarray(prep.x0))
     s = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[0], prep.arrays)
     eta = jnp.asarray([0.2])

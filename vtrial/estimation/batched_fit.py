@@ -39,7 +39,7 @@ import numpy as np
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError
 from vtrial.estimation.focei import problem
-from vtrial.estimation.population import _prepare
+from vtrial.estimation.population import prepare_problem
 from vtrial.estimation.population_data import PopulationData
 from vtrial.estimation.population_spec import EstimationSpec, from_estimation_scale, reported_names, reported_values
 from vtrial.models.base import Model
@@ -178,7 +178,7 @@ def fit_batch(
     if not (isinstance(max_iterations, int) and max_iterations >= 0):
         raise SpecError("estimation.max_iterations", f"must be a whole number >= 0, got {max_iterations!r}")
     # One device: the replicates are the batch axis here (the subjects' mesh is not used).
-    prep = _prepare(model, data, spec, method, solver, one_device=True)
+    prep = prepare_problem(model, data, spec, method, solver, one_device=True)
     pr = problem(model, prep.layout, method, solver, prep.problem.t0, None)
     layout, constants, arrays = prep.layout, prep.constants, prep.arrays
     n, n_padded, n_x, k = data.n_subjects, arrays.times.shape[0], layout.n_x, layout.n_eta

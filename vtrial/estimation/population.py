@@ -44,7 +44,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import optax.tree_utils as otu
 import pandas as pd
 
@@ -55,6 +54,7 @@ from vtrial.estimation.censoring import censored_arrays, censored_rows, drop_war
 from vtrial.estimation.covariance import COVARIANCE_MATRICES, covariance_step
 from vtrial.estimation.focei import METHODS, FOCEI_WITHOUT_VARIANCE_TERM, problem
 from vtrial.estimation.occasions import n_occasions
+from vtrial.estimation.outer_step import compile_step, curvature, distance_in_se, step_function, typed_state
 from vtrial.estimation.subjects import subject_arrays, subject_mesh, subject_sharding
 from vtrial.estimation.population_tables import individual_frame, parameter_table, predictions_frame, unfit_observation
 from vtrial.estimation.population_data import PopulationData, check_population_data
@@ -92,7 +92,11 @@ class ObjectiveValue(NamedTuple):
     x_names: tuple[str, ...]
 
 
-class _Prepared(NamedTuple):
+class PreparedProblem(NamedTuple):
+    """What `prepare_problem` builds: the compiled `Problem`, the parameter layout and
+    constants, the initial unconstrained vector, the subjects' arrays (padded, on their
+    devices) and their order in the dataset."""
+
     problem: object
     layout: object
     constants: object
@@ -103,10 +107,12 @@ class _Prepared(NamedTuple):
     censoring: str = "none"
 
 
-def _prepare(model, data, spec, method, solver, censoring=None, *, one_device: bool = False) -> _Prepared:
+def prepare_problem(model, data, spec, method, solver, censoring=None, *, one_device: bool = False) -> PreparedProblem:
     """The problem, layout and the subjects' arrays, on the devices they are split over
     (`one_device`: all on the default device, for a caller that batches otherwise, e.g.
-    over bootstrap replicates)."""
+    over bootstrap replicates): the one preparation every fit shares (`fit_population`,
+    `population_objective`, the batched fits of `vtrial.estimation.batched_fit`, the
+    covariate search)."""
     if method not in METHODS and method != FOCEI_WITHOUT_VARIANCE_TERM:
         raise SpecError("estimation.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if not isinstance(solver, SolverOptions):
@@ -122,7 +128,7 @@ def _prepare(model, data, spec, method, solver, censoring=None, *, one_device: b
     censoring = resolve_censoring(data, censoring, method)
     arrays, censored_terms = censored_arrays(arrays, censoring)
     pr = problem(model, layout, method, solver, t0, mesh, censored_terms)
-    return _Prepared(pr, layout, constants, x0, arrays, order, gaussian_rows(data, censoring), censoring)
+    return PreparedProblem(pr, layout, constants, x0, arrays, order, gaussian_rows(data, censoring), censoring)
 
 
 def population_objective(
@@ -143,7 +149,7 @@ def population_objective(
     With `gradient=True` also the exact gradient w.r.t. `x` and the per-subject gradients;
     `censoring` as in `fit_population`.
     """
-    prep = _prepare(model, data, spec, method, solver, censoring)
+    prep = prepare_problem(model, data, spec, method, solver, censoring)
     x = prep.x0 if x is None else np.asarray(x, float)
     if x.shape != prep.x0.shape:
         raise SpecError("x", f"expected {prep.x0.shape[0]} entries, got shape {x.shape}")
@@ -270,80 +276,6 @@ class PopulationFit:
         return dict(zip(self.estimation_names, np.sqrt(np.diag(self.covariance)).tolist()))
 
 
-def _lbfgs():
-    return optax.lbfgs(
-        # Try the full quasi-Newton step first (see vtrial.engine.optimize).
-        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one"),
-    )
-
-
-@lru_cache(maxsize=32)
-def _step_function(pr):
-    """jit: one L-BFGS update from (x, value, grad) with optax's zoom line search.
-
-    The line search's objective calls back to the host, which runs the separately
-    compiled objective and gradient (`Problem.evaluate`, EBEs warm-started from the
-    current ones): the step itself then compiles in a second and the objective is
-    compiled once, not once more inside the line search. One per `Problem`, so later fits
-    of the same shapes compile nothing.
-
-    The optimiser works on `z = x * scale` (`context["scale"]`, a curvature per
-    parameter: see `fit_population`), so that a unit step means about as much for
-    every parameter (a disease-onset time and a variance differ in curvature by 1e5).
-
-    Returns `(optimizer, step(z, state, value, grad_z), context)`: the caller puts the
-    current `eta`, `constants`, `arrays` and `scale` in `context` before each step; the
-    callback leaves the last point it evaluated there (`z`, `result`), usually the
-    accepted one.
-    The step sees only host arrays of the few outer parameters: the subjects' arrays
-    (split over devices) never enter it, so it is a one-device program whose callback
-    may run the multi-device objective."""
-
-    context = {}
-
-    def host(z):
-        scale = context["scale"]
-        result = pr.evaluate(jnp.asarray(np.asarray(z) / scale), context["constants"], context["arrays"], context["eta"])
-        context["z"], context["result"] = np.array(z), result
-        return np.asarray(result[0], np.float64), np.asarray(result[1], np.float64) / scale
-
-    def value_and_grad(x):
-        shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
-        return jax.pure_callback(host, shapes, x)
-
-    @jax.custom_vjp
-    def ofv(x):
-        return value_and_grad(x)[0]
-
-    def ofv_fwd(x):
-        return value_and_grad(x)
-
-    def ofv_bwd(grad, ct):
-        return (ct * grad,)
-
-    ofv.defvjp(ofv_fwd, ofv_bwd)
-    opt = _lbfgs()
-
-    def step(x, state, value, grad):
-        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=ofv)
-        return optax.apply_updates(x, updates), state
-
-    return opt, jax.jit(step), context
-
-
-def _typed(state):
-    """The optimiser's state strongly typed, as the step returns it: else the step compiles
-    twice (its host callback keeps it out of the persistent cache, so every process
-    compiles it)."""
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), state)
-
-
-def _compile_step(opt, step, x):
-    """Compile `step` (`_step_function`) for `x`'s size, as the fit calls it, without running it."""
-    z = np.zeros(np.shape(x))
-    return step.lower(z, _typed(opt.init(z)), np.asarray(0.0), z).compile()
-
-
 @lru_cache(maxsize=8)
 def _jitted(fn):
     """`fn(layout, constants, x)` compiled (the layout static): one compiled function, kept
@@ -356,19 +288,6 @@ def _reported(layout, constants, x):
     model-scale values (`unpack`) at the optimum: one compiled function, read from the
     persistent cache in one piece."""
     return reported_values(layout, constants, x), jax.jacfwd(reported_values, argnums=2)(layout, constants, x), unpack(layout, constants, x)
-
-
-def _curvature(subject_gradients) -> np.ndarray:
-    """The OFV's curvature in each parameter, $R_{ii}$, estimated without a Hessian: half
-    the spread of the subjects' OFV gradients (S/2, the information), floored at 1."""
-    jac = np.asarray(subject_gradients)
-    return np.maximum(np.sum((jac - jac.mean(axis=0)) ** 2, axis=0) / 2.0, 1.0)
-
-
-def _distance_in_se(grad, subject_gradients) -> float:
-    r"""The largest $|g_i| / \sqrt{2 R_{ii}}$ (see `fit_population`'s `tolerance`)."""
-    g = np.abs(np.asarray(grad))
-    return float(np.max(g / np.sqrt(2.0 * _curvature(subject_gradients)))) if g.size else 0.0
 
 
 def _unfit_detail(model, data, prep, x, bad_ids) -> str:
@@ -425,7 +344,7 @@ def fit_population(
         raise SpecError("estimation.max_iterations", f"must be a whole number >= 0, got {max_iterations!r}")
     if not (tolerance > 0):
         raise SpecError("estimation.tolerance", f"must be > 0, got {tolerance!r}")
-    prep = _prepare(model, data, spec, method, solver, censoring)
+    prep = prepare_problem(model, data, spec, method, solver, censoring)
     layout, constants, arrays = prep.layout, prep.constants, prep.arrays
     names = reported_names(layout, model.observable_names)
     warnings: list[str] = [drop_warning(data)] if prep.censoring == "drop" else []
@@ -435,14 +354,14 @@ def fit_population(
     x = jax.device_put(np.asarray(prep.x0, float))
     n = data.n_subjects
     eta = jax.device_put(np.zeros((arrays.times.shape[0], layout.n_eta)), subject_sharding(prep.problem.mesh))
-    opt, step, context = _step_function(prep.problem)
+    opt, step, context = step_function(prep.problem)
     # The objective's second piece, the optimiser's step, the diagnostics and the reported
     # values are compiled (or read from the caches) in a background thread while this one
     # compiles and runs the EBE step, evaluates and iterates: XLA compiles and loads
     # executables without holding the GIL, so on two cores much of that time is hidden.
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtrial-compile")
     ready = [background.submit(prep.problem.compile_after_ebes, x, constants, arrays, eta)]
-    step_compiled = background.submit(_compile_step, opt, step, x)
+    step_compiled = background.submit(compile_step, opt, step, x)
     ready += [background.submit(prep.problem.diagnostics.compile, x, constants, arrays, eta),
               background.submit(lambda: _jitted(_reported).lower(layout, constants, x).compile())]
     background.shutdown(wait=False)
@@ -461,16 +380,16 @@ def fit_population(
     context.clear()
     # The optimiser steps in z = x * sqrt(R_ii), where the OFV's curvature is about 1 in
     # every parameter (R_ii at the start, from the subjects' gradients).
-    scale = np.sqrt(_curvature(np.asarray(jac)[:n]))
+    scale = np.sqrt(curvature(np.asarray(jac)[:n]))
     context["constants"], context["arrays"], context["scale"] = constants, arrays, scale
     z = np.asarray(x) * scale
-    state = _typed(opt.init(z))
+    state = typed_state(opt.init(z))
     step_compiled.result()
     converged = False
     iterations = 0
     stalls = 0
     for iterations in range(1, max_iterations + 1):
-        if _distance_in_se(grad, np.asarray(jac)[:n]) < tolerance:
+        if distance_in_se(grad, np.asarray(jac)[:n]) < tolerance:
             converged = True
             iterations -= 1
             break
@@ -491,7 +410,7 @@ def fit_population(
             on_iteration(iterations, float(value))
         if stalls >= 3:
             break
-    distance = _distance_in_se(grad, np.asarray(jac)[:n])
+    distance = distance_in_se(grad, np.asarray(jac)[:n])
     converged = converged or distance < tolerance
     if not converged:
         warnings.append(

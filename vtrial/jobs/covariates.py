@@ -71,7 +71,7 @@ class _Search:
     """The full model (base + every candidate) and the fits of sets of candidates."""
 
     def __init__(self, built, data, search):
-        from vtrial.estimation.population import _prepare
+        from vtrial.estimation.population import prepare_problem
 
         self.built, self.data = built, data
         base = built.estimation_spec()
@@ -83,7 +83,7 @@ class _Search:
             base, covariate_effects=tuple(base.covariate_effects) + tuple(self.effects),
             estimate_exponents=tuple(base.estimate_exponents) + tuple(self.relations),
         )
-        layout = _prepare(built.model, data, self.spec, built.method, built.options).layout
+        layout = prepare_problem(built.model, data, self.spec, built.method, built.options).layout
         position = {k: layout.n_theta + m for m, k in enumerate(layout.exponents_estimated)}
         self.columns = [position[n_base + c] for c in range(len(self.effects))]  # x entry of each candidate
         self.n_x = layout.n_x
@@ -175,9 +175,9 @@ def search_covariates(built, data, search, on_step=None):
 
 
 def _start(s: _Search) -> np.ndarray:
-    from vtrial.estimation.population import _prepare
+    from vtrial.estimation.population import prepare_problem
 
-    return _prepare(s.built.model, s.data, s.spec, s.built.method, s.built.options).x0
+    return prepare_problem(s.built.model, s.data, s.spec, s.built.method, s.built.options).x0
 
 
 def final_config(table: dict, folder: Path, s: _Search, included, final) -> dict:
