@@ -57,6 +57,36 @@ def test_weights_are_duplicated_subjects_and_the_batch_does_not_matter(tiny, bat
     assert alone.ofv[0] == pytest.approx(batch.ofv[1], abs=1e-9)
 
 
+def test_replicates_are_chunked_under_the_lapack_threshold_and_nothing_changes(tiny, batch, monkeypatch):
+    """Vmapped over replicates, every batched LAPACK call holds a subject chunk for each
+    replicate: on the CPU the replicates are chunked too, so that the whole stays under
+    jaxlib's parallel threshold (above it the kernels' thread pool deadlocked: 50
+    Bolus_2CPT replicates at once never finished, 25 ran). With a threshold that allows
+    one replicate per chunk, the fits are the same."""
+    from vtrial.engine import lapack
+    from vtrial.estimation import batched_fit
+
+    model, data = tiny
+    calls = []
+    real = lapack.map_in_chunks
+
+    def spy(fn, n, most, *args, **kwargs):
+        calls.append((n, most))
+        return real(fn, n, most, *args, **kwargs)
+
+    monkeypatch.setattr(lapack, "map_in_chunks", spy)
+    monkeypatch.setattr(lapack, "LAPACK_PARALLEL_WORK", 2)  # one item per chunk
+    batched_fit._batched_evaluate.cache_clear()  # traced again, with the patched threshold
+    try:
+        chunked = fit_batch(model, data, tiny_spec(), np.stack([np.ones(N), DUPLICATES]), tolerance=TOL)
+    finally:
+        batched_fit._batched_evaluate.cache_clear()
+    assert (2, 1) in calls  # two replicates, one per chunk
+    np.testing.assert_allclose(chunked.x, batch.x, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(chunked.ofv, batch.ofv, rtol=1e-12)
+    np.testing.assert_array_equal(chunked.iterations, batch.iterations)
+
+
 @pytest.mark.long
 def test_fixed_entries_stay_put(tiny):
     model, data = tiny

@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from vtrial.engine import lapack
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError
 from vtrial.estimation.focei import problem
@@ -92,7 +93,17 @@ def _batched_evaluate(pr):
             jac, ofv_i = pr._jacobian(x, constants, arrays, eta, local)
             return ofv_i, jac, eta, done
 
-        return jax.vmap(one)(xs, etas)
+        if not lapack.on_cpu():
+            return jax.vmap(one)(xs, etas)
+        # The replicates in chunks too: vmapped over replicates, every batched LAPACK call
+        # of a subject chunk holds that chunk for each replicate, and the whole must stay
+        # under jaxlib's parallel threshold as one replicate's chunk does
+        # (`vtrial.engine.lapack`: above it the CPU kernels' thread pool can deadlock; seen
+        # with 50 Bolus_2CPT replicates at once, while 25 ran). Each replicate is computed on
+        # its own whatever chunk it lands in, so the results do not change.
+        most = lapack.items_per_chunk(pr._lapack_flops_per_subject(arrays))
+        replicates = max(1, most // min(arrays.times.shape[0], most))
+        return lapack.map_in_chunks(jax.vmap(one), xs.shape[0], replicates, (xs, etas))
 
     return jax.jit(evaluate)
 

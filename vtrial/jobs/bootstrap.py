@@ -39,10 +39,11 @@ from vtrial.io.run_folder import RunFolder, output_folder
 from vtrial.io.writers import write_csv, write_json
 from vtrial.jobs.context import RunContext
 
-#: Replicates fitted in one batch (memory grows with batch x subjects). 10: on the 2-core CPU
-#: Bolus_2CPT's 50 replicates took 27 s in batches of 10 or 25 but more than 5 minutes in
-#: one batch of 50 (6,000 subjects in one computation; the cause is not yet found).
-DEFAULT_BATCH = 10
+#: Replicates fitted in one batch (memory grows with batch x subjects). On the 2-core CPU
+#: Bolus_2CPT's 50 replicates take 16 s in batches of 10 or in one of 50 (the batch's
+#: LAPACK calls are chunked under jaxlib's parallel threshold: `fit_batch`); a GPU gains
+#: from the larger batch.
+DEFAULT_BATCH = 50
 MAX_SAMPLES = 100_000
 
 
