@@ -89,9 +89,7 @@ def _batched_evaluate(pr):
 
     def evaluate(xs, constants, arrays, etas):
         def one(x, eta_warm):
-            eta, done, local = pr._ebes_and_locals(x, constants, arrays, eta_warm)
-            jac, ofv_i = pr._jacobian(x, constants, arrays, eta, local)
-            return ofv_i, jac, eta, done
+            return pr.subject_terms(x, constants, arrays, eta_warm)
 
         if not lapack.on_cpu():
             return jax.vmap(one)(xs, etas)
@@ -101,7 +99,7 @@ def _batched_evaluate(pr):
         # (`vtrial.engine.lapack`: above it the CPU kernels' thread pool can deadlock; seen
         # with 50 Bolus_2CPT replicates at once, while 25 ran). Each replicate is computed on
         # its own whatever chunk it lands in, so the results do not change.
-        most = lapack.items_per_chunk(pr._lapack_flops_per_subject(arrays))
+        most = lapack.items_per_chunk(pr.lapack_flops_per_subject(arrays))
         replicates = max(1, most // min(arrays.times.shape[0], most))
         return lapack.map_in_chunks(jax.vmap(one), xs.shape[0], replicates, (xs, etas))
 

@@ -437,9 +437,9 @@ class Problem:
         # fields (the model by its identity, the mesh by its shape) and which function.
         fields = tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in ("model", "mesh"))
         key = (type(self).__qualname__, fn.__qualname__, fields)
-        return compile_over_subjects(fn, self.mesh, self._lapack_flops_per_subject, exported=(self.model, key))
+        return compile_over_subjects(fn, self.mesh, self.lapack_flops_per_subject, exported=(self.model, key))
 
-    def _lapack_flops_per_subject(self, data: SubjectArrays) -> int:
+    def lapack_flops_per_subject(self, data: SubjectArrays) -> int:
         """A bound on the work of one subject's batched linear algebra, derivatives
         included: FO factorises the (n_obs x n_obs) covariance of the observations, the
         other methods (n_eta x n_eta) Hessians; forward-mode derivatives in x batch
@@ -495,10 +495,17 @@ class Problem:
             eta, _, _, local = self.solve_ebes.output_shapes(x, constants, data, eta_warm)
         self._jacobian.compile(x, constants, data, eta, local)
 
-    def evaluate(self, x, constants, data, eta_warm):
-        """(ofv, grad, per-subject ofv, per-subject gradients (n, n_x), EBEs, converged flags)."""
+    def subject_terms(self, x, constants, data, eta_warm):
+        """Per subject: (OFV_i, dOFV_i/dx (n, n_x), EBEs, converged flags), the EBEs
+        optimised from `eta_warm`. Traceable: `vtrial.estimation.batched_fit` vmaps it over
+        replicates."""
         eta, done, local = self._ebes_and_locals(x, constants, data, eta_warm)
         jac, ofv_i = self._jacobian(x, constants, data, eta, local)
+        return ofv_i, jac, eta, done
+
+    def evaluate(self, x, constants, data, eta_warm):
+        """(ofv, grad, per-subject ofv, per-subject gradients (n, n_x), EBEs, converged flags)."""
+        ofv_i, jac, eta, done = self.subject_terms(x, constants, data, eta_warm)
         # Summed on the host: a sum of arrays split over devices is a program of its own.
         return np.sum(np.asarray(ofv_i)), np.sum(np.asarray(jac), axis=0), ofv_i, jac, eta, done
 
