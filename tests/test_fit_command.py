@@ -370,6 +370,29 @@ def test_fit_writes_its_files_and_a_trial_seed(simulated_study, tmp_path, monkey
     assert vt.check_config(seed)["kind"] == "trial"
 
 
+def test_a_gof_figure_that_cannot_be_drawn_is_recorded_and_the_rest_is_written(simulated_study, tmp_path, monkeypatch):
+    """The goodness-of-fit figure is drawn in a thread while the VPC is simulated: its
+    failure is still a warning in run.json, and every number and the VPC figure are written."""
+    import vtrial.jobs.fit as fit_job
+
+    def broken(*args, **kwargs):
+        raise ValueError("arange: cannot compute length")
+
+    stand_in, _ = _stand_in()
+    monkeypatch.setattr(vtrial.estimation, "fit_population", stand_in, raising=False)
+    monkeypatch.setattr(fit_job, "plot_gof", broken)
+    config = tmp_path / "pk_fit.toml"
+    config.write_text(FIT)
+    out = tmp_path / "fit"
+    result = invoke("fit", config, simulated_study / "study.csv", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert not (out / "gof.png").exists()
+    for name in ("parameters.csv", "predictions.csv", "vpc.csv", "vpc.png", "fit.json", "run.json"):
+        assert (out / name).is_file(), name
+    info = json.loads((out / "run.json").read_text())
+    assert info["warnings"] == ["gof.png was not drawn: ValueError: arange: cannot compute length"]
+
+
 @pytest.mark.parametrize("converged,covariance,words", [(False, "ok", "did not converge"),
                                                          (True, "failed: R matrix not positive definite", "covariance step")])
 def test_a_failed_fit_writes_its_outputs_and_exits_3(simulated_study, tmp_path, monkeypatch, converged, covariance, words):

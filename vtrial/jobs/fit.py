@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -257,23 +258,31 @@ def write_fit_outputs(fit, built: BuiltFit, data: PopulationData, out: Path, *, 
     written.append(atomic_write(out / "trial_seed.toml",
                                 lambda p: p.write_text(trial_config_fragment(model, population, source=title or "fit"))))
     replicates = built.cfg.vpc.replicates
-    if replicates > 0:
-        mask = np.asarray(data.obs_mask)
-        sims = simulate_replicate_studies(population, data.doses, data.covariates, data.obs_time_h, data.obs_observable,
-                                          replicates=replicates, seed=built.cfg.vpc.seed, options=built.options,
-                                          occasions=dataset_occasions(data))
-        observable = np.asarray(data.obs_observable)[mask]
-        scale = np.asarray(data.dv_scale, float)[observable]
-        cens = censored_rows(data)[mask]
-        table = vpc_table(observable, np.asarray(data.obs_time_h)[mask], np.asarray(data.dv)[mask], sims[:, mask] * scale[None],
-                          model.observable_names, cens=cens)
-        written.append(write_csv(table, out / "vpc.csv"))
-        points = pd.DataFrame({"observable": np.asarray(model.observable_names, dtype=object)[observable],
-                               "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask], "cens": cens})
-        dv = points["dv"].to_numpy()
-        log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
-    # Figures last: a figure that cannot be drawn is a warning, after every number is written.
-    written.append(save_figure(lambda: plot_gof(predictions, units=units, title=title), out / "gof.png", skip=not figures))
+    # The goodness-of-fit figure is drawn in a thread while the VPC's studies are simulated
+    # (the simulation runs outside Python's lock): its numbers, predictions.csv, are
+    # written; a figure that cannot be drawn is a warning, as ever.
+    gof = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtrial-gof")
+    drawn_gof = gof.submit(save_figure, lambda: plot_gof(predictions, units=units, title=title), out / "gof.png", skip=not figures)
+    gof.shutdown(wait=False)
+    try:
+        if replicates > 0:
+            mask = np.asarray(data.obs_mask)
+            sims = simulate_replicate_studies(population, data.doses, data.covariates, data.obs_time_h, data.obs_observable,
+                                              replicates=replicates, seed=built.cfg.vpc.seed, options=built.options,
+                                              occasions=dataset_occasions(data))
+            observable = np.asarray(data.obs_observable)[mask]
+            scale = np.asarray(data.dv_scale, float)[observable]
+            cens = censored_rows(data)[mask]
+            table = vpc_table(observable, np.asarray(data.obs_time_h)[mask], np.asarray(data.dv)[mask], sims[:, mask] * scale[None],
+                              model.observable_names, cens=cens)
+            written.append(write_csv(table, out / "vpc.csv"))
+            points = pd.DataFrame({"observable": np.asarray(model.observable_names, dtype=object)[observable],
+                                   "time": np.asarray(data.obs_time_h)[mask], "dv": np.asarray(data.dv)[mask], "cens": cens})
+            dv = points["dv"].to_numpy()
+            log_scale = bool(dv.size and dv.min() > 0 and dv.max() / dv.min() > 50)
+    finally:  # never left drawing into a folder that an error is about to discard
+        written.append(drawn_gof.result())
+    # The VPC's figure after its numbers: a figure that cannot be drawn is a warning.
     if replicates > 0:
         written.append(save_figure(lambda: plot_vpc(table, points=points, units=units, log_scale=log_scale, title=title),
                                    out / "vpc.png", skip=not figures))
