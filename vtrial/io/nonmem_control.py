@@ -5,7 +5,7 @@ extra: `pip install "vtrial[nonmem]"`) and returns a `ControlStream`: the $PK, $
 $ERROR statements as sympy expressions (IF/THEN/ELSE as `Piecewise`), the compartments
 (the linear-PK rate constants for ADVAN1-4/11/12), THETA/OMEGA/SIGMA with their bounds,
 blocks and FIX, the residual error model found in $ERROR, $ESTIMATION/$COVARIANCE and the
-$INPUT/$DATA mapping. A $PRED model's statements are split into the per-subject ones and
+$INPUT/$DATA mapping (`vtrial.io.nonmem_options`). A $PRED model's statements are split into the per-subject ones and
 those read per record (TIME, EPS; `advan` is `PRED`, TIME its one state); `$OMEGA
 BLOCK(1) SAME` becomes vtrial's occasions (`vtrial.io.nonmem_occasions.occasion_effects`). Everything vtrial cannot run as written is refused with a
 `SpecError` naming the record and its line (`SUPPORTED_RECORDS`, `REFUSED_CODE`): never
@@ -22,6 +22,7 @@ import sympy
 
 from vtrial.errors import SpecError
 from vtrial.io.nonmem_occasions import ControlStreamOccasions, occasion_effects
+from vtrial.io.nonmem_options import data_source, estimation_options, refuse as _refuse
 from vtrial.io.nonmem_residual import Residual, residual_model
 
 #: The records an import reads (others are refused, naming the record and its line).
@@ -49,9 +50,6 @@ REFUSED_CODE = (
 )
 #: Data items that change per record (a $PK reading one is not per subject).
 RECORD_ITEMS = ("TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DV", "II", "ADDL", "SS", "PCMT", "CALLFL")
-#: $ESTIMATION METHODs vtrial runs: NONMEM's name -> (method without, with INTERACTION).
-METHODS = {"0": ("fo", "fo"), "ZERO": ("fo", "fo"), "1": ("foce", "focei"), "COND": ("foce", "focei"),
-           "CONDITIONAL": ("foce", "focei")}
 
 
 def require_pharmpy():
@@ -124,10 +122,6 @@ def _record_lines(cs) -> list[tuple[object, int]]:
         out.append((r, line))
         line += str(r).count("\n")
     return out
-
-
-def _refuse(record: str, line: int, why: str) -> SpecError:
-    return SpecError(f"${record} (line {line})", why)
 
 
 def _code_lines(record, start: int) -> list[tuple[int, str]]:
@@ -326,11 +320,11 @@ def read_control_stream(path: str | Path) -> ControlStream:
         elif name.upper() not in [c.upper() for c in data_columns]:
             raise _refuse(error_record if pred else "PK", line_of["PRED" if pred else "PK"],
                           f"{name} is read but neither assigned nor a data item of $INPUT")
-    method, max_iterations, covariance, notes = _estimation(cs, line_of)
+    method, max_iterations, covariance, notes = estimation_options(cs, line_of)
     tol = None if pred else re.search(r"\bTOL\s*=\s*(\S+)", str(sub), re.I)
     if tol:
         notes.append(f"$SUBROUTINES (line {line_of['SUBROUTINES']}) TOL={tol.group(1)}: vtrial's [solver] tolerances apply")
-    data = _data(model, cs, line_of, path)
+    data = data_source(cs, line_of, path)
     if pred:
         dropped = {d.upper() for d in data["drop"]}
         data["drop"] += [c for c in data["columns"] if c.upper() in PREDPP_ITEMS and c.upper() not in dropped]
@@ -498,85 +492,3 @@ def _compartments(model, ode, advan: str, trans: str, line_of: dict):
             "k_from": [sympy.sympify(ode.get_flow(p, central)) for p in peripherals],
         }
     return names, derivatives, dose_compartment, linear
-
-
-def _estimation(cs, line_of: dict) -> tuple[str, int | None, str, list[str]]:
-    """(method, max_iterations or None, covariance, notes) of $ESTIMATION and $COVARIANCE;
-    the notes name the options that change nothing in vtrial (output and control options)."""
-    method, max_iterations, notes = "focei", None, []
-    recs = cs.get_records("ESTIMATION") or cs.get_records("ESTIMATE")
-    if recs:
-        r = recs[0]
-        line = line_of.get("ESTIMATION", line_of.get("ESTIMATE", 0))
-        body = re.sub(r";.*", "", str(r)).upper()
-        opts = dict(re.findall(r"\b([A-Z_]+)\s*=\s*([^\s]+)", body))
-        flags = set(re.findall(r"\b([A-Z_]+)\b", re.sub(r"\b[A-Z_]+\s*=\s*[^\s]+", "", body)))
-        meth = opts.get("METHOD", opts.get("METH", "0"))
-        interaction = bool(flags & {"INTERACTION", "INTER"})
-        if "LAPLACE" in flags or "LAPLACIAN" in flags:
-            if meth not in ("1", "COND", "CONDITIONAL"):
-                raise _refuse("ESTIMATION", line, "LAPLACE needs METHOD=1 (COND)")
-            method = "laplace"
-        elif meth in METHODS:
-            method = METHODS[meth][interaction]
-        else:
-            raise _refuse("ESTIMATION", line, f"METHOD={meth} is not supported (supported: 0/ZERO = FO, 1/COND = FOCE, "
-                                              "with INTERACTION = FOCE-I, LAPLACE)")
-        for key in ("MAXEVAL", "MAXEVALS", "MAX"):
-            if key in opts:
-                max_iterations = int(float(opts[key]))
-        for bad in ("LIKELIHOOD", "-2LL", "CENTERING", "NUMERICAL", "SLOW"):
-            if bad in flags:
-                raise _refuse("ESTIMATION", line, f"option {bad} is not supported")
-        unused = sorted(f"{k}={v}" for k, v in opts.items() if k not in ("METHOD", "METH", "MAXEVAL", "MAXEVALS", "MAX"))
-        unused += sorted(flags - {"ESTIMATION", "ESTIMATE", "EST", "ESTM", "INTERACTION", "INTER", "LAPLACE", "LAPLACIAN"})
-        if unused:
-            notes.append(f"$ESTIMATION (line {line}) options without an effect in vtrial: {' '.join(unused)}")
-        if max_iterations == 0:
-            notes.append(f"$ESTIMATION (line {line}) MAXEVAL=0 (evaluation only): vtrial predict evaluates the config "
-                         "as given; vtrial fit estimates")
-    covariance = "none"
-    cov = cs.get_records("COVARIANCE")
-    if cov:
-        body = re.sub(r";.*", "", str(cov[0])).upper()
-        m = re.search(r"MATRIX\s*=\s*([RS])", body)
-        covariance = {"R": "r", "S": "s"}[m.group(1)] if m else "sandwich"
-        unused = [w for w in re.sub(r"MATRIX\s*=\s*[RS]", "", body).replace("$COVARIANCE", "").replace("$COV", "").split()]
-        if unused:
-            notes.append(f"$COVARIANCE (line {line_of.get('COVARIANCE', 0)}) options without an effect in vtrial: "
-                         f"{' '.join(unused)}")
-    return method, max_iterations, covariance, notes
-
-
-def _data(model, cs, line_of: dict, path: Path) -> dict:
-    """[data.source] of the fit config: the data file (absolute; the writer makes it
-    relative to the config), $INPUT's columns and DROPs, IGNORE/ACCEPT."""
-    rec = cs.get_records("DATA")[0]
-    line = line_of["DATA"]
-    file = Path(str(rec.filename))
-    file = file if file.is_absolute() else (path.parent / file)
-    inp = cs.get_records("INPUT")[0]
-    columns, drop = [], []
-    for item in re.sub(r";.*", "", str(inp)).replace("$INPUT", "", 1).split():
-        name, _, alias = item.partition("=")
-        if alias.upper() in ("DROP", "SKIP"):
-            drop.append(name)
-        elif alias:
-            raise _refuse("INPUT", line_of["INPUT"], f"{item!r}: aliases other than =DROP are not supported; rename the "
-                                                     "column")
-        columns.append(name)
-    body = re.sub(r";.*", "", str(rec)).upper().replace(str(rec.filename).upper(), "")  # options only
-    for bad in ("RECORDS", "NOREWIND", "REWIND", "NULL", "WIDE", "TRANSLATE", "LRECL", "(F", "CHECKOUT"):
-        if re.search(rf"\b{re.escape(bad)}", body):
-            raise _refuse("DATA", line, f"option {bad} is not supported")
-    ch = rec.ignore_character
-    filters = [_filter_text(f) for f in rec.ignore]
-    accept = [_filter_text(f) for f in rec.accept]
-    return {"file": file, "columns": columns, "drop": drop, "ignore_lines": str(ch) if ch else "#", "ignore": filters,
-            "accept": accept}
-
-
-def _filter_text(tree) -> str:
-    parts = [str(getattr(t, "value", t)) for t in getattr(tree, "children", [])] or [str(tree)]
-    text = "".join(p.strip() for p in parts)
-    return text if "." in text or "=" in text else str(tree)

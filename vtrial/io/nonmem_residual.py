@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sympy
 
 from vtrial.errors import SpecError
+from vtrial.io.nonmem_options import refuse
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Residual:
 
 
 def _refuse(line: int, why: str, record: str = "ERROR") -> SpecError:
-    return SpecError(f"${record} (line {line})", why)
+    return refuse(record, line, why)
 
 
 def residual_model(error, eps: list[str], params, thetas: list[str], line: int, amounts: set,
