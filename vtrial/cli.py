@@ -361,7 +361,7 @@ def bootstrap_command(
     seed: Annotated[int, typer.Option("--seed", help="random seed of the resampling")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default runs/bootstrap-<config>-<timestamp>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted bootstrap of the same --out")] = False,
-    batch: Annotated[int, typer.Option("--batch", help="replicates fitted together (results do not depend on it)")] = 50  # vtrial.jobs.bootstrap.DEFAULT_BATCH (not imported: a fast --help),
+    batch: Annotated[int, typer.Option("--batch", help="replicates fitted together (results do not depend on it)")] = 50,  # vtrial.jobs.bootstrap.DEFAULT_BATCH (not imported: a fast --help)
 ):
     """Case-resampling bootstrap of a population fit: all replicates fitted together; writes
     bootstrap_results.csv (one row per replicate) and bootstrap_summary.csv (PsN's layout)."""

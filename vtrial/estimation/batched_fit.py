@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from vtrial.engine import lapack
 from vtrial.engine.solve import SolverOptions
 from vtrial.errors import SpecError

@@ -81,7 +81,7 @@ def check_candidates(search: CovariateSearchSpec | None, model, typical, fixed, 
 
 #: TOML's bare keys: ASCII letters, digits, `_` and `-` (anything else is quoted).
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-#: TOML's short escapes; other control characters are written as \uXXXX.
+#: TOML's short escapes; other control characters get a \u escape (four hex digits).
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
